@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny VGGs (width 1/16, fc 32) on 32-64 pixel images."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from vgg_jax import VGG
+
+TINY = dict(width_scale=1 / 16, fc_width=32, num_classes=10)
+
+
+def tiny_vgg(config: str = "A", **overrides) -> VGG:
+    """A VGG small enough to compile and run in well under a second on 2 cores."""
+    return VGG(config=config, **{**TINY, **overrides})
+
+
+def random_images(shape=(2, 32, 32, 3), seed: int = 0, dtype=jnp.float32) -> jax.Array:
+    return jax.random.normal(jax.random.key(seed), shape, dtype)
+
+
+@pytest.fixture(scope="session")
+def tiny_a():
+    """Config A at width 1/16, initialised on 32-pixel images: (model, variables)."""
+    model = tiny_vgg("A")
+    return model, model.init(jax.random.key(0), random_images())

@@ -1,0 +1,20 @@
+"""vgg_jax: the six VGG configs of Simonyan & Zisserman (2014) in JAX and Flax."""
+
+from vgg_jax.configs import ALIASES, CONFIGS, Conv, LRN, count_macs, count_params, layer_names, resolve_config
+from vgg_jax.layers import LocalResponseNorm
+from vgg_jax.model import VGG
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALIASES",
+    "CONFIGS",
+    "Conv",
+    "LRN",
+    "LocalResponseNorm",
+    "VGG",
+    "count_macs",
+    "count_params",
+    "layer_names",
+    "resolve_config",
+]

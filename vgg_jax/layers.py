@@ -1,0 +1,45 @@
+"""Layers that Flax does not provide."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class LocalResponseNorm(nn.Module):
+    """Cross-channel local response normalisation, AlexNet's formula.
+
+    b_c = a_c / (k + alpha * sum_{c' in window(c)} a_{c'}^2) ** beta
+
+    where the window holds `size` channels centred on c (size // 2 before,
+    (size - 1) // 2 after, clipped at the edges). The defaults are AlexNet's, as
+    used by VGG's A-LRN. Conventions elsewhere:
+
+    - TF `tf.nn.local_response_normalization(depth_radius=r, bias=k, alpha=a,
+      beta=b)` sums over 2r + 1 channels and does not divide alpha by the
+      window: this layer equals it with `size = 2r + 1`, `alpha = a`.
+    - torch `nn.LocalResponseNorm(size, alpha, beta, k)` and Caffe divide alpha
+      by `size`: this layer equals torch's with `alpha_torch = alpha * size`
+      (AlexNet's is `LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)` in torch).
+
+    Inputs are channels-last; the sum is taken in float32 whatever the input
+    dtype, and the result is cast back to it. The layer has no parameters.
+    """
+
+    size: int = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 2.0
+
+    @nn.compact
+    def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
+        if self.size < 1:
+            raise ValueError(f"LocalResponseNorm size must be >= 1, got {self.size}")
+        values = inputs.astype(jnp.float32)
+        squares = jnp.square(values)
+        channels = inputs.shape[-1]
+        pad = [(0, 0)] * (inputs.ndim - 1) + [(self.size // 2, (self.size - 1) // 2)]
+        padded = jnp.pad(squares, pad)
+        window_sum = sum(padded[..., i : i + channels] for i in range(self.size))
+        scale = (self.k + self.alpha * window_sum) ** self.beta
+        return (values / scale).astype(inputs.dtype)
