@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Time VGG forward, forward-backward and train steps: the seed's benchmark, done properly.
+
+    python scripts/bench.py --config D
+    python scripts/bench.py --config all --batch-size 2 --steps 2 --json out.json
+    python scripts/bench.py --config D --dtype bfloat16 --mode train-step --vs torch
+
+On CPU the defaults are batch 4, 5 steps, 1 warm-up (accelerators: 32 / 100 / 10).
+The logic is in vgg_jax/bench.py; this script only parses arguments.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from vgg_jax import bench  # noqa: E402
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad flags end with one line on stderr and status 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"bench.py: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="D", help="config or alias, comma-separated list, or 'all' (default D)")
+    parser.add_argument("--batch-size", default=None, help="batch size, or a comma-separated sweep (default 32; CPU 4)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="timed steps (default 100; CPU 5)")
+    parser.add_argument("--warmup", type=positive_int, default=None, help="untimed steps after compiling (default 10; CPU 1)")
+    parser.add_argument("--image-size", type=int, default=224, help="square image size in pixels (default 224)")
+    parser.add_argument("--dtype", default="float32", help="compute dtype(s): float32, bfloat16, or both comma-separated")
+    parser.add_argument("--mode", default="forward,forward-backward", help="forward, forward-backward, train-step (comma-separated)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write the records as JSON (schema in the README)")
+    parser.add_argument("--plot", default=None, metavar="PATH", help="write images/s per config and batch as a PNG")
+    parser.add_argument("--vs", choices=["torch"], default=None, help="also time torchvision in the same run")
+    parser.add_argument("--cache-dir", default=None, help="JAX's persistent compilation cache directory")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s for MFU on a device the table lacks")
+    parser.add_argument("--width-scale", type=float, default=1.0, help="multiply conv channels (small experiments)")
+    parser.add_argument("--fc-width", type=int, default=4096, help="width of fc6 and fc7 (default 4096)")
+    parser.add_argument("--num-classes", type=int, default=1000, help="outputs of fc8 (default 1000)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(bench.main(parse_args()))

@@ -1,0 +1,122 @@
+"""Benchmark output: the closing table, the JSON file and the sweep plot.
+
+Files are written to a temporary name beside the target and renamed into place,
+so an interrupted run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Callable, Sequence
+
+PLOT_HINT = "pip install -e '.[plot]' (matplotlib)"
+
+
+def check_writable(path: str, flag: str) -> None:
+    """Fails before any benchmarking when an output path cannot be written."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"{flag} {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise ValueError(f"{flag} {path}: directory {directory} is not writable")
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path} is a directory; give a file name")
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """Calls `write(temporary_path)`, then renames the result onto `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def write_json(records: Sequence[dict[str, Any]], path: str) -> None:
+    """The records as a JSON list (the schema is in the README)."""
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w") as file:
+            json.dump(list(records), file, indent=2)
+            file.write("\n")
+
+    atomic_write(path, write)
+
+
+def check_plot_available() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError(f"--plot needs matplotlib; install it with {PLOT_HINT}") from None
+
+
+def write_plot(records: Sequence[dict[str, Any]], path: str) -> None:
+    """Images per second against batch size: one line per config, dtype and mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines: dict[str, list[tuple[int, float]]] = {}
+    for record in records:
+        for mode, result in record["results"].items():
+            label = f"{record['config']} {record['dtype']} {mode.replace('_', '-')}"
+            lines.setdefault(label, []).append((record["batch_size"], result["images_per_s"]))
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for label, points in sorted(lines.items()):
+        batches, rates = zip(*sorted(points))
+        axes.plot(batches, rates, marker="o", label=label)
+    axes.set_xscale("log", base=2)
+    batch_sizes = sorted({record["batch_size"] for record in records})
+    axes.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
+    axes.set_xlabel("batch size")
+    axes.set_ylabel("images / s (median step)")
+    first = records[0]
+    axes.set_title(f"VGG throughput, {first['device_kind']} ({first['backend']}), {first['image_size']}px")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120))
+    plt.close(figure)
+
+
+def _bytes(value: Any) -> str:
+    return "-" if value is None else f"{value / 2**20:.0f}"
+
+
+def render_table(records: Sequence[dict[str, Any]]) -> None:
+    """Prints one row per config, batch, dtype and mode with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="vgg_jax benchmark (seconds per batch; FLOPs from count_macs)")
+    columns = ["config", "batch", "dtype", "mode", "compile s", "median s", "mean ± sd s", "min s", "img/s", "TFLOP/s", "MFU", "temp MiB", "peer img/s", "ours/peer"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("config", "dtype", "mode") else "right")
+    for record in records:
+        for mode, r in record["results"].items():
+            peer = r.get("peer")
+            table.add_row(
+                record["config"],
+                str(record["batch_size"]),
+                record["dtype"],
+                mode.replace("_", "-"),
+                f"{r['compile_s']:.2f}",
+                f"{r['median_s']:.4f}",
+                f"{r['mean_s']:.4f} ± {r['std_s']:.4f}",
+                f"{r['min_s']:.4f}",
+                f"{r['images_per_s']:.1f}",
+                f"{r['tflops_per_s']:.3f}",
+                "-" if r["mfu"] is None else f"{r['mfu']:.1%}",
+                _bytes(r["memory"]["temp_bytes"]),
+                "-" if peer is None else f"{peer['images_per_s']:.1f}",
+                "-" if peer is None else f"{r['ratio']:.2f}x",
+            )
+    Console(width=200).print(table)
