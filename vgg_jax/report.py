@@ -13,6 +13,77 @@ from typing import Any, Callable, Sequence
 
 PLOT_HINT = "pip install -e '.[plot]' (matplotlib)"
 
+_NUMBER = {"type": "number"}
+_NULLABLE_NUMBER = {"type": ["number", "null"]}
+_NULLABLE_INT = {"type": ["integer", "null"]}
+_RESULT = {
+    "type": "object",
+    "required": [
+        "compile_s", "median_s", "mean_s", "std_s", "min_s", "images_per_s", "flops_per_step",
+        "flops_source", "tflops_per_s", "mfu", "memory",
+    ],
+    "properties": {
+        **{key: _NUMBER for key in ("compile_s", "lower_s", "median_s", "mean_s", "std_s", "min_s", "images_per_s", "flops_per_step", "tflops_per_s")},
+        "flops_source": {"type": "string"},
+        "xla_flops_per_step": _NULLABLE_NUMBER,
+        "peak_tflops": _NULLABLE_NUMBER,
+        "peak_source": {"type": ["string", "null"]},
+        "mfu": _NULLABLE_NUMBER,
+        "memory": {
+            "type": "object",
+            "required": ["argument_bytes", "output_bytes", "temp_bytes", "peak_bytes"],
+            "properties": {key: _NULLABLE_INT for key in ("argument_bytes", "output_bytes", "temp_bytes", "peak_bytes")},
+        },
+        "traces": {"type": "integer"},
+        "steps": {"type": "integer"},
+        "warmup": {"type": "integer"},
+        "peer": {
+            "type": "object",
+            "required": ["name", "median_s", "images_per_s"],
+            "properties": {"name": {"type": "string"}, "median_s": _NUMBER, "images_per_s": _NUMBER},
+        },
+        "ratio": _NUMBER,
+    },
+    "dependentRequired": {"peer": ["ratio"], "ratio": ["peer"]},
+}
+
+# JSON Schema (2020-12) of the file --json writes; the README documents it.
+RECORDS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": [
+            "config", "batch_size", "image_size", "dtype", "backend", "device_kind", "device_count",
+            "versions", "xla_flags", "results",
+        ],
+        "properties": {
+            "config": {"enum": ["A", "A-LRN", "B", "C", "D", "E"]},
+            "batch_size": {"type": "integer", "minimum": 1},
+            "image_size": {"type": "integer", "minimum": 32},
+            "dtype": {"enum": ["float32", "bfloat16"]},
+            "backend": {"type": "string"},
+            "device_kind": {"type": "string"},
+            "device_count": {"type": "integer", "minimum": 1},
+            "devices_available": {"type": "integer"},
+            "host_cpu": {"type": ["string", "null"]},
+            "host_cores": _NULLABLE_INT,
+            "versions": {"type": "object", "required": ["jax", "jaxlib", "flax"], "additionalProperties": {"type": "string"}},
+            "xla_flags": {"type": "array", "items": {"type": "string"}},
+            "dispatch_s": _NUMBER,
+            "width_scale": _NUMBER,
+            "fc_width": {"type": "integer"},
+            "num_classes": {"type": "integer"},
+            "results": {
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": {"enum": ["forward", "forward_backward", "train_step"]},
+                "additionalProperties": _RESULT,
+            },
+        },
+    },
+}
+
 
 def check_writable(path: str, flag: str) -> None:
     """Fails before any benchmarking when an output path cannot be written."""

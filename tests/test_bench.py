@@ -1,0 +1,165 @@
+"""The benchmark library and CLI on tiny models: every field, sane relations, valid JSON, clear errors.
+
+No test asserts a speed; the relations checked (a backward pass costs more than
+a forward one) hold by a wide margin at any load.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import jsonschema
+import pytest
+
+from vgg_jax import VGG, bench, count_macs, report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_FLAGS = ["--image-size", "32", "--width-scale", "0.0625", "--fc-width", "32", "--num-classes", "10"]
+TINY_SPEC = dict(image_size=32, width_scale=1 / 16, fc_width=32, num_classes=10, steps=3, warmup=1)
+SEED_LINE = re.compile(r"^\S+ \S+: (Forward|Forward-backward|Train-step) across \d+ steps, \d+\.\d{3} \+/- \d+\.\d{3} sec / batch$", re.M)
+
+
+@pytest.fixture(scope="module")
+def tiny_records():
+    lines = []
+    spec = bench.BenchSpec(configs=("A",), batch_sizes=(2,), modes=bench.MODES, peak_tflops=1.0, **TINY_SPEC)
+    return bench.run(spec, log=lines.append), lines
+
+
+def test_every_field_with_sane_relations(tiny_records):
+    records, lines = tiny_records
+    jsonschema.validate(records, report.RECORDS_SCHEMA)
+    (record,) = records
+    assert (record["config"], record["batch_size"], record["dtype"], record["backend"]) == ("A", 2, "float32", "cpu")
+    assert record["versions"]["jax"] == jax.__version__ and record["dispatch_s"] > 0
+    forward, backward, train = (record["results"][mode] for mode in bench.MODES)
+    macs = count_macs("A", 32, num_classes=10, fc_width=32, width_scale=1 / 16)
+    assert forward["flops_per_step"] == 2 * macs * 2
+    assert backward["flops_per_step"] == train["flops_per_step"] == 3 * forward["flops_per_step"]
+    for result in (forward, backward, train):
+        assert result["traces"] == 1  # compiled once, never retraced while timing
+        assert result["min_s"] <= result["median_s"] and result["std_s"] >= 0
+        assert result["images_per_s"] == pytest.approx(2 / result["median_s"])
+        assert result["tflops_per_s"] == pytest.approx(result["flops_per_step"] / result["median_s"] / 1e12)
+        assert result["mfu"] == pytest.approx(result["tflops_per_s"])  # --peak-tflops 1.0
+        assert result["compile_s"] >= result["lower_s"] > 0
+        assert result["memory"]["argument_bytes"] > 0 and result["memory"]["peak_bytes"] is None  # CPU has no stats
+        assert 0.5 < result["xla_flops_per_step"] / result["flops_per_step"] <= 1.0  # padding skipped at 32 px
+    assert backward["median_s"] > forward["median_s"] and train["median_s"] > forward["median_s"]
+    assert backward["memory"]["output_bytes"] > forward["memory"]["output_bytes"]  # gradients stay on the device
+    assert len(SEED_LINE.findall("\n".join(lines))) == 3
+
+
+def test_unknown_device_gets_null_mfu(tiny_records):
+    spec = bench.BenchSpec(configs=("A",), batch_sizes=(1,), modes=("forward",), **{**TINY_SPEC, "steps": 1})
+    (record,) = bench.run(spec, log=lambda line: None)
+    assert record["results"]["forward"]["mfu"] is None and record["results"]["forward"]["peak_tflops"] is None
+
+
+@pytest.mark.parametrize("mode, factor", [("forward", 1), ("forward_backward", 3)])
+def test_xla_flops_agree_with_count_macs_at_224(mode, factor):
+    """XLA skips padded positions, so it counts about 3% less than the paper's MACs; 5% is the stated tolerance."""
+    model = VGG(config="D")
+    images = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
+    params = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    function, args, _ = bench.step_function(model, mode, images, None, params, key)
+    flops = jax.jit(function).lower(*args).cost_analysis()["flops"]
+    analytic = 2 * 15_470_264_320 * 2 * factor
+    assert abs(flops / analytic - 1) < bench.XLA_FLOPS_TOLERANCE
+
+
+def test_cpu_defaults_and_notice():
+    filled, notice = bench.resolve_sizes(bench.BenchSpec(), "cpu")
+    assert (filled.batch_sizes, filled.steps, filled.warmup) == ((4,), 5, 1)
+    assert "--batch-size 4 --steps 5 --warmup 1" in notice and "override" in notice
+    filled, notice = bench.resolve_sizes(bench.BenchSpec(), "gpu")
+    assert (filled.batch_sizes, filled.steps, filled.warmup, notice) == ((32,), 100, 10, None)
+    assert bench.resolve_sizes(bench.BenchSpec(batch_sizes=(2,), steps=2, warmup=0), "cpu")[1] is None
+
+
+def test_parsers():
+    assert bench.parse_configs("all") == ("A", "A-LRN", "B", "C", "D", "E")
+    assert bench.parse_configs("vgg16, A,d") == ("D", "A")
+    assert bench.parse_modes("forward-backward,train_step") == ("forward_backward", "train_step")
+    assert bench.parse_dtypes("bfloat16,float32") == ("bfloat16", "float32")
+    assert bench.parse_positive_ints("1,8,32", "--batch-size") == (1, 8, 32)
+    for parse, text in ((bench.parse_configs, "F"), (bench.parse_modes, "backward"), (bench.parse_dtypes, "float16")):
+        with pytest.raises(bench.BenchError):
+            parse(text)
+
+
+def test_a_batch_that_does_not_fit_says_what_to_try(monkeypatch):
+    def out_of_memory(*args):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.1GiB")
+
+    monkeypatch.setattr(bench, "step_function", lambda *a: (out_of_memory, (jnp.zeros(1),), False))
+    spec = bench.BenchSpec(configs=("A",), batch_sizes=(64,), modes=("forward",), **TINY_SPEC)
+    with pytest.raises(bench.BenchError, match="A batch 64 float32 forward does not fit.*--batch-size.*32"):
+        bench.run(spec, log=lambda line: None)
+
+
+def test_vs_torch_without_torchvision_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    with pytest.raises(bench.BenchError, match=r"\.\[torch\]"):
+        bench.check_spec(bench.BenchSpec(vs_torch=True))
+
+
+def test_vs_torch_times_torchvision_in_the_same_run():
+    pytest.importorskip("torchvision")
+    spec = bench.BenchSpec(configs=("A",), batch_sizes=(1,), modes=("forward", "train_step"), vs_torch=True, image_size=32, steps=2, warmup=1)
+    lines = []
+    (record,) = bench.run(spec, log=lines.append)
+    jsonschema.validate([record], report.RECORDS_SCHEMA)
+    for mode in ("forward", "train_step"):
+        result = record["results"][mode]
+        assert result["peer"]["name"].startswith("torchvision.models.vgg11")
+        assert result["ratio"] == pytest.approx(result["images_per_s"] / result["peer"]["images_per_s"])
+    assert any("ours / peer" in line for line in lines)
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "bench.py"), *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+def test_cli_end_to_end(tmp_path):
+    out, plot = tmp_path / "out.json", tmp_path / "sweep.png"
+    done = run_cli("--config", "A,vgg11-lrn", "--batch-size", "1,2", "--steps", "2", "--warmup", "0", "--json", str(out), "--plot", str(plot), *TINY_FLAGS)
+    assert done.returncode == 0, done.stderr
+    records = json.loads(out.read_text())
+    jsonschema.validate(records, report.RECORDS_SCHEMA)
+    assert [(r["config"], r["batch_size"]) for r in records] == [("A", 1), ("A", 2), ("A-LRN", 1), ("A-LRN", 2)]
+    assert len(SEED_LINE.findall(done.stdout)) == 8
+    assert "vgg_jax benchmark" in done.stdout and "ours/peer" in done.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config", "vgg17"], "unknown VGG config 'vgg17'"),
+        (["--mode", "backward"], "unknown --mode backward"),
+        (["--dtype", "float16"], "unknown --dtype float16"),
+        (["--batch-size", "0"], "--batch-size must be positive integers"),
+        (["--batch-size", "two"], "--batch-size must be positive integers"),
+        (["--steps", "-3"], "--steps: must be >= 0"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--image-size", "16"], "--image-size must be at least 32"),
+        (["--json", "/nonexistent-dir/out.json"], "--json /nonexistent-dir/out.json: directory /nonexistent-dir does not exist"),
+        (["--peak-tflops", "-1"], "--peak-tflops must be positive"),
+        (["--vs", "tf"], "argument --vs: invalid choice"),
+    ],
+)
+def test_cli_bad_flags_exit_non_zero_with_one_line(args, message):
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
