@@ -136,7 +136,7 @@ def test_cli_end_to_end(tmp_path):
     jsonschema.validate(records, report.RECORDS_SCHEMA)
     assert [(r["config"], r["batch_size"]) for r in records] == [("A", 1), ("A", 2), ("A-LRN", 1), ("A-LRN", 2)]
     assert len(SEED_LINE.findall(done.stdout)) == 8
-    assert "vgg_jax benchmark" in done.stdout and "ours/peer" in done.stdout
+    assert "vgg_jax benchmark" in done.stdout and "img/s" in done.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
 

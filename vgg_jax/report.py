@@ -168,12 +168,16 @@ def render_table(records: Sequence[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="vgg_jax benchmark (seconds per batch; FLOPs from count_macs)")
-    columns = ["config", "batch", "dtype", "mode", "compile s", "median s", "mean ± sd s", "min s", "img/s", "TFLOP/s", "MFU", "temp MiB", "peer img/s", "ours/peer"]
+    columns = ["config", "batch", "dtype", "mode", "compile s", "median s", "mean ± sd s", "min s", "img/s", "TFLOP/s", "MFU", "temp MiB"]
+    with_peer = any("peer" in result for record in records for result in record["results"].values())
+    if with_peer:
+        columns += ["peer img/s", "ours/peer"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("config", "dtype", "mode") else "right")
     for record in records:
         for mode, r in record["results"].items():
             peer = r.get("peer")
+            peer_cells = ["-" if peer is None else f"{peer['images_per_s']:.1f}", "-" if peer is None else f"{r['ratio']:.2f}x"]
             table.add_row(
                 record["config"],
                 str(record["batch_size"]),
@@ -187,7 +191,6 @@ def render_table(records: Sequence[dict[str, Any]]) -> None:
                 f"{r['tflops_per_s']:.3f}",
                 "-" if r["mfu"] is None else f"{r['mfu']:.1%}",
                 _bytes(r["memory"]["temp_bytes"]),
-                "-" if peer is None else f"{peer['images_per_s']:.1f}",
-                "-" if peer is None else f"{r['ratio']:.2f}x",
+                *(peer_cells if with_peer else []),
             )
     Console(width=200).print(table)
