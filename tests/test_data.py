@@ -1,0 +1,116 @@
+"""Data: the ImageFolder loader, digits, the paper's augmentations, and exact iterator resume."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vgg_jax import data
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """Two classes of PNGs of odd sizes, written here."""
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for name, count in (("cat", 3), ("dog", 4)):
+        (root / name).mkdir()
+        for index in range(count):
+            pixels = rng.integers(0, 256, (40 + index, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{index}.png")
+    (root / "dog" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_image_folder_reads_pngs_by_class(image_folder):
+    source = data.ImageFolderSource(str(image_folder))
+    assert source.classes == ["cat", "dog"] and len(source) == 7
+    labels = [source[i]["label"] for i in range(len(source))]
+    assert labels == [0, 0, 0, 1, 1, 1, 1]
+    assert source[0]["image"].shape == (40, 48, 3) and source[0]["image"].dtype == np.uint8
+    loader = data.make_loader(source, data.TrainTransform(32, scale=(34, 40)), 3, seed=0, shuffle=True, shard_index=0, shard_count=1)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (3, 32, 32, 3) and batch["image"].dtype == np.float32
+    assert set(batch["label"]) <= {0, 1}
+
+
+def test_folder_without_split_holds_out_a_fixed_tenth(image_folder):
+    train, val = data.load_data(f"folder:{image_folder}", 32)
+    assert len(train) + len(val) == 7 and len(val) == 1 and train.num_classes == 2
+
+
+def test_bad_folders_get_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        data.ImageFolderSource(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        data.ImageFolderSource(str(tmp_path))
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(ValueError, match="holds no"):
+        data.ImageFolderSource(str(tmp_path))
+    with pytest.raises(ValueError, match="unknown --data"):
+        data.load_data("imagenet", 32)
+
+
+def test_digits_are_a_fixed_split_of_real_digits():
+    pytest.importorskip("sklearn")
+    train, val = data.load_digits(32)
+    assert (len(train), len(val)) == (1500, 297)
+    assert train.images.shape == (1500, 32, 32, 3) and train.images.dtype == np.uint8
+    assert sorted(set(train.labels)) == list(range(10))
+    again, _ = data.load_digits(32)
+    np.testing.assert_array_equal(train.images, again.images)
+    assert np.array_equal(train.images[..., 0], train.images[..., 2])  # grey repeated to RGB
+
+
+def test_train_transform_augmentations():
+    image = np.arange(50 * 60 * 3, dtype=np.uint8).reshape(50, 60, 3)
+    element = {"image": image, "label": 3}
+    plain = data.TrainTransform(32, scale=None, flip=False)
+    out = plain.random_map(element, np.random.default_rng(0))["image"]
+    assert out.shape == (32, 32, 3) and out.dtype == np.float32
+    assert any(np.array_equal(out, image[t : t + 32, l : l + 32].astype(np.float32)) for t in range(19) for l in range(29))
+    flips = [data.TrainTransform(32, flip=True).random_map(element, np.random.default_rng(s))["image"] for s in range(20)]
+    assert any(f[0, 0, 0] > f[0, -1, 0] for f in flips)  # some are mirrored (the ramp runs backwards)
+    jitter = data.TrainTransform(32, scale=(32, 48), flip=False)
+    rescaled = data.rescale_short_side(image, 40)
+    assert rescaled.shape == (40, 48, 3)
+    pca = data.TrainTransform(32, flip=False, pca_std=0.1).random_map(element, np.random.default_rng(0))["image"]
+    shift = pca - plain.random_map(element, np.random.default_rng(0))["image"]
+    assert np.ptp(shift.reshape(-1, 3), axis=0).max() < 1e-3 and np.abs(shift).max() > 0  # one RGB shift per image
+    mean = data.TrainTransform(32, flip=False, mean_rgb=(10.0, 20.0, 30.0)).random_map(element, np.random.default_rng(0))["image"]
+    np.testing.assert_allclose(plain.random_map(element, np.random.default_rng(0))["image"] - mean, np.broadcast_to([10, 20, 30], (32, 32, 3)))
+    assert jitter.random_map(element, np.random.default_rng(1))["image"].shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        data.TrainTransform(64).random_map(element, np.random.default_rng(0))
+
+
+def test_stream_is_a_function_of_the_seed_and_resumes_exactly():
+    source = data.SyntheticSource(40, 32, 5, seed=1)
+    make = lambda seed: data.make_loader(source, data.TrainTransform(32, pca_std=0.1), 4, seed=seed, shuffle=True, shard_index=0, shard_count=1)
+    first = iter(make(7))
+    batches = [next(first) for _ in range(3)]
+    saved = first.get_state()
+    following = [next(first) for _ in range(12)]  # crosses an epoch boundary (10 batches per epoch)
+    resumed = iter(make(7))
+    resumed.set_state(saved)
+    for expected in following:
+        got = next(resumed)
+        np.testing.assert_array_equal(got["image"], expected["image"])
+        np.testing.assert_array_equal(got["label"], expected["label"])
+    other = next(iter(make(8)))
+    assert not np.array_equal(other["label"], batches[0]["label"]) or not np.array_equal(other["image"], batches[0]["image"])
+
+
+def test_shards_split_the_data():
+    source = data.ArraySource(np.zeros((16, 32, 32, 3), np.uint8), np.arange(16), 16)  # label = record index
+    seen = []
+    for shard in range(2):
+        loader = data.make_loader(source, data.EvalTransform(32), 4, seed=0, shuffle=True, num_epochs=1, shard_index=shard, shard_count=2)
+        seen.append({int(label) for batch in loader for label in batch["label"]})
+    assert len(seen[0]) == len(seen[1]) == 8 and not seen[0] & seen[1]
+    assert seen[0] | seen[1] == set(range(16))
+
+
+def test_mean_rgb():
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    images[..., 1] = 100
+    assert data.mean_rgb(data.ArraySource(images, np.zeros(4), 2)) == (0.0, 100.0, 0.0)

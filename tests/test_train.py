@@ -1,0 +1,135 @@
+"""The train step, the optimiser, learning-rate policies, the loop, checkpoints and resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vgg_jax import loop, train
+from vgg_jax.train import Plateau, create_train_state, make_train_step, paper_optimizer
+
+from conftest import random_images, tiny_vgg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_RUN = dict(config="A", data="synthetic", width_scale=1 / 16, fc_width=32, batch_size=8, log_every=1)
+
+
+def overfit(model, lr, steps=40):
+    batch = {"image": random_images((8, 32, 32, 3)), "label": jnp.arange(8) % 10}
+    optimizer = paper_optimizer(lr)
+    state = create_train_state(model, optimizer, jax.jit(model.init)(jax.random.key(0), batch["image"]))
+    step = make_train_step(model, optimizer)
+    losses = []
+    for _ in range(steps):
+        state, metrics = step(state, batch, jax.random.key(1))
+        losses.append(float(metrics["loss"]))
+    return state, metrics, losses
+
+
+def test_a_tiny_model_overfits_one_batch():
+    state, metrics, losses = overfit(tiny_vgg("A", dropout_rate=0.0, batch_norm=True), 0.05)
+    assert losses[-1] < 0.1 * losses[0]
+    assert set(metrics) == {"loss", "top1", "top5", "grad_norm", "learning_rate"}
+    assert float(metrics["top1"]) == 1.0 and float(metrics["learning_rate"]) == pytest.approx(0.05)
+    assert int(state.step) == 40
+    assert float(jnp.abs(state.batch_stats["conv1_1_bn"]["mean"]).max()) > 0  # BN statistics follow the batches
+    _, _, plain = overfit(tiny_vgg("A", dropout_rate=0.0, width_scale=1 / 8), 0.05)
+    assert np.mean(plain[-5:]) < plain[0] - 0.2  # without BN the loss falls too, more slowly
+
+
+def test_dropout_rng_is_folded_with_the_step(tiny_a):
+    model, variables = tiny_a
+    batch = {"image": random_images((2, 32, 32, 3)), "label": jnp.array([1, 2])}
+    optimizer = optax.sgd(0.0)  # no update: only the dropout mask differs between steps
+    step = make_train_step(model, optimizer)
+    state = create_train_state(model, optimizer, variables)
+    state, first = step(state, batch, jax.random.key(0))
+    state, second = step(state, batch, jax.random.key(0))
+    assert float(first["loss"]) != float(second["loss"])
+
+
+def test_weight_decay_applies_to_kernels_only():
+    params = {"conv1_1": {"kernel": jnp.ones((3, 3, 3, 4)), "bias": jnp.ones(4)}}
+    zero_grads = jax.tree.map(jnp.zeros_like, params)
+    for decay_biases, bias_moves in ((False, False), (True, True)):
+        optimizer = paper_optimizer(0.1, momentum=0.0, weight_decay=0.5, decay_biases=decay_biases)
+        updates, _ = optimizer.update(zero_grads, optimizer.init(params), params)
+        assert float(updates["conv1_1"]["kernel"][0, 0, 0, 0]) == pytest.approx(-0.05)
+        assert (float(updates["conv1_1"]["bias"][0]) != 0) == bias_moves
+
+
+def test_learning_rate_policies():
+    assert train.learning_rate_schedule("paper", 0.01, 100) == 0.01
+    step = train.learning_rate_schedule("step", 0.01, 90)
+    assert float(step(0)) == pytest.approx(0.01) and float(step(30)) == pytest.approx(0.001)
+    cosine = train.learning_rate_schedule("cosine", 0.01, 100)
+    assert float(cosine(50)) == pytest.approx(0.005) and float(cosine(100)) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="unknown learning-rate policy"):
+        train.learning_rate_schedule("warmup", 0.01, 10)
+    plateau = Plateau(patience=2, max_reductions=1)
+    assert [plateau.update(a) for a in (0.5, 0.6, 0.6, 0.55, 0.4, 0.3, 0.2)] == [False, False, False, True, False, False, False]
+
+
+def test_host_can_lower_the_learning_rate(tiny_a):
+    model, variables = tiny_a
+    optimizer = paper_optimizer(0.01)
+    state = train.set_learning_rate(create_train_state(model, optimizer, variables), 0.001)
+    batch = {"image": random_images((2, 32, 32, 3)), "label": jnp.array([1, 2])}
+    _, metrics = make_train_step(model, optimizer)(state, batch, jax.random.key(0))
+    assert float(metrics["learning_rate"]) == pytest.approx(0.001)
+
+
+def params_of(workdir):
+    variables, _ = loop.load_params(str(workdir))
+    return variables["params"]
+
+
+def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    common = dict(TINY_RUN, eval_every=3, checkpoint_every=3)
+    loop.run(loop.TrainConfig(workdir=str(tmp_path / "whole"), max_steps=9, **common), log=lambda line: None)
+    loop.run(loop.TrainConfig(workdir=str(tmp_path / "split"), max_steps=6, **common), log=lambda line: None)
+    loop.run(loop.TrainConfig(workdir=str(tmp_path / "split"), max_steps=9, **common), resume=True, log=lambda line: None)
+    whole, split = params_of(tmp_path / "whole"), params_of(tmp_path / "split")
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), whole, split))
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "split" / "metrics.jsonl") if "eval" not in line]
+    assert steps == list(range(1, 10))  # no step logged twice
+
+
+def test_existing_workdir_is_refused_without_resume_or_overwrite(tmp_path):
+    cfg = loop.TrainConfig(workdir=str(tmp_path), max_steps=1, **TINY_RUN)
+    loop.run(cfg, log=lambda line: None)
+    with pytest.raises(ValueError, match="already holds a run; pass --resume .* or --overwrite"):
+        loop.run(cfg, log=lambda line: None)
+    with pytest.raises(ValueError, match="holds no run to resume"):
+        loop.run(loop.TrainConfig(workdir=str(tmp_path / "new"), **TINY_RUN), resume=True)
+    loop.run(cfg, overwrite=True, log=lambda line: None)
+
+
+def test_non_finite_loss_stops_the_loop_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = loop.TrainConfig(workdir=str(tmp_path), max_steps=50, learning_rate=1e12, eval_every=1, **TINY_RUN)
+    with pytest.raises(loop.NonFiniteError, match=r"non-finite (loss|grad_norm) .* at step (\d+)") as error:
+        loop.run(cfg, log=lambda line: None)
+    failed = int(error.value.args[0].split("at step ")[1].split(";")[0])
+    saved = sorted(int(name) for name in os.listdir(tmp_path / "checkpoints") if name.isdigit())
+    assert all(step < failed for step in saved)
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(params_of(tmp_path)))
+
+
+def test_train_script_end_to_end(tmp_path):
+    workdir = tmp_path / "run"
+    command = [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--config", "A", "--data", "synthetic",
+               "--width-scale", "0.0625", "--fc-width", "32", "--batch-size", "8", "--max-steps", "4", "--workdir", str(workdir)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Done: A, 4 steps" in done.stdout
+    assert json.load(open(workdir / "config.json"))["config"] == "A"
+    records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    assert {"step", "loss", "top1", "top5", "grad_norm", "learning_rate", "images_per_s"} <= set(records[0])
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "already holds a run" in again.stderr and len(again.stderr.strip().splitlines()) == 1

@@ -1,0 +1,301 @@
+"""Input pipelines: an ImageFolder directory, the embedded digits, synthetic data.
+
+Sources are random-access (`__len__`, `__getitem__`) and are streamed with
+Grain: shuffled by seed, sharded by process, transformed in workers, and with
+an iterator whose position is saved in checkpoints. Each element is a dict
+`{"image": uint8 HWC RGB, "label": int}`; the transforms produce float32.
+
+The paper's augmentations (Sec. 3.1) are flags of `TrainTransform`: isotropic
+rescale of the short side to S (fixed, or jittered per image in [S_min, S_max]),
+a random crop at the training size, a random horizontal flip, AlexNet's PCA
+colour shift, and mean-RGB subtraction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Optional, Sequence, Union
+
+import grain
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# AlexNet's PCA of ImageNet RGB pixels (0-255 scale eigenvalues), as in its
+# reference implementations; the shift is eigvec @ (alpha * eigval), alpha ~ N(0, 0.1).
+PCA_EIGVAL = np.array([55.46, 4.794, 1.148], np.float32)
+PCA_EIGVEC = np.array(
+    [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]], np.float32
+)
+DIGITS_VALIDATION = 297  # fixed held-out digits; 1,500 remain for training
+
+
+class ArraySource:
+    """Images and labels held in memory (small data: digits, tests)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int):
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels, self.num_classes = images, labels.astype(np.int32), num_classes
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"image": self.images[index], "label": int(self.labels[index])}
+
+    def __repr__(self) -> str:  # Grain checks it when an iterator state is restored
+        return f"ArraySource(images={self.images.shape}, num_classes={self.num_classes})"
+
+
+class SyntheticSource:
+    """Random images and labels, made on demand from the index (benchmarks, smoke tests)."""
+
+    def __init__(self, num_examples: int, image_size: int, num_classes: int, seed: int = 0):
+        self.num_examples, self.image_size, self.num_classes, self.seed = num_examples, image_size, num_classes, seed
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng((self.seed, index))
+        image = rng.integers(0, 256, (self.image_size, self.image_size, 3), dtype=np.uint8)
+        return {"image": image, "label": int(rng.integers(self.num_classes))}
+
+    def __repr__(self) -> str:
+        return f"SyntheticSource({self.num_examples}, {self.image_size}, {self.num_classes}, seed={self.seed})"
+
+
+class ImageFolderSource:
+    """An ImageFolder layout: one sub-folder per class holding JPEG/PNG files.
+
+    Only the file list is held in memory; each image is decoded when read.
+    Classes are the sorted sub-folder names, labels their positions.
+    """
+
+    def __init__(self, root: str, classes: Optional[Sequence[str]] = None):
+        if not os.path.isdir(root):
+            raise ValueError(f"image folder {root} does not exist or is not a directory")
+        self.root = root
+        self.classes = list(classes) if classes is not None else sorted(
+            entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+        )
+        if not self.classes:
+            raise ValueError(f"image folder {root} has no class sub-folders (expected {root}/<class>/<image>.png)")
+        self.files: list[tuple[str, int]] = []
+        for label, name in enumerate(self.classes):
+            directory = os.path.join(root, name)
+            if not os.path.isdir(directory):
+                continue
+            for file in sorted(os.listdir(directory)):
+                if file.lower().endswith(IMAGE_EXTENSIONS):
+                    self.files.append((os.path.join(directory, file), label))
+        if not self.files:
+            raise ValueError(f"image folder {root} holds no {'/'.join(IMAGE_EXTENSIONS)} files in its class folders")
+        self.num_classes = len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, label = self.files[index]
+        try:
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        except Exception as error:  # PIL raises several types for bad files
+            raise ValueError(f"cannot read image {path}: {error}") from error
+        return {"image": pixels, "label": label}
+
+    def __repr__(self) -> str:
+        return f"ImageFolderSource({self.root!r}, files={len(self.files)}, classes={len(self.classes)})"
+
+
+def load_digits(image_size: int = 32) -> tuple[ArraySource, ArraySource]:
+    """scikit-learn's handwritten digits (ships inside the package): train and validation.
+
+    1,797 images of 8x8 in 17 grey levels, upsampled bilinearly to
+    `image_size` and repeated to RGB. The split is fixed: a seed-0 permutation,
+    the first 297 for validation. Needs the `digits` extra (scikit-learn).
+    """
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError:
+        raise ValueError("--data digits needs scikit-learn: pip install -e '.[digits]'") from None
+    digits = sklearn_digits()
+    grey = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    resized = np.stack([np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.BILINEAR)) for im in grey])
+    images = np.repeat(resized[..., None], 3, axis=-1)
+    order = np.random.RandomState(0).permutation(len(images))
+    val, train = order[:DIGITS_VALIDATION], order[DIGITS_VALIDATION:]
+    labels = digits.target.astype(np.int32)
+    return ArraySource(images[train], labels[train], 10), ArraySource(images[val], labels[val], 10)
+
+
+def rescale_short_side(image: np.ndarray, size: int) -> np.ndarray:
+    """Isotropic rescale so that the shorter side is `size` (bilinear)."""
+    height, width = image.shape[:2]
+    if min(height, width) == size:
+        return image
+    scale = size / min(height, width)
+    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(new_size, Image.BILINEAR))
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[top : top + size, left : left + size]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainTransform(grain.transforms.RandomMap):
+    """The paper's training augmentation, each part a flag; uint8 in, float32 out.
+
+    Attributes:
+        image_size: the crop fed to the network (224 in the paper).
+        scale: the short side S before cropping: an int (fixed S) or a pair
+            (S_min, S_max), drawn per image (the paper's scale jittering).
+            None keeps the image's size (it must be at least `image_size`).
+        flip: random horizontal flip.
+        pca_std: std of AlexNet's PCA colour shift (0.1 in AlexNet); 0 disables it.
+        mean_rgb: subtracted from every pixel (0-255 scale); None subtracts nothing.
+    """
+
+    image_size: int
+    scale: Union[None, int, tuple[int, int]] = None
+    flip: bool = True
+    pca_std: float = 0.0
+    mean_rgb: Optional[tuple[float, float, float]] = None
+
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        image = element["image"]
+        if self.scale is not None:
+            low, high = (self.scale, self.scale) if isinstance(self.scale, int) else self.scale
+            image = rescale_short_side(image, int(rng.integers(low, high + 1)))
+        height, width = image.shape[:2]
+        if min(height, width) < self.image_size:
+            raise ValueError(f"image of {height}x{width} is smaller than the crop {self.image_size}; set a scale S >= {self.image_size}")
+        top = int(rng.integers(0, height - self.image_size + 1))
+        left = int(rng.integers(0, width - self.image_size + 1))
+        image = image[top : top + self.image_size, left : left + self.image_size].astype(np.float32)
+        if self.flip and rng.random() < 0.5:
+            image = image[:, ::-1]
+        if self.pca_std > 0:
+            alpha = rng.normal(0.0, self.pca_std, 3).astype(np.float32)
+            image = image + PCA_EIGVEC @ (alpha * PCA_EIGVAL)
+        if self.mean_rgb is not None:
+            image = image - np.asarray(self.mean_rgb, np.float32)
+        return {"image": np.ascontiguousarray(image, np.float32), "label": element["label"]}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalTransform(grain.transforms.Map):
+    """Short side to `size`, centre square crop of `size`, mean subtracted; float32 out.
+
+    The evaluator rescales these squares to each test scale Q.
+    """
+
+    size: int
+    mean_rgb: Optional[tuple[float, float, float]] = None
+
+    def map(self, element: dict[str, Any]) -> dict[str, Any]:
+        image = center_crop(rescale_short_side(element["image"], self.size), self.size).astype(np.float32)
+        if self.mean_rgb is not None:
+            image = image - np.asarray(self.mean_rgb, np.float32)
+        return {"image": image, "label": element["label"]}
+
+
+def mean_rgb(source: Any, max_images: int = 10_000) -> tuple[float, float, float]:
+    """The mean RGB of a source's images (0-255), over at most `max_images` spread evenly."""
+    indices = np.linspace(0, len(source) - 1, min(len(source), max_images)).astype(int)
+    total, count = np.zeros(3), 0
+    for index in indices:
+        image = source[int(index)]["image"]
+        total += image.reshape(-1, 3).sum(axis=0)
+        count += image.shape[0] * image.shape[1]
+    return tuple(float(v) for v in total / count)
+
+
+def make_loader(
+    source: Any,
+    transform: grain.transforms.Transformation,
+    batch_size: int,
+    *,
+    seed: int,
+    shuffle: bool,
+    num_epochs: Optional[int] = None,
+    drop_remainder: bool = True,
+    worker_count: int = 0,
+    shard_index: Optional[int] = None,
+    shard_count: Optional[int] = None,
+) -> grain.DataLoader:
+    """A Grain loader of batches `{"image": (B, H, W, 3) float32, "label": (B,) int32}`.
+
+    The order is a function of the seed alone, and the random transforms draw
+    from (seed, record index), so the stream does not depend on `worker_count`.
+    The shard defaults to this JAX process's (`jax.process_index()` of
+    `jax.process_count()`). Save `iter(loader).get_state()` to resume exactly.
+    """
+    if shard_index is None or shard_count is None:
+        import jax
+
+        shard_index, shard_count = jax.process_index(), jax.process_count()
+    if len(source) < shard_count * (batch_size if drop_remainder else 1):
+        raise ValueError(f"a dataset of {len(source)} examples cannot fill a batch of {batch_size} on {shard_count} processes")
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source),
+        shard_options=grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True),
+        shuffle=shuffle,
+        num_epochs=num_epochs,
+        seed=seed,
+    )
+    return grain.DataLoader(
+        data_source=source,
+        sampler=sampler,
+        operations=[transform, grain.transforms.Batch(batch_size, drop_remainder=drop_remainder)],
+        worker_count=worker_count,
+    )
+
+
+def load_data(spec: str, image_size: int, seed: int = 0, num_examples: int = 2048, num_classes: int = 10):
+    """Train and validation sources for `digits`, `synthetic` or `folder:PATH`.
+
+    A folder holding `train/` and `val/` uses them; a folder of class folders
+    alone holds out a fixed 10% (seed 0) for validation.
+    """
+    if spec == "digits":
+        return load_digits(image_size)
+    if spec == "synthetic":
+        return (
+            SyntheticSource(num_examples, image_size, num_classes, seed),
+            SyntheticSource(max(num_examples // 8, 1), image_size, num_classes, seed + 1),
+        )
+    if spec.startswith("folder:"):
+        root = spec[len("folder:") :]
+        if os.path.isdir(os.path.join(root, "train")):
+            train = ImageFolderSource(os.path.join(root, "train"))
+            return train, ImageFolderSource(os.path.join(root, "val"), classes=train.classes)
+        full = ImageFolderSource(root)
+        order = np.random.RandomState(0).permutation(len(full))
+        held_out = max(1, len(full) // 10)
+        return _Subset(full, order[held_out:]), _Subset(full, order[:held_out])
+    raise ValueError(f"unknown --data {spec!r}; use digits, synthetic or folder:PATH")
+
+
+class _Subset:
+    """A fixed subset of a random-access source."""
+
+    def __init__(self, source: Any, indices: np.ndarray):
+        self.source, self.indices, self.num_classes = source, np.sort(indices), source.num_classes
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.source[int(self.indices[index])]
+
+    def __repr__(self) -> str:
+        return f"Subset({self.source!r}, {len(self.indices)} of {len(self.source)})"

@@ -1,0 +1,320 @@
+"""The host training loop: data, warm start, checkpoints, evaluation, logs.
+
+`run(TrainConfig(...))` is what `scripts/train.py` calls. A workdir holds
+`config.json`, `metrics.jsonl` (one JSON object per logged step and per
+evaluation) and Orbax checkpoints under `checkpoints/` that carry the train
+state, the data iterator's position and the learning-rate policy, so that
+`resume=True` continues exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from vgg_jax import data as data_lib
+from vgg_jax import evaluate as evaluate_lib
+from vgg_jax import train as train_lib
+from vgg_jax.configs import resolve_config
+from vgg_jax.model import VGG
+from vgg_jax.report import atomic_write
+from vgg_jax.warm_start import warm_start
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or the gradients became non-finite; the message names the step and the metric."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """One training run; saved as the workdir's config.json."""
+
+    workdir: str
+    config: str = "A"
+    data: str = "digits"
+    image_size: int = 32
+    epochs: int = 1
+    batch_size: int = 64
+    max_steps: Optional[int] = None  # stop earlier than `epochs` (tests, experiments)
+    learning_rate: float = 1e-2
+    lr_policy: str = "paper"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    dtype: str = "float32"
+    width_scale: float = 1.0
+    fc_width: int = 4096
+    dropout_rate: float = 0.5
+    batch_norm: bool = False
+    init_scheme: str = "glorot"
+    seed: int = 0
+    scale: Optional[list[int]] = None  # [S] or [S_min, S_max]; None keeps the image size
+    flip: bool = True
+    pca_std: float = 0.0
+    subtract_mean: bool = True
+    mean_rgb: Optional[list[float]] = None  # computed from the training set when None
+    eval_method: str = "center"
+    eval_scales: Optional[list[int]] = None  # default [image_size]
+    eval_every: int = 0  # steps; 0 means once per epoch
+    checkpoint_every: int = 0  # steps; 0 means at each evaluation
+    keep: int = 3
+    log_every: int = 10
+    workers: int = 0
+    init_from: Optional[str] = None
+    warm_start_layers: str = "paper"
+
+
+def _load_config(workdir: str) -> dict[str, Any]:
+    with open(os.path.join(workdir, "config.json")) as file:
+        return json.load(file)
+
+
+def _holds_run(workdir: str) -> bool:
+    return any(os.path.exists(os.path.join(workdir, name)) for name in ("config.json", "checkpoints", "metrics.jsonl"))
+
+
+def prepare_workdir(cfg: TrainConfig, resume: bool, overwrite: bool) -> TrainConfig:
+    """Refuses to touch an existing run unless told; on resume the saved config wins (but for epochs and max_steps)."""
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pick one")
+    if _holds_run(cfg.workdir):
+        if resume:
+            saved = TrainConfig(**_load_config(cfg.workdir))
+            return dataclasses.replace(saved, workdir=cfg.workdir, epochs=cfg.epochs, max_steps=cfg.max_steps)
+        if not overwrite:
+            raise ValueError(
+                f"workdir {cfg.workdir} already holds a run; pass --resume to continue it or --overwrite to replace it"
+            )
+        for name in ("checkpoints", "metrics.jsonl", "config.json"):
+            path = os.path.join(cfg.workdir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.unlink(path)
+    elif resume:
+        raise ValueError(f"--resume: workdir {cfg.workdir} holds no run to resume")
+    os.makedirs(cfg.workdir, exist_ok=True)
+    return cfg
+
+
+def _checkpoint_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+
+
+def load_params(workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The variables of a run's latest checkpoint, and its saved config (for warm starts)."""
+    saved = _load_config(workdir)
+    cfg = TrainConfig(**saved)
+    manager = _checkpoint_manager(workdir, cfg.keep)
+    step = manager.latest_step()
+    if step is None:
+        raise ValueError(f"--init-from {workdir} holds no checkpoint")
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    state = restored.state
+    variables = {"params": state["params"]}
+    if state.get("batch_stats"):
+        variables["batch_stats"] = state["batch_stats"]
+    return variables, saved
+
+
+def _model(cfg: TrainConfig, num_classes: int) -> VGG:
+    return VGG(
+        config=cfg.config,
+        num_classes=num_classes,
+        dropout_rate=cfg.dropout_rate,
+        batch_norm=cfg.batch_norm,
+        fc_width=cfg.fc_width,
+        width_scale=cfg.width_scale,
+        init_scheme=cfg.init_scheme,
+        dtype=DTYPES[cfg.dtype],
+    )
+
+
+class _MetricsLog:
+    """metrics.jsonl: one object per line, flushed as written."""
+
+    def __init__(self, path: str, keep_up_to_step: Optional[int]):
+        self.path = path
+        if keep_up_to_step is not None and os.path.exists(path):
+            # A resumed run repeats the steps after its checkpoint: drop their old lines.
+            with open(path) as file:
+                lines = [line for line in file if line.strip() and json.loads(line)["step"] <= keep_up_to_step]
+            atomic_write(path, lambda temporary: open(temporary, "w").writelines(lines))
+        self.file = open(path, "a")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Trains, evaluates and checkpoints one run; returns the final summary."""
+    cfg = prepare_workdir(cfg, resume, overwrite)
+    cfg.config = resolve_config(cfg.config)
+    train_source, val_source = data_lib.load_data(cfg.data, cfg.image_size, seed=cfg.seed)
+    num_classes = train_source.num_classes
+    if cfg.subtract_mean and cfg.mean_rgb is None:
+        cfg.mean_rgb = list(data_lib.mean_rgb(train_source))
+    eval_scales = cfg.eval_scales or [cfg.image_size]
+    steps_per_epoch = len(train_source) // cfg.batch_size // jax.process_count()
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch size {cfg.batch_size} is larger than the {len(train_source)} training images")
+    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    eval_every = cfg.eval_every or steps_per_epoch
+    checkpoint_every = cfg.checkpoint_every or eval_every
+    atomic_write(os.path.join(cfg.workdir, "config.json"), lambda t: open(t, "w").write(json.dumps(dataclasses.asdict(cfg), indent=2)))
+
+    model = _model(cfg, num_classes)
+    key = jax.random.key(cfg.seed)
+    init_key, dropout_key = jax.random.split(key)
+    warm_report = None
+    if cfg.init_from and not resume:
+        source_variables, source_cfg = load_params(cfg.init_from)
+        variables, warm_report = warm_start(
+            source_variables,
+            source_cfg["config"],
+            cfg.config,
+            init_key,
+            layers=cfg.warm_start_layers,
+            image_size=cfg.image_size,
+            **{name: getattr(model, name) for name in ("num_classes", "dropout_rate", "batch_norm", "fc_width", "width_scale", "init_scheme", "dtype")},
+        )
+        log(str(warm_report))
+    else:
+        variables = jax.jit(model.init)(init_key, jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32))
+    schedule = train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total_steps)
+    optimizer = train_lib.paper_optimizer(schedule, cfg.momentum, cfg.weight_decay)
+    state = train_lib.create_train_state(model, optimizer, variables)
+    plateau = train_lib.Plateau()
+
+    scale = None if cfg.scale is None else (cfg.scale[0] if len(cfg.scale) == 1 else tuple(cfg.scale))
+    transform = data_lib.TrainTransform(cfg.image_size, scale, cfg.flip, cfg.pca_std, None if cfg.mean_rgb is None else tuple(cfg.mean_rgb))
+    loader = data_lib.make_loader(train_source, transform, cfg.batch_size, seed=cfg.seed, shuffle=True, worker_count=cfg.workers)
+    iterator = iter(loader)
+
+    manager = _checkpoint_manager(cfg.workdir, cfg.keep)
+    start_step = 0
+    if resume and manager.latest_step() is not None:
+        restored = manager.restore(
+            manager.latest_step(),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(jax.eval_shape(lambda: state)), data=ocp.args.JsonRestore(), policy=ocp.args.JsonRestore()
+            ),
+        )
+        state = restored.state
+        iterator.set_state(restored.data["iterator"].encode())
+        plateau.state = restored.policy
+        start_step = int(state.step)
+        log(f"Resumed {cfg.workdir} at step {start_step}")
+    metrics_log = _MetricsLog(os.path.join(cfg.workdir, "metrics.jsonl"), start_step if resume else None)
+
+    train_step = train_lib.make_train_step(model, optimizer)
+    val_model = _model(cfg, num_classes)
+
+    def evaluate(method: str) -> dict[str, Any]:
+        val_loader = data_lib.make_loader(
+            val_source, data_lib.EvalTransform(max(eval_scales), None if cfg.mean_rgb is None else tuple(cfg.mean_rgb)),
+            cfg.batch_size, seed=0, shuffle=False, num_epochs=1, drop_remainder=False, worker_count=cfg.workers,
+        )
+        variables = {"params": state.params, **({"batch_stats": state.batch_stats} if cfg.batch_norm else {})}
+        return evaluate_lib.evaluate(val_model, variables, val_loader, method, eval_scales, cfg.image_size)
+
+    def save(step: int) -> None:
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=ocp.args.JsonSave({"iterator": iterator.get_state().decode()}),
+                policy=ocp.args.JsonSave(plateau.state),
+            ),
+            force=True,
+        )
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeRemainingColumn(), TextColumn("{task.fields[status]}"), transient=False)
+    last_eval: Optional[dict[str, Any]] = None
+    images_seen, clock = 0, time.perf_counter()
+    last: dict[str, float] = {}
+    try:
+        with progress:
+            task = progress.add_task(f"train {cfg.config}", total=total_steps, completed=start_step, status="")
+            for step in range(start_step, total_steps):
+                batch = next(iterator)
+                state, metrics = train_step(state, {"image": jnp.asarray(batch["image"]), "label": jnp.asarray(batch["label"])}, dropout_key)
+                last = {name: float(value) for name, value in jax.device_get(metrics).items()}
+                for name in ("loss", "grad_norm"):
+                    if not math.isfinite(last[name]):
+                        good = manager.latest_step()
+                        raise NonFiniteError(
+                            f"non-finite {name} ({last[name]}) at step {step + 1}; training stopped. "
+                            + (f"The last good checkpoint is step {good} in {cfg.workdir}/checkpoints." if good is not None else "No checkpoint was written.")
+                        )
+                images_seen += cfg.batch_size
+                done = step + 1
+                if done % cfg.log_every == 0 or done == total_steps:
+                    rate = images_seen / (time.perf_counter() - clock)
+                    metrics_log.write({"step": done, "epoch": done / steps_per_epoch, **last, "images_per_s": rate})
+                    images_seen, clock = 0, time.perf_counter()
+                    progress.update(task, status=f"loss {last['loss']:.3f} top1 {last['top1']:.3f} {rate:.0f} img/s")
+                if done % eval_every == 0 or done == total_steps:
+                    last_eval = evaluate("center")
+                    metrics_log.write({"step": done, "epoch": done / steps_per_epoch, "eval": last_eval})
+                    if cfg.lr_policy == "paper" and plateau.update(1 - last_eval["top1_error"]):
+                        new_rate = float(train_lib.learning_rate(state.opt_state)) / plateau.factor
+                        state = train_lib.set_learning_rate(state, new_rate)
+                        log(f"step {done}: validation accuracy stopped improving; learning rate now {new_rate:g}")
+                if done % checkpoint_every == 0 or done == total_steps:
+                    save(done)
+                progress.update(task, advance=1)
+        final = evaluate(cfg.eval_method) if cfg.eval_method != "center" or last_eval is None else last_eval
+        if cfg.eval_method != "center":
+            metrics_log.write({"step": total_steps, "epoch": total_steps / steps_per_epoch, "eval": final})
+    finally:
+        metrics_log.close()
+        manager.wait_until_finished()
+    summary = {
+        "workdir": cfg.workdir,
+        "config": cfg.config,
+        "steps": total_steps,
+        "final_loss": last.get("loss"),
+        "final_train_top1": last.get("top1"),
+        "eval": final,
+        "warm_start": None if warm_report is None else dataclasses.asdict(warm_report),
+    }
+    log(
+        f"Done: {cfg.config}, {total_steps} steps; last loss {summary['final_loss']}; {final['method']} eval at Q={final['scales']}: "
+        f"top-1 error {final['top1_error']:.2%}, top-5 error {final['top5_error']:.2%} on {final['count']} images"
+    )
+    return summary
+
+
+def main(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
+    """The command line's work: one line on stderr and a non-zero status for bad input or non-finite numbers."""
+    import sys
+
+    try:
+        run(cfg, resume=resume, overwrite=overwrite)
+    except NonFiniteError as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
