@@ -42,6 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-2, help="learning rate (the paper's 1e-2)")
     p.add_argument("--lr-policy", default="paper", choices=["paper", "step", "cosine"])
+    p.add_argument("--plateau-patience", type=int, default=3, help="evaluations without improvement before --lr-policy paper divides the rate by 10")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--width-scale", type=float, default=1.0)

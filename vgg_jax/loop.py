@@ -50,6 +50,7 @@ class TrainConfig:
     max_steps: Optional[int] = None  # stop earlier than `epochs` (tests, experiments)
     learning_rate: float = 1e-2
     lr_policy: str = "paper"
+    plateau_patience: int = 3  # evaluations without improvement before the paper's policy divides the rate
     momentum: float = 0.9
     weight_decay: float = 5e-4
     dtype: str = "float32"
@@ -200,7 +201,7 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Ca
     schedule = train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total_steps)
     optimizer = train_lib.paper_optimizer(schedule, cfg.momentum, cfg.weight_decay)
     state = train_lib.create_train_state(model, optimizer, variables)
-    plateau = train_lib.Plateau()
+    plateau = train_lib.Plateau(patience=cfg.plateau_patience)
 
     scale = None if cfg.scale is None else (cfg.scale[0] if len(cfg.scale) == 1 else tuple(cfg.scale))
     transform = data_lib.TrainTransform(cfg.image_size, scale, cfg.flip, cfg.pca_std, None if cfg.mean_rgb is None else tuple(cfg.mean_rgb))

@@ -102,7 +102,7 @@ class Plateau:
     (the paper: 3). Its state is a small dict, saved with checkpoints.
     """
 
-    def __init__(self, factor: float = 10.0, patience: int = 1, max_reductions: int = 3, min_delta: float = 0.0):
+    def __init__(self, factor: float = 10.0, patience: int = 3, max_reductions: int = 3, min_delta: float = 0.0):
         self.factor, self.patience, self.max_reductions, self.min_delta = factor, patience, max_reductions, min_delta
         self.state = {"best": None, "bad_evals": 0, "reductions": 0}
 
