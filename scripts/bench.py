@@ -16,28 +16,15 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from vgg_jax import bench  # noqa: E402
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad flags end with one line on stderr and status 2."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"bench.py: error: {message} (see --help)\n")
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+from vgg_jax.cli import OneLineParser, non_negative_int  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="D", help="config or alias, comma-separated list, or 'all' (default D)")
     parser.add_argument("--batch-size", default=None, help="batch size, or a comma-separated sweep (default 32; CPU 4)")
-    parser.add_argument("--steps", type=positive_int, default=None, help="timed steps (default 100; CPU 5)")
-    parser.add_argument("--warmup", type=positive_int, default=None, help="untimed steps after compiling (default 10; CPU 1)")
+    parser.add_argument("--steps", type=non_negative_int, default=None, help="timed steps (default 100; CPU 5)")
+    parser.add_argument("--warmup", type=non_negative_int, default=None, help="untimed steps after compiling (default 10; CPU 1)")
     parser.add_argument("--image-size", type=int, default=224, help="square image size in pixels (default 224)")
     parser.add_argument("--dtype", default="float32", help="compute dtype(s): float32, bfloat16, or both comma-separated")
     parser.add_argument("--mode", default="forward,forward-backward", help="forward, forward-backward, train-step (comma-separated)")

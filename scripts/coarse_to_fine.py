@@ -16,12 +16,13 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from vgg_jax.cli import OneLineParser  # noqa: E402
 from vgg_jax.coarse_to_fine import ExperimentConfig, run_experiment  # noqa: E402
 
 
 def main(argv=None) -> int:
     defaults = ExperimentConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for field in ("workdir", "epochs", "source_epochs", "batch_size", "learning_rate", "width_scale", "fc_width", "image_size", "evals_per_epoch", "seed"):
         default = getattr(defaults, field)
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default, help=f"default {default}")

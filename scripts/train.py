@@ -17,18 +17,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from vgg_jax import loop  # noqa: E402
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(2, f"train.py: error: {message} (see --help)\n")
-
-
-def ints(text: str) -> list:
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+from vgg_jax.cli import OneLineParser, int_list  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -49,13 +38,14 @@ def parse_args(argv=None):
     p.add_argument("--fc-width", type=int, default=4096)
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--batch-norm", action="store_true")
-    p.add_argument("--init", dest="init_scheme", default="glorot", choices=["glorot", "paper", "kaiming"])
+    p.add_argument("--init", dest="init_scheme", default="kaiming", choices=["glorot", "paper", "kaiming"],
+                   help="kaiming (torchvision's; the default here: it trained A on digits fastest, see docs/coarse_to_fine.md), glorot, paper")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", type=ints, default=None, help="training short side S, or S_min,S_max for scale jittering")
+    p.add_argument("--scale", type=int_list, default=None, help="training short side S, or S_min,S_max for scale jittering")
     p.add_argument("--no-flip", dest="flip", action="store_false")
     p.add_argument("--pca-std", type=float, default=0.0, help="AlexNet PCA colour shift std (paper: 0.1)")
     p.add_argument("--eval", dest="eval_method", default="center", choices=["center", "dense", "multi-crop", "dense+multi-crop"])
-    p.add_argument("--eval-scales", type=ints, default=None, help="test scales Q (default: the image size)")
+    p.add_argument("--eval-scales", type=int_list, default=None, help="test scales Q (default: the image size)")
     p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (default: each epoch)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (default: each evaluation)")
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept")

@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable
 
 from vgg_jax import hardware, loop
-from vgg_jax.report import atomic_write
+from vgg_jax.report import atomic_write, write_text
 
 RUNS = {
     "d_paper": "D, N(0, 0.01) from scratch",
@@ -129,7 +129,7 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, log: Callable
         "runs": results,
         "curves": curves,
     }
-    atomic_write(summary_path, lambda temporary: open(temporary, "w").write(json.dumps(document, indent=2)))
+    write_text(summary_path, json.dumps(document, indent=2))
     for name, result in results.items():
         log(f"{name:>14}: loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}, "
             f"val top-1 {result['final_val_top1']:.3f} (best {result['best_val_top1']:.3f}), {result['seconds']:.0f} s")

@@ -110,15 +110,19 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         raise
 
 
-def write_json(records: Sequence[dict[str, Any]], path: str) -> None:
-    """The records as a JSON list (the schema is in the README)."""
+def write_text(path: str, text: str) -> None:
+    """Writes `text` to `path` atomically."""
 
     def write(temporary: str) -> None:
         with open(temporary, "w") as file:
-            json.dump(list(records), file, indent=2)
-            file.write("\n")
+            file.write(text)
 
     atomic_write(path, write)
+
+
+def write_json(records: Sequence[dict[str, Any]], path: str) -> None:
+    """The records as a JSON list (the schema is in the README)."""
+    write_text(path, json.dumps(list(records), indent=2) + "\n")
 
 
 def check_plot_available() -> None:
