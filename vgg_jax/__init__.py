@@ -3,6 +3,8 @@
 from vgg_jax.configs import ALIASES, CONFIGS, Conv, LRN, count_macs, count_params, layer_names, resolve_config
 from vgg_jax.layers import LocalResponseNorm
 from vgg_jax.model import VGG
+from vgg_jax.perceptual import perceptual_loss
+from vgg_jax.weights import from_keras, from_torchvision, load, preprocess, to_torchvision
 
 __version__ = "0.1.0"
 
@@ -15,6 +17,12 @@ __all__ = [
     "VGG",
     "count_macs",
     "count_params",
+    "from_keras",
+    "from_torchvision",
     "layer_names",
+    "load",
+    "perceptual_loss",
+    "preprocess",
     "resolve_config",
+    "to_torchvision",
 ]

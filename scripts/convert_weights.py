@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Convert VGG weights between torchvision, Keras and vgg_jax's formats.
+
+    python scripts/convert_weights.py vgg16-397923af.pth vgg16.msgpack --config D
+    python scripts/convert_weights.py vgg16_weights_tf_dim_ordering_tf_kernels.h5 vgg16_keras/ --config D
+    python scripts/convert_weights.py vgg16.msgpack vgg16_back.pth --config D
+
+Formats follow the extension. In: .pth/.pt (needs torch), .safetensors, .h5
+(Keras), .msgpack, an Orbax directory. Out: .msgpack (Flax serialization),
+.safetensors, .pth (torchvision layout, needs torch), or any other path as an
+Orbax checkpoint directory. Loading is strict; an existing output is never
+replaced.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from vgg_jax.cli import OneLineParser  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = OneLineParser(description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    parser.add_argument("src")
+    parser.add_argument("dst")
+    parser.add_argument("--config", default="D", help="config or alias the weights belong to (default D)")
+    bn = parser.add_mutually_exclusive_group()
+    bn.add_argument("--batch-norm", dest="batch_norm", action="store_true", default=None, help="a _bn variant (default: read from the file)")
+    bn.add_argument("--no-batch-norm", dest="batch_norm", action="store_false")
+    args = parser.parse_args(argv)
+    from vgg_jax import weights
+
+    try:
+        weights.convert(args.src, args.dst, args.config, batch_norm=args.batch_norm)
+    except (ValueError, OSError) as error:
+        print(f"convert_weights.py: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        if "\n" in str(error):
+            print(str(error).split("\n", 1)[1], file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
