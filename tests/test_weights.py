@@ -62,6 +62,18 @@ def test_keras_vgg16_equivalence(keras_vgg16, file_name):
     assert relative_error(features["relu4_3"], relu4_3) < 1e-5
 
 
+def test_keras_vgg19_equivalence(keras_vgg16, tmp_path):
+    keras, _, _ = keras_vgg16
+    keras.utils.set_random_seed(1)
+    model = keras.applications.VGG19(weights=None, classifier_activation=None)
+    model.save_weights(str(tmp_path / "vgg19.weights.h5"))
+    variables = vgg_jax.load(str(tmp_path / "vgg19.weights.h5"), "vgg19")
+    images = uint8_images(1, seed=3)
+    theirs = np.asarray(model(keras.applications.vgg19.preprocess_input(images.astype(np.float32))))
+    ours = VGG(config="E").apply(variables, vgg_jax.preprocess(images, "caffe"))
+    assert relative_error(ours, theirs) < 1e-5
+
+
 def test_keras_no_top_loads_the_convs_and_says_so(keras_vgg16, tmp_path):
     keras, _, _ = keras_vgg16
     keras.applications.VGG16(weights=None, include_top=False).save_weights(str(tmp_path / "notop.weights.h5"))
