@@ -151,6 +151,11 @@ def make_train_step(model: VGG, optimizer: optax.GradientTransformation) -> Call
     rng is `fold_in(rng, state.step)`. Metrics: loss, top1, top5 (accuracies),
     grad_norm (global L2 norm) and learning_rate.
     """
+    return jax.jit(train_step_function(model, optimizer), donate_argnums=0)
+
+
+def train_step_function(model: VGG, optimizer: optax.GradientTransformation) -> Callable:
+    """The step of `make_train_step`, not yet jitted (for AOT lowering, as the benchmark does)."""
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
         dropout_rng = jax.random.fold_in(rng, state.step)
@@ -183,7 +188,7 @@ def make_train_step(model: VGG, optimizer: optax.GradientTransformation) -> Call
         )
         return new_state, metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    return train_step
 
 
 def _global_norm(tree: Any) -> jax.Array:
