@@ -33,6 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--vs", choices=["torch"], default=None, help="also time torchvision in the same run")
     parser.add_argument("--cache-dir", default=None, help="JAX's persistent compilation cache directory")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s for MFU on a device the table lacks")
+    parser.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "custom_vjp"], help="the model's conv implementation (auto: custom_vjp on CPU, xla elsewhere)")
     parser.add_argument("--width-scale", type=float, default=1.0, help="multiply conv channels (small experiments)")
     parser.add_argument("--fc-width", type=int, default=4096, help="width of fc6 and fc7 (default 4096)")
     parser.add_argument("--num-classes", type=int, default=1000, help="outputs of fc8 (default 1000)")

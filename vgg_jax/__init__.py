@@ -1,4 +1,10 @@
-"""vgg_jax: the six VGG configs of Simonyan & Zisserman (2014) in JAX and Flax."""
+"""vgg_jax: the six VGG configs of Simonyan & Zisserman (2014) in JAX and Flax.
+
+Importing vgg_jax before JAX starts a backend adds XLA:CPU convolution flags to
+XLA_FLAGS (see `vgg_jax.xla_flags`; `VGG_JAX_XLA_CPU_FLAGS=0` turns that off).
+"""
+
+from vgg_jax import xla_flags  # first: XLA reads XLA_FLAGS when a backend starts
 
 from vgg_jax.configs import ALIASES, CONFIGS, Conv, LRN, count_macs, count_params, layer_names, resolve_config
 from vgg_jax.layers import LocalResponseNorm

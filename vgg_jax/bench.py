@@ -24,7 +24,7 @@ import optax
 
 from vgg_jax import hardware, peers, train
 from vgg_jax.configs import CONFIGS, MIN_IMAGE_SIZE, count_macs, resolve_config
-from vgg_jax.model import VGG
+from vgg_jax.model import VGG, resolve_conv_impl
 
 MODES = ("forward", "forward_backward", "train_step")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -57,6 +57,7 @@ class BenchSpec:
     num_classes: int = 1000
     peak_tflops: Optional[float] = None
     seed: int = 0
+    conv_impl: str = "auto"
 
 
 def parse_configs(text: str) -> tuple[str, ...]:
@@ -281,7 +282,10 @@ class _Progress:
 
 
 def _model(spec: BenchSpec, config: str, dtype: str) -> VGG:
-    return VGG(config=config, num_classes=spec.num_classes, fc_width=spec.fc_width, width_scale=spec.width_scale, dtype=DTYPES[dtype])
+    return VGG(
+        config=config, num_classes=spec.num_classes, fc_width=spec.fc_width, width_scale=spec.width_scale,
+        dtype=DTYPES[dtype], conv_impl=spec.conv_impl,
+    )
 
 
 def init_params(spec: BenchSpec, config: str, device: Any) -> Any:
@@ -386,6 +390,7 @@ def benchmark_case(
         "xla_flags": hardware.xla_flags(),
         "dispatch_s": dispatch_s,
         "width_scale": spec.width_scale,
+        "conv_impl": resolve_conv_impl(spec.conv_impl),  # what ran: "auto" resolved
         "fc_width": spec.fc_width,
         "num_classes": spec.num_classes,
         "results": results,
@@ -458,6 +463,7 @@ def main(args: Any) -> int:
             fc_width=args.fc_width,
             num_classes=args.num_classes,
             peak_tflops=args.peak_tflops,
+            conv_impl=args.conv_impl,
         )
         check_spec(spec)
         for path, flag in ((args.json, "--json"), (args.plot, "--plot")):

@@ -17,10 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgg_jax.configs import CONFIGS, LRN, MIN_IMAGE_SIZE, Conv, layer_names, resolve_config, scaled
+from vgg_jax.conv import flax_conv
 from vgg_jax.layers import LocalResponseNorm
 
 Initializer = Callable[..., jax.Array]
 INIT_SCHEMES = ("glorot", "paper", "kaiming")
+CONV_IMPLS = ("auto", "xla", "custom_vjp")
 CLASSIFIER = ("fc6", "fc7", "fc8")
 
 
@@ -120,6 +122,11 @@ class VGG(nn.Module):
             `init_scheme` because `init` is Flax's `Module.init` method.
         dtype: compute dtype; logits are always returned as float32.
         param_dtype: parameter dtype.
+        conv_impl: "auto" (default: "custom_vjp" when JAX's default backend
+            is the CPU, else "xla"), "xla" (`lax.conv_general_dilated` and its
+            autodiff) or "custom_vjp" (`vgg_jax.conv.conv_same`: the gradient
+            as a forward conv and a patches matmul, which XLA:CPU runs faster;
+            see docs/benchmarks.md).
     """
 
     config: str = "D"
@@ -131,6 +138,7 @@ class VGG(nn.Module):
     init_scheme: str = "glorot"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     def __post_init__(self) -> None:
         resolve_config(self.config)
@@ -143,6 +151,8 @@ class VGG(nn.Module):
         if not isinstance(self.batch_norm, bool):
             raise TypeError(f"batch_norm must be a bool, got {self.batch_norm!r}")
         initializers(self.init_scheme)
+        if self.conv_impl not in CONV_IMPLS:
+            raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}")
         for field in ("dtype", "param_dtype"):
             value = getattr(self, field)
             try:
@@ -207,6 +217,7 @@ class VGG(nn.Module):
         self._check_images(images)
         self._check_train_inputs(train, needs_classifier)
         init = initializers(self.init_scheme)
+        conv_function = flax_conv if resolve_conv_impl(self.conv_impl) == "custom_vjp" else jax.lax.conv_general_dilated
         outputs: dict[str, jax.Array] = {}
 
         def emit(name: str, value: jax.Array) -> bool:
@@ -229,6 +240,7 @@ class VGG(nn.Module):
                         param_dtype=self.param_dtype,
                         kernel_init=init["conv"],
                         bias_init=init["bias"],
+                        conv_general_dilated=conv_function,
                         name=f"conv{suffix}",
                     )(x)
                     if self.batch_norm:
@@ -318,6 +330,13 @@ class VGG(nn.Module):
                 "train=True with batch_norm updates the batch statistics: pass "
                 "mutable=['batch_stats'] to model.apply and keep the returned statistics"
             )
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+    """The implementation "auto" stands for on this process's default backend."""
+    if conv_impl != "auto":
+        return conv_impl
+    return "custom_vjp" if jax.default_backend() == "cpu" else "xla"
 
 
 def _check_positive_int(name: str, value: Any) -> None:

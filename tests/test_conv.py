@@ -1,0 +1,59 @@
+"""The custom-gradient convolution matches jax.grad of lax.conv to 1e-5."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from vgg_jax import VGG
+from vgg_jax.conv import DIMENSIONS, conv_same, flax_conv
+
+from conftest import random_images, tiny_vgg
+
+
+def reference(inputs, kernel):
+    return lax.conv_general_dilated(inputs, kernel, (1, 1), "SAME", dimension_numbers=DIMENSIONS)
+
+
+def relative(a, b):
+    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+@pytest.mark.parametrize("shape, kernel_size", [((2, 9, 7, 5), 3), ((1, 8, 8, 6), 1), ((3, 5, 11, 4), 3)])
+def test_conv_same_value_and_gradients(shape, kernel_size):
+    inputs = jax.random.normal(jax.random.key(0), shape)
+    kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, shape[-1], 7))
+    np.testing.assert_allclose(conv_same(inputs, kernel), reference(inputs, kernel), rtol=1e-6, atol=1e-6)
+    cotangent = jax.random.normal(jax.random.key(2), shape[:3] + (7,))
+    expected = jax.vjp(reference, inputs, kernel)[1](cotangent)
+    got = jax.vjp(conv_same, inputs, kernel)[1](cotangent)
+    for ours, theirs in zip(got, expected):
+        assert relative(ours, theirs) < 1e-5
+
+
+def test_flax_conv_falls_back_for_other_convolutions():
+    inputs = jax.random.normal(jax.random.key(0), (1, 8, 8, 3))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+    strided = flax_conv(inputs, kernel, (2, 2), "SAME", dimension_numbers=lax.conv_dimension_numbers(inputs.shape, kernel.shape, DIMENSIONS))
+    np.testing.assert_allclose(strided, lax.conv_general_dilated(inputs, kernel, (2, 2), "SAME", dimension_numbers=DIMENSIONS), rtol=1e-6)
+
+
+def test_model_gradients_agree_between_conv_impls(tiny_a):
+    _, variables = tiny_a
+    images, labels = random_images(), jnp.array([1, 2])
+
+    def grads(conv_impl):
+        model = tiny_vgg("A", conv_impl=conv_impl)
+
+        def loss(params, images):
+            logits = model.apply({"params": params}, images)
+            return jnp.sum(jax.nn.log_softmax(logits)[jnp.arange(2), labels])
+
+        return jax.grad(loss, argnums=(0, 1))(variables["params"], images)
+
+    custom, xla = grads("custom_vjp"), grads("xla")
+    for ours, theirs in zip(jax.tree.leaves(custom), jax.tree.leaves(xla)):
+        assert relative(ours, theirs) < 1e-5
+    with pytest.raises(ValueError, match="conv_impl must be one of"):
+        VGG(conv_impl="winograd")

@@ -1,0 +1,35 @@
+"""The XLA:CPU flags vgg_jax adds on import: when, what, and the off switch."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROBE = "import os, vgg_jax; print(repr(vgg_jax.xla_flags.APPLIED)); print(os.environ.get('XLA_FLAGS', ''))"
+
+
+def probe(code=PROBE, **env):
+    environment = {key: value for key, value in os.environ.items() if key not in ("XLA_FLAGS", "VGG_JAX_XLA_CPU_FLAGS")}
+    environment.update(env, PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_flags_are_added_on_measured_versions_and_can_be_turned_off():
+    import jaxlib
+
+    applied, flags = probe()
+    if jaxlib.__version__.startswith("0.10."):
+        assert "ynn_fusion_type" in applied and "ynn_fusion_type" in flags
+    else:
+        assert applied == "()" and flags == ""
+    assert probe(VGG_JAX_XLA_CPU_FLAGS="0") == ["()", ""]
+
+
+def test_a_users_own_setting_wins_and_a_started_backend_is_left_alone():
+    own = "--xla_cpu_experimental_ynn_fusion_type=individual_convolution"
+    applied, flags = probe(XLA_FLAGS=own, VGG_JAX_XLA_CPU_FLAGS="1")
+    assert applied == "()" and flags == own
+    started = "import jax; jax.devices(); " + PROBE
+    assert probe(started, VGG_JAX_XLA_CPU_FLAGS="1") == ["()", ""]

@@ -1,0 +1,95 @@
+"""Convolution implementations for the model's `conv_impl` switch.
+
+XLA:CPU runs convolutions through Eigen unless its YNNPACK path takes them,
+and that path accepts forward-shaped convolutions but not the gradient forms
+`jax.grad` of `lax.conv_general_dilated` produces. `conv_same` is a 'SAME',
+stride-1 convolution with a custom VJP whose backward pass is written in forms
+the fast path accepts: the input gradient is a forward convolution of the
+output gradient with the flipped, transposed kernel, and the kernel gradient
+is image patches times the output gradient, a matrix product.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+def _forward(inputs: jax.Array, kernel: jax.Array) -> jax.Array:
+    return lax.conv_general_dilated(inputs, kernel, (1, 1), "SAME", dimension_numbers=DIMENSIONS)
+
+
+@jax.custom_vjp
+def conv_same(inputs: jax.Array, kernel: jax.Array) -> jax.Array:
+    """NHWC x HWIO, stride 1, 'SAME' padding (odd kernels), with a fast-path-friendly gradient."""
+    return _forward(inputs, kernel)
+
+
+def _conv_same_fwd(inputs, kernel):
+    return _forward(inputs, kernel), (inputs, kernel)
+
+
+def _conv_same_bwd(residuals, grad_out):
+    inputs, kernel = residuals
+    kh, kw, channels, features = kernel.shape
+    # d inputs: the output gradient convolved with the kernel flipped in space, in/out swapped.
+    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+    grad_in = _forward(grad_out.astype(kernel.dtype), flipped).astype(inputs.dtype)
+    # d kernel: patches of the padded input times the output gradient.
+    pad_h, pad_w = kh // 2, kw // 2
+    padded = jnp.pad(inputs, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)))
+    height, width = inputs.shape[1:3]
+    patches = jnp.stack(
+        [padded[:, i : i + height, j : j + width, :] for i in range(kh) for j in range(kw)], axis=3
+    )  # (N, H, W, kh*kw, C)
+    rows = patches.reshape(-1, kh * kw * channels)  # (N*H*W, kh*kw*C), contiguous
+    grad_kernel = jnp.dot(rows.T, grad_out.reshape(-1, features).astype(rows.dtype), preferred_element_type=jnp.float32)
+    return grad_in, grad_kernel.reshape(kh, kw, channels, features).astype(kernel.dtype)
+
+
+conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
+
+
+def flax_conv(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Any,
+    padding: Any,
+    lhs_dilation: Any = None,
+    rhs_dilation: Any = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> jax.Array:
+    """A drop-in for `lax.conv_general_dilated` in `flax.linen.Conv` that uses `conv_same` where it applies."""
+    simple = (
+        tuple(window_strides) == (1, 1)
+        and (lhs_dilation is None or tuple(lhs_dilation) == (1, 1))
+        and (rhs_dilation is None or tuple(rhs_dilation) == (1, 1))
+        and feature_group_count == 1
+        and batch_group_count == 1
+        and rhs.shape[0] % 2 == 1
+        and rhs.shape[1] % 2 == 1
+        and _is_same(padding, rhs.shape)
+        and (dimension_numbers is None or tuple(getattr(dimension_numbers, "lhs_spec", ())) in ((0, 3, 1, 2), ()))
+    )
+    if simple:
+        return conv_same(lhs, rhs)
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+        feature_group_count, batch_group_count, precision, preferred_element_type,
+    )
+
+
+def _is_same(padding: Any, kernel_shape: tuple) -> bool:
+    if isinstance(padding, str):
+        return padding.upper() == "SAME"
+    pads = [tuple(p) for p in padding]
+    return pads == [(kernel_shape[0] // 2, kernel_shape[0] // 2), (kernel_shape[1] // 2, kernel_shape[1] // 2)]
