@@ -1,7 +1,7 @@
 """The benchmark library and CLI on tiny models: every field, sane relations, valid JSON, clear errors.
 
-No test asserts a speed; the relations checked (a backward pass costs more than
-a forward one) hold by a wide margin at any load.
+No test asserts a speed, nor compares two timings: the work relations are
+checked on XLA's cost analysis instead.
 """
 
 import json
@@ -49,7 +49,10 @@ def test_every_field_with_sane_relations(tiny_records):
         assert result["compile_s"] >= result["lower_s"] > 0
         assert result["memory"]["argument_bytes"] > 0 and result["memory"]["peak_bytes"] is None  # CPU has no stats
         assert 0.5 < result["xla_flops_per_step"] / result["flops_per_step"] <= 1.0  # padding skipped at 32 px
-    assert backward["median_s"] > forward["median_s"] and train["median_s"] > forward["median_s"]
+    # Forward-backward does about 3x the work of forward (what makes it take longer); the
+    # times themselves are not compared, since a loaded machine can invert a 2 ms difference.
+    assert 2.0 < backward["xla_flops_per_step"] / forward["xla_flops_per_step"] < 3.5
+    assert train["xla_flops_per_step"] > backward["xla_flops_per_step"]  # plus the optimizer update
     assert backward["memory"]["output_bytes"] > forward["memory"]["output_bytes"]  # gradients stay on the device
     assert len(SEED_LINE.findall("\n".join(lines))) == 3
 
