@@ -24,10 +24,10 @@ import optax
 
 from vgg_jax import hardware, peers, train
 from vgg_jax.configs import CONFIGS, MIN_IMAGE_SIZE, count_macs, resolve_config
-from vgg_jax.model import VGG, resolve_conv_impl
+from vgg_jax.model import COMPUTE_DTYPES, VGG, resolve_conv_impl
 
 MODES = ("forward", "forward_backward", "train_step")
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = COMPUTE_DTYPES
 ACCELERATOR_DEFAULTS = {"batch_size": 32, "steps": 100, "warmup": 10}  # the seed's
 CPU_DEFAULTS = {"batch_size": 4, "steps": 5, "warmup": 1}
 # XLA's cost_analysis() skips the zero-padded positions of SAME convs, so at 224

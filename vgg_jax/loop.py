@@ -28,11 +28,11 @@ from vgg_jax import data as data_lib
 from vgg_jax import evaluate as evaluate_lib
 from vgg_jax import train as train_lib
 from vgg_jax.configs import resolve_config
-from vgg_jax.model import VGG
+from vgg_jax.model import COMPUTE_DTYPES, VGG
 from vgg_jax.report import write_text
 from vgg_jax.warm_start import warm_start
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = COMPUTE_DTYPES
 
 
 class NonFiniteError(RuntimeError):

@@ -24,6 +24,7 @@ Initializer = Callable[..., jax.Array]
 INIT_SCHEMES = ("glorot", "paper", "kaiming")
 CONV_IMPLS = ("auto", "xla", "custom_vjp")
 CLASSIFIER = ("fc6", "fc7", "fc8")
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # by name, for configs and flags
 
 
 def initializers(scheme: str) -> dict[str, Initializer]:

@@ -16,9 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from vgg_jax.configs import conv_layers, resolve_config, scaled
-from vgg_jax.model import VGG
+from vgg_jax.model import CLASSIFIER, VGG
 
-CLASSIFIER = ("fc6", "fc7", "fc8")
 
 
 @dataclasses.dataclass

@@ -50,7 +50,7 @@ class LoadReport:
         return "\n".join(lines + [f"  note: {note}" for note in self.notes])
 
     def summary(self) -> str:
-        return f"mapped {len(self.mapped)} tensors" + ("" if self.ok else "\n" + self.problems()) + "".join(f"\n{n}" for n in self.notes if self.ok)
+        return f"mapped {len(self.mapped)} tensors" + ("" if self.ok else "\n" + self.problems())
 
 
 def _numpy(tensor: Any) -> np.ndarray:
