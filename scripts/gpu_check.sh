@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The prepared GPU check: all the GPU measurement in one call, within 9 minutes.
 #
-#   OUT=/path/to/results bash scripts/gpu_check.sh
-#   VGG_JAX_GPU_CHECK_TINY=1 OUT=/tmp/check bash scripts/gpu_check.sh   # the same steps, tiny, on a CPU
+#   OUT=gpu_results bash scripts/gpu_check.sh
+#   VGG_JAX_GPU_CHECK_TINY=1 OUT=gpu_check_tiny bash scripts/gpu_check.sh   # the same steps, tiny, on a CPU
 #
 # Prints the devices and versions, runs the tests that need no download, then
 # times VGG-16 (and A and E while time allows) in bf16 and fp32, forward and
