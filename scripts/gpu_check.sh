@@ -5,41 +5,49 @@
 #   VGG_JAX_GPU_CHECK_TINY=1 OUT=gpu_check_tiny bash scripts/gpu_check.sh   # the same steps, tiny, on a CPU
 #
 # Prints the devices and versions, runs the tests that need no download, then
-# times VGG-16 (and A and E while time allows) in bf16 and fp32, forward and
-# train-step, at batch 32, 64, 128 and 256, against torchvision in the same run
-# (--vs torch; the GPU image has torch and torchvision). JSON, plots and logs
-# land under $OUT in at most 6 files (the device tool returns 8): check.log,
-# bench.log and one JSON per config and dtype. The GPU image has no pip index:
-# the project runs from the tree.
+# times VGG-16 in bf16 (batch 32, 64, 128, 256) and fp32 (64, 256), forward and
+# train-step, against torchvision (AMP, channels_last) in the same run; then the
+# bf16 train step at 256 with --remat and against torch.compile; then A and E
+# while time allows (--vs torch; the GPU image has torch and torchvision).
+# Logs and JSON land under $OUT in at most 6 files (the device tool returns 8):
+# check.log, bench.log and one JSON per run. The GPU image has no pip index: the
+# project runs from the tree. Each run gets what is left of the budget
+# (VGG_JAX_GPU_CHECK_SECONDS, default 450) and is skipped under a minute.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu_out}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}  # leave the rest to the torch peers in the same process
 cache=${TMPDIR:-/tmp}/vgg_jax_cache
 start=$SECONDS
-budget=${VGG_JAX_GPU_CHECK_SECONDS:-540}
+budget=${VGG_JAX_GPU_CHECK_SECONDS:-450}
 
 if [ "${VGG_JAX_GPU_CHECK_TINY:-0}" = 1 ]; then
-    sizes=(--batch-size 2,4 --image-size 32 --width-scale 0.0625 --fc-width 32 --steps 2 --warmup 1)
+    common=(--image-size 32 --width-scale 0.0625 --fc-width 32 --steps 2 --warmup 1)
+    sweep=(--batch-size 2,4); few=(--batch-size 2); one=(--batch-size 4)
     tests=(tests/test_configs.py)
 else
-    sizes=(--batch-size 32,64,128,256 --steps 30 --warmup 5)
-    tests=(tests/test_configs.py tests/test_model.py tests/test_errors.py tests/test_conv.py)
+    common=(--steps 20 --warmup 3)
+    sweep=(--batch-size 32,64,128,256); few=(--batch-size 64,256); one=(--batch-size 256)
+    tests=(tests/test_configs.py tests/test_conv.py tests/test_model.py)
 fi
 
 { nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"; python -c "import jax, jaxlib, flax, optax; print(jax.devices()); print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, 'flax', flax.__version__, 'optax', optax.__version__)"; python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" 2>/dev/null; } | tee "$out/check.log"
 
-timeout 150 python -m pytest -q -x -p no:cacheprovider "${tests[@]}" 2>&1 | tail -5 | tee -a "$out/check.log"
+timeout 90 python -m pytest -q -x -p no:cacheprovider "${tests[@]}" 2>&1 | tail -5 | tee -a "$out/check.log"
 
-run() {  # config dtype
+run() {  # name, then bench.py arguments; skipped when under a minute of the budget is left
+    name=$1; shift
     left=$((budget - (SECONDS - start)))
-    if [ "$left" -lt 60 ]; then echo "skipping $1 $2: ${left}s left" | tee -a "$out/check.log"; return; fi
-    timeout "$left" python scripts/bench.py --config "$1" --dtype "$2" --mode forward,train-step --vs torch \
-        --cache-dir "$cache" "${sizes[@]}" --json "$out/$1_$2.json" 2>&1 | tee -a "$out/bench.log" | grep -E "ours / peer|median|error|Device"
+    if [ "$left" -lt 60 ]; then echo "skipping $name: ${left}s left" | tee -a "$out/check.log"; return; fi
+    echo "== $name ($left s left)" | tee -a "$out/bench.log"
+    timeout "$left" python scripts/bench.py --cache-dir "$cache" "${common[@]}" --json "$out/$name.json" "$@" 2>&1 \
+        | tee -a "$out/bench.log" | grep -E "ours / peer|remat=True|median|error|Device"
 }
-run D bfloat16
-run D float32
-run A bfloat16
-run E bfloat16
+# In order of importance: the D bf16 sweep, fp32, remat and torch.compile at the largest batch, then A and E.
+run D_bf16 --config D --dtype bfloat16 --mode forward,train-step --vs torch "${sweep[@]}"
+run D_fp32 --config D --dtype float32 --mode forward,train-step --vs torch "${few[@]}"
+run D_bf16_remat_compile --config D --dtype bfloat16 --mode train-step --vs torch,torch-compile --remat "${one[@]}"
+run AE_bf16 --config A,E --dtype bfloat16 --mode forward,train-step --vs torch "${one[@]}"
 echo "gpu_check done in $((SECONDS - start)) s; results in $out" | tee -a "$out/check.log"

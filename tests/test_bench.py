@@ -157,7 +157,7 @@ def test_cli_end_to_end(tmp_path):
         (["--image-size", "16"], "--image-size must be at least 32"),
         (["--json", "/nonexistent-dir/out.json"], "--json /nonexistent-dir/out.json: directory /nonexistent-dir does not exist"),
         (["--peak-tflops", "-1"], "--peak-tflops must be positive"),
-        (["--vs", "tf"], "argument --vs: invalid choice"),
+        (["--vs", "tf"], "--vs takes torch, torch-compile"),
     ],
 )
 def test_cli_bad_flags_exit_non_zero_with_one_line(args, message):
@@ -166,3 +166,31 @@ def test_cli_bad_flags_exit_non_zero_with_one_line(args, message):
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_remat_reports_its_temp_memory_and_step_time():
+    """--remat compiles remat=True beside the plain step; its activations are recomputed, so temp memory drops."""
+    spec = bench.BenchSpec(
+        configs=("D",), batch_sizes=(4,), modes=("forward", "forward_backward"), image_size=64, steps=2, warmup=1,
+        width_scale=1 / 8, fc_width=32, num_classes=10, remat=True,
+    )
+    lines = []
+    (record,) = bench.run(spec, log=lines.append)
+    jsonschema.validate([record], report.RECORDS_SCHEMA)
+    assert "remat" not in record["results"]["forward"]
+    result = record["results"]["forward_backward"]
+    remat = result["remat"]
+    assert remat["temp_bytes"] < result["memory"]["temp_bytes"]
+    assert remat["step_time_ratio"] == pytest.approx(remat["median_s"] / result["median_s"])
+    assert any(line.strip().startswith("remat=True: temp") for line in lines)
+
+
+@pytest.mark.slow
+def test_vs_torch_compile_times_the_compiled_peer():
+    pytest.importorskip("torchvision")
+    spec = bench.BenchSpec(configs=("A",), batch_sizes=(1,), modes=("forward",), vs_torch=True, vs_torch_compile=True, image_size=32, steps=2, warmup=1)
+    (record,) = bench.run(spec, log=print)
+    jsonschema.validate([record], report.RECORDS_SCHEMA)
+    result = record["results"]["forward"]
+    assert "torch.compile" in result["compiled_peer"]["name"] and "torch.compile" not in result["peer"]["name"]
+    assert result["compiled_ratio"] == pytest.approx(result["images_per_s"] / result["compiled_peer"]["images_per_s"])

@@ -199,3 +199,27 @@ def test_remaining_alias_models_initialise():
     model = VGG(config="vgg16", width_scale=1 / 16, fc_width=8, num_classes=3)
     variables = model.init(jax.random.key(0), random_images((1, 32, 32, 3)))
     assert variables["params"]["conv5_3"]["kernel"].shape == (3, 3, 32, 32)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_remat_gives_the_same_variables_outputs_and_gradients(batch_norm):
+    """remat=True recomputes activations per block: same tree, values and gradients, and the jaxpr has remat."""
+    plain, remat = tiny_vgg("C", batch_norm=batch_norm), tiny_vgg("C", batch_norm=batch_norm, remat=True)
+    images = random_images()
+    variables = plain.init(jax.random.key(0), images)
+    assert jax.tree_util.tree_structure(remat.init(jax.random.key(0), images)) == jax.tree_util.tree_structure(variables)
+
+    def loss(model, params, images):
+        logits, _ = model.apply(
+            {**variables, "params": params}, images, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["batch_stats"]
+        )
+        return jnp.sum(logits**2)
+
+    grads = [jax.grad(lambda p, x, m=m: loss(m, p, x), argnums=(0, 1))(variables["params"], images) for m in (plain, remat)]
+    flat = [jax.tree_util.tree_leaves(g) for g in grads]
+    for a, b in zip(*flat):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda p: loss(remat, p, images)))(variables["params"]))
+    assert jaxpr.count("remat") >= 5 and "remat" not in str(jax.make_jaxpr(jax.grad(lambda p: loss(plain, p, images)))(variables["params"]))
+    features = remat.apply(variables, images, layers=("relu3_1", "pool3"), method=VGG.features)
+    np.testing.assert_allclose(features["pool3"], plain.apply(variables, images, layers="pool3", method=VGG.features)["pool3"], rtol=1e-6)

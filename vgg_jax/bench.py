@@ -52,12 +52,26 @@ class BenchSpec:
     dtypes: tuple[str, ...] = ("float32",)
     modes: tuple[str, ...] = ("forward", "forward_backward")
     vs_torch: bool = False
+    vs_torch_compile: bool = False
     width_scale: float = 1.0
     fc_width: int = 4096
     num_classes: int = 1000
     peak_tflops: Optional[float] = None
     seed: int = 0
     conv_impl: str = "auto"
+    remat: bool = False
+
+
+PEER_KINDS = {"torch": "vs_torch", "torch-compile": "vs_torch_compile"}
+
+
+def parse_peers(text: Optional[str]) -> dict[str, bool]:
+    """`--vs torch,torch-compile` as BenchSpec fields."""
+    names = [] if text is None else [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PEER_KINDS]
+    if unknown or (text is not None and not names):
+        raise BenchError(f"--vs takes {', '.join(PEER_KINDS)} (comma-separated), got {text!r}")
+    return {field: kind in names for kind, field in PEER_KINDS.items()}
 
 
 def parse_configs(text: str) -> tuple[str, ...]:
@@ -113,7 +127,7 @@ def check_spec(spec: BenchSpec) -> None:
         raise BenchError(f"--batch-size must be positive, got {spec.batch_sizes}")
     if spec.peak_tflops is not None and not spec.peak_tflops > 0:
         raise BenchError(f"--peak-tflops must be positive, got {spec.peak_tflops}")
-    if spec.vs_torch:
+    if spec.vs_torch or spec.vs_torch_compile:
         try:
             peers.check_torch()
         except peers.PeerUnavailable as error:
@@ -281,10 +295,10 @@ class _Progress:
         return self.bar.__exit__(*exc)
 
 
-def _model(spec: BenchSpec, config: str, dtype: str) -> VGG:
+def _model(spec: BenchSpec, config: str, dtype: str, remat: bool = False) -> VGG:
     return VGG(
         config=config, num_classes=spec.num_classes, fc_width=spec.fc_width, width_scale=spec.width_scale,
-        dtype=DTYPES[dtype], conv_impl=spec.conv_impl,
+        dtype=DTYPES[dtype], conv_impl=spec.conv_impl, remat=remat,
     )
 
 
@@ -319,23 +333,32 @@ def benchmark_case(
     for mode in spec.modes:
         case = f"{config} batch {batch_size} {dtype} {mode.replace('_', '-')}"
         traces = [0]
-        function, args, carries_state = step_function(model, mode, images, labels, params, dropout_key)
-        counted = jax.jit(_counting(function, traces), donate_argnums=(0,) if carries_state else ())
         try:
             begin = time.perf_counter()
-            lowered = counted.lower(*args)
-            lower_s = time.perf_counter() - begin
-            compiled = lowered.compile()
+            ours, compiled, lower_s = _compile(model, mode, images, labels, params, dropout_key, traces)
             compile_s = time.perf_counter() - begin
-            ours = _Stepper(compiled, args, carries_state)
-            peer = _make_peer(spec, config, batch_size, dtype, mode, info["backend"], log) if spec.vs_torch else None
-            for _ in range(spec.warmup):
-                ours.step()
+            steppers = [ours.step]
+            remat = None
+            if spec.remat and mode != "forward":  # remat changes nothing without a backward pass
+                begin = time.perf_counter()
+                remat_stepper, remat_compiled, _ = _compile(
+                    _model(spec, config, dtype, remat=True), mode, images, labels, params, dropout_key, [0]
+                )
+                remat = {"compile_s": time.perf_counter() - begin, "compiled": remat_compiled}
+                steppers.append(remat_stepper.step)
+            peer_list = []
+            for kind in [kind for kind, field in PEER_KINDS.items() if getattr(spec, field)]:
+                peer = _make_peer(spec, config, batch_size, dtype, mode, info["backend"], log, compile=kind == "torch-compile")
                 if peer is not None:
-                    peer.step()
+                    peer_list.append((kind, peer))
+                    steppers.append(peer.step)
+            for _ in range(spec.warmup if spec.warmup else 0):
+                for step in steppers:
+                    step()
+            if spec.vs_torch_compile and not spec.warmup:
+                log("  note: torch.compile compiles in its first step; with --warmup 0 that is timed")
             with _Progress() as progress:
                 advance = progress.task(case, spec.steps)
-                steppers = [ours.step] + ([peer.step] if peer is not None else [])
                 timings = _time_interleaved(steppers, spec.steps, advance)
         except Exception as error:
             if _is_out_of_memory(error):
@@ -371,12 +394,33 @@ def benchmark_case(
             f"  {case}: median {stats['median_s']:.4f} s, min {stats['min_s']:.4f} s, {result['images_per_s']:.1f} img/s, "
             f"{tflops:.3f} TFLOP/s, MFU {mfu_text}, compile {compile_s:.2f} s"
         )
-        if peer is not None:
-            peer_stats = _stats(timings[1])
+        timings = timings[1:]
+        if remat is not None:
+            remat_stats = _stats(timings.pop(0))
+            remat_memory = _memory(remat["compiled"])
+            result["remat"] = {
+                "compile_s": remat["compile_s"],
+                "median_s": remat_stats["median_s"],
+                "images_per_s": batch_size / remat_stats["median_s"],
+                "temp_bytes": remat_memory["temp_bytes"],
+                "step_time_ratio": remat_stats["median_s"] / stats["median_s"],
+            }
+            before, after = memory["temp_bytes"], remat_memory["temp_bytes"]
+            drop = "" if not before or after is None else f" ({after / before:.2f}x)"
+            log(
+                f"  remat=True: temp {_mib(before)} -> {_mib(after)} MiB{drop}, median {remat_stats['median_s']:.4f} s "
+                f"({result['remat']['step_time_ratio']:.2f}x the step time), compile {remat['compile_s']:.2f} s"
+            )
+        for (kind, peer), peer_timings in zip(peer_list, timings):
+            peer_stats = _stats(peer_timings)
             peer_rate = batch_size / peer_stats["median_s"]
-            result["peer"] = {"name": peer.name, "median_s": peer_stats["median_s"], "images_per_s": peer_rate}
-            result["ratio"] = result["images_per_s"] / peer_rate
-            log(f"  {peer.name}: {_seed_line(SEED_LABELS[mode], spec.steps, peer_stats).split(': ', 1)[1]}; ours / peer = {result['ratio']:.2f}x")
+            key = "peer" if kind == "torch" else "compiled_peer"
+            result[key] = {"name": peer.name, "median_s": peer_stats["median_s"], "images_per_s": peer_rate}
+            result["ratio" if kind == "torch" else "compiled_ratio"] = result["images_per_s"] / peer_rate
+            log(
+                f"  {peer.name}: {_seed_line(SEED_LABELS[mode], spec.steps, peer_stats).split(': ', 1)[1]}; "
+                f"ours / peer = {result['images_per_s'] / peer_rate:.2f}x"
+            )
         results[mode] = result
 
     return {
@@ -397,6 +441,21 @@ def benchmark_case(
     }
 
 
+def _compile(model: VGG, mode: str, images: jax.Array, labels: jax.Array, params: Any, key: jax.Array, traces: list[int]):
+    """Lowers and compiles one mode's step: (stepper, compiled, lower seconds)."""
+    function, args, carries_state = step_function(model, mode, images, labels, params, key)
+    counted = jax.jit(_counting(function, traces), donate_argnums=(0,) if carries_state else ())
+    begin = time.perf_counter()
+    lowered = counted.lower(*args)
+    lower_s = time.perf_counter() - begin
+    compiled = lowered.compile()
+    return _Stepper(compiled, args, carries_state), compiled, lower_s
+
+
+def _mib(value: Optional[int]) -> str:
+    return "?" if value is None else f"{value / 2**20:,.0f}"
+
+
 def _counting(function: Callable, counter: list[int]) -> Callable:
     """Wraps a function so that each trace of it increments `counter[0]`."""
 
@@ -407,12 +466,17 @@ def _counting(function: Callable, counter: list[int]) -> Callable:
     return traced
 
 
-def _make_peer(spec: BenchSpec, config: str, batch_size: int, dtype: str, mode: str, backend: str, log: Callable[[str], None]):
+def _make_peer(
+    spec: BenchSpec, config: str, batch_size: int, dtype: str, mode: str, backend: str, log: Callable[[str], None],
+    compile: bool = False,
+):
     if spec.width_scale != 1.0 or spec.fc_width != 4096:
         log("  torchvision: skipped, it has no --width-scale or --fc-width")
         return None
     try:
-        return peers.TorchVisionPeer(config, batch_size, spec.image_size, dtype, mode, spec.num_classes, use_cuda=backend == "gpu")
+        return peers.TorchVisionPeer(
+            config, batch_size, spec.image_size, dtype, mode, spec.num_classes, use_cuda=backend == "gpu", compile=compile
+        )
     except peers.PeerUnavailable as error:
         log(f"  torchvision: skipped, {error}")
         return None
@@ -427,7 +491,7 @@ def run(spec: BenchSpec, log: Callable[[str], None] = print, device: Any = None)
         log(notice)
     info = hardware.device_info(device)
     log(f"Device: {info['device_kind']} ({info['backend']}), jax {jax.__version__}, XLA_FLAGS={' '.join(hardware.xla_flags()) or '(none)'}")
-    if spec.vs_torch and spec.image_size != 224:
+    if (spec.vs_torch or spec.vs_torch_compile) and spec.image_size != 224:
         log("Note: torchvision pools to 7x7 before fc6, so its work equals ours only at --image-size 224.")
     dispatch_s = dispatch_overhead(device)
     log(f"Host dispatch of a trivial jitted call: {dispatch_s * 1e6:.0f} us per step")
@@ -458,7 +522,8 @@ def main(args: Any) -> int:
             image_size=args.image_size,
             dtypes=parse_dtypes(args.dtype),
             modes=parse_modes(args.mode),
-            vs_torch=args.vs == "torch",
+            **parse_peers(args.vs),
+            remat=args.remat,
             width_scale=args.width_scale,
             fc_width=args.fc_width,
             num_classes=args.num_classes,

@@ -128,6 +128,9 @@ class VGG(nn.Module):
             autodiff) or "custom_vjp" (`vgg_jax.conv.conv_same`: the gradient
             as a forward conv and a patches matmul, which XLA:CPU runs faster;
             see docs/benchmarks.md).
+        remat: recompute each conv block's activations in the backward pass
+            (`jax.checkpoint` per block) instead of keeping them: less
+            activation memory for more compute. Same variables and gradients.
     """
 
     config: str = "D"
@@ -140,6 +143,7 @@ class VGG(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     conv_impl: str = "auto"
+    remat: bool = False
 
     def __post_init__(self) -> None:
         resolve_config(self.config)
@@ -149,8 +153,9 @@ class VGG(nn.Module):
             raise ValueError(f"dropout_rate must be a number in [0, 1), got {self.dropout_rate!r}")
         if not isinstance(self.width_scale, (int, float)) or not self.width_scale > 0:
             raise ValueError(f"width_scale must be a positive number, got {self.width_scale!r}")
-        if not isinstance(self.batch_norm, bool):
-            raise TypeError(f"batch_norm must be a bool, got {self.batch_norm!r}")
+        for flag in ("batch_norm", "remat"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         initializers(self.init_scheme)
         if self.conv_impl not in CONV_IMPLS:
             raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}")
@@ -218,7 +223,6 @@ class VGG(nn.Module):
         self._check_images(images)
         self._check_train_inputs(train, needs_classifier)
         init = initializers(self.init_scheme)
-        conv_function = flax_conv if resolve_conv_impl(self.conv_impl) == "custom_vjp" else jax.lax.conv_general_dilated
         outputs: dict[str, jax.Array] = {}
 
         def emit(name: str, value: jax.Array) -> bool:
@@ -227,43 +231,11 @@ class VGG(nn.Module):
             return names.index(name) == last
 
         x = jnp.asarray(images, self.dtype)
-        for block_index, block in enumerate(CONFIGS[config], start=1):
-            conv_index = 0
-            for layer in block:
-                if isinstance(layer, Conv):
-                    conv_index += 1
-                    suffix = f"{block_index}_{conv_index}"
-                    x = nn.Conv(
-                        scaled(layer.features, self.width_scale),
-                        (layer.kernel_size, layer.kernel_size),
-                        padding="SAME",
-                        dtype=self.dtype,
-                        param_dtype=self.param_dtype,
-                        kernel_init=init["conv"],
-                        bias_init=init["bias"],
-                        conv_general_dilated=conv_function,
-                        name=f"conv{suffix}",
-                    )(x)
-                    if self.batch_norm:
-                        x = nn.BatchNorm(
-                            use_running_average=not train,
-                            momentum=0.9,
-                            epsilon=1e-5,
-                            dtype=self.dtype,
-                            param_dtype=self.param_dtype,
-                            name=f"conv{suffix}_bn",
-                        )(x)
-                    if emit(f"conv{suffix}", x):
-                        return outputs
-                    x = nn.relu(x)
-                    if emit(f"relu{suffix}", x):
-                        return outputs
-                elif isinstance(layer, LRN):
-                    x = LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k, name="lrn")(x)
-                    if emit("lrn", x):
-                        return outputs
-            x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-            if emit(f"pool{block_index}", x):
+        run_block = nn.remat(VGG._block, static_argnums=(2, 3, 4, 5)) if self.remat else VGG._block
+        for block_index in range(1, len(CONFIGS[config]) + 1):
+            x, block_outputs = run_block(self, x, block_index, train, wanted, names[last])
+            outputs.update(block_outputs)
+            if last <= names.index(f"pool{block_index}"):
                 return outputs
 
         x = ConvolutionalDense(
@@ -285,6 +257,63 @@ class VGG(nn.Module):
             if emit(name, x):
                 return outputs
         raise AssertionError("unreachable: fc8 is always the last layer")
+
+    def _block(self, x: jax.Array, block_index: int, train: bool, wanted: tuple[str, ...], last: str):
+        """Conv block `block_index` (convs, BN, ReLU, LRN, pool), stopping at `last`.
+
+        A function of the module so that `remat=True` can wrap it in
+        `nn.remat` (one `jax.checkpoint` per block) while its layers keep their
+        top-level names (`conv3_2`, not `block3/conv3_2`).
+
+        Returns:
+            (output, the wanted activations of this block).
+        """
+        init = initializers(self.init_scheme)
+        conv_function = flax_conv if resolve_conv_impl(self.conv_impl) == "custom_vjp" else jax.lax.conv_general_dilated
+        outputs: dict[str, jax.Array] = {}
+
+        def emit(name: str, value: jax.Array) -> bool:
+            if name in wanted:
+                outputs[name] = value
+            return name == last
+
+        conv_index = 0
+        for layer in CONFIGS[resolve_config(self.config)][block_index - 1]:
+            if isinstance(layer, Conv):
+                conv_index += 1
+                suffix = f"{block_index}_{conv_index}"
+                x = nn.Conv(
+                    scaled(layer.features, self.width_scale),
+                    (layer.kernel_size, layer.kernel_size),
+                    padding="SAME",
+                    dtype=self.dtype,
+                    param_dtype=self.param_dtype,
+                    kernel_init=init["conv"],
+                    bias_init=init["bias"],
+                    conv_general_dilated=conv_function,
+                    name=f"conv{suffix}",
+                )(x)
+                if self.batch_norm:
+                    x = nn.BatchNorm(
+                        use_running_average=not train,
+                        momentum=0.9,
+                        epsilon=1e-5,
+                        dtype=self.dtype,
+                        param_dtype=self.param_dtype,
+                        name=f"conv{suffix}_bn",
+                    )(x)
+                if emit(f"conv{suffix}", x):
+                    return x, outputs
+                x = nn.relu(x)
+                if emit(f"relu{suffix}", x):
+                    return x, outputs
+            elif isinstance(layer, LRN):
+                x = LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k, name="lrn")(x)
+                if emit("lrn", x):
+                    return x, outputs
+        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        emit(f"pool{block_index}", x)
+        return x, outputs
 
     def _check_images(self, images: Any) -> None:
         shape = getattr(images, "shape", None)

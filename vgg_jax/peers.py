@@ -25,13 +25,17 @@ class TorchVisionPeer:
     """torchvision's VGG for one config, batch, size, precision and mode.
 
     channels_last, autocast for bfloat16, random weights and N(0, 0.1) inputs
+    (with `compile=True`, the model under `torch.compile`, default mode)
     on CUDA when JAX runs on a GPU and CUDA is there, else on the CPU. The modes
     do the same work as ours: eval forward under inference_mode; the gradient of
     l2_loss(fc8) with dropout on; cross-entropy plus SGD-momentum. torchvision
     pools to 7x7 before fc6, so the work matches ours exactly only at 224 pixels.
     """
 
-    def __init__(self, config: str, batch_size: int, image_size: int, dtype: str, mode: str, num_classes: int, use_cuda: bool):
+    def __init__(
+        self, config: str, batch_size: int, image_size: int, dtype: str, mode: str, num_classes: int, use_cuda: bool,
+        compile: bool = False,
+    ):
         check_torch()
         import torch
         import torchvision
@@ -39,17 +43,22 @@ class TorchVisionPeer:
         if config not in TORCHVISION_NAMES:
             raise PeerUnavailable(f"torchvision has no config {config} (it has {', '.join(TORCHVISION_NAMES)})")
         self.torch = torch
-        self.name = f"torchvision.models.{TORCHVISION_NAMES[config]} {torch.__version__}"
+        self.name = f"torchvision.models.{TORCHVISION_NAMES[config]}{' torch.compile' if compile else ''} {torch.__version__}"
         self.device = torch.device("cuda" if use_cuda and torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels, as users do
         torch.manual_seed(0)
         model = getattr(torchvision.models, TORCHVISION_NAMES[config])(weights=None, num_classes=num_classes)
         self.model = model.to(self.device, memory_format=torch.channels_last)
+        self.module = self.model
+        if compile:  # compiled lazily, by the first (warm-up) step
+            self.model = torch.compile(self.model)
         self.images = (0.1 * torch.randn(batch_size, 3, image_size, image_size, device=self.device)).contiguous(
             memory_format=torch.channels_last
         )
         self.labels = torch.randint(0, num_classes, (batch_size,), device=self.device)
         self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-2, momentum=0.9)
+        self.optimizer = torch.optim.SGD(self.module.parameters(), lr=1e-2, momentum=0.9)
         self._run: Callable[[], None] = {
             "forward": self._forward,
             "forward_backward": self._forward_backward,

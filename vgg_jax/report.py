@@ -16,6 +16,11 @@ PLOT_HINT = "pip install -e '.[plot]' (matplotlib)"
 _NUMBER = {"type": "number"}
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"]}
+_PEER = {
+    "type": "object",
+    "required": ["name", "median_s", "images_per_s"],
+    "properties": {"name": {"type": "string"}, "median_s": _NUMBER, "images_per_s": _NUMBER},
+}
 _RESULT = {
     "type": "object",
     "required": [
@@ -37,14 +42,22 @@ _RESULT = {
         "traces": {"type": "integer"},
         "steps": {"type": "integer"},
         "warmup": {"type": "integer"},
-        "peer": {
-            "type": "object",
-            "required": ["name", "median_s", "images_per_s"],
-            "properties": {"name": {"type": "string"}, "median_s": _NUMBER, "images_per_s": _NUMBER},
-        },
+        "peer": _PEER,
         "ratio": _NUMBER,
+        "compiled_peer": _PEER,
+        "compiled_ratio": _NUMBER,
+        "remat": {
+            "type": "object",
+            "required": ["compile_s", "median_s", "images_per_s", "temp_bytes", "step_time_ratio"],
+            "properties": {
+                **{key: _NUMBER for key in ("compile_s", "median_s", "images_per_s", "step_time_ratio")},
+                "temp_bytes": _NULLABLE_INT,
+            },
+        },
     },
-    "dependentRequired": {"peer": ["ratio"], "ratio": ["peer"]},
+    "dependentRequired": {
+        "peer": ["ratio"], "ratio": ["peer"], "compiled_peer": ["compiled_ratio"], "compiled_ratio": ["compiled_peer"],
+    },
 }
 
 # JSON Schema (2020-12) of the file --json writes; the README documents it.
@@ -173,15 +186,25 @@ def render_table(records: Sequence[dict[str, Any]]) -> None:
 
     table = Table(title="vgg_jax benchmark (seconds per batch; FLOPs from count_macs)")
     columns = ["config", "batch", "dtype", "mode", "compile s", "median s", "mean ± sd s", "min s", "img/s", "TFLOP/s", "MFU", "temp MiB"]
-    with_peer = any("peer" in result for record in records for result in record["results"].values())
-    if with_peer:
-        columns += ["peer img/s", "ours/peer"]
+    results = [result for record in records for result in record["results"].values()]
+    extras = [
+        (key, label, cells)
+        for key, label, cells in (
+            ("peer", ["peer img/s", "ours/peer"], lambda r: [f"{r['peer']['images_per_s']:.1f}", f"{r['ratio']:.2f}x"]),
+            ("compiled_peer", ["compiled img/s", "ours/compiled"],
+             lambda r: [f"{r['compiled_peer']['images_per_s']:.1f}", f"{r['compiled_ratio']:.2f}x"]),
+            ("remat", ["remat temp MiB", "remat time"],
+             lambda r: [_bytes(r["remat"]["temp_bytes"]), f"{r['remat']['step_time_ratio']:.2f}x"]),
+        )
+        if any(key in result for result in results)
+    ]
+    for _, label, _ in extras:
+        columns += label
     for column in columns:
         table.add_column(column, justify="left" if column in ("config", "dtype", "mode") else "right")
     for record in records:
         for mode, r in record["results"].items():
-            peer = r.get("peer")
-            peer_cells = ["-" if peer is None else f"{peer['images_per_s']:.1f}", "-" if peer is None else f"{r['ratio']:.2f}x"]
+            extra_cells = [cell for key, label, cells in extras for cell in (cells(r) if key in r else ["-"] * len(label))]
             table.add_row(
                 record["config"],
                 str(record["batch_size"]),
@@ -195,6 +218,6 @@ def render_table(records: Sequence[dict[str, Any]]) -> None:
                 f"{r['tflops_per_s']:.3f}",
                 "-" if r["mfu"] is None else f"{r['mfu']:.1%}",
                 _bytes(r["memory"]["temp_bytes"]),
-                *(peer_cells if with_peer else []),
+                *extra_cells,
             )
     Console(width=200).print(table)
