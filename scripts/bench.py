@@ -4,6 +4,7 @@
     python scripts/bench.py --config D
     python scripts/bench.py --config all --batch-size 2 --steps 2 --json out.json
     python scripts/bench.py --config D --dtype bfloat16 --mode train-step --vs torch
+    python scripts/bench.py --config D --batch-size 256 --scaling   # every device, and 1, 2, 4, ... of them
 
 On CPU the defaults are batch 4, 5 steps, 1 warm-up (accelerators: 32 / 100 / 10).
 The logic is in vgg_jax/bench.py; this script only parses arguments.
@@ -16,13 +17,13 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from vgg_jax import bench  # noqa: E402
-from vgg_jax.cli import OneLineParser, non_negative_int  # noqa: E402
+from vgg_jax.cli import OneLineParser, add_parallel_flags, non_negative_int, start_distributed  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="D", help="config or alias, comma-separated list, or 'all' (default D)")
-    parser.add_argument("--batch-size", default=None, help="batch size, or a comma-separated sweep (default 32; CPU 4)")
+    parser.add_argument("--batch-size", default=None, help="global batch size (split over the devices), or a comma-separated sweep (default 32; CPU 4)")
     parser.add_argument("--steps", type=non_negative_int, default=None, help="timed steps (default 100; CPU 5)")
     parser.add_argument("--warmup", type=non_negative_int, default=None, help="untimed steps after compiling (default 10; CPU 1)")
     parser.add_argument("--image-size", type=int, default=224, help="square image size in pixels (default 224)")
@@ -35,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", default=None, help="JAX's persistent compilation cache directory")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s for MFU on a device the table lacks")
     parser.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "custom_vjp"], help="the model's conv implementation (auto: custom_vjp on CPU, xla elsewhere)")
+    parser.add_argument("--scaling", action="store_true", help="also time 1, 2, 4, ... devices at the same per-device batch; report scaling efficiency")
+    add_parallel_flags(parser)
     parser.add_argument("--width-scale", type=float, default=1.0, help="multiply conv channels (small experiments)")
     parser.add_argument("--fc-width", type=int, default=4096, help="width of fc6 and fc7 (default 4096)")
     parser.add_argument("--num-classes", type=int, default=1000, help="outputs of fc8 (default 1000)")
@@ -42,4 +45,5 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    sys.exit(bench.main(parse_args()))
+    arguments = parse_args()
+    sys.exit(bench.main(arguments) if start_distributed(arguments, "bench.py") else 2)

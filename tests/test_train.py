@@ -35,7 +35,8 @@ def overfit(model, lr, steps=40):
 def test_a_tiny_model_overfits_one_batch():
     state, metrics, losses = overfit(tiny_vgg("A", dropout_rate=0.0, batch_norm=True), 0.05)
     assert losses[-1] < 0.1 * losses[0]
-    assert set(metrics) == {"loss", "top1", "top5", "grad_norm", "learning_rate"}
+    assert set(metrics) == {"loss", "top1", "top5", "grad_norm", "learning_rate", "nonfinite"}
+    assert float(metrics["nonfinite"]) == 0.0
     assert float(metrics["top1"]) == 1.0 and float(metrics["learning_rate"]) == pytest.approx(0.05)
     assert int(state.step) == 40
     assert float(jnp.abs(state.batch_stats["conv1_1_bn"]["mean"]).max()) > 0  # BN statistics follow the batches

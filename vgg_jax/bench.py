@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vgg_jax import hardware, peers, train
+from vgg_jax import hardware, parallel, peers, train
 from vgg_jax.configs import CONFIGS, MIN_IMAGE_SIZE, count_macs, resolve_config
 from vgg_jax.model import COMPUTE_DTYPES, VGG, resolve_conv_impl
 
@@ -60,6 +60,8 @@ class BenchSpec:
     seed: int = 0
     conv_impl: str = "auto"
     remat: bool = False
+    devices: Optional[int] = None  # all; the batch sizes are global, split over the devices
+    scaling: bool = False  # also 1, 2, 4, ... devices at the same per-device batch
 
 
 PEER_KINDS = {"torch": "vs_torch", "torch-compile": "vs_torch_compile"}
@@ -314,40 +316,48 @@ def benchmark_case(
     config: str,
     batch_size: int,
     dtype: str,
-    device: Any,
+    mesh: Any,
     params: Any,
     dispatch_s: float,
     log: Callable[[str], None] = print,
+    baseline: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
-    """One record: every mode of one config, batch and dtype (see the README for the schema)."""
+    """One record: every mode of one config, global batch and dtype on a mesh (see the README for the schema).
+
+    `baseline` is the one-device record at the same per-device batch, for the
+    scaling efficiency.
+    """
+    device = mesh.devices.flat[0]
+    devices = mesh.devices.size
     info = hardware.device_info(device)
     model = _model(spec, config, dtype)
     image_key, label_key, dropout_key = jax.random.split(jax.random.key(spec.seed + 1), 3)
     shape = (batch_size, spec.image_size, spec.image_size, 3)
-    images = jax.device_put(0.1 * jax.random.normal(image_key, shape, jnp.float32), device)  # the seed's N(0, 0.1)
-    labels = jax.device_put(jax.random.randint(label_key, (batch_size,), 0, spec.num_classes), device)
+    with jax.default_device(device):
+        images = 0.1 * jax.random.normal(image_key, shape, jnp.float32)  # the seed's N(0, 0.1)
+        labels = jax.random.randint(label_key, (batch_size,), 0, spec.num_classes)
     macs = count_macs(config, spec.image_size, num_classes=spec.num_classes, fc_width=spec.fc_width, width_scale=spec.width_scale)
     peak, peak_name = (spec.peak_tflops, "--peak-tflops") if spec.peak_tflops else hardware.peak_tflops(info["device_kind"], dtype)
 
     results: dict[str, Any] = {}
     for mode in spec.modes:
-        case = f"{config} batch {batch_size} {dtype} {mode.replace('_', '-')}"
+        case = f"{config} batch {batch_size} {dtype} {mode.replace('_', '-')}" + (f" on {devices} devices" if devices > 1 else "")
         traces = [0]
         try:
             begin = time.perf_counter()
-            ours, compiled, lower_s = _compile(model, mode, images, labels, params, dropout_key, traces)
+            ours, compiled, lower_s = _compile(model, mode, images, labels, params, dropout_key, traces, mesh)
             compile_s = time.perf_counter() - begin
             steppers = [ours.step]
             remat = None
             if spec.remat and mode != "forward":  # remat changes nothing without a backward pass
                 begin = time.perf_counter()
                 remat_stepper, remat_compiled, _ = _compile(
-                    _model(spec, config, dtype, remat=True), mode, images, labels, params, dropout_key, [0]
+                    _model(spec, config, dtype, remat=True), mode, images, labels, params, dropout_key, [0], mesh
                 )
                 remat = {"compile_s": time.perf_counter() - begin, "compiled": remat_compiled}
                 steppers.append(remat_stepper.step)
             peer_list = []
-            for kind in [kind for kind, field in PEER_KINDS.items() if getattr(spec, field)]:
+            for kind in [kind for kind, field in PEER_KINDS.items() if getattr(spec, field) and devices == 1]:
                 peer = _make_peer(spec, config, batch_size, dtype, mode, info["backend"], log, compile=kind == "torch-compile")
                 if peer is not None:
                     peer_list.append((kind, peer))
@@ -382,7 +392,8 @@ def benchmark_case(
             "tflops_per_s": tflops,
             "peak_tflops": peak,
             "peak_source": peak_name,
-            "mfu": tflops / peak if peak else None,
+            "mfu": tflops / (peak * devices) if peak else None,
+            "images_per_s_per_device": batch_size / stats["median_s"] / devices,
             "memory": memory,
             "traces": traces[0],
             "steps": spec.steps,
@@ -421,6 +432,11 @@ def benchmark_case(
                 f"  {peer.name}: {_seed_line(SEED_LABELS[mode], spec.steps, peer_stats).split(': ', 1)[1]}; "
                 f"ours / peer = {result['images_per_s'] / peer_rate:.2f}x"
             )
+        if baseline is not None and mode in baseline["results"]:
+            one = baseline["results"][mode]["images_per_s"]
+            result["scaling_efficiency"] = result["images_per_s"] / (devices * one)
+            log(f"  scaling: {devices} devices x {batch_size // devices} images = {result['images_per_s']:.1f} img/s, "
+                f"{result['images_per_s_per_device']:.1f} per device, efficiency {result['scaling_efficiency']:.1%} against 1 device")
         results[mode] = result
 
     return {
@@ -429,7 +445,8 @@ def benchmark_case(
         "image_size": spec.image_size,
         "dtype": dtype,
         **info,
-        "device_count": 1,
+        "device_count": devices,
+        "per_device_batch": batch_size // devices,
         "versions": hardware.versions(),
         "xla_flags": hardware.xla_flags(),
         "dispatch_s": dispatch_s,
@@ -441,15 +458,33 @@ def benchmark_case(
     }
 
 
-def _compile(model: VGG, mode: str, images: jax.Array, labels: jax.Array, params: Any, key: jax.Array, traces: list[int]):
-    """Lowers and compiles one mode's step: (stepper, compiled, lower seconds)."""
+def _compile(
+    model: VGG, mode: str, images: jax.Array, labels: jax.Array, params: Any, key: jax.Array, traces: list[int], mesh: Any
+):
+    """Lowers and compiles one mode's step on the mesh, explicit shardings: (stepper, compiled, lower seconds)."""
     function, args, carries_state = step_function(model, mode, images, labels, params, key)
-    counted = jax.jit(_counting(function, traces), donate_argnums=(0,) if carries_state else ())
+    in_shardings, out_shardings = _shardings(mode, args, mesh)
+    args = parallel.put(args, in_shardings)
+    counted = jax.jit(
+        _counting(function, traces), in_shardings=in_shardings, out_shardings=out_shardings,
+        donate_argnums=(0,) if carries_state else (),
+    )
     begin = time.perf_counter()
     lowered = counted.lower(*args)
     lower_s = time.perf_counter() - begin
     compiled = lowered.compile()
     return _Stepper(compiled, args, carries_state), compiled, lower_s
+
+
+def _shardings(mode: str, args: tuple, mesh: Any) -> tuple[Any, Any]:
+    """Data-parallel in and out shardings of a mode's arguments and outputs: batches split, the rest replicated."""
+    whole, rows = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    if mode == "forward":
+        return (whole, rows), rows
+    if mode == "forward_backward":
+        return (whole, rows, whole), whole
+    state = parallel.state_sharding(args[0], mesh)
+    return (state, {"image": rows, "label": rows}, whole), (state, whole)
 
 
 def _mib(value: Optional[int]) -> str:
@@ -482,10 +517,14 @@ def _make_peer(
         return None
 
 
-def run(spec: BenchSpec, log: Callable[[str], None] = print, device: Any = None) -> list[dict[str, Any]]:
-    """Benchmarks every config, batch size and dtype of `spec`; one record each."""
+def run(spec: BenchSpec, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Benchmarks every config, batch size and dtype of `spec`; one record each (and per device count with `scaling`)."""
     check_spec(spec)
-    device = device or jax.devices()[0]
+    try:
+        mesh = parallel.make_mesh(spec.devices)
+    except ValueError as error:
+        raise BenchError(str(error)) from None
+    device = mesh.devices.flat[0]
     spec, notice = resolve_sizes(spec, device.platform)
     if notice:
         log(notice)
@@ -495,14 +534,42 @@ def run(spec: BenchSpec, log: Callable[[str], None] = print, device: Any = None)
         log("Note: torchvision pools to 7x7 before fc6, so its work equals ours only at --image-size 224.")
     dispatch_s = dispatch_overhead(device)
     log(f"Host dispatch of a trivial jitted call: {dispatch_s * 1e6:.0f} us per step")
+    devices = mesh.devices.size
+    if spec.scaling and jax.process_count() > 1:
+        raise BenchError("--scaling compares against one device, so it runs in one process; run it on one host")
+    for batch_size in spec.batch_sizes:
+        try:
+            parallel.check_global_batch(batch_size, mesh)
+        except ValueError as error:
+            raise BenchError(f"--batch-size: {error}") from None
+    counts = _device_counts(devices) if spec.scaling else [devices]
+    if spec.scaling:
+        log(f"Scaling: {', '.join(map(str, counts))} devices at the same per-device batch")
     records = []
     for config in spec.configs:
         params = init_params(spec, config, device)
         for batch_size in spec.batch_sizes:
             for dtype in spec.dtypes:
-                records.append(benchmark_case(spec, config, batch_size, dtype, device, params, dispatch_s, log))
+                baseline = None
+                for count in counts:
+                    submesh = parallel.make_mesh(count) if count != devices else mesh
+                    record = benchmark_case(
+                        spec, config, batch_size // devices * count, dtype, submesh, params, dispatch_s, log,
+                        baseline=baseline if count > 1 else None,
+                    )
+                    baseline = record if count == 1 else baseline
+                    records.append(record)
         del params
     return records
+
+
+def _device_counts(devices: int) -> list[int]:
+    """1, 2, 4, ... below `devices`, then `devices`."""
+    counts, count = [], 1
+    while count < devices:
+        counts.append(count)
+        count *= 2
+    return counts + [devices]
 
 
 def main(args: Any) -> int:
@@ -524,6 +591,8 @@ def main(args: Any) -> int:
             modes=parse_modes(args.mode),
             **parse_peers(args.vs),
             remat=args.remat,
+            devices=args.devices,
+            scaling=args.scaling,
             width_scale=args.width_scale,
             fc_width=args.fc_width,
             num_classes=args.num_classes,

@@ -28,3 +28,36 @@ def int_list(text: str) -> list[int]:
         return [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+DISTRIBUTED_FLAGS = ("coordinator", "num_processes", "process_id")
+
+
+def add_parallel_flags(parser: argparse.ArgumentParser) -> None:
+    """--devices and the jax.distributed flags, shared by train.py and bench.py."""
+    parser.add_argument("--devices", type=positive_int, default=None, help="use this many devices (default: all; an equal share per process)")
+    group = parser.add_argument_group("several processes (jax.distributed; see docs/scaling.md)")
+    group.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address (or JAX_COORDINATOR_ADDRESS)")
+    group.add_argument("--num-processes", type=positive_int, default=None, help="number of processes (or JAX_NUM_PROCESSES)")
+    group.add_argument("--process-id", type=non_negative_int, default=None, help="this process's index (or JAX_PROCESS_ID)")
+
+
+def start_distributed(args: argparse.Namespace, prog: str) -> bool:
+    """Starts jax.distributed from the flags or the environment; False after a one-line error on stderr."""
+    import sys
+
+    from vgg_jax import parallel
+
+    try:
+        parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+    except (ValueError, RuntimeError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return False
+    return True

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Any, Optional, Sequence, Union
 
 import grain
@@ -69,11 +70,25 @@ class SyntheticSource:
         return f"SyntheticSource({self.num_examples}, {self.image_size}, {self.num_classes}, seed={self.seed})"
 
 
+class UnreadableImageWarning(UserWarning):
+    """An image file was skipped: empty, truncated, corrupt or not an image. The message names it."""
+
+
 class ImageFolderSource:
     """An ImageFolder layout: one sub-folder per class holding JPEG/PNG files.
 
     Only the file list is held in memory; each image is decoded when read.
-    Classes are the sorted sub-folder names, labels their positions.
+    Classes are the sorted sub-folder names, labels their positions (an empty
+    class folder keeps its label, with a warning, so labels match the folder
+    names). Bad files, with a warning naming each:
+
+    - grayscale, palette, CMYK or RGBA images are converted to RGB;
+    - zero-byte files are skipped when the folder is listed;
+    - truncated, corrupt or non-image files are skipped when read: the
+      element is None, and `make_loader` filters it out before batching.
+
+    `skipped` lists the files skipped so far in this process. A folder with no
+    files, or whose every file fails, is an error.
     """
 
     def __init__(self, root: str, classes: Optional[Sequence[str]] = None):
@@ -86,31 +101,63 @@ class ImageFolderSource:
         if not self.classes:
             raise ValueError(f"image folder {root} has no class sub-folders (expected {root}/<class>/<image>.png)")
         self.files: list[tuple[str, int]] = []
+        self.skipped: list[str] = []
+        self._failed: set[int] = set()
         for label, name in enumerate(self.classes):
             directory = os.path.join(root, name)
             if not os.path.isdir(directory):
+                warnings.warn(f"class folder {directory} is missing; class {name!r} keeps label {label} and has no images", UserWarning, stacklevel=2)
                 continue
+            found = 0
             for file in sorted(os.listdir(directory)):
-                if file.lower().endswith(IMAGE_EXTENSIONS):
-                    self.files.append((os.path.join(directory, file), label))
+                if not file.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                path = os.path.join(directory, file)
+                if os.path.getsize(path) == 0:
+                    self._skip(path, "the file is empty (0 bytes)")
+                    continue
+                self.files.append((path, label))
+                found += 1
+            if not found:
+                warnings.warn(f"class folder {directory} holds no usable images; class {name!r} keeps label {label}", UserWarning, stacklevel=2)
         if not self.files:
-            raise ValueError(f"image folder {root} holds no {'/'.join(IMAGE_EXTENSIONS)} files in its class folders")
+            raise ValueError(
+                f"image folder {root} holds no usable {'/'.join(IMAGE_EXTENSIONS)} files in its class folders"
+                + (f" ({len(self.skipped)} skipped as empty)" if self.skipped else "")
+            )
         self.num_classes = len(self.classes)
+
+    def _skip(self, path: str, reason: str) -> None:
+        self.skipped.append(path)
+        warnings.warn(f"skipping image {path}: {reason}", UnreadableImageWarning, stacklevel=3)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
         path, label = self.files[index]
         try:
             with Image.open(path) as image:
+                image.load()  # decodes fully: truncated files fail here, not later
                 pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
         except Exception as error:  # PIL raises several types for bad files
-            raise ValueError(f"cannot read image {path}: {error}") from error
+            if index not in self._failed:
+                self._failed.add(index)
+                self._skip(path, f"{type(error).__name__}: {error}")
+            if len(self._failed) == len(self.files):
+                raise ValueError(f"no image in {self.root} could be read ({len(self._failed)} failed; the first was {self.skipped[0]})") from None
+            return None
         return {"image": pixels, "label": label}
 
     def __repr__(self) -> str:
         return f"ImageFolderSource({self.root!r}, files={len(self.files)}, classes={len(self.classes)})"
+
+
+class SkipUnreadable(grain.transforms.Filter):
+    """Drops the None elements a source returns for files it could not read."""
+
+    def filter(self, element: Any) -> bool:
+        return element is not None
 
 
 def load_digits(image_size: int = 32) -> tuple[ArraySource, ArraySource]:
@@ -213,9 +260,14 @@ def mean_rgb(source: Any, max_images: int = 10_000) -> tuple[float, float, float
     indices = np.linspace(0, len(source) - 1, min(len(source), max_images)).astype(int)
     total, count = np.zeros(3), 0
     for index in indices:
-        image = source[int(index)]["image"]
+        element = source[int(index)]
+        if element is None:  # an unreadable file, skipped
+            continue
+        image = element["image"]
         total += image.reshape(-1, 3).sum(axis=0)
         count += image.shape[0] * image.shape[1]
+    if count == 0:
+        raise ValueError(f"no readable image in {source!r} to compute the mean RGB from")
     return tuple(float(v) for v in total / count)
 
 
@@ -255,7 +307,7 @@ def make_loader(
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,
-        operations=[transform, grain.transforms.Batch(batch_size, drop_remainder=drop_remainder)],
+        operations=[SkipUnreadable(), transform, grain.transforms.Batch(batch_size, drop_remainder=drop_remainder)],
         worker_count=worker_count,
     )
 

@@ -8,7 +8,7 @@ rescaled to each Q here, on the device.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -103,8 +103,13 @@ def evaluate(
     scales: Sequence[int] = (224,),
     crop_size: int = 224,
     flip: bool = False,
+    reduce: Optional[Callable[[np.ndarray], np.ndarray]] = None,
 ) -> dict[str, Any]:
-    """Top-1 and top-5 error (as fractions) of one method over every batch, as in Tables 3 to 5."""
+    """Top-1 and top-5 error (as fractions) of one method over every batch, as in Tables 3 to 5.
+
+    `reduce` combines the counts (top-1 misses, top-5 misses, images) of
+    several processes, each evaluating its own shard (`parallel.sum_over_processes`).
+    """
     predict = make_predict(model, method, scales, crop_size, flip)
     misses1 = misses5 = count = 0
     for batch in batches:
@@ -112,6 +117,8 @@ def evaluate(
         labels = np.asarray(batch["label"])
         top1, top5 = topk_errors(probs, labels, k=min(5, probs.shape[-1]))
         misses1, misses5, count = misses1 + top1, misses5 + top5, count + len(labels)
+    if reduce is not None:
+        misses1, misses5, count = (int(v) for v in reduce(np.array([misses1, misses5, count], np.int64)))
     if count == 0:
         raise ValueError("evaluation got no images")
     return {

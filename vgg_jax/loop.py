@@ -26,6 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from vgg_jax import data as data_lib
 from vgg_jax import evaluate as evaluate_lib
+from vgg_jax import parallel
 from vgg_jax import train as train_lib
 from vgg_jax.configs import resolve_config
 from vgg_jax.model import COMPUTE_DTYPES, VGG
@@ -37,6 +38,10 @@ DTYPES = COMPUTE_DTYPES
 
 class NonFiniteError(RuntimeError):
     """The loss or the gradients became non-finite; the message names the step and the metric."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only, ...); the last complete one is kept."""
 
 
 @dataclasses.dataclass
@@ -76,6 +81,9 @@ class TrainConfig:
     workers: int = 0
     init_from: Optional[str] = None
     warm_start_layers: str = "paper"
+    skip_nonfinite: int = 0  # steps with a non-finite loss or gradient that are skipped (and counted) before stopping
+    devices: Optional[int] = None  # all devices when None; batch_size is the global batch, split over them
+    shard_fc: bool = False  # split the FC kernels and their optimizer state over the devices
 
 
 def _load_config(workdir: str) -> dict[str, Any]:
@@ -91,24 +99,49 @@ def prepare_workdir(cfg: TrainConfig, resume: bool, overwrite: bool) -> TrainCon
     """Refuses to touch an existing run unless told; on resume the saved config wins (but for epochs and max_steps)."""
     if resume and overwrite:
         raise ValueError("--resume and --overwrite contradict each other; pick one")
-    if _holds_run(cfg.workdir):
+    holds_run = _holds_run(cfg.workdir)
+    parallel.barrier("vgg_jax.prepare_workdir.looked")  # every process has looked before process 0 may delete
+    if holds_run:
         if resume:
             saved = TrainConfig(**_load_config(cfg.workdir))
-            return dataclasses.replace(saved, workdir=cfg.workdir, epochs=cfg.epochs, max_steps=cfg.max_steps)
+            # The length of the run and the hardware may change on resume; the rest is the saved run's.
+            return dataclasses.replace(
+                saved, workdir=cfg.workdir, epochs=cfg.epochs, max_steps=cfg.max_steps, devices=cfg.devices, shard_fc=cfg.shard_fc
+            )
         if not overwrite:
             raise ValueError(
                 f"workdir {cfg.workdir} already holds a run; pass --resume to continue it or --overwrite to replace it"
             )
         for name in ("checkpoints", "metrics.jsonl", "config.json"):
             path = os.path.join(cfg.workdir, name)
+            if not parallel.is_primary():
+                continue
             if os.path.isdir(path):
                 shutil.rmtree(path)
             elif os.path.exists(path):
                 os.unlink(path)
     elif resume:
         raise ValueError(f"--resume: workdir {cfg.workdir} holds no run to resume")
-    os.makedirs(cfg.workdir, exist_ok=True)
+    try:
+        os.makedirs(cfg.workdir, exist_ok=True)
+        if parallel.is_primary():
+            _check_writable(cfg.workdir)
+    except OSError as error:
+        raise OSError(f"workdir {cfg.workdir} is not writable: {error.strerror or error}") from None
+    parallel.barrier("vgg_jax.prepare_workdir.done")
     return cfg
+
+
+def _check_writable(directory: str) -> None:
+    """Creates and removes a probe file: fails fast on a read-only or full disk."""
+    import tempfile
+
+    handle, probe = tempfile.mkstemp(prefix=".vgg_jax_probe.", dir=directory)
+    try:
+        os.write(handle, b"probe")
+    finally:
+        os.close(handle)
+        os.unlink(probe)
 
 
 def _checkpoint_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
@@ -146,10 +179,12 @@ def _model(cfg: TrainConfig, num_classes: int) -> VGG:
 
 
 class _MetricsLog:
-    """metrics.jsonl: one object per line, flushed as written."""
+    """metrics.jsonl: one object per line, flushed as written; written by process 0 alone."""
 
     def __init__(self, path: str, keep_up_to_step: Optional[int]):
-        self.path = path
+        self.path, self.file = path, None
+        if not parallel.is_primary():
+            return
         if keep_up_to_step is not None and os.path.exists(path):
             # A resumed run repeats the steps after its checkpoint: drop their old lines.
             with open(path) as file:
@@ -158,11 +193,13 @@ class _MetricsLog:
         self.file = open(path, "a")
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -174,13 +211,17 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Ca
     if cfg.subtract_mean and cfg.mean_rgb is None:
         cfg.mean_rgb = list(data_lib.mean_rgb(train_source))
     eval_scales = cfg.eval_scales or [cfg.image_size]
-    steps_per_epoch = len(train_source) // cfg.batch_size // jax.process_count()
+    mesh = parallel.make_mesh(cfg.devices)
+    parallel.check_global_batch(cfg.batch_size, mesh)
+    local_batch = cfg.batch_size // jax.process_count()  # each process loads its own rows of the global batch
+    steps_per_epoch = len(train_source) // jax.process_count() // local_batch
     if steps_per_epoch < 1:
         raise ValueError(f"batch size {cfg.batch_size} is larger than the {len(train_source)} training images")
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     eval_every = cfg.eval_every or steps_per_epoch
     checkpoint_every = cfg.checkpoint_every or eval_every
-    write_text(os.path.join(cfg.workdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
+    if parallel.is_primary():
+        write_text(os.path.join(cfg.workdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
 
     model = _model(cfg, num_classes)
     key = jax.random.key(cfg.seed)
@@ -202,31 +243,39 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Ca
         variables = jax.jit(model.init)(init_key, jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32))
     schedule = train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total_steps)
     optimizer = train_lib.paper_optimizer(schedule, cfg.momentum, cfg.weight_decay)
-    state = train_lib.create_train_state(model, optimizer, variables)
+    state = parallel.put_state(train_lib.create_train_state(model, optimizer, variables), mesh, cfg.shard_fc)
+    shardings = parallel.state_sharding(state, mesh, cfg.shard_fc)
+    dropout_key = parallel.put(dropout_key, parallel.replicated(mesh))
     plateau = train_lib.Plateau(patience=cfg.plateau_patience)
 
     scale = None if cfg.scale is None else (cfg.scale[0] if len(cfg.scale) == 1 else tuple(cfg.scale))
     transform = data_lib.TrainTransform(cfg.image_size, scale, cfg.flip, cfg.pca_std, None if cfg.mean_rgb is None else tuple(cfg.mean_rgb))
-    loader = data_lib.make_loader(train_source, transform, cfg.batch_size, seed=cfg.seed, shuffle=True, worker_count=cfg.workers)
+    loader = data_lib.make_loader(train_source, transform, local_batch, seed=cfg.seed, shuffle=True, worker_count=cfg.workers)
     iterator = iter(loader)
 
     manager = _checkpoint_manager(cfg.workdir, cfg.keep)
-    start_step = 0
+    start_step, skipped = 0, 0
     if resume and manager.latest_step() is not None:
         restored = manager.restore(
             manager.latest_step(),
             args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(jax.eval_shape(lambda: state)), data=ocp.args.JsonRestore(), policy=ocp.args.JsonRestore()
+                state=ocp.args.StandardRestore(
+                    jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+                ),
+                data=ocp.args.JsonRestore(),
+                policy=ocp.args.JsonRestore(),
             ),
         )
         state = restored.state
-        iterator.set_state(restored.data["iterator"].encode())
-        plateau.state = restored.policy
+        iterator.set_state(_iterator_state(restored.data).encode())
+        policy = dict(restored.policy)
+        skipped = int(policy.pop("skipped_nonfinite", 0))
+        plateau.state = policy.get("plateau", policy)  # earlier checkpoints saved the plateau state alone
         start_step = int(state.step)
         log(f"Resumed {cfg.workdir} at step {start_step}")
     metrics_log = _MetricsLog(os.path.join(cfg.workdir, "metrics.jsonl"), start_step if resume else None)
 
-    train_step = train_lib.make_train_step(model, optimizer)
+    train_step = parallel.make_train_step(model, optimizer, mesh, state, cfg.shard_fc)
 
     def evaluate(method: str) -> dict[str, Any]:
         val_loader = data_lib.make_loader(
@@ -234,21 +283,35 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Ca
             cfg.batch_size, seed=0, shuffle=False, num_epochs=1, drop_remainder=False, worker_count=cfg.workers,
         )
         variables = {"params": state.params, **({"batch_stats": state.batch_stats} if cfg.batch_norm else {})}
-        return evaluate_lib.evaluate(model, variables, val_loader, method, eval_scales, cfg.image_size)
-
-    def save(step: int) -> None:
-        manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=ocp.args.JsonSave({"iterator": iterator.get_state().decode()}),
-                policy=ocp.args.JsonSave(plateau.state),
-            ),
-            force=True,
+        # Each process evaluates its shard of the validation set on one device; the counts are summed.
+        return evaluate_lib.evaluate(
+            model, parallel.to_local(variables), val_loader, method, eval_scales, cfg.image_size, reduce=parallel.sum_over_processes
         )
 
+    def save(step: int) -> None:
+        try:
+            manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data=ocp.args.JsonSave({"iterators": parallel.gather_strings(iterator.get_state().decode())}),
+                    policy=ocp.args.JsonSave({"plateau": plateau.state, "skipped_nonfinite": skipped}),
+                ),
+                force=True,
+            )
+            manager.wait_until_finished()
+        except Exception as error:  # OSError, or Orbax's and tensorstore's wrappers of one
+            good = _latest_complete_step(cfg.workdir)
+            raise CheckpointWriteError(
+                f"could not write the checkpoint of step {step} under {os.path.join(cfg.workdir, 'checkpoints')}: "
+                f"{_short(error)}; "
+                + (f"the last complete checkpoint, step {good}, is kept. " if good is not None else "no checkpoint was written before. ")
+                + "Free space or make the directory writable, then continue with --resume"
+            ) from error
+
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeRemainingColumn(), TextColumn("{task.fields[status]}"), transient=False)
+                        TimeRemainingColumn(), TextColumn("{task.fields[status]}"), transient=False,
+                        disable=not parallel.is_primary())
     last_eval: Optional[dict[str, Any]] = None
     images_seen, clock = 0, time.perf_counter()
     last: dict[str, float] = {}
@@ -258,22 +321,28 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Ca
             task = progress.add_task(f"train {cfg.config}", total=total_steps, completed=start_step, status="")
             for step in range(start_step, total_steps):
                 batch = next(iterator)
-                state, metrics = train_step(state, {"image": jnp.asarray(batch["image"]), "label": jnp.asarray(batch["label"])}, dropout_key)
+                state, metrics = train_step(state, parallel.put_batch({"image": batch["image"], "label": batch["label"]}, mesh), dropout_key)
                 last = {name: float(value) for name, value in jax.device_get(metrics).items()}
-                for name in ("loss", "grad_norm"):
-                    if not math.isfinite(last[name]):
+                if last["nonfinite"]:  # the step changed nothing (train.py's guard)
+                    name = next((n for n in ("loss", "grad_norm") if not math.isfinite(last[n])), "loss")
+                    skipped += 1
+                    if skipped > cfg.skip_nonfinite:
                         good = manager.latest_step()
                         raise NonFiniteError(
-                            f"non-finite {name} ({last[name]}) at step {step + 1}; training stopped. "
+                            f"non-finite {name} ({last[name]}) at step {step + 1}; training stopped"
+                            + (f" after skipping {skipped - 1} such steps (--skip-nonfinite {cfg.skip_nonfinite})" if cfg.skip_nonfinite else "")
+                            + ". "
                             + (f"The last good checkpoint is step {good} in {cfg.workdir}/checkpoints." if good is not None else "No checkpoint was written.")
                         )
-                images_seen += cfg.batch_size
-                window.append(last)
+                    log(f"step {step + 1}: non-finite {name} ({last[name]}); step skipped ({skipped} of {cfg.skip_nonfinite} allowed)")
+                images_seen += cfg.batch_size  # the global batch
+                if not last["nonfinite"]:
+                    window.append(last)
                 done = step + 1
                 if done % cfg.log_every == 0 or done == total_steps:
                     rate = images_seen / (time.perf_counter() - clock)
-                    mean = {name: float(np.mean([m[name] for m in window])) for name in last}
-                    metrics_log.write({"step": done, "epoch": done / steps_per_epoch, **mean, "images_per_s": rate})
+                    mean = {name: float(np.mean([m[name] for m in window])) if window else math.nan for name in last if name != "nonfinite"}
+                    metrics_log.write({"step": done, "epoch": done / steps_per_epoch, **mean, "skipped_nonfinite": skipped, "images_per_s": rate})
                     images_seen, clock, window = 0, time.perf_counter(), []
                     progress.update(task, status=f"loss {mean['loss']:.3f} top1 {mean['top1']:.3f} {rate:.0f} img/s")
                 if done % eval_every == 0 or done == total_steps:
@@ -281,7 +350,7 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Ca
                     metrics_log.write({"step": done, "epoch": done / steps_per_epoch, "eval": last_eval})
                     if cfg.lr_policy == "paper" and plateau.update(1 - last_eval["top1_error"]):
                         new_rate = float(train_lib.learning_rate(state.opt_state)) / plateau.factor
-                        state = train_lib.set_learning_rate(state, new_rate)
+                        state = parallel.reshard(train_lib.set_learning_rate(state, new_rate), shardings)
                         log(f"step {done}: validation accuracy stopped improving; learning rate now {new_rate:g}")
                 if done % checkpoint_every == 0 or done == total_steps:
                     save(done)
@@ -297,6 +366,7 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Ca
         "config": cfg.config,
         "steps": total_steps,
         "final_loss": last.get("loss"),
+        "skipped_nonfinite": skipped,
         "final_train_top1": last.get("top1"),
         "eval": final,
         "warm_start": None if warm_report is None else dataclasses.asdict(warm_report),
@@ -308,13 +378,39 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Ca
     return summary
 
 
+def _latest_complete_step(workdir: str) -> Optional[int]:
+    """The newest finished checkpoint on disk (Orbax's temporary directories are unfinished saves)."""
+    directory = os.path.join(workdir, "checkpoints")
+    steps = [int(name) for name in os.listdir(directory) if name.isdigit()] if os.path.isdir(directory) else []
+    return max(steps, default=None)
+
+
+def _short(error: BaseException) -> str:
+    """The first line of an error and of its causes, for one-line messages."""
+    while error.__cause__ is not None and not str(error).strip():
+        error = error.__cause__
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _iterator_state(saved: dict[str, Any]) -> str:
+    """This process's data-iterator state from a checkpoint's `data` item."""
+    states = saved.get("iterators") or [saved["iterator"]]  # "iterator": one-process checkpoints of earlier versions
+    if len(states) != jax.process_count():
+        raise ValueError(
+            f"the checkpoint was written by {len(states)} processes and this run has {jax.process_count()}; "
+            "resume with the same number of processes (the data order depends on it)"
+        )
+    return states[jax.process_index()]
+
+
 def main(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
     """The command line's work: one line on stderr and a non-zero status for bad input or non-finite numbers."""
     import sys
 
     try:
         run(cfg, resume=resume, overwrite=overwrite)
-    except NonFiniteError as error:
+    except (NonFiniteError, CheckpointWriteError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as error:

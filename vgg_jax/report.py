@@ -40,6 +40,8 @@ _RESULT = {
             "properties": {key: _NULLABLE_INT for key in ("argument_bytes", "output_bytes", "temp_bytes", "peak_bytes")},
         },
         "traces": {"type": "integer"},
+        "images_per_s_per_device": _NUMBER,
+        "scaling_efficiency": _NUMBER,
         "steps": {"type": "integer"},
         "warmup": {"type": "integer"},
         "peer": _PEER,
@@ -78,6 +80,7 @@ RECORDS_SCHEMA: dict[str, Any] = {
             "backend": {"type": "string"},
             "device_kind": {"type": "string"},
             "device_count": {"type": "integer", "minimum": 1},
+            "per_device_batch": {"type": "integer", "minimum": 1},
             "devices_available": {"type": "integer"},
             "host_cpu": {"type": ["string", "null"]},
             "host_cores": _NULLABLE_INT,
@@ -193,6 +196,8 @@ def render_table(records: Sequence[dict[str, Any]]) -> None:
             ("peer", ["peer img/s", "ours/peer"], lambda r: [f"{r['peer']['images_per_s']:.1f}", f"{r['ratio']:.2f}x"]),
             ("compiled_peer", ["compiled img/s", "ours/compiled"],
              lambda r: [f"{r['compiled_peer']['images_per_s']:.1f}", f"{r['compiled_ratio']:.2f}x"]),
+            ("scaling_efficiency", ["img/s/device", "scaling eff."],
+             lambda r: [f"{r['images_per_s_per_device']:.1f}", f"{r['scaling_efficiency']:.1%}"]),
             ("remat", ["remat temp MiB", "remat time"],
              lambda r: [_bytes(r["remat"]["temp_bytes"]), f"{r['remat']['step_time_ratio']:.2f}x"]),
         )
@@ -200,6 +205,9 @@ def render_table(records: Sequence[dict[str, Any]]) -> None:
     ]
     for _, label, _ in extras:
         columns += label
+    with_devices = any(record.get("device_count", 1) > 1 for record in records)
+    if with_devices:
+        columns.insert(2, "devices")
     for column in columns:
         table.add_column(column, justify="left" if column in ("config", "dtype", "mode") else "right")
     for record in records:
@@ -208,6 +216,7 @@ def render_table(records: Sequence[dict[str, Any]]) -> None:
             table.add_row(
                 record["config"],
                 str(record["batch_size"]),
+                *([str(record.get("device_count", 1))] if with_devices else []),
                 record["dtype"],
                 mode.replace("_", "-"),
                 f"{r['compile_s']:.2f}",

@@ -149,7 +149,9 @@ def make_train_step(model: VGG, optimizer: optax.GradientTransformation) -> Call
 
     `batch` is `{"image": (N, H, W, 3) float, "label": (N,) int}`. The dropout
     rng is `fold_in(rng, state.step)`. Metrics: loss, top1, top5 (accuracies),
-    grad_norm (global L2 norm) and learning_rate.
+    grad_norm (global L2 norm), learning_rate, and nonfinite (1.0 when the loss
+    or the gradients were NaN or Inf: then the step left params, BN statistics
+    and optimizer state as they were and only counted the step).
     """
     return jax.jit(train_step_function(model, optimizer), donate_argnums=0)
 
@@ -173,19 +175,22 @@ def train_step_function(model: VGG, optimizer: optax.GradientTransformation) -> 
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        grad_norm = _global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         metrics = {
             "loss": loss,
             "top1": topk_accuracy(logits, batch["label"], 1),
             "top5": topk_accuracy(logits, batch["label"], 5),
-            "grad_norm": _global_norm(grads),
+            "grad_norm": grad_norm,
             "learning_rate": learning_rate(opt_state),  # the rate this step used
+            "nonfinite": jnp.logical_not(finite).astype(jnp.float32),
         }
-        new_state = state.replace(
-            step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
-            batch_stats=batch_stats,
-            opt_state=opt_state,
-        )
+        # A step whose loss or gradients are not finite changes nothing but the step count:
+        # the host decides whether to stop or to go on (`--skip-nonfinite`).
+        updated = (optax.apply_updates(state.params, updates), batch_stats, opt_state)
+        kept = (state.params, state.batch_stats, state.opt_state)
+        params, batch_stats, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
         return new_state, metrics
 
     return train_step

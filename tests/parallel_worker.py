@@ -1,0 +1,80 @@
+"""Runs data-parallel train steps in its own process, for tests/test_parallel.py.
+
+    python tests/parallel_worker.py OUT.npz DEVICES [--shard-fc] [--process-id I --num-processes N --port P]
+
+The process's device count comes from XLA_FLAGS, set by the test. Each process
+feeds its own rows of one fixed global batch, runs STEPS steps of a tiny BN
+VGG, and saves the state after the first and the last step (gathered, on
+every process) to OUT.npz, plus a
+JSON line on stdout with what the test checks.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import argparse  # noqa: E402
+
+GLOBAL_BATCH, STEPS = 16, 3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("devices", type=int)
+    parser.add_argument("--shard-fc", action="store_true")
+    parser.add_argument("--process-id", type=int, default=None)
+    parser.add_argument("--num-processes", type=int, default=None)
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args()
+
+    from vgg_jax import parallel
+
+    if args.num_processes:
+        parallel.initialize(f"127.0.0.1:{args.port}", args.num_processes, args.process_id)
+
+    import jax
+    import numpy as np
+
+    from vgg_jax import VGG, train
+
+    jax.config.update("jax_threefry_partitionable", False)
+    model = VGG("A", num_classes=10, width_scale=1 / 16, fc_width=64, batch_norm=True)
+    rng = np.random.RandomState(0)
+    images = rng.randn(GLOBAL_BATCH, 32, 32, 3).astype(np.float32)
+    labels = (np.arange(GLOBAL_BATCH) % 10).astype(np.int32)
+    variables = model.init(jax.random.key(0), images[:1])
+    optimizer = train.paper_optimizer(0.01)
+    mesh = parallel.make_mesh(args.devices)
+    state = parallel.put_state(train.create_train_state(model, optimizer, variables), mesh, args.shard_fc)
+    step = parallel.make_train_step(model, optimizer, mesh, state, args.shard_fc)
+    key = parallel.put(jax.random.key(1), parallel.replicated(mesh))
+    rows = GLOBAL_BATCH // jax.process_count()
+    mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
+    losses, flat = [], {}
+    for index in range(STEPS):
+        state, metrics = step(state, parallel.put_batch({"image": images[mine], "label": labels[mine]}, mesh), key)
+        losses.append(float(metrics["loss"]))
+        if index in (0, STEPS - 1):  # the state after the first and after the last step
+            local = jax.device_get(parallel.to_local(state))
+            for path, leaf in jax.tree_util.tree_leaves_with_path(local):
+                flat[f"step{index + 1}{jax.tree_util.keystr(path)}"] = np.asarray(leaf)
+    np.savez(args.out, **flat)
+    fc6 = state.params["fc6"]["kernel"]
+    momentum = state.opt_state.inner_state[1][0].trace["fc6"]["kernel"]
+    print(json.dumps({
+        "devices": mesh.devices.size,
+        "processes": jax.process_count(),
+        "losses": losses,
+        "fc6_spec": list(fc6.sharding.spec),
+        "fc6_momentum_spec": list(momentum.sharding.spec),
+        "fc6_shard_shape": list(fc6.addressable_shards[0].data.shape),
+    }))
+    if args.num_processes:
+        jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Data parallelism: 8 fake CPU devices, FC sharding, and two processes over jax.distributed.
+
+Each run is its own subprocess (tests/parallel_worker.py or scripts/train.py)
+with `--xla_force_host_platform_device_count`, so the rest of the suite keeps
+one device. CPU collectives across processes use gloo (jax's default CPU
+collectives implementation, set explicitly by vgg_jax.parallel.initialize).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from vgg_jax import parallel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "parallel_worker.py")
+
+
+def environment(devices: int) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    for name in (parallel.ENV_COORDINATOR, parallel.ENV_NUM_PROCESSES, parallel.ENV_PROCESS_ID):
+        env.pop(name, None)
+    return env
+
+
+def run_worker(tmp_path, name: str, host_devices: int, devices: int, *extra: str) -> tuple[dict, dict]:
+    out = tmp_path / f"{name}.npz"
+    done = subprocess.run(
+        [sys.executable, WORKER, str(out), str(devices), *extra], env=environment(host_devices),
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), dict(np.load(out))
+
+
+def assert_same_state(a: dict, b: dict, atol: float, last_rtol: float = 1e-4) -> None:
+    """After one step the params and BN statistics within `atol`; the rest within `last_rtol`.
+
+    Float sums in another order (per-device partial gradients, then an
+    all-reduce) differ by about 1e-5 relative in the gradients (the momentum
+    trace) and drift by that much per step, so the optimizer state and later
+    steps get a relative bound.
+    """
+    assert a.keys() == b.keys()
+    for name in a:
+        if name.startswith(("step1.params", "step1.batch_stats")):
+            np.testing.assert_allclose(a[name], b[name], atol=atol, rtol=0, err_msg=name)
+        else:
+            np.testing.assert_allclose(a[name], b[name], atol=atol, rtol=last_rtol, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+    return run_worker(tmp_path_factory.mktemp("one"), "one", 1, 1)
+
+
+def test_eight_devices_match_one_device_and_fc_sharding_matches_replication(tmp_path, one_device):
+    info1, state1 = one_device
+    info8, state8 = run_worker(tmp_path, "eight", 8, 8)
+    info_fc, state_fc = run_worker(tmp_path, "fc", 8, 8, "--shard-fc")
+    assert (info1["devices"], info8["devices"]) == (1, 8)
+    assert_same_state(state1, state8, atol=1e-5)  # BN statistics, params and momentum
+    np.testing.assert_allclose(info8["losses"], info1["losses"], rtol=1e-5)
+    assert info8["fc6_spec"] == []
+    # fc6 (64 outputs) and its momentum split 8 ways on the output axis; the result is the same.
+    assert info_fc["fc6_spec"] == info_fc["fc6_momentum_spec"] == [None, "data"]
+    assert info_fc["fc6_shard_shape"][1] == 64 // 8
+    assert_same_state(state8, state_fc, atol=1e-5)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_over_jax_distributed_match_one_process(tmp_path, one_device):
+    """Two processes of 2 CPU devices each (coordinator on 127.0.0.1), each feeding half of every global batch."""
+    info1, state1 = one_device
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, str(tmp_path / f"p{i}.npz"), "4", "--process-id", str(i), "--num-processes", "2", "--port", str(port)],
+            env=environment(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = []
+    for proc in procs:
+        try:
+            stdout, stderr = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+        assert proc.returncode == 0, stderr[-3000:]
+        outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+    assert [o["processes"] for o in outputs] == [2, 2] and outputs[0]["devices"] == 4
+    states = [dict(np.load(tmp_path / f"p{i}.npz")) for i in range(2)]
+    assert_same_state(states[0], states[1], atol=0, last_rtol=0)  # the same params on both processes
+    assert_same_state(state1, states[0], atol=1e-5)  # and as one process on the same global batch
+    np.testing.assert_allclose(outputs[0]["losses"], info1["losses"], rtol=1e-5)
+
+
+def test_a_global_batch_that_does_not_divide_names_both_numbers():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1] * 1), (parallel.DATA_AXIS,))
+    parallel.check_global_batch(5, mesh)  # one device takes any batch
+    fake = type("FakeMesh", (), {"devices": np.empty(8)})()
+    with pytest.raises(ValueError, match=r"global batch of 12 does not divide over 8 devices.*multiple of 8 \(for example 8 or 16\)"):
+        parallel.check_global_batch(12, fake)
+    with pytest.raises(ValueError, match=r"--devices must be between 1 and the 1 devices available, got 3"):
+        parallel.make_mesh(3)
+
+
+def test_initialize_needs_all_three_settings(monkeypatch):
+    for name in (parallel.ENV_COORDINATOR, parallel.ENV_NUM_PROCESSES, parallel.ENV_PROCESS_ID, "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert parallel.initialize() is False  # one process, nothing asked: nothing started
+    with pytest.raises(ValueError, match="coordinator address"):
+        parallel.initialize("127.0.0.1:1234")
+    with pytest.raises(ValueError, match=r"process id must be in \[0, 2\)"):
+        parallel.initialize("127.0.0.1:1234", 2, 5)
+    monkeypatch.setenv(parallel.ENV_NUM_PROCESSES, "two")
+    with pytest.raises(ValueError, match="JAX_NUM_PROCESSES must be an integer"):
+        parallel.initialize()
+
+
+def read_losses(workdir) -> list[float]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as file:
+        return [record["loss"] for record in map(json.loads, file) if "loss" in record]
+
+
+def test_train_script_on_eight_devices_follows_the_one_device_loss_curve(tmp_path):
+    """scripts/train.py under 8 fake devices: same losses as on 1 device, and the 8-device run resumes."""
+    common = ["--config", "A", "--data", "digits", "--image-size", "32", "--max-steps", "8", "--log-every", "2",
+              "--width-scale", "0.125", "--fc-width", "32", "--checkpoint-every", "4"]
+    script = os.path.join(ROOT, "scripts", "train.py")
+    curves = {}
+    for devices in (1, 8):
+        workdir = tmp_path / f"d{devices}"
+        done = subprocess.run([sys.executable, script, *common, "--workdir", str(workdir), "--devices", str(devices)],
+                              env=environment(8), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        curves[devices] = read_losses(workdir)
+    assert len(curves[1]) == 4
+    np.testing.assert_allclose(curves[8], curves[1], rtol=1e-4)
+    bad = subprocess.run([sys.executable, script, *common, "--workdir", str(tmp_path / "bad"), "--batch-size", "12"],
+                         env=environment(8), capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "global batch of 12 does not divide over 8 devices" in bad.stderr
+
+
+def test_bench_scaling_reports_efficiency_per_device_count(tmp_path):
+    out = tmp_path / "scaling.json"
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "bench.py"), "--config", "A", "--batch-size", "8", "--image-size", "32",
+         "--width-scale", "0.0625", "--fc-width", "32", "--steps", "2", "--warmup", "1", "--mode", "train-step", "--scaling",
+         "--json", str(out)],
+        env=environment(4), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = json.loads(out.read_text())
+    assert [(r["device_count"], r["batch_size"], r["per_device_batch"]) for r in records] == [(1, 2, 2), (2, 4, 2), (4, 8, 2)]
+    for record in records[1:]:
+        result = record["results"]["train_step"]
+        one = records[0]["results"]["train_step"]["images_per_s"]
+        assert result["scaling_efficiency"] == pytest.approx(result["images_per_s"] / (record["device_count"] * one))
+        assert result["images_per_s_per_device"] == pytest.approx(result["images_per_s"] / record["device_count"])
+    assert "efficiency" in done.stdout and "scaling eff." in done.stdout
+    bad = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "bench.py"), "--config", "A", "--batch-size", "6", "--image-size", "32"],
+        env=environment(4), capture_output=True, text=True, timeout=300,
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "global batch of 6 does not divide over 4 devices" in bad.stderr

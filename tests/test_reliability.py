@@ -1,0 +1,280 @@
+"""Faults, really injected: killed runs, unwritable checkpoints, non-finite steps, bad image files, determinism.
+
+docs/reliability.md has the table of what each fault does and which test here proves it.
+"""
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from PIL import Image
+
+from vgg_jax import data, loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "scripts", "train.py")
+TINY_RUN = dict(config="A", data="synthetic", width_scale=1 / 16, fc_width=32, batch_size=8, log_every=1)
+QUIET = dict(log=lambda line: None)
+
+
+def params_of(workdir, step=None):
+    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
+    step = manager.latest_step() if step is None else step
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return restored.state["params"]
+
+
+def same(a, b) -> bool:
+    return jax.tree.structure(a) == jax.tree.structure(b) and all(
+        np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
+
+
+# ----------------------------------------------------------------------------- kill -9 and resume
+
+KILL_ARGS = ["--config", "A", "--data", "digits", "--image-size", "32", "--width-scale", "0.0625", "--fc-width", "32",
+             "--batch-size", "16", "--max-steps", "24", "--checkpoint-every", "1", "--eval-every", "8", "--log-every", "4",
+             "--keep", "2", "--seed", "7"]
+
+
+def finished_steps(workdir) -> list[int]:
+    directory = os.path.join(workdir, "checkpoints")
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit()) if os.path.isdir(directory) else []
+
+
+def saving(workdir) -> bool:
+    """True while Orbax writes a checkpoint (its temporary directory exists)."""
+    directory = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(directory) and any(not name.isdigit() and "tmp" in name for name in os.listdir(directory))
+
+
+def test_kill_9_at_random_points_then_resume_gives_bit_identical_params(tmp_path):
+    """Three SIGKILLs (one while a checkpoint is being written), resumes, and the same final params as one clean run."""
+    seed = int(os.environ.get("VGG_JAX_KILL_SEED", time.time_ns() % 100_000))
+    rng = random.Random(seed)
+    reference = tmp_path / "reference"
+    done = subprocess.run([sys.executable, TRAIN, *KILL_ARGS, "--workdir", str(reference)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    workdir = tmp_path / "killed"
+    kills = []
+    for attempt, when in enumerate(("random", "during-save", "random")):
+        command = [sys.executable, TRAIN, *KILL_ARGS, "--workdir", str(workdir)] + (["--resume"] if attempt else [])
+        before = finished_steps(workdir)[-1:] or [0]
+        target = before[0] + rng.randint(1, 6)
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 240
+        while proc.poll() is None and time.time() < deadline:
+            steps = finished_steps(workdir)
+            if when == "random" and steps and steps[-1] >= target:
+                time.sleep(rng.uniform(0, 0.3))
+                break
+            if when == "during-save" and steps and steps[-1] >= target and saving(workdir):
+                break
+            time.sleep(0.002)
+        assert proc.poll() is None, f"the run ended before kill {attempt + 1} (seed {seed}): {proc.stderr.read()[-2000:]}"
+        mid_save = saving(workdir)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills.append({"when": when, "after_step": finished_steps(workdir)[-1], "mid_save": mid_save})
+        # Every finished checkpoint left on disk restores; unfinished ones are not listed as steps.
+        for step in finished_steps(workdir):
+            assert np.isfinite(jax.tree.leaves(params_of(workdir, step))[0]).all()
+    assert any(kill["mid_save"] for kill in kills), f"no kill landed during a save (seed {seed}): {kills}"
+
+    resumed = subprocess.run([sys.executable, TRAIN, *KILL_ARGS, "--workdir", str(workdir), "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert finished_steps(workdir)[-1] == 24
+    assert same(params_of(reference), params_of(workdir)), f"params differ after kills {kills} (seed {seed})"
+    steps = [json.loads(line)["step"] for line in open(workdir / "metrics.jsonl") if "eval" not in line]
+    assert steps == sorted(set(steps)) and steps[-1] == 24  # no step logged twice across the resumes
+
+
+# ----------------------------------------------------------------------------- unwritable workdir and checkpoints
+
+
+def test_a_checkpoint_that_cannot_be_written_names_the_path_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    """The disk fills (ENOSPC) as Orbax commits checkpoint 4: a clear error, checkpoint 2 intact, --resume goes on."""
+    cfg = loop.TrainConfig(workdir=str(tmp_path), max_steps=6, checkpoint_every=2, eval_every=2, **TINY_RUN)
+    rename = os.rename
+
+    def full_disk(source, target, *args, **kwargs):
+        if "checkpoints" in str(target) and os.path.basename(str(target)) == "4":
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+        return rename(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", full_disk)
+    with pytest.raises(loop.CheckpointWriteError, match=r"checkpoint of step 4 under .*checkpoints.*step 2, is kept.*--resume") as error:
+        loop.run(cfg, **QUIET)
+    assert str(tmp_path) in str(error.value) and "\n" not in str(error.value)
+    assert finished_steps(tmp_path) == [2]
+    kept = params_of(tmp_path, 2)
+    monkeypatch.setattr(os, "rename", rename)
+    loop.run(cfg, resume=True, **QUIET)
+    assert finished_steps(tmp_path)[-1] == 6 and not same(kept, params_of(tmp_path))
+
+
+def test_a_read_only_workdir_is_refused_up_front_with_its_path(tmp_path, monkeypatch):
+    workdir = tmp_path / "ro"
+    workdir.mkdir()
+    if os.geteuid() != 0:  # a real read-only directory (root writes through permissions)
+        workdir.chmod(0o555)
+    else:
+        import tempfile
+
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    try:
+        with pytest.raises(OSError, match=rf"workdir {workdir} is not writable: (Read-only file system|Permission denied)"):
+            loop.run(loop.TrainConfig(workdir=str(workdir), max_steps=1, **TINY_RUN), **QUIET)
+    finally:
+        workdir.chmod(0o755)
+    assert os.listdir(workdir) == []
+
+
+# ----------------------------------------------------------------------------- non-finite steps
+
+
+def poisoned_run(tmp_path, monkeypatch, skip: int, bad_steps: set[int]):
+    """Trains with the train step's batch poisoned (NaN images) at `bad_steps` (1-based)."""
+    from vgg_jax import parallel
+
+    put_batch = parallel.put_batch
+    calls = {"n": 0}
+
+    def poison(batch, mesh):
+        calls["n"] += 1
+        if calls["n"] in bad_steps:
+            batch = dict(batch, image=np.full_like(np.asarray(batch["image"]), np.nan))
+        return put_batch(batch, mesh)
+
+    monkeypatch.setattr(parallel, "put_batch", poison)
+    cfg = loop.TrainConfig(workdir=str(tmp_path), max_steps=8, checkpoint_every=2, eval_every=4, skip_nonfinite=skip, **TINY_RUN)
+    lines = []
+    return loop.run(cfg, log=lines.append), lines
+
+
+def test_skip_nonfinite_skips_and_counts_bad_steps(tmp_path, monkeypatch):
+    summary, lines = poisoned_run(tmp_path, monkeypatch, skip=2, bad_steps={3, 6})
+    assert summary["skipped_nonfinite"] == 2 and summary["steps"] == 8
+    assert [line.split(":")[0] for line in lines if "skipped" in line] == ["step 3", "step 6"]
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params_of(tmp_path)))
+    logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl") if "eval" not in line]
+    assert logged[-1]["skipped_nonfinite"] == 2 and all(np.isfinite(record["loss"]) for record in logged if record["step"] not in (3, 6))
+
+
+def test_one_bad_step_too_many_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    with pytest.raises(loop.NonFiniteError, match=r"non-finite loss \(nan\) at step 5; training stopped after skipping 1 such steps \(--skip-nonfinite 1\)\. The last good checkpoint is step 4"):
+        poisoned_run(tmp_path, monkeypatch, skip=1, bad_steps={3, 5})
+    assert finished_steps(tmp_path) == [2, 4]
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params_of(tmp_path)))
+
+
+def test_train_script_huge_learning_rate_exits_1_with_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, TRAIN, *KILL_ARGS[:10], "--max-steps", "20", "--lr", "1e12", "--workdir", str(tmp_path / "nan")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 1 and done.stderr.strip().count("\n") == 0, done.stderr[-2000:]
+    assert "train.py: error: non-finite" in done.stderr and "at step" in done.stderr
+
+
+# ----------------------------------------------------------------------------- bad image files
+
+
+def write_png(path, pixels):
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.fixture
+def messy_folder(tmp_path):
+    """Good RGB, grayscale, RGBA and palette PNGs; a truncated PNG, a corrupt JPEG, a zero-byte file; an empty class."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "messy"
+    for name in ("a", "b", "empty"):
+        (root / name).mkdir(parents=True)
+    write_png(root / "a" / "rgb.png", rng.integers(0, 256, (36, 40, 3), dtype=np.uint8))
+    write_png(root / "a" / "gray.png", rng.integers(0, 256, (36, 40), dtype=np.uint8))
+    write_png(root / "b" / "rgba.png", rng.integers(0, 256, (36, 40, 4), dtype=np.uint8))
+    Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).convert("P").save(root / "b" / "palette.png")
+    whole = (root / "a" / "rgb.png").read_bytes()
+    (root / "b" / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    (root / "b" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    (root / "a" / "empty.png").write_bytes(b"")
+    return root
+
+
+def test_bad_image_files_are_converted_or_skipped_and_counted(messy_folder):
+    with pytest.warns(UserWarning) as caught:
+        source = data.ImageFolderSource(str(messy_folder))
+    messages = [str(w.message) for w in caught]
+    assert any("empty.png: the file is empty" in m for m in messages)
+    assert any("class folder" in m and "empty" in m and "keeps label 2" in m for m in messages)
+    assert source.classes == ["a", "b", "empty"] and source.num_classes == 3 and len(source) == 6
+    with warnings.catch_warnings(record=True) as read_warnings:
+        warnings.simplefilter("always")
+        elements = [source[i] for i in range(len(source))]
+    readable = [e for e in elements if e is not None]
+    assert len(readable) == 4 and all(e["image"].shape == (36, 40, 3) and e["image"].dtype == np.uint8 for e in readable)
+    skipped = [str(w.message) for w in read_warnings if issubclass(w.category, data.UnreadableImageWarning)]
+    assert sorted(m.split("skipping image ")[1].split(":")[0].rsplit("/", 1)[1] for m in skipped) == ["corrupt.jpg", "truncated.png"]
+    assert len(source.skipped) == 3  # the empty file and the two unreadable ones
+    loader = data.make_loader(source, data.EvalTransform(32, None), 2, seed=0, shuffle=True, shard_index=0, shard_count=1, num_epochs=1)
+    batches = list(loader)
+    assert sum(len(b["label"]) for b in batches) == 4  # full batches of the readable images only
+
+
+def test_a_folder_with_nothing_readable_is_a_clear_error(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "zero.png").write_bytes(b"")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"holds no usable .* \(1 skipped as empty\)"):
+        data.ImageFolderSource(str(tmp_path))
+    (tmp_path / "x" / "junk.png").write_bytes(b"not a png at all")
+    with pytest.warns(UserWarning):
+        source = data.ImageFolderSource(str(tmp_path))
+        with pytest.raises(ValueError, match=r"no image in .* could be read \(1 failed; the first was .*zero.png"):
+            source[0]
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_params_bit_for_bit_and_the_data_order_is_a_function_of_seed_and_step(tmp_path):
+    runs = []
+    for name in ("one", "two"):
+        loop.run(loop.TrainConfig(workdir=str(tmp_path / name), max_steps=5, seed=11, **TINY_RUN), **QUIET)
+        runs.append(params_of(tmp_path / name))
+    assert same(*runs)
+    loop.run(loop.TrainConfig(workdir=str(tmp_path / "other"), max_steps=5, seed=12, **TINY_RUN), **QUIET)
+    assert not same(runs[0], params_of(tmp_path / "other"))
+
+    source = data.SyntheticSource(64, 32, 10)
+    transform = data.TrainTransform(32, scale=(32, 40), pca_std=0.1)
+
+    def loader(workers=0):
+        return iter(data.make_loader(source, transform, 4, seed=5, shuffle=True, shard_index=0, shard_count=1, worker_count=workers))
+
+    straight = loader()
+    stream = [next(straight) for _ in range(6)]
+    resumed = loader()
+    for _ in range(3):
+        next(resumed)
+    state = resumed.get_state()
+    fresh = loader()
+    fresh.set_state(state)  # a new process, positioned by the saved state alone
+    for expected in stream[3:]:
+        got = next(fresh)
+        np.testing.assert_array_equal(got["image"], expected["image"])
+        np.testing.assert_array_equal(got["label"], expected["label"])
