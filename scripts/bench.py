@@ -21,7 +21,7 @@ from vgg_jax.cli import OneLineParser, add_parallel_flags, non_negative_int, sta
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="D", help="config or alias, comma-separated list, or 'all' (default D)")
     parser.add_argument("--batch-size", default=None, help="global batch size (split over the devices), or a comma-separated sweep (default 32; CPU 4)")
     parser.add_argument("--steps", type=non_negative_int, default=None, help="timed steps (default 100; CPU 5)")

@@ -21,7 +21,7 @@ from vgg_jax.cli import OneLineParser  # noqa: E402
 
 
 def main(argv=None) -> int:
-    parser = OneLineParser(description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="convert_weights.py", description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     parser.add_argument("src")
     parser.add_argument("dst")
     parser.add_argument("--config", default="D", help="config or alias the weights belong to (default D)")

@@ -22,7 +22,7 @@ from vgg_jax.cli import DISTRIBUTED_FLAGS, OneLineParser, add_parallel_flags, in
 
 
 def parse_args(argv=None):
-    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, help="where config.json, metrics.jsonl and checkpoints go")
     p.add_argument("--config", default="A", help="config or alias (default A)")
     p.add_argument("--data", default="digits", help="digits | synthetic | folder:PATH")

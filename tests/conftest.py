@@ -36,3 +36,13 @@ def tiny_a():
     """Config A at width 1/16, initialised on 32-pixel images: (model, variables)."""
     model = tiny_vgg("A")
     return model, model.init(jax.random.key(0), random_images())
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The bad inputs the property tests tried (docs/reliability.md quotes them)."""
+    import sys
+
+    module = sys.modules.get("test_properties")
+    if module is not None and module.TRIED:
+        counts = ", ".join(f"{name} {count}" for name, count in sorted(module.TRIED.items()))
+        terminalreporter.write_line(f"property tests: {sum(module.TRIED.values())} bad inputs refused cleanly ({counts})")

@@ -100,7 +100,7 @@ def test_a_batch_that_does_not_fit_says_what_to_try(monkeypatch):
     def out_of_memory(*args):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.1GiB")
 
-    monkeypatch.setattr(bench, "step_function", lambda *a: (out_of_memory, (jnp.zeros(1),), False))
+    monkeypatch.setattr(bench, "step_function", lambda *a: (out_of_memory, (jnp.zeros(1), jnp.zeros((64, 1))), False))
     spec = bench.BenchSpec(configs=("A",), batch_sizes=(64,), modes=("forward",), **TINY_SPEC)
     with pytest.raises(bench.BenchError, match="A batch 64 float32 forward does not fit.*--batch-size.*32"):
         bench.run(spec, log=lambda line: None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import os
 import statistics
 import sys
@@ -33,6 +34,7 @@ CPU_DEFAULTS = {"batch_size": 4, "steps": 5, "warmup": 1}
 # XLA's cost_analysis() skips the zero-padded positions of SAME convs, so at 224
 # pixels it counts about 3% fewer FLOPs than 2 x count_macs (the paper's count).
 XLA_FLOPS_TOLERANCE = 0.05
+MAX_IMAGE_SIZE, MAX_STEPS, MAX_BATCH, MAX_WIDTH = 8192, 10**7, 2**20, 2**20  # beyond these, a typo, not a benchmark
 SEED_LABELS = {"forward": "Forward", "forward_backward": "Forward-backward", "train_step": "Train-step"}
 
 
@@ -120,15 +122,20 @@ def parse_positive_ints(text: str, flag: str) -> tuple[int, ...]:
 
 def check_spec(spec: BenchSpec) -> None:
     """Refuses a spec that cannot run, before anything is compiled."""
-    if spec.image_size < MIN_IMAGE_SIZE:
-        raise BenchError(f"--image-size must be at least {MIN_IMAGE_SIZE} (five 2x2 pools), got {spec.image_size}")
+    if not MIN_IMAGE_SIZE <= spec.image_size <= MAX_IMAGE_SIZE:
+        raise BenchError(f"--image-size must be between {MIN_IMAGE_SIZE} (five 2x2 pools) and {MAX_IMAGE_SIZE}, got {spec.image_size}")
     for flag, value, minimum in (("--steps", spec.steps, 1), ("--warmup", spec.warmup, 0)):
-        if value is not None and value < minimum:
-            raise BenchError(f"{flag} must be at least {minimum}, got {value}")
-    if spec.batch_sizes is not None and any(b < 1 for b in spec.batch_sizes):
-        raise BenchError(f"--batch-size must be positive, got {spec.batch_sizes}")
-    if spec.peak_tflops is not None and not spec.peak_tflops > 0:
-        raise BenchError(f"--peak-tflops must be positive, got {spec.peak_tflops}")
+        if value is not None and not minimum <= value <= MAX_STEPS:
+            raise BenchError(f"{flag} must be between {minimum} and {MAX_STEPS}, got {value}")
+    if spec.batch_sizes is not None and any(not 1 <= b <= MAX_BATCH for b in spec.batch_sizes):
+        raise BenchError(f"--batch-size must be between 1 and {MAX_BATCH}, got {spec.batch_sizes}")
+    if spec.peak_tflops is not None and not (math.isfinite(spec.peak_tflops) and spec.peak_tflops > 0):
+        raise BenchError(f"--peak-tflops must be a positive finite number, got {spec.peak_tflops}")
+    for flag, value in (("--fc-width", spec.fc_width), ("--num-classes", spec.num_classes)):
+        if not 1 <= value <= MAX_WIDTH:
+            raise BenchError(f"{flag} must be between 1 and {MAX_WIDTH}, got {value}")
+    if not (math.isfinite(spec.width_scale) and 0 < spec.width_scale <= 64):
+        raise BenchError(f"--width-scale must be a positive finite number up to 64, got {spec.width_scale}")
     if spec.vs_torch or spec.vs_torch_compile:
         try:
             peers.check_torch()
@@ -600,13 +607,14 @@ def main(args: Any) -> int:
             conv_impl=args.conv_impl,
         )
         check_spec(spec)
+        for path, flag in ((args.json, "--json"), (args.plot, "--plot"), (args.cache_dir, "--cache-dir")):
+            if path is not None and not path.strip():
+                raise BenchError(f"{flag} needs a path, got an empty string")
         for path, flag in ((args.json, "--json"), (args.plot, "--plot")):
             if path:
                 report.check_writable(path, flag)
         if args.plot:
             report.check_plot_available()
-        if args.width_scale <= 0 or args.fc_width < 1 or args.num_classes < 1:
-            raise BenchError("--width-scale, --fc-width and --num-classes must be positive")
         if args.cache_dir:
             os.makedirs(args.cache_dir, exist_ok=True)
             jax.config.update("jax_compilation_cache_dir", args.cache_dir)

@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -84,6 +84,76 @@ class TrainConfig:
     skip_nonfinite: int = 0  # steps with a non-finite loss or gradient that are skipped (and counted) before stopping
     devices: Optional[int] = None  # all devices when None; batch_size is the global batch, split over them
     shard_fc: bool = False  # split the FC kernels and their optimizer state over the devices
+
+
+def _flag(field: str) -> str:
+    """The command-line flag of a TrainConfig field, for error messages."""
+    return "--" + {"learning_rate": "lr", "dropout_rate": "dropout", "init_scheme": "init", "eval_method": "eval"}.get(
+        field, field
+    ).replace("_", "-")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Refuses a config that cannot run, before anything is written; the message names the flag."""
+    from vgg_jax.evaluate import METHODS
+    from vgg_jax.model import INIT_SCHEMES
+
+    def integer(field: str, minimum: int, optional: bool = False, maximum: int = 2**31 - 1) -> None:
+        value = getattr(cfg, field)
+        if optional and value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
+            raise ValueError(f"{_flag(field)} must be an integer from {minimum} to {maximum}, got {value!r}")
+
+    def number(field: str, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = True) -> None:
+        value = getattr(cfg, field)
+        ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        if not ok:
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise ValueError(f"{_flag(field)} must be a finite number in {interval}, got {value!r}")
+
+    def choice(field: str, options: Sequence[str]) -> None:
+        if getattr(cfg, field) not in options:
+            raise ValueError(f"{_flag(field)} must be one of {', '.join(options)}, got {getattr(cfg, field)!r}")
+
+    if not isinstance(cfg.workdir, str) or not cfg.workdir.strip():
+        raise ValueError(f"--workdir must be a directory path, got {cfg.workdir!r}")
+    resolve_config(cfg.config)
+    integer("image_size", 32, maximum=8192)
+    for field in ("epochs", "batch_size", "plateau_patience", "fc_width", "keep", "log_every"):
+        integer(field, 1)
+    for field in ("eval_every", "checkpoint_every", "workers", "skip_nonfinite"):
+        integer(field, 0)
+    integer("seed", 0, maximum=2**32 - 1)
+    integer("max_steps", 1, optional=True)
+    integer("devices", 1, optional=True)
+    number("learning_rate", 0, low_open=True)
+    number("momentum", 0, 1)
+    number("weight_decay", 0)
+    number("width_scale", 0, low_open=True)
+    number("dropout_rate", 0, 1)
+    number("pca_std", 0)
+    choice("lr_policy", train_lib.LR_POLICIES)
+    choice("dtype", tuple(DTYPES))
+    choice("init_scheme", INIT_SCHEMES)
+    choice("eval_method", METHODS)
+    if cfg.scale is not None:
+        scale = list(cfg.scale)
+        if not 1 <= len(scale) <= 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < cfg.image_size for s in scale) or scale != sorted(scale):
+            raise ValueError(f"--scale must be S or S_min,S_max with {cfg.image_size} (the image size) <= S_min <= S_max, got {cfg.scale!r}")
+    if cfg.eval_scales is not None and (
+        not cfg.eval_scales or any(isinstance(q, bool) or not isinstance(q, int) or q < cfg.image_size for q in cfg.eval_scales)
+    ):
+        raise ValueError(f"--eval-scales must be test scales Q of at least the image size {cfg.image_size}, got {cfg.eval_scales!r}")
+    if cfg.mean_rgb is not None and (len(cfg.mean_rgb) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in cfg.mean_rgb)):
+        raise ValueError(f"mean_rgb must be three finite numbers (0-255), got {cfg.mean_rgb!r}")
+    if cfg.init_from is not None and (not isinstance(cfg.init_from, str) or not cfg.init_from.strip()):
+        raise ValueError(f"--init-from needs the workdir of a run, got {cfg.init_from!r}")
+    if cfg.init_from and not os.path.isfile(os.path.join(cfg.init_from, "config.json")):
+        raise ValueError(f"--init-from {cfg.init_from} holds no run (no config.json there); give the workdir of a finished run")
+    if not isinstance(cfg.data, str) or not (cfg.data in ("digits", "synthetic") or cfg.data.startswith("folder:")):
+        raise ValueError(f"unknown --data {cfg.data!r}; use digits, synthetic or folder:PATH")
 
 
 def _load_config(workdir: str) -> dict[str, Any]:
@@ -204,7 +274,9 @@ class _MetricsLog:
 
 def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Trains, evaluates and checkpoints one run; returns the final summary."""
+    validate(cfg)  # before anything is written
     cfg = prepare_workdir(cfg, resume, overwrite)
+    validate(cfg)  # a resumed run's saved config, with this run's length and devices
     cfg.config = resolve_config(cfg.config)
     train_source, val_source = data_lib.load_data(cfg.data, cfg.image_size, seed=cfg.seed)
     num_classes = train_source.num_classes
@@ -220,8 +292,6 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Ca
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     eval_every = cfg.eval_every or steps_per_epoch
     checkpoint_every = cfg.checkpoint_every or eval_every
-    if parallel.is_primary():
-        write_text(os.path.join(cfg.workdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
 
     model = _model(cfg, num_classes)
     key = jax.random.key(cfg.seed)
@@ -241,6 +311,8 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Ca
         log(str(warm_report))
     else:
         variables = jax.jit(model.init)(init_key, jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32))
+    if parallel.is_primary():  # once the inputs have been read: a failed start leaves no run behind
+        write_text(os.path.join(cfg.workdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
     schedule = train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total_steps)
     optimizer = train_lib.paper_optimizer(schedule, cfg.momentum, cfg.weight_decay)
     state = parallel.put_state(train_lib.create_train_state(model, optimizer, variables), mesh, cfg.shard_fc)

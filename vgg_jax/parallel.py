@@ -55,7 +55,7 @@ def initialize(
     num_processes = num_processes if num_processes is not None else _env_int(ENV_NUM_PROCESSES)
     process_id = process_id if process_id is not None else _env_int(ENV_PROCESS_ID)
     cluster = _env_int("SLURM_NTASKS", 1) > 1 or _env_int("OMPI_COMM_WORLD_SIZE", 1) > 1
-    if coordinator_address is None and num_processes is None and not cluster:
+    if coordinator_address is None and num_processes is None and process_id is None and not cluster:
         return False
     if not cluster and None in (coordinator_address, num_processes, process_id):
         raise ValueError(
