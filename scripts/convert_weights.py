@@ -34,9 +34,10 @@ def main(argv=None) -> int:
     try:
         weights.convert(args.src, args.dst, args.config, batch_norm=args.batch_norm)
     except (ValueError, OSError) as error:
-        print(f"convert_weights.py: error: {str(error).splitlines()[0]}", file=sys.stderr)
-        if "\n" in str(error):
-            print(str(error).split("\n", 1)[1], file=sys.stderr)
+        # One line: a strict load's report (missing, unexpected, wrong-shape tensors) joined with "; ".
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        print(f"convert_weights.py: error: {lines[0] if lines else type(error).__name__}"
+              + (f" ({'; '.join(lines[1:])})" if len(lines) > 1 else ""), file=sys.stderr)
         return 2
     return 0
 

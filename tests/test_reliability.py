@@ -278,3 +278,17 @@ def test_same_seed_same_params_bit_for_bit_and_the_data_order_is_a_function_of_s
         got = next(fresh)
         np.testing.assert_array_equal(got["image"], expected["image"])
         np.testing.assert_array_equal(got["label"], expected["label"])
+
+
+def test_nan_or_inf_pixels_are_refused_by_preprocess_and_never_trained_on():
+    """The policy: preprocess refuses non-finite pixels (ValueError); a non-finite batch that reaches training
+    is a non-finite step (stopped or skipped, above); the model itself computes whatever it is given."""
+    from vgg_jax import weights
+
+    for bad in (np.nan, np.inf, -np.inf):
+        images = np.zeros((1, 32, 32, 3), np.float32)
+        images[0, 3, 4, 1] = bad
+        with pytest.raises(ValueError, match="preprocess got NaN or Inf pixels"):
+            weights.preprocess(images, "torch")
+    clean = weights.preprocess(np.zeros((1, 32, 32, 3), np.uint8), "caffe")
+    assert bool(np.isfinite(np.asarray(clean)).all())

@@ -279,3 +279,4 @@ def test_convert_weights_cli(tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr
     wrong = subprocess.run([sys.executable, script, str(tmp_path / "a.msgpack"), str(tmp_path / "b.msgpack"), "--config", "D"], capture_output=True, text=True, timeout=300)
     assert wrong.returncode == 2 and "does not match the model" in wrong.stderr and not (tmp_path / "b.msgpack").exists()
+    assert wrong.stderr.count("\n") == 1 and "(missing: conv1_2; missing: conv2_2;" in wrong.stderr  # the report, on one line

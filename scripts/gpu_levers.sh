@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# GPU performance levers, one process each, D bf16 train step (and forward-backward) at one batch.
+#
+#   OUT=gpu_levers bash scripts/gpu_levers.sh
+#   VGG_JAX_GPU_CHECK_TINY=1 OUT=gpu_levers_tiny bash scripts/gpu_levers.sh   # the same steps, tiny, on a CPU
+#
+# Each lever runs in its own process (XLA flags are read once per process) and
+# writes one line of levers.tsv: name, mode, img/s, median s, compile s, temp MiB.
+# Levers: the default (cold persistent compilation cache), the same with the
+# cache warm, cuDNN autotuning off (--xla_gpu_autotune_level=0), Triton GEMMs
+# off (cuBLAS for the FC layers), the custom-VJP convolution (conv_impl), and
+# remat. Within VGG_JAX_GPU_CHECK_SECONDS (default 330); a lever is skipped
+# when under 40 s are left. Results: levers.tsv, levers.log and the JSONs of
+# the default run under $OUT (at most 4 files).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-gpu_levers_out}
+mkdir -p "$out"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}  # no torch peer in these processes
+cache=$(mktemp -d)
+start=$SECONDS
+budget=${VGG_JAX_GPU_CHECK_SECONDS:-330}
+if [ "${VGG_JAX_GPU_CHECK_TINY:-0}" = 1 ]; then
+    common=(--config D --dtype bfloat16 --batch-size 4 --image-size 32 --width-scale 0.0625 --fc-width 32 --steps 2 --warmup 1)
+    tests=(tests/test_configs.py)
+else
+    common=(--config D --dtype bfloat16 --batch-size 256 --steps 20 --warmup 3)
+    tests=(tests/test_configs.py tests/test_conv.py tests/test_model.py)
+fi
+timeout 100 python -m pytest -q -x -p no:cacheprovider "${tests[@]}" 2>&1 | tail -3 | tee "$out/levers.log"
+printf "lever\tmode\timages_per_s\tmedian_s\tcompile_s\ttemp_mib\n" > "$out/levers.tsv"
+
+lever() {  # name, XLA_FLAGS, then bench.py arguments
+    name=$1; flags=$2; shift 2
+    left=$((budget - (SECONDS - start)))
+    if [ "$left" -lt 40 ]; then echo "skipping $name: ${left}s left" | tee -a "$out/levers.log"; return; fi
+    echo "== $name (XLA_FLAGS='$flags', $left s left)" | tee -a "$out/levers.log"
+    XLA_FLAGS="$flags" timeout "$left" python scripts/bench.py "${common[@]}" --cache-dir "$cache" --json "$out/lever.json" "$@" \
+        >> "$out/levers.log" 2>&1 || { echo "$name failed (status $?)" | tee -a "$out/levers.log"; return; }
+    python - "$name" "$out/lever.json" >> "$out/levers.tsv" <<'EOF'
+import json, sys
+name, path = sys.argv[1:]
+for record in json.load(open(path)):
+    for mode, r in record["results"].items():
+        temp = r["memory"]["temp_bytes"]
+        print(f"{name}\t{mode}\t{r['images_per_s']:.1f}\t{r['median_s']:.4f}\t{r['compile_s']:.2f}\t{'-' if temp is None else round(temp / 2**20)}")
+        if "remat" in r:
+            m = r["remat"]
+            print(f"{name}+remat\t{mode}\t{m['images_per_s']:.1f}\t{m['median_s']:.4f}\t{m['compile_s']:.2f}\t{round((m['temp_bytes'] or 0) / 2**20)}")
+EOF
+    [ "$name" = default ] && cp "$out/lever.json" "$out/default.json"
+}
+lever default "" --mode train-step,forward-backward
+lever cache-warm "" --mode train-step,forward-backward
+lever autotune-0 "--xla_gpu_autotune_level=0" --mode train-step
+lever triton-gemm-off "--xla_gpu_enable_triton_gemm=false" --mode train-step
+lever custom-vjp "" --mode train-step --conv-impl custom_vjp
+lever remat "" --mode train-step --remat
+rm -f "$out/lever.json"
+echo "gpu_levers done in $((SECONDS - start)) s" | tee -a "$out/levers.log"
+column -t -s $'\t' "$out/levers.tsv"
