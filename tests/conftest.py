@@ -46,3 +46,16 @@ def pytest_terminal_summary(terminalreporter):
     if module is not None and module.TRIED:
         counts = ", ".join(f"{name} {count}" for name, count in sorted(module.TRIED.items()))
         terminalreporter.write_line(f"property tests: {sum(module.TRIED.values())} bad inputs refused cleanly ({counts})")
+
+
+@pytest.fixture(autouse=True)
+def _full_float32_precision_on_accelerators():
+    """Compare in true float32 on GPUs and TPUs, whose default float32 matmul and conv precision is TF32 or bf16.
+
+    A no-op on the CPU (CI), where float32 is float32.
+    """
+    if jax.default_backend() == "cpu":
+        yield
+        return
+    with jax.default_matmul_precision("highest"):
+        yield

@@ -12,13 +12,6 @@ from vgg_jax.conv import DIMENSIONS, conv_same, flax_conv
 from conftest import random_images, tiny_vgg
 
 
-@pytest.fixture(autouse=True)
-def full_float32_precision():
-    """Compare in true float32: on GPUs XLA's default float32 conv precision is TF32 (about 1e-3 relative)."""
-    with jax.default_matmul_precision("highest"):
-        yield
-
-
 def reference(inputs, kernel):
     return lax.conv_general_dilated(inputs, kernel, (1, 1), "SAME", dimension_numbers=DIMENSIONS)
 
