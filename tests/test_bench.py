@@ -153,10 +153,10 @@ def test_cli_end_to_end(tmp_path):
         (["--batch-size", "0"], "--batch-size must be positive integers"),
         (["--batch-size", "two"], "--batch-size must be positive integers"),
         (["--steps", "-3"], "--steps: must be >= 0"),
-        (["--steps", "0"], "--steps must be at least 1"),
-        (["--image-size", "16"], "--image-size must be at least 32"),
+        (["--steps", "0"], "--steps must be between 1 and 10000000, got 0"),
+        (["--image-size", "16"], "--image-size must be between 32 (five 2x2 pools) and 8192, got 16"),
         (["--json", "/nonexistent-dir/out.json"], "--json /nonexistent-dir/out.json: directory /nonexistent-dir does not exist"),
-        (["--peak-tflops", "-1"], "--peak-tflops must be positive"),
+        (["--peak-tflops", "-1"], "--peak-tflops must be a positive finite number"),
         (["--vs", "tf"], "--vs takes torch, torch-compile"),
     ],
 )
