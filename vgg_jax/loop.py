@@ -216,7 +216,19 @@ def _check_writable(directory: str) -> None:
 
 def _checkpoint_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+    handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(), "policy": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options, item_handlers=handlers)
+
+
+def _on_one_device(manager: ocp.CheckpointManager, step: int) -> Any:
+    """A restore target for a checkpoint's state, whole on this process's first device.
+
+    Whatever devices and processes wrote it (a multi-host run, say): Orbax
+    refuses to guess a target for another topology.
+    """
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    metadata = manager.item_metadata(step)["state"]
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), metadata)
 
 
 def load_params(workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -227,7 +239,7 @@ def load_params(workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
     step = manager.latest_step()
     if step is None:
         raise ValueError(f"--init-from {workdir} holds no checkpoint")
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_on_one_device(manager, step))))
     state = restored.state
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
