@@ -44,7 +44,7 @@ def test_bad_folders_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="no class sub-folders"):
         data.ImageFolderSource(str(tmp_path))
     (tmp_path / "empty_class").mkdir()
-    with pytest.raises(ValueError, match="holds no"):
+    with pytest.warns(UserWarning, match="empty_class holds no usable images"), pytest.raises(ValueError, match="holds no"):
         data.ImageFolderSource(str(tmp_path))
     with pytest.raises(ValueError, match="unknown --data"):
         data.load_data("imagenet", 32)
