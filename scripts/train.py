@@ -55,6 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--init-from", default=None, help="warm start from that run's latest checkpoint (coarse-to-fine)")
     p.add_argument("--skip-nonfinite", type=non_negative_int, default=0, metavar="N",
                    help="skip (and count) up to N steps whose loss or gradients are NaN/Inf before stopping (default 0: stop at the first)")
+    p.add_argument("--remat", action="store_true", help="recompute each conv block in the backward pass: less activation memory, more time")
     p.add_argument("--shard-fc", action="store_true", help="split the FC kernels and their optimizer state over the devices")
     add_parallel_flags(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir exactly")

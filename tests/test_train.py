@@ -134,3 +134,12 @@ def test_train_script_end_to_end(tmp_path):
     assert {"step", "loss", "top1", "top5", "grad_norm", "learning_rate", "images_per_s"} <= set(records[0])
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already holds a run" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_remat_run_follows_the_plain_run(tmp_path):
+    """TrainConfig(remat=True) (train.py --remat) trains the same model: the same losses, step by step."""
+    losses = []
+    for name, remat in (("plain", False), ("remat", True)):
+        loop.run(loop.TrainConfig(workdir=str(tmp_path / name), max_steps=3, remat=remat, **TINY_RUN), log=lambda line: None)
+        losses.append([json.loads(line)["loss"] for line in open(tmp_path / name / "metrics.jsonl") if "eval" not in line])
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)

@@ -84,6 +84,7 @@ class TrainConfig:
     skip_nonfinite: int = 0  # steps with a non-finite loss or gradient that are skipped (and counted) before stopping
     devices: Optional[int] = None  # all devices when None; batch_size is the global batch, split over them
     shard_fc: bool = False  # split the FC kernels and their optimizer state over the devices
+    remat: bool = False  # recompute each conv block in the backward pass (less memory, more time)
 
 
 def _flag(field: str) -> str:
@@ -176,7 +177,8 @@ def prepare_workdir(cfg: TrainConfig, resume: bool, overwrite: bool) -> TrainCon
             saved = TrainConfig(**_load_config(cfg.workdir))
             # The length of the run and the hardware may change on resume; the rest is the saved run's.
             return dataclasses.replace(
-                saved, workdir=cfg.workdir, epochs=cfg.epochs, max_steps=cfg.max_steps, devices=cfg.devices, shard_fc=cfg.shard_fc
+                saved, workdir=cfg.workdir, epochs=cfg.epochs, max_steps=cfg.max_steps, devices=cfg.devices,
+                shard_fc=cfg.shard_fc, remat=cfg.remat,
             )
         if not overwrite:
             raise ValueError(
@@ -257,6 +259,7 @@ def _model(cfg: TrainConfig, num_classes: int) -> VGG:
         width_scale=cfg.width_scale,
         init_scheme=cfg.init_scheme,
         dtype=DTYPES[cfg.dtype],
+        remat=cfg.remat,
     )
 
 
