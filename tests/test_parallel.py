@@ -82,6 +82,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def finish(procs: list) -> list[tuple[str, str]]:
+    """(stdout, stderr) of processes run together; all are killed if one hangs; each must succeed."""
+    outputs = []
+    for proc in procs:
+        try:
+            stdout, stderr = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            raise
+        assert proc.returncode == 0, stderr[-3000:]
+        outputs.append((stdout, stderr))
+    return outputs
+
+
 def test_two_processes_over_jax_distributed_match_one_process(tmp_path, one_device):
     """Two processes of 2 CPU devices each (coordinator on 127.0.0.1), each feeding half of every global batch."""
     info1, state1 = one_device
@@ -93,16 +108,7 @@ def test_two_processes_over_jax_distributed_match_one_process(tmp_path, one_devi
         )
         for i in range(2)
     ]
-    outputs = []
-    for proc in procs:
-        try:
-            stdout, stderr = proc.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
-        assert proc.returncode == 0, stderr[-3000:]
-        outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+    outputs = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in finish(procs)]
     assert [o["processes"] for o in outputs] == [2, 2] and outputs[0]["devices"] == 4
     states = [dict(np.load(tmp_path / f"p{i}.npz")) for i in range(2)]
     assert_same_state(states[0], states[1], atol=0, last_rtol=0)  # the same params on both processes
@@ -188,17 +194,7 @@ def train_two_processes(workdir, steps: int, resume: bool = False) -> list[str]:
                "--workdir", str(workdir), "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"] + (["--resume"] if resume else [])
     procs = [subprocess.Popen(command + ["--process-id", str(i)], env=environment(1), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
-    errors = []
-    for proc in procs:
-        try:
-            _, stderr = proc.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
-        assert proc.returncode == 0, stderr[-3000:]
-        errors.append(stderr)
-    return errors
+    return [stderr for _, stderr in finish(procs)]
 
 
 def test_train_script_in_two_processes_checkpoints_and_resumes_exactly(tmp_path):
