@@ -3,7 +3,7 @@
 Each run is its own subprocess (tests/parallel_worker.py or scripts/train.py)
 with `--xla_force_host_platform_device_count`, so the rest of the suite keeps
 one device. CPU collectives across processes use gloo (jax's default CPU
-collectives implementation, set explicitly by vgg_jax.parallel.initialize).
+collectives implementation; the tests set nothing for it).
 """
 
 import json
@@ -117,7 +117,7 @@ def test_two_processes_over_jax_distributed_match_one_process(tmp_path, one_devi
 
 
 def test_a_global_batch_that_does_not_divide_names_both_numbers():
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1] * 1), (parallel.DATA_AXIS,))
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), (parallel.DATA_AXIS,))
     parallel.check_global_batch(5, mesh)  # one device takes any batch
     fake = type("FakeMesh", (), {"devices": np.empty(8)})()
     with pytest.raises(ValueError, match=r"global batch of 12 does not divide over 8 devices.*multiple of 8 \(for example 8 or 16\)"):

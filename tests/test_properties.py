@@ -154,9 +154,6 @@ def test_warm_start_between_configs(source_a, target, layers, change):
 # ----------------------------------------------------------------------------- loaders with bad files
 
 
-VALID_MSGPACK: dict = {}
-
-
 @pytest.fixture(scope="module")
 def good_files(tmp_path_factory, source_a):
     directory = tmp_path_factory.mktemp("weights")
@@ -258,7 +255,7 @@ NON_NEGATIVE_FLOATS = st.sampled_from(["-1", "nan", "inf", "abc", "", "1e999", "
 BAD_WORDS = st.sampled_from(["", "bogus", "D,Z", "float16", "tf", ",", "all,", "-1", "vgg17"])
 
 
-def run_cli(main, argv, capsys, workdir=None):
+def run_cli(main, argv, capsys):
     """Runs a script's main in-process; returns (status, stderr lines)."""
     try:
         status = main(argv)

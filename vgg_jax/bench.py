@@ -364,7 +364,11 @@ def benchmark_case(
                 remat = {"compile_s": time.perf_counter() - begin, "compiled": remat_compiled}
                 steppers.append(remat_stepper.step)
             peer_list = []
-            for kind in [kind for kind, field in PEER_KINDS.items() if getattr(spec, field) and devices == 1]:
+            wanted = [kind for kind, field in PEER_KINDS.items() if getattr(spec, field)]
+            if wanted and devices > 1:
+                log(f"  torchvision: skipped, it runs on one device and this case uses {devices}")
+                wanted = []
+            for kind in wanted:
                 peer = _make_peer(spec, config, batch_size, dtype, mode, info["backend"], log, compile=kind == "torch-compile")
                 if peer is not None:
                     peer_list.append((kind, peer))

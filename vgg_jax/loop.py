@@ -29,7 +29,7 @@ from vgg_jax import evaluate as evaluate_lib
 from vgg_jax import parallel
 from vgg_jax import train as train_lib
 from vgg_jax.configs import resolve_config
-from vgg_jax.model import COMPUTE_DTYPES, VGG
+from vgg_jax.model import COMPUTE_DTYPES, INIT_SCHEMES, VGG
 from vgg_jax.report import write_text
 from vgg_jax.warm_start import warm_start
 
@@ -96,9 +96,6 @@ def _flag(field: str) -> str:
 
 def validate(cfg: TrainConfig) -> None:
     """Refuses a config that cannot run, before anything is written; the message names the flag."""
-    from vgg_jax.evaluate import METHODS
-    from vgg_jax.model import INIT_SCHEMES
-
     def integer(field: str, minimum: int, optional: bool = False, maximum: int = 2**31 - 1) -> None:
         value = getattr(cfg, field)
         if optional and value is None:
@@ -138,7 +135,7 @@ def validate(cfg: TrainConfig) -> None:
     choice("lr_policy", train_lib.LR_POLICIES)
     choice("dtype", tuple(DTYPES))
     choice("init_scheme", INIT_SCHEMES)
-    choice("eval_method", METHODS)
+    choice("eval_method", evaluate_lib.METHODS)
     if cfg.scale is not None:
         scale = list(cfg.scale)
         if not 1 <= len(scale) <= 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < cfg.image_size for s in scale) or scale != sorted(scale):

@@ -17,9 +17,8 @@ jitted step runs on 1 or N devices, on one host or many:
 - `initialize()` starts `jax.distributed` when flags or the environment ask
   for several processes. `is_primary()` says which process writes logs.
 
-CPU collectives across processes use JAX's gloo implementation
-(`jax_cpu_collectives_implementation`, the default in jax 0.10); `initialize`
-sets it when the backend would be the CPU and it is unset.
+CPU collectives across processes use JAX's gloo implementation, the default
+of `jax_cpu_collectives_implementation` in jax 0.10; nothing here sets it.
 """
 
 from __future__ import annotations
