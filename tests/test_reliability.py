@@ -1,4 +1,5 @@
-"""Faults, really injected: killed runs, unwritable checkpoints, non-finite steps, bad image files, determinism.
+"""Faults, really injected: killed and signalled runs, damaged workdirs, unwritable checkpoints, non-finite steps,
+bad image files, determinism.
 
 docs/reliability.md has the table of what each fault does and which test here proves it.
 """
@@ -19,7 +20,8 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from vgg_jax import data, loop
+from vgg_jax import data, loop, rundir
+from vgg_jax.rundir import finished_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
@@ -47,7 +49,8 @@ KILL_ARGS = ["--config", "A", "--data", "digits", "--image-size", "32", "--width
              "--keep", "2", "--seed", "7"]
 
 
-def finished_steps(workdir) -> list[int]:
+def step_folders(workdir) -> list[int]:
+    """Every digit-named folder under checkpoints/, finished or not."""
     directory = os.path.join(workdir, "checkpoints")
     return sorted(int(name) for name in os.listdir(directory) if name.isdigit()) if os.path.isdir(directory) else []
 
@@ -87,7 +90,8 @@ def test_kill_9_at_random_points_then_resume_gives_bit_identical_params(tmp_path
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills.append({"when": when, "after_step": finished_steps(workdir)[-1], "mid_save": mid_save})
-        # Every finished checkpoint left on disk restores; unfinished ones are not listed as steps.
+        # A kill leaves no step half-written or half-deleted: every digit-named folder is finished, and restores.
+        assert step_folders(workdir) == finished_steps(workdir), f"unfinished step folders after kill {attempt + 1} (seed {seed})"
         for step in finished_steps(workdir):
             assert np.isfinite(jax.tree.leaves(params_of(workdir, step))[0]).all()
     assert any(kill["mid_save"] for kill in kills), f"no kill landed during a save (seed {seed}): {kills}"
@@ -98,6 +102,254 @@ def test_kill_9_at_random_points_then_resume_gives_bit_identical_params(tmp_path
     assert same(params_of(reference), params_of(workdir)), f"params differ after kills {kills} (seed {seed})"
     steps = [json.loads(line)["step"] for line in open(workdir / "metrics.jsonl") if "eval" not in line]
     assert steps == sorted(set(steps)) and steps[-1] == 24  # no step logged twice across the resumes
+
+
+# ----------------------------------------------------------------------------- SIGINT and SIGTERM on a real process
+
+SIGNAL_ARGS = ["--config", "A", "--data", "synthetic", "--width-scale", "0.0625", "--fc-width", "32", "--batch-size", "8",
+               "--epochs", "50", "--checkpoint-every", "100000", "--eval-every", "100000", "--log-every", "1", "--seed", "3"]
+
+
+def wait_for_line(proc, prefix: str, timeout: float = 300) -> list[str]:
+    """Reads the process's stdout (a pipe: no terminal) until a line starts with `prefix`; the lines read."""
+    import selectors
+
+    lines, selector, deadline = [], selectors.DefaultSelector(), time.time() + timeout
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    while time.time() < deadline:
+        if selector.select(timeout=1):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith(prefix):
+                return lines
+    proc.kill()
+    raise AssertionError(f"no line starting {prefix!r} within {timeout} s; stdout: {lines[-5:]}, stderr: {proc.stderr.read()[-2000:]}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_finishes_the_step_writes_a_checkpoint_says_how_to_resume_and_exits_non_zero(tmp_path, signum):
+    """Ctrl-C or a scheduler's SIGTERM mid-run: a checkpoint of the last finished step, one line, status 128 + signal.
+
+    The run's output goes to a pipe, so it logs plain lines (no progress bar); the test waits for them.
+    """
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, TRAIN, *SIGNAL_ARGS, "--workdir", str(workdir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = wait_for_line(proc, "step 3/")
+    assert lines[-1].startswith("step 3/12800: loss ")  # a plain line per --log-every step, without a terminal
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signum, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-2000:]
+    name = signal.Signals(signum).name
+    stopped = [line for line in stderr.splitlines() if line.startswith("train.py: stopped")]
+    assert len(stopped) == 1 and f"stopped by {name} after step" in stopped[0] and f"--workdir {workdir} --resume" in stopped[0]
+    step = int(stopped[0].split("after step ")[1].split(";")[0])
+    assert step >= 3 and finished_steps(workdir) == [step]  # the step in progress finished, and was checkpointed
+    resumed = subprocess.run([sys.executable, TRAIN, *SIGNAL_ARGS, "--max-steps", str(step + 2), "--workdir", str(workdir), "--resume"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"Resumed {workdir} at step {step}" in resumed.stdout and finished_steps(workdir)[-1] == step + 2
+
+
+def test_the_first_signal_asks_for_a_stop_and_a_second_acts_as_before():
+    """StopRequest: the first SIGINT sets the flag and puts the previous handler back, so the second reaches it."""
+    from vgg_jax import interrupt
+
+    reached = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: reached.append(signum))
+    try:
+        with interrupt.StopRequest() as stop:
+            assert not stop.requested
+            signal.raise_signal(signal.SIGINT)
+            assert stop.requested and stop.name == "SIGINT" and reached == []
+            signal.raise_signal(signal.SIGINT)
+            assert reached == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ----------------------------------------------------------------------------- damaged workdirs
+
+
+def tiny_run(workdir, **overrides):
+    settings = dict(workdir=str(workdir), max_steps=6, checkpoint_every=2, eval_every=6, keep=3, **TINY_RUN)
+    return loop.TrainConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A tiny run with checkpoints at steps 2, 4 and 6 (copied per test with `copy_of`)."""
+    workdir = tmp_path_factory.mktemp("finished") / "run"
+    loop.run(tiny_run(workdir), **QUIET)
+    assert finished_steps(workdir) == [2, 4, 6]
+    return workdir
+
+
+def copy_of(run, tmp_path):
+    import shutil
+
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def metric_steps(workdir):
+    return [json.loads(line)["step"] for line in open(workdir / "metrics.jsonl") if "eval" not in line]
+
+
+def test_a_torn_last_metrics_line_is_dropped_with_a_warning_on_resume(finished_run, tmp_path):
+    """A kill while metrics.jsonl is appended leaves half a line; --resume drops it, names it, and goes on."""
+    workdir = copy_of(finished_run, tmp_path)
+    with open(workdir / "metrics.jsonl", "a") as file:
+        file.write('{"step": 7, "epoch": 0.02, "grad_no')
+    lines = len(open(workdir / "metrics.jsonl").read().split("\n"))
+    with pytest.warns(loop.RunWarning, match=rf"dropped the torn last line of .*metrics.jsonl \(line {lines}, "):
+        loop.run(tiny_run(workdir, max_steps=8), resume=True, **QUIET)
+    assert metric_steps(workdir) == list(range(1, 9))
+
+
+def test_a_torn_metrics_line_in_the_middle_is_an_error_naming_the_line(finished_run, tmp_path):
+    workdir = copy_of(finished_run, tmp_path)
+    lines = open(workdir / "metrics.jsonl").read().splitlines()
+    lines[2] = lines[2][:25]
+    (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl line 3 is not a metrics record .*damaged in the middle"):
+        loop.run(tiny_run(workdir, max_steps=8), resume=True, **QUIET)
+
+
+def test_a_half_deleted_step_never_looks_finished_and_resume_removes_it(finished_run, tmp_path):
+    """What a kill during Orbax's deletion of an old step used to leave: a digit-named folder, part of `state/`, no metadata."""
+    import shutil
+
+    workdir = copy_of(finished_run, tmp_path)
+    half = workdir / "checkpoints" / "8"
+    shutil.copytree(workdir / "checkpoints" / "6", half)
+    for name in ("_CHECKPOINT_METADATA", "commit_success.txt"):
+        (half / name).unlink()
+    shutil.rmtree(half / "state" / "d")
+    assert finished_steps(workdir) == [2, 4, 6] and step_folders(workdir) == [2, 4, 6, 8]
+    with pytest.warns(loop.RunWarning, match=r"removed .*checkpoints/8: an unfinished checkpoint"):
+        summary = loop.run(tiny_run(workdir, max_steps=8), resume=True, **QUIET)
+    assert summary["steps"] == 8 and finished_steps(workdir) == step_folders(workdir) == [4, 6, 8]
+
+
+def test_old_steps_are_renamed_out_of_the_listing_before_they_are_deleted(tmp_path, monkeypatch):
+    """With the deletion itself cut off (as a kill would), the old steps sit in checkpoints/.deleted, not listed."""
+    import shutil
+
+    removed = []
+    monkeypatch.setattr(shutil, "rmtree", lambda path, *args, **kwargs: removed.append(os.path.relpath(path, tmp_path)))
+    loop.run(tiny_run(tmp_path, keep=1), **QUIET)
+    assert step_folders(tmp_path) == finished_steps(tmp_path) == [6]
+    assert sorted(os.listdir(tmp_path / "checkpoints" / ".deleted")) == ["2", "4"]
+    assert set(removed) == {os.path.join("checkpoints", ".deleted")}
+    monkeypatch.undo()
+    loop.run(tiny_run(tmp_path, keep=1, max_steps=8), resume=True, **QUIET)
+    assert not (tmp_path / "checkpoints" / ".deleted").exists() and finished_steps(tmp_path) == [8]
+
+
+def damage(step_dir, how):
+    """Deleted state, overwritten array files, or garbled array metadata: what a user's disk or hands can do."""
+    import shutil
+
+    if how == "deleted-state":
+        shutil.rmtree(step_dir / "state")
+    elif how == "overwritten-arrays":
+        for path in (step_dir / "state").rglob("*"):
+            if path.is_file() and path.parent.name == "d":
+                path.write_bytes(os.urandom(100))
+    else:
+        (step_dir / "state" / "_METADATA").write_text("garbage")
+
+
+def test_resume_takes_the_newest_step_that_restores_and_names_each_damaged_one(finished_run, tmp_path, capfd):
+    workdir = copy_of(finished_run, tmp_path)
+    damage(workdir / "checkpoints" / "6", "deleted-state")
+    damage(workdir / "checkpoints" / "4", "overwritten-arrays")
+    lines = []
+    with pytest.warns(loop.RunWarning) as caught:
+        loop.run(tiny_run(workdir, max_steps=8), resume=True, log=lines.append)
+    messages = [str(w.message) for w in caught if issubclass(w.category, loop.RunWarning)]
+    assert [m.split(" in ")[0] for m in messages] == ["checkpoint step 6", "checkpoint step 4"]
+    assert all("could not be restored" in m and "damaged_checkpoints" in m and "\n" not in m for m in messages)
+    assert f"Resumed {workdir} at step 2" in lines
+    assert sorted(os.listdir(workdir / "damaged_checkpoints")) == ["4", "6"] and finished_steps(workdir) == [4, 6, 8]
+    assert "Traceback" not in capfd.readouterr().err  # tensorstore's late callbacks print none
+
+
+@pytest.mark.parametrize("how", ["deleted-state", "overwritten-arrays", "garbled-metadata"])
+def test_damaged_checkpoints_give_one_line_on_the_command_line(finished_run, tmp_path, how):
+    """train.py --resume with every step damaged, and --init-from a damaged run: one line naming the path and step."""
+    workdir = copy_of(finished_run, tmp_path)
+    for step in (2, 4, 6):
+        damage(workdir / "checkpoints" / str(step), how)
+    base = [sys.executable, TRAIN, "--config", "A", "--data", "synthetic", "--width-scale", "0.0625", "--fc-width", "32",
+            "--batch-size", "8", "--max-steps", "2"]
+    init = subprocess.run([*base, "--config", "D", "--workdir", str(tmp_path / "d"), "--init-from", str(workdir)],
+                          capture_output=True, text=True, timeout=300)
+    assert init.returncode == 2 and init.stderr.count("\n") == 1, init.stderr[-3000:]
+    assert f"checkpoint step 6 ({workdir}/checkpoints/6) could not be read" in init.stderr and not (tmp_path / "d").exists()
+    resumed = subprocess.run([*base, "--workdir", str(workdir), "--resume"], capture_output=True, text=True, timeout=300)
+    errors = [line for line in resumed.stderr.splitlines() if line.startswith("train.py: error")]
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
+    assert len(errors) == 1 and "no checkpoint in" in errors[0] and "steps 6, 4, 2 are damaged" in errors[0]
+    assert resumed.stderr.count("train.py: warning: checkpoint step") == 3
+
+
+def test_a_config_json_with_an_unknown_key_or_garbled_is_one_line_naming_key_and_file(finished_run, tmp_path, capsys):
+    workdir = copy_of(finished_run, tmp_path)
+    saved = json.loads((workdir / "config.json").read_text())
+    (workdir / "config.json").write_text(json.dumps({**saved, "future_knob": 1}))
+    for resume, init_from, flag in ((True, None, "--resume"), (False, str(workdir), "--init-from")):
+        target = workdir if resume else tmp_path / "d"
+        assert loop.main(tiny_run(target, init_from=init_from, config="D"), resume=resume) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{flag}: {workdir}/config.json has a key this version of vgg_jax does not know: 'future_knob'" in err
+    (workdir / "config.json").write_text('{"config": "A", ')
+    with pytest.raises(ValueError, match=rf"config {workdir}/config.json is not valid JSON"):
+        loop.run(tiny_run(workdir), resume=True, **QUIET)
+
+
+def test_resume_without_a_checkpoint_says_it_starts_at_step_0(tmp_path):
+    loop.run(tiny_run(tmp_path, max_steps=1, checkpoint_every=5), **QUIET)  # a run that stopped before its first checkpoint
+    import shutil
+
+    shutil.rmtree(tmp_path / "checkpoints")
+    lines = []
+    loop.run(tiny_run(tmp_path, max_steps=2), resume=True, log=lines.append)
+    assert f"Resuming {tmp_path}: it holds no finished checkpoint yet, so training starts at step 0" in lines
+
+
+# ----------------------------------------------------------------------------- failed starts and --overwrite
+
+
+def test_overwrite_with_bad_new_inputs_keeps_the_old_run(finished_run, tmp_path):
+    """--overwrite --data folder:/typo used to delete the old run, then fail; the old run is now deleted only once the new inputs are read."""
+    workdir = copy_of(finished_run, tmp_path)
+    before = {path: path.read_bytes() for path in workdir.rglob("*") if path.is_file()}
+    (tmp_path / "no_checkpoint").mkdir()
+    (tmp_path / "no_checkpoint" / "config.json").write_bytes((workdir / "config.json").read_bytes())
+    for bad in (dict(data=f"folder:{tmp_path}/typo"), dict(init_from=str(tmp_path / "no_checkpoint"))):
+        with pytest.raises(ValueError):
+            loop.run(tiny_run(workdir, **bad), overwrite=True, **QUIET)
+        assert {path: path.read_bytes() for path in workdir.rglob("*") if path.is_file()} == before
+    loop.run(tiny_run(workdir, max_steps=2), overwrite=True, **QUIET)
+    assert finished_steps(workdir) == [2] and metric_steps(workdir) == [1, 2]
+
+
+def test_a_failed_start_leaves_no_workdir_behind(tmp_path, monkeypatch):
+    """A missing data folder, or a missing optional dependency (scikit-learn for the digits): nothing is left."""
+    with pytest.raises(ValueError, match="typo"):
+        loop.run(tiny_run(tmp_path / "new" / "run", data=f"folder:{tmp_path}/typo"), **QUIET)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import fails as if scikit-learn were not installed
+    with pytest.raises(ValueError, match=r"needs scikit-learn"):
+        loop.run(tiny_run(tmp_path / "other", data="digits"), **QUIET)
+    (tmp_path / "mine").mkdir()  # a folder the user made stays
+    with pytest.raises(ValueError):
+        loop.run(tiny_run(tmp_path / "mine", data="digits"), **QUIET)
+    assert sorted(os.listdir(tmp_path)) == ["mine"] and os.listdir(tmp_path / "mine") == []
 
 
 # ----------------------------------------------------------------------------- unwritable workdir and checkpoints

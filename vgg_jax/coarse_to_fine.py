@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable
 
 from vgg_jax import hardware, loop
-from vgg_jax.report import atomic_write, write_text
+from vgg_jax.files import atomic_write, write_text
 
 RUNS = {
     "d_paper": "D, N(0, 0.01) from scratch",

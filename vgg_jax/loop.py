@@ -5,7 +5,8 @@
 metrics averaged over the steps since the previous line, and one per
 evaluation) and Orbax checkpoints under `checkpoints/` that carry the train
 state, the data iterator's position and the learning-rate policy, so that
-`resume=True` continues exactly.
+`resume=True` continues exactly. `vgg_jax.rundir` keeps that directory whole
+through kills; SIGINT and SIGTERM stop the run after a checkpoint.
 """
 
 from __future__ import annotations
@@ -14,23 +15,29 @@ import dataclasses
 import json
 import math
 import os
-import shutil
+import signal
+import sys
+import threading
 import time
-from typing import Any, Callable, Optional, Sequence
+import warnings
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from vgg_jax import data as data_lib
 from vgg_jax import evaluate as evaluate_lib
-from vgg_jax import parallel
+from vgg_jax import interrupt, parallel, rundir
 from vgg_jax import train as train_lib
 from vgg_jax.configs import resolve_config
+from vgg_jax.files import write_text
+from vgg_jax.interrupt import StopRequested
 from vgg_jax.model import COMPUTE_DTYPES, INIT_SCHEMES, VGG
-from vgg_jax.report import write_text
+from vgg_jax.rundir import CheckpointReadError, CheckpointWriteError
 from vgg_jax.warm_start import warm_start
 
 DTYPES = COMPUTE_DTYPES
@@ -40,8 +47,8 @@ class NonFiniteError(RuntimeError):
     """The loss or the gradients became non-finite; the message names the step and the metric."""
 
 
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (disk full, read-only, ...); the last complete one is kept."""
+class RunWarning(UserWarning):
+    """Something in a workdir was repaired or skipped on resume (a torn log line, a damaged checkpoint)."""
 
 
 @dataclasses.dataclass
@@ -154,42 +161,42 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"unknown --data {cfg.data!r}; use digits, synthetic or folder:PATH")
 
 
-def _load_config(workdir: str) -> dict[str, Any]:
-    with open(os.path.join(workdir, "config.json")) as file:
-        return json.load(file)
-
-
-def _holds_run(workdir: str) -> bool:
-    return any(os.path.exists(os.path.join(workdir, name)) for name in ("config.json", "checkpoints", "metrics.jsonl"))
+def read_config(workdir: str, flag: str = "--resume") -> TrainConfig:
+    """A run's saved TrainConfig; one-line errors naming the file for garbled JSON or keys this version lacks."""
+    path = os.path.join(workdir, "config.json")
+    saved = rundir.read_json(path, f"{flag}: the run's config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{flag}: {path} holds {type(saved).__name__}, not a config object; restore it or start again with --overwrite")
+    known = {field.name for field in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        raise ValueError(
+            f"{flag}: {path} has a key this version of vgg_jax does not know: {unknown[0]!r}"
+            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+            + "; it was written by a newer version or edited by hand: remove the key, or use the version that wrote it"
+        )
+    return TrainConfig(**{**saved, "workdir": workdir})
 
 
 def prepare_workdir(cfg: TrainConfig, resume: bool, overwrite: bool) -> TrainConfig:
-    """Refuses to touch an existing run unless told; on resume the saved config wins (but for epochs and max_steps)."""
+    """Refuses to touch an existing run unless told; on resume the saved config wins (but for epochs and max_steps).
+
+    Nothing is deleted here: `--overwrite` removes the old run only once the
+    new run's inputs have been read (`run`).
+    """
     if resume and overwrite:
         raise ValueError("--resume and --overwrite contradict each other; pick one")
-    holds_run = _holds_run(cfg.workdir)
-    parallel.barrier("vgg_jax.prepare_workdir.looked")  # every process has looked before process 0 may delete
-    if holds_run:
-        if resume:
-            saved = TrainConfig(**_load_config(cfg.workdir))
-            # The length of the run and the hardware may change on resume; the rest is the saved run's.
-            return dataclasses.replace(
-                saved, workdir=cfg.workdir, epochs=cfg.epochs, max_steps=cfg.max_steps, devices=cfg.devices,
-                shard_fc=cfg.shard_fc, remat=cfg.remat,
-            )
-        if not overwrite:
-            raise ValueError(
-                f"workdir {cfg.workdir} already holds a run; pass --resume to continue it or --overwrite to replace it"
-            )
-        for name in ("checkpoints", "metrics.jsonl", "config.json"):
-            path = os.path.join(cfg.workdir, name)
-            if not parallel.is_primary():
-                continue
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.unlink(path)
-    elif resume:
+    holds_run = rundir.holds_run(cfg.workdir)
+    if holds_run and resume:
+        saved = read_config(cfg.workdir)
+        # The length of the run and the hardware may change on resume; the rest is the saved run's.
+        return dataclasses.replace(
+            saved, workdir=cfg.workdir, epochs=cfg.epochs, max_steps=cfg.max_steps, devices=cfg.devices,
+            shard_fc=cfg.shard_fc, remat=cfg.remat,
+        )
+    if holds_run and not overwrite:
+        raise ValueError(f"workdir {cfg.workdir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if resume:
         raise ValueError(f"--resume: workdir {cfg.workdir} holds no run to resume")
     try:
         os.makedirs(cfg.workdir, exist_ok=True)
@@ -213,37 +220,41 @@ def _check_writable(directory: str) -> None:
         os.unlink(probe)
 
 
-def _checkpoint_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
-    handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(), "policy": ocp.JsonCheckpointHandler()}
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options, item_handlers=handlers)
+def _first_missing(path: str) -> Optional[str]:
+    """The outermost folder of `path` that does not exist yet (what a failed start must remove), or None."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path):
+        missing, parent = path, os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
 
 
-def _on_one_device(manager: ocp.CheckpointManager, step: int) -> Any:
-    """A restore target for a checkpoint's state, whole on this process's first device.
-
-    Whatever devices and processes wrote it (a multi-host run, say): Orbax
-    refuses to guess a target for another topology.
-    """
-    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    metadata = manager.item_metadata(step)["state"]
-    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), metadata)
+def _remove_created(workdir: str, top: Optional[str]) -> None:
+    """Removes the empty folders a failed start created, from `workdir` up to `top`."""
+    path = os.path.abspath(workdir)
+    while top is not None and parallel.is_primary():
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        if path == top:
+            return
+        path = os.path.dirname(path)
 
 
 def load_params(workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The variables of a run's latest checkpoint, and its saved config (for warm starts)."""
-    saved = _load_config(workdir)
-    cfg = TrainConfig(**saved)
-    manager = _checkpoint_manager(workdir, cfg.keep)
-    step = manager.latest_step()
-    if step is None:
-        raise ValueError(f"--init-from {workdir} holds no checkpoint")
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_on_one_device(manager, step))))
-    state = restored.state
+    """The variables of a run's newest finished checkpoint, and its saved config (for warm starts).
+
+    One-line errors name the file and the step when they cannot be read.
+    """
+    saved = read_config(workdir, "--init-from")
+    _, state = rundir.restore_state(workdir, "--init-from")
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
-    return variables, saved
+    return variables, dataclasses.asdict(saved)
 
 
 def _model(cfg: TrainConfig, num_classes: int) -> VGG:
@@ -260,226 +271,275 @@ def _model(cfg: TrainConfig, num_classes: int) -> VGG:
     )
 
 
-class _MetricsLog:
-    """metrics.jsonl: one object per line, flushed as written; written by process 0 alone."""
-
-    def __init__(self, path: str, keep_up_to_step: Optional[int]):
-        self.path, self.file = path, None
-        if not parallel.is_primary():
-            return
-        if keep_up_to_step is not None and os.path.exists(path):
-            # A resumed run repeats the steps after its checkpoint: drop their old lines.
-            with open(path) as file:
-                lines = [line for line in file if line.strip() and json.loads(line)["step"] <= keep_up_to_step]
-            write_text(path, "".join(lines))
-        self.file = open(path, "a")
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.file is not None:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
+def due(step: int, every: int, total: int) -> bool:
+    """Whether something done every `every` steps (and at the last one) is due after `step` steps."""
+    return step % every == 0 or step == total
 
 
-def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Trains, evaluates and checkpoints one run; returns the final summary."""
-    validate(cfg)  # before anything is written
-    cfg = prepare_workdir(cfg, resume, overwrite)
-    validate(cfg)  # a resumed run's saved config, with this run's length and devices
-    cfg.config = resolve_config(cfg.config)
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What a run reads before it writes anything: its config, data, model, schedule and initial variables."""
+
+    cfg: TrainConfig
+    train_source: Any
+    val_source: Any
+    model: VGG
+    variables: Any
+    warm_report: Any
+    local_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+    checkpoint_every: int
+    eval_scales: list[int]
+
+
+def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
+    """Reads every input of a run (data, warm-start source) and builds its model; writes nothing."""
     train_source, val_source = data_lib.load_data(cfg.data, cfg.image_size, seed=cfg.seed)
-    num_classes = train_source.num_classes
-    if cfg.subtract_mean and cfg.mean_rgb is None:
-        cfg.mean_rgb = list(data_lib.mean_rgb(train_source))
-    eval_scales = cfg.eval_scales or [cfg.image_size]
-    mesh = parallel.make_mesh(cfg.devices)
-    parallel.check_global_batch(cfg.batch_size, mesh)
+    mean = cfg.mean_rgb if cfg.mean_rgb is not None or not cfg.subtract_mean else list(data_lib.mean_rgb(train_source))
+    cfg = dataclasses.replace(cfg, config=resolve_config(cfg.config), mean_rgb=mean)
+    parallel.check_global_batch(cfg.batch_size, parallel.make_mesh(cfg.devices))
     local_batch = cfg.batch_size // jax.process_count()  # each process loads its own rows of the global batch
     steps_per_epoch = len(train_source) // jax.process_count() // local_batch
     if steps_per_epoch < 1:
         raise ValueError(f"batch size {cfg.batch_size} is larger than the {len(train_source)} training images")
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     eval_every = cfg.eval_every or steps_per_epoch
-    checkpoint_every = cfg.checkpoint_every or eval_every
-
-    model = _model(cfg, num_classes)
-    key = jax.random.key(cfg.seed)
-    init_key, dropout_key = jax.random.split(key)
+    model = _model(cfg, train_source.num_classes)
+    init_key = jax.random.split(jax.random.key(cfg.seed))[0]
     warm_report = None
     if cfg.init_from and not resume:
         source_variables, source_cfg = load_params(cfg.init_from)
         variables, warm_report = warm_start(
-            source_variables,
-            source_cfg["config"],
-            cfg.config,
-            init_key,
-            layers=cfg.warm_start_layers,
-            image_size=cfg.image_size,
+            source_variables, source_cfg["config"], cfg.config, init_key, layers=cfg.warm_start_layers, image_size=cfg.image_size,
             **{name: getattr(model, name) for name in ("num_classes", "dropout_rate", "batch_norm", "fc_width", "width_scale", "init_scheme", "dtype")},
         )
         log(str(warm_report))
     else:
         variables = jax.jit(model.init)(init_key, jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32))
-    if parallel.is_primary():  # once the inputs have been read: a failed start leaves no run behind
-        write_text(os.path.join(cfg.workdir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=2))
-    schedule = train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total_steps)
-    optimizer = train_lib.paper_optimizer(schedule, cfg.momentum, cfg.weight_decay)
-    state = parallel.put_state(train_lib.create_train_state(model, optimizer, variables), mesh, cfg.shard_fc)
-    shardings = parallel.state_sharding(state, mesh, cfg.shard_fc)
-    dropout_key = parallel.put(dropout_key, parallel.replicated(mesh))
-    plateau = train_lib.Plateau(patience=cfg.plateau_patience)
+    return _Plan(cfg, train_source, val_source, model, variables, warm_report, local_batch, steps_per_epoch, total_steps,
+                 eval_every, cfg.checkpoint_every or eval_every, cfg.eval_scales or [cfg.image_size])
 
-    scale = None if cfg.scale is None else (cfg.scale[0] if len(cfg.scale) == 1 else tuple(cfg.scale))
-    transform = data_lib.TrainTransform(cfg.image_size, scale, cfg.flip, cfg.pca_std, None if cfg.mean_rgb is None else tuple(cfg.mean_rgb))
-    loader = data_lib.make_loader(train_source, transform, local_batch, seed=cfg.seed, shuffle=True, worker_count=cfg.workers)
-    iterator = iter(loader)
 
-    manager = _checkpoint_manager(cfg.workdir, cfg.keep)
-    start_step, skipped = 0, 0
-    if resume and manager.latest_step() is not None:
-        restored = manager.restore(
-            manager.latest_step(),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(
-                    jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
-                ),
-                data=ocp.args.JsonRestore(),
-                policy=ocp.args.JsonRestore(),
-            ),
-        )
-        state = restored.state
-        iterator.set_state(_iterator_state(restored.data).encode())
-        policy = dict(restored.policy)
-        skipped = int(policy.pop("skipped_nonfinite", 0))
-        plateau.state = policy.get("plateau", policy)  # earlier checkpoints saved the plateau state alone
-        start_step = int(state.step)
-        log(f"Resumed {cfg.workdir} at step {start_step}")
-    metrics_log = _MetricsLog(os.path.join(cfg.workdir, "metrics.jsonl"), start_step if resume else None)
+def _start(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], None]) -> _Plan:
+    """Validates, reads every input, and only then writes: --overwrite's removal of the old run, config.json.
 
-    train_step = parallel.make_train_step(model, optimizer, mesh, state, cfg.shard_fc)
-
-    def evaluate(method: str) -> dict[str, Any]:
-        val_loader = data_lib.make_loader(
-            val_source, data_lib.EvalTransform(max(eval_scales), None if cfg.mean_rgb is None else tuple(cfg.mean_rgb)),
-            cfg.batch_size, seed=0, shuffle=False, num_epochs=1, drop_remainder=False, worker_count=cfg.workers,
-        )
-        variables = {"params": state.params, **({"batch_stats": state.batch_stats} if cfg.batch_norm else {})}
-        # Each process evaluates its shard of the validation set on one device; the counts are summed.
-        return evaluate_lib.evaluate(
-            model, parallel.to_local(variables), val_loader, method, eval_scales, cfg.image_size, reduce=parallel.sum_over_processes
-        )
-
-    def save(step: int) -> None:
-        try:
-            manager.save(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state),
-                    data=ocp.args.JsonSave({"iterators": parallel.gather_strings(iterator.get_state().decode())}),
-                    policy=ocp.args.JsonSave({"plateau": plateau.state, "skipped_nonfinite": skipped}),
-                ),
-                force=True,
-            )
-            manager.wait_until_finished()
-        except Exception as error:  # OSError, or Orbax's and tensorstore's wrappers of one
-            good = _latest_complete_step(cfg.workdir)
-            raise CheckpointWriteError(
-                f"could not write the checkpoint of step {step} under {os.path.join(cfg.workdir, 'checkpoints')}: "
-                f"{_short(error)}; "
-                + (f"the last complete checkpoint, step {good}, is kept. " if good is not None else "no checkpoint was written before. ")
-                + "Free space or make the directory writable, then continue with --resume"
-            ) from error
-
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeRemainingColumn(), TextColumn("{task.fields[status]}"), transient=False,
-                        disable=not parallel.is_primary())
-    last_eval: Optional[dict[str, Any]] = None
-    images_seen, clock = 0, time.perf_counter()
-    last: dict[str, float] = {}
-    window: list[dict[str, float]] = []  # the steps since the last log line, averaged into it
+    A start that fails leaves nothing behind (or only what an earlier run had).
+    """
+    validate(cfg)
+    created = _first_missing(cfg.workdir)
     try:
-        with progress:
-            task = progress.add_task(f"train {cfg.config}", total=total_steps, completed=start_step, status="")
-            for step in range(start_step, total_steps):
+        cfg = prepare_workdir(cfg, resume, overwrite)
+        validate(cfg)  # a resumed run's saved config, with this run's length and devices
+        plan = _plan(cfg, resume, log)
+    except BaseException:
+        _remove_created(cfg.workdir, created)
+        raise
+    parallel.barrier("vgg_jax.start.read")  # every process has read its inputs before process 0 deletes
+    if overwrite:
+        rundir.remove_run(cfg.workdir)
+    if parallel.is_primary():
+        write_text(os.path.join(cfg.workdir, "config.json"), json.dumps(dataclasses.asdict(plan.cfg), indent=2))
+    parallel.barrier("vgg_jax.start.written")
+    return plan
+
+
+def restore(
+    manager: Any, workdir: str, state: Any, shardings: Any, iterator: Any, plateau: train_lib.Plateau, warn: Callable[[str], None]
+) -> tuple[Any, int, int]:
+    """The newest checkpoint that restores, into (state, step, skipped); the iterator and plateau are set in place."""
+    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), policy=ocp.args.JsonRestore())
+    step, restored = rundir.restore_newest(manager, workdir, lambda step: args, warn)
+    if step is None:
+        return state, 0, 0
+    iterator.set_state(_iterator_state(restored.data).encode())
+    plateau.state = restored.policy["plateau"]
+    return restored.state, int(restored.state.step), int(restored.policy["skipped_nonfinite"])
+
+
+def checkpoint(manager: Any, workdir: str, step: int, state: Any, iterator: Any, plateau: train_lib.Plateau, skipped: int) -> None:
+    """Checkpoint `step`: the train state, every process's data-iterator position and the policy state."""
+    data = {"iterators": parallel.gather_strings(iterator.get_state().decode())}
+    rundir.save(manager, workdir, step, state, data, {"plateau": plateau.state, "skipped_nonfinite": skipped})
+
+
+def nonfinite_policy(metrics: dict[str, float], step: int, skipped: int, allowed: int, workdir: str, log: Callable[[str], None]) -> int:
+    """Counts a step that the train step's guard skipped; `NonFiniteError` once more than `allowed` were."""
+    name = next((n for n in ("loss", "grad_norm") if not math.isfinite(metrics[n])), "loss")
+    skipped += 1
+    if skipped > allowed:
+        good = (rundir.finished_steps(workdir) or [None])[-1]
+        raise NonFiniteError(
+            f"non-finite {name} ({metrics[name]}) at step {step}; training stopped"
+            + (f" after skipping {skipped - 1} such steps (--skip-nonfinite {allowed})" if allowed else "")
+            + ". "
+            + (f"The last good checkpoint is step {good} in {workdir}/checkpoints." if good is not None else "No checkpoint was written.")
+        )
+    log(f"step {step}: non-finite {name} ({metrics[name]}); step skipped ({skipped} of {allowed} allowed)")
+    return skipped
+
+
+def evaluate_state(plan: _Plan, state: Any, method: str, workers: int = 0) -> dict[str, Any]:
+    """Evaluates the state's variables: each process its shard of the validation set on one device, counts summed."""
+    mean = None if plan.cfg.mean_rgb is None else tuple(plan.cfg.mean_rgb)
+    val_loader = data_lib.make_loader(
+        plan.val_source, data_lib.EvalTransform(max(plan.eval_scales), mean), plan.cfg.batch_size,
+        seed=0, shuffle=False, num_epochs=1, drop_remainder=False, worker_count=workers,
+    )
+    variables = {"params": state.params, **({"batch_stats": state.batch_stats} if plan.cfg.batch_norm else {})}
+    return evaluate_lib.evaluate(
+        plan.model, parallel.to_local(variables), val_loader, method, plan.eval_scales, plan.cfg.image_size,
+        reduce=parallel.sum_over_processes,
+    )
+
+
+class _Window:
+    """The metrics of the steps since the last log line, and the images per second over them."""
+
+    def __init__(self) -> None:
+        self.metrics: list[dict[str, float]] = []
+        self.images, self.clock = 0, time.perf_counter()
+
+    def add(self, metrics: dict[str, float], images: int) -> None:
+        self.images += images
+        if not metrics["nonfinite"]:
+            self.metrics.append(metrics)
+
+    def flush(self, names: Sequence[str]) -> dict[str, float]:
+        """The window's means (NaN when every step in it was skipped) and its rate; starts a new window."""
+        mean = {n: float(np.mean([m[n] for m in self.metrics])) if self.metrics else math.nan for n in names if n != "nonfinite"}
+        mean["images_per_s"] = self.images / (time.perf_counter() - self.clock)
+        self.__init__()
+        return mean
+
+
+def _progress(total: int, completed: int, name: str) -> tuple[Progress, Any, bool]:
+    """A progress bar on a terminal (process 0); `plain` is True where log lines must stand in for it."""
+    console = Console()
+    plain = parallel.is_primary() and not console.is_terminal
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeRemainingColumn(), TextColumn("{task.fields[status]}"), transient=False, console=console,
+                        disable=plain or not parallel.is_primary())
+    return progress, progress.add_task(f"train {name}", total=total, completed=completed, status=""), plain
+
+
+def run(
+    cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = print,
+    warn: Optional[Callable[[str], None]] = None,
+) -> dict[str, Any]:
+    """Trains, evaluates and checkpoints one run; returns the final summary.
+
+    `warn` gets one line per repair on resume (default: a `RunWarning`). The
+    first SIGINT or SIGTERM stops the run after the current step and a
+    checkpoint, raising `StopRequested`.
+    """
+    warn = warn or (lambda message: warnings.warn(message, RunWarning, stacklevel=3))
+    plan = _start(cfg, resume, overwrite, log)
+    cfg, total = plan.cfg, plan.total_steps
+    mesh = parallel.make_mesh(cfg.devices)
+    optimizer = train_lib.paper_optimizer(train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total), cfg.momentum, cfg.weight_decay)
+    state = parallel.put_state(train_lib.create_train_state(plan.model, optimizer, plan.variables), mesh, cfg.shard_fc)
+    shardings = parallel.state_sharding(state, mesh, cfg.shard_fc)
+    dropout_key = parallel.put(jax.random.split(jax.random.key(cfg.seed))[1], parallel.replicated(mesh))
+    plateau = train_lib.Plateau(patience=cfg.plateau_patience)
+    iterator = _train_iterator(plan)
+    if resume:
+        rundir.tidy(cfg.workdir, warn)
+    manager = rundir.manager(cfg.workdir, cfg.keep)
+    state, start, skipped = restore(manager, cfg.workdir, state, shardings, iterator, plateau, warn) if resume else (state, 0, 0)
+    if resume:
+        log(f"Resumed {cfg.workdir} at step {start}" if start else f"Resuming {cfg.workdir}: it holds no finished checkpoint yet, so training starts at step 0")
+    metrics_log = rundir.MetricsLog(os.path.join(cfg.workdir, "metrics.jsonl"), start if resume else None, warn)
+    train_step = parallel.make_train_step(plan.model, optimizer, mesh, state, cfg.shard_fc)
+    progress, task, plain = _progress(total, start, cfg.config)
+    last, last_eval, window = {}, None, _Window()
+    try:
+        with interrupt.StopRequest() as stop, progress:
+            for step in range(start, total):
                 batch = next(iterator)
                 state, metrics = train_step(state, parallel.put_batch({"image": batch["image"], "label": batch["label"]}, mesh), dropout_key)
-                last = {name: float(value) for name, value in jax.device_get(metrics).items()}
+                last, done = {name: float(value) for name, value in jax.device_get(metrics).items()}, step + 1
                 if last["nonfinite"]:  # the step changed nothing (train.py's guard)
-                    name = next((n for n in ("loss", "grad_norm") if not math.isfinite(last[n])), "loss")
-                    skipped += 1
-                    if skipped > cfg.skip_nonfinite:
-                        good = manager.latest_step()
-                        raise NonFiniteError(
-                            f"non-finite {name} ({last[name]}) at step {step + 1}; training stopped"
-                            + (f" after skipping {skipped - 1} such steps (--skip-nonfinite {cfg.skip_nonfinite})" if cfg.skip_nonfinite else "")
-                            + ". "
-                            + (f"The last good checkpoint is step {good} in {cfg.workdir}/checkpoints." if good is not None else "No checkpoint was written.")
-                        )
-                    log(f"step {step + 1}: non-finite {name} ({last[name]}); step skipped ({skipped} of {cfg.skip_nonfinite} allowed)")
-                images_seen += cfg.batch_size  # the global batch
-                if not last["nonfinite"]:
-                    window.append(last)
-                done = step + 1
-                if done % cfg.log_every == 0 or done == total_steps:
-                    rate = images_seen / (time.perf_counter() - clock)
-                    mean = {name: float(np.mean([m[name] for m in window])) if window else math.nan for name in last if name != "nonfinite"}
-                    metrics_log.write({"step": done, "epoch": done / steps_per_epoch, **mean, "skipped_nonfinite": skipped, "images_per_s": rate})
-                    images_seen, clock, window = 0, time.perf_counter(), []
-                    progress.update(task, status=f"loss {mean['loss']:.3f} top1 {mean['top1']:.3f} {rate:.0f} img/s")
-                if done % eval_every == 0 or done == total_steps:
-                    last_eval = evaluate("center")
-                    metrics_log.write({"step": done, "epoch": done / steps_per_epoch, "eval": last_eval})
-                    if cfg.lr_policy == "paper" and plateau.update(1 - last_eval["top1_error"]):
-                        new_rate = float(train_lib.learning_rate(state.opt_state)) / plateau.factor
-                        state = parallel.reshard(train_lib.set_learning_rate(state, new_rate), shardings)
-                        log(f"step {done}: validation accuracy stopped improving; learning rate now {new_rate:g}")
-                if done % checkpoint_every == 0 or done == total_steps:
-                    save(done)
+                    skipped = nonfinite_policy(last, done, skipped, cfg.skip_nonfinite, cfg.workdir, log)
+                window.add(last, cfg.batch_size)
+                if due(done, cfg.log_every, total):
+                    _log_window(metrics_log, window.flush(list(last)), done, plan, skipped, progress, task, log if plain else None)
+                if due(done, plan.eval_every, total):
+                    state, last_eval = _evaluate_and_adapt(plan, state, shardings, plateau, metrics_log, done, log)
+                stopping = parallel.any_process(stop.requested)
+                if due(done, plan.checkpoint_every, total) or stopping:
+                    checkpoint(manager, cfg.workdir, done, state, iterator, plateau, skipped)
+                if stopping:
+                    raise StopRequested(_stopped_message(stop.name, done, cfg.workdir), stop.signum or 2)
                 progress.update(task, advance=1)
-        final = evaluate(cfg.eval_method) if cfg.eval_method != "center" or last_eval is None else last_eval
+        final = evaluate_state(plan, state, cfg.eval_method, cfg.workers) if cfg.eval_method != "center" or last_eval is None else last_eval
         if cfg.eval_method != "center":
-            metrics_log.write({"step": total_steps, "epoch": total_steps / steps_per_epoch, "eval": final})
+            metrics_log.write({"step": total, "epoch": total / plan.steps_per_epoch, "eval": final})
     finally:
         metrics_log.close()
         manager.wait_until_finished()
+    return _summary(plan, last, skipped, final, log)
+
+
+def _train_iterator(plan: _Plan) -> Iterator[dict[str, np.ndarray]]:
+    cfg = plan.cfg
+    scale = None if cfg.scale is None else (cfg.scale[0] if len(cfg.scale) == 1 else tuple(cfg.scale))
+    mean = None if cfg.mean_rgb is None else tuple(cfg.mean_rgb)
+    transform = data_lib.TrainTransform(cfg.image_size, scale, cfg.flip, cfg.pca_std, mean)
+    return iter(data_lib.make_loader(plan.train_source, transform, plan.local_batch, seed=cfg.seed, shuffle=True, worker_count=cfg.workers))
+
+
+def _log_window(metrics_log: rundir.MetricsLog, mean: dict[str, float], done: int, plan: _Plan, skipped: int,
+                progress: Progress, task: Any, plain_log: Optional[Callable[[str], None]]) -> None:
+    """One metrics.jsonl line for the window; the progress bar's status, or a plain line where there is no terminal."""
+    rate = mean.pop("images_per_s")
+    metrics_log.write({"step": done, "epoch": done / plan.steps_per_epoch, **mean, "skipped_nonfinite": skipped, "images_per_s": rate})
+    status = f"loss {mean['loss']:.3f} top1 {mean['top1']:.3f} {rate:.0f} img/s"
+    progress.update(task, status=status)
+    if plain_log is not None:
+        plain_log(f"step {done}/{plan.total_steps}: {status}")
+
+
+def _evaluate_and_adapt(plan: _Plan, state: Any, shardings: Any, plateau: train_lib.Plateau, metrics_log: rundir.MetricsLog,
+                        done: int, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+    """The periodic centre-crop evaluation, logged; the paper's policy divides the rate when accuracy stalls."""
+    result = evaluate_state(plan, state, "center", plan.cfg.workers)
+    metrics_log.write({"step": done, "epoch": done / plan.steps_per_epoch, "eval": result})
+    if plan.cfg.lr_policy == "paper" and plateau.update(1 - result["top1_error"]):
+        new_rate = float(train_lib.learning_rate(state.opt_state)) / plateau.factor
+        state = parallel.reshard(train_lib.set_learning_rate(state, new_rate), shardings)
+        log(f"step {done}: validation accuracy stopped improving; learning rate now {new_rate:g}")
+    return state, result
+
+
+def _stopped_message(signal_name: str, step: int, workdir: str) -> str:
+    return (f"stopped by {signal_name} after step {step}; its checkpoint is in {rundir.checkpoint_dir(workdir)}. "
+            f"Continue with: python scripts/train.py --workdir {workdir} --resume")
+
+
+def _summary(plan: _Plan, last: dict[str, float], skipped: int, final: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
     summary = {
-        "workdir": cfg.workdir,
-        "config": cfg.config,
-        "steps": total_steps,
+        "workdir": plan.cfg.workdir,
+        "config": plan.cfg.config,
+        "steps": plan.total_steps,
         "final_loss": last.get("loss"),
         "skipped_nonfinite": skipped,
         "final_train_top1": last.get("top1"),
         "eval": final,
-        "warm_start": None if warm_report is None else dataclasses.asdict(warm_report),
+        "warm_start": None if plan.warm_report is None else dataclasses.asdict(plan.warm_report),
     }
     log(
-        f"Done: {cfg.config}, {total_steps} steps; last loss {summary['final_loss']}; {final['method']} eval at Q={final['scales']}: "
+        f"Done: {plan.cfg.config}, {plan.total_steps} steps; last loss {summary['final_loss']}; {final['method']} eval at Q={final['scales']}: "
         f"top-1 error {final['top1_error']:.2%}, top-5 error {final['top5_error']:.2%} on {final['count']} images"
     )
     return summary
 
 
-def _latest_complete_step(workdir: str) -> Optional[int]:
-    """The newest finished checkpoint on disk (Orbax's temporary directories are unfinished saves)."""
-    directory = os.path.join(workdir, "checkpoints")
-    steps = [int(name) for name in os.listdir(directory) if name.isdigit()] if os.path.isdir(directory) else []
-    return max(steps, default=None)
-
-
-def _short(error: BaseException) -> str:
-    """The first line of an error and of its causes, for one-line messages."""
-    while error.__cause__ is not None and not str(error).strip():
-        error = error.__cause__
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
 def _iterator_state(saved: dict[str, Any]) -> str:
     """This process's data-iterator state from a checkpoint's `data` item."""
-    states = saved.get("iterators") or [saved["iterator"]]  # "iterator": one-process checkpoints of earlier versions
+    states = saved["iterators"]
     if len(states) != jax.process_count():
         raise ValueError(
             f"the checkpoint was written by {len(states)} processes and this run has {jax.process_count()}; "
@@ -489,15 +549,33 @@ def _iterator_state(saved: dict[str, Any]) -> str:
 
 
 def main(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
-    """The command line's work: one line on stderr and a non-zero status for bad input or non-finite numbers."""
-    import sys
+    """The command line's work: one line on stderr and a non-zero status for bad input, signals or non-finite numbers.
 
+    Ctrl-C's default action (end the process) stands in for KeyboardInterrupt
+    here, so that a second Ctrl-C during the clean stop ends it at once.
+    """
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    def warn(message: str) -> None:
+        print(f"train.py: warning: {message}", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL) if threading.current_thread() is threading.main_thread() else None
     try:
-        run(cfg, resume=resume, overwrite=overwrite)
+        run(cfg, resume=resume, overwrite=overwrite, log=say, warn=warn)
+    except StopRequested as stopped:
+        print(f"train.py: {stopped}", file=sys.stderr)
+        return stopped.exit_status
     except (NonFiniteError, CheckpointWriteError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("train.py: interrupted; the last finished checkpoint stays; continue with --resume", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return 0

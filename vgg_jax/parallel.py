@@ -250,6 +250,15 @@ def sum_over_processes(values: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(np.asarray(values))).sum(axis=0)
 
 
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is set on any process (itself with one process): a stop request every process acts on."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.process_allgather(np.array([flag], np.int32))).any())
+
+
 def gather_strings(text: str) -> list[str]:
     """Every process's `text`, in process order (for per-process data-iterator states in checkpoints)."""
     if jax.process_count() == 1:

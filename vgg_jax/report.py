@@ -1,15 +1,16 @@
 """Benchmark output: the closing table, the JSON file and the sweep plot.
 
-Files are written to a temporary name beside the target and renamed into place,
-so an interrupted run never leaves a half-written file.
+Files are written atomically (`vgg_jax.files`), so an interrupted run never
+leaves a half-written one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
+
+from vgg_jax.files import atomic_write, write_text
 
 PLOT_HINT = "pip install -e '.[plot]' (matplotlib)"
 
@@ -110,30 +111,6 @@ def check_writable(path: str, flag: str) -> None:
         raise ValueError(f"{flag} {path}: directory {directory} is not writable")
     if os.path.isdir(path):
         raise ValueError(f"{flag} {path} is a directory; give a file name")
-
-
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Calls `write(temporary_path)`, then renames the result onto `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
-def write_text(path: str, text: str) -> None:
-    """Writes `text` to `path` atomically."""
-
-    def write(temporary: str) -> None:
-        with open(temporary, "w") as file:
-            file.write(text)
-
-    atomic_write(path, write)
 
 
 def write_json(records: Sequence[dict[str, Any]], path: str) -> None:

@@ -387,7 +387,7 @@ def _unflatten(flat: Mapping[str, Any]) -> dict:
 def save(variables: Mapping[str, Any], path: str) -> None:
     """Writes variables as `.msgpack` (Flax serialization), `.safetensors` ("params/conv1_1/kernel" keys)
     or, for any other path, an Orbax checkpoint directory. Refuses to replace an existing path."""
-    from vgg_jax.report import atomic_write
+    from vgg_jax.files import atomic_write
 
     if os.path.exists(path):
         raise ValueError(f"{path} already exists; choose another output or remove it first")
@@ -506,7 +506,7 @@ def convert(src: str, dst: str, config: str, batch_norm: Optional[bool] = None, 
             import torch
         except ImportError:
             raise ValueError(f"writing {dst} needs torch: pip install -e '.[torch]'") from None
-        from vgg_jax.report import atomic_write
+        from vgg_jax.files import atomic_write
 
         state = {key: torch.from_numpy(np.array(value)) for key, value in to_torchvision(variables, config).items()}
         atomic_write(dst, lambda temporary: torch.save(state, temporary))
