@@ -49,7 +49,7 @@ def main() -> None:
     optimizer = train.paper_optimizer(0.01)
     mesh = parallel.make_mesh(args.devices)
     state = parallel.put_state(train.create_train_state(model, optimizer, variables), mesh, args.shard_fc)
-    step = parallel.make_train_step(model, optimizer, mesh, state, args.shard_fc)
+    step = parallel.jit_train_step(train.train_step(model, optimizer), mesh, state, args.shard_fc)
     key = parallel.put(jax.random.key(1), parallel.replicated(mesh))
     rows = GLOBAL_BATCH // jax.process_count()
     mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)

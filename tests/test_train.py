@@ -143,3 +143,63 @@ def test_remat_run_follows_the_plain_run(tmp_path):
         loop.run(loop.TrainConfig(workdir=str(tmp_path / name), max_steps=3, remat=remat, **TINY_RUN), log=lambda line: None)
         losses.append([json.loads(line)["loss"] for line in open(tmp_path / name / "metrics.jsonl") if "eval" not in line])
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
+
+def train_cli():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_cli", os.path.join(os.path.dirname(__file__), "..", "scripts", "train.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# A value other than the default for each kind of field, as typed on the command line and as the config holds it.
+OTHER_VALUE = {int: ("7", 7), float: ("0.25", 0.25), str: (None, None), "list[int]": ("40,48", [40, 48]),
+               "list[float]": ("1,2.5,3", [1.0, 2.5, 3.0])}
+
+
+def test_every_train_config_field_is_a_train_py_flag_with_the_same_default():
+    """A field added to TrainConfig is a flag with no other edit: walk the fields, set each by its flag."""
+    import dataclasses
+    import typing
+
+    from vgg_jax import cli
+
+    script = train_cli()
+    parser = script.build_parser()
+    defaults = cli.config_from_args(parser.parse_args(["--workdir", "w"]), loop.TrainConfig)
+    assert defaults == loop.TrainConfig(workdir="w")  # one default, shared by the script and the library
+    hints = typing.get_type_hints(loop.TrainConfig)
+    for field in dataclasses.fields(loop.TrainConfig):
+        flag = loop.flag_of(field.name)
+        kind, _ = cli._unwrap(hints[field.name])
+        if kind is bool:
+            argv = [flag if not field.default else "--no-" + flag[2:]]
+            expected = not field.default
+        elif field.metadata.get("choices"):
+            expected = next(choice for choice in field.metadata["choices"] if choice != field.default)
+            argv = [flag, expected]
+        elif kind is str:
+            argv, expected = [flag, "x" + str(field.default)], "x" + str(field.default)
+        else:
+            text, expected = OTHER_VALUE[kind if kind in OTHER_VALUE else str(kind)]
+            argv = [flag, text]
+        if field.name == "workdir":
+            argv = []
+        parsed = cli.config_from_args(parser.parse_args(["--workdir", "w", *argv]), loop.TrainConfig)
+        if field.name != "workdir":
+            assert getattr(parsed, field.name) == expected, (field.name, argv)
+    # Today's documented spellings keep working, and the derived ones are accepted too.
+    for documented, derived, value, name in (("--lr", "--learning-rate", "0.5", "learning_rate"), ("--dropout", "--dropout-rate", "0.25", "dropout_rate"),
+                                            ("--init", "--init-scheme", "paper", "init_scheme"), ("--eval", "--eval-method", "dense", "eval_method")):
+        for spelling in (documented, derived):
+            assert str(getattr(cli.config_from_args(parser.parse_args(["--workdir", "w", spelling, value]), loop.TrainConfig), name)) == value
+    assert parser.parse_args(["--workdir", "w", "--no-flip"]).flip is False
+
+
+def test_run_does_not_change_the_callers_config(tmp_path):
+    cfg = loop.TrainConfig(workdir=str(tmp_path), config="vgg11", data="synthetic", width_scale=1 / 16, fc_width=32, batch_size=8, max_steps=1)
+    before = dict(vars(cfg))
+    loop.run(cfg, log=lambda line: None)
+    assert vars(cfg) == before and json.load(open(tmp_path / "config.json"))["config"] == "A"

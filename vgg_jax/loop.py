@@ -36,11 +36,10 @@ from vgg_jax import train as train_lib
 from vgg_jax.configs import resolve_config
 from vgg_jax.files import write_text
 from vgg_jax.interrupt import StopRequested
-from vgg_jax.model import COMPUTE_DTYPES, INIT_SCHEMES, VGG
-from vgg_jax.rundir import CheckpointReadError, CheckpointWriteError
+from vgg_jax.model import COMPUTE_DTYPES, VGG
+from vgg_jax.rundir import CheckpointReadError, CheckpointWriteError  # noqa: F401 (re-exported)
+from vgg_jax.train_config import TrainConfig, flag_of, validate  # noqa: F401 (re-exported: loop.TrainConfig)
 from vgg_jax.warm_start import warm_start
-
-DTYPES = COMPUTE_DTYPES
 
 
 class NonFiniteError(RuntimeError):
@@ -49,116 +48,6 @@ class NonFiniteError(RuntimeError):
 
 class RunWarning(UserWarning):
     """Something in a workdir was repaired or skipped on resume (a torn log line, a damaged checkpoint)."""
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """One training run; saved as the workdir's config.json."""
-
-    workdir: str
-    config: str = "A"
-    data: str = "digits"
-    image_size: int = 32
-    epochs: int = 1
-    batch_size: int = 64
-    max_steps: Optional[int] = None  # stop earlier than `epochs` (tests, experiments)
-    learning_rate: float = 1e-2
-    lr_policy: str = "paper"
-    plateau_patience: int = 3  # evaluations without improvement before the paper's policy divides the rate
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    dtype: str = "float32"
-    width_scale: float = 1.0
-    fc_width: int = 4096
-    dropout_rate: float = 0.5
-    batch_norm: bool = False
-    init_scheme: str = "kaiming"  # trains fastest from scratch here; the model's own default is Glorot
-    seed: int = 0
-    scale: Optional[list[int]] = None  # [S] or [S_min, S_max]; None keeps the image size
-    flip: bool = True
-    pca_std: float = 0.0
-    subtract_mean: bool = True
-    mean_rgb: Optional[list[float]] = None  # computed from the training set when None
-    eval_method: str = "center"
-    eval_scales: Optional[list[int]] = None  # default [image_size]
-    eval_every: int = 0  # steps; 0 means once per epoch
-    checkpoint_every: int = 0  # steps; 0 means at each evaluation
-    keep: int = 3
-    log_every: int = 10
-    workers: int = 0
-    init_from: Optional[str] = None
-    warm_start_layers: str = "paper"
-    skip_nonfinite: int = 0  # steps with a non-finite loss or gradient that are skipped (and counted) before stopping
-    devices: Optional[int] = None  # all devices when None; batch_size is the global batch, split over them
-    shard_fc: bool = False  # split the FC kernels and their optimizer state over the devices
-    remat: bool = False  # recompute each conv block in the backward pass (less memory, more time)
-
-
-def _flag(field: str) -> str:
-    """The command-line flag of a TrainConfig field, for error messages."""
-    return "--" + {"learning_rate": "lr", "dropout_rate": "dropout", "init_scheme": "init", "eval_method": "eval"}.get(
-        field, field
-    ).replace("_", "-")
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Refuses a config that cannot run, before anything is written; the message names the flag."""
-    def integer(field: str, minimum: int, optional: bool = False, maximum: int = 2**31 - 1) -> None:
-        value = getattr(cfg, field)
-        if optional and value is None:
-            return
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
-            raise ValueError(f"{_flag(field)} must be an integer from {minimum} to {maximum}, got {value!r}")
-
-    def number(field: str, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = True) -> None:
-        value = getattr(cfg, field)
-        ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
-        ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-        if not ok:
-            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-            raise ValueError(f"{_flag(field)} must be a finite number in {interval}, got {value!r}")
-
-    def choice(field: str, options: Sequence[str]) -> None:
-        if getattr(cfg, field) not in options:
-            raise ValueError(f"{_flag(field)} must be one of {', '.join(options)}, got {getattr(cfg, field)!r}")
-
-    if not isinstance(cfg.workdir, str) or not cfg.workdir.strip():
-        raise ValueError(f"--workdir must be a directory path, got {cfg.workdir!r}")
-    resolve_config(cfg.config)
-    integer("image_size", 32, maximum=8192)
-    for field in ("epochs", "batch_size", "plateau_patience", "fc_width", "keep", "log_every"):
-        integer(field, 1)
-    for field in ("eval_every", "checkpoint_every", "workers", "skip_nonfinite"):
-        integer(field, 0)
-    integer("seed", 0, maximum=2**32 - 1)
-    integer("max_steps", 1, optional=True)
-    integer("devices", 1, optional=True)
-    number("learning_rate", 0, low_open=True)
-    number("momentum", 0, 1)
-    number("weight_decay", 0)
-    number("width_scale", 0, low_open=True)
-    number("dropout_rate", 0, 1)
-    number("pca_std", 0)
-    choice("lr_policy", train_lib.LR_POLICIES)
-    choice("dtype", tuple(DTYPES))
-    choice("init_scheme", INIT_SCHEMES)
-    choice("eval_method", evaluate_lib.METHODS)
-    if cfg.scale is not None:
-        scale = list(cfg.scale)
-        if not 1 <= len(scale) <= 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < cfg.image_size for s in scale) or scale != sorted(scale):
-            raise ValueError(f"--scale must be S or S_min,S_max with {cfg.image_size} (the image size) <= S_min <= S_max, got {cfg.scale!r}")
-    if cfg.eval_scales is not None and (
-        not cfg.eval_scales or any(isinstance(q, bool) or not isinstance(q, int) or q < cfg.image_size for q in cfg.eval_scales)
-    ):
-        raise ValueError(f"--eval-scales must be test scales Q of at least the image size {cfg.image_size}, got {cfg.eval_scales!r}")
-    if cfg.mean_rgb is not None and (len(cfg.mean_rgb) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in cfg.mean_rgb)):
-        raise ValueError(f"mean_rgb must be three finite numbers (0-255), got {cfg.mean_rgb!r}")
-    if cfg.init_from is not None and (not isinstance(cfg.init_from, str) or not cfg.init_from.strip()):
-        raise ValueError(f"--init-from needs the workdir of a run, got {cfg.init_from!r}")
-    if cfg.init_from and not os.path.isfile(os.path.join(cfg.init_from, "config.json")):
-        raise ValueError(f"--init-from {cfg.init_from} holds no run (no config.json there); give the workdir of a finished run")
-    if not isinstance(cfg.data, str) or not (cfg.data in ("digits", "synthetic") or cfg.data.startswith("folder:")):
-        raise ValueError(f"unknown --data {cfg.data!r}; use digits, synthetic or folder:PATH")
 
 
 def read_config(workdir: str, flag: str = "--resume") -> TrainConfig:
@@ -266,7 +155,7 @@ def _model(cfg: TrainConfig, num_classes: int) -> VGG:
         fc_width=cfg.fc_width,
         width_scale=cfg.width_scale,
         init_scheme=cfg.init_scheme,
-        dtype=DTYPES[cfg.dtype],
+        dtype=COMPUTE_DTYPES[cfg.dtype],
         remat=cfg.remat,
     )
 
@@ -452,7 +341,7 @@ def run(
     if resume:
         log(f"Resumed {cfg.workdir} at step {start}" if start else f"Resuming {cfg.workdir}: it holds no finished checkpoint yet, so training starts at step 0")
     metrics_log = rundir.MetricsLog(os.path.join(cfg.workdir, "metrics.jsonl"), start if resume else None, warn)
-    train_step = parallel.make_train_step(plan.model, optimizer, mesh, state, cfg.shard_fc)
+    train_step = parallel.jit_train_step(train_lib.train_step(plan.model, optimizer), mesh, state, cfg.shard_fc)
     progress, task, plain = _progress(total, start, cfg.config)
     last, last_eval, window = {}, None, _Window()
     try:

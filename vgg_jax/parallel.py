@@ -11,7 +11,7 @@ jitted step runs on 1 or N devices, on one host or many:
 - The train state is replicated, or with `shard_fc=True` the FC kernels (fc6
   alone is 392 MB in fp32) and every optimizer-state leaf that mirrors them are
   split over the devices on their output axis (`state_sharding`).
-- `make_train_step` jits `vgg_jax.train`'s step with explicit in and out
+- `jit_train_step` jits `vgg_jax.train.train_step` with explicit in and out
   shardings; XLA inserts the gradient all-reduce (and, with BN, the global
   batch statistics).
 - `initialize()` starts `jax.distributed` when flags or the environment ask
@@ -28,11 +28,9 @@ from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vgg_jax import train as train_lib
-from vgg_jax.model import CLASSIFIER, VGG
+from vgg_jax.model import CLASSIFIER
 
 DATA_AXIS = "data"
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
@@ -203,16 +201,15 @@ def put_batch(batch: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
     return arrays
 
 
-def make_train_step(
-    model: VGG, optimizer: optax.GradientTransformation, mesh: Mesh, state: Any, shard_fc: bool = False
-) -> Callable:
-    """`vgg_jax.train`'s step, jitted for the mesh with explicit shardings and the state donated.
+def jit_train_step(step: Callable, mesh: Mesh, state: Any, shard_fc: bool = False) -> Callable:
+    """A step such as `vgg_jax.train.train_step(model, optimizer)`, jitted for the mesh with explicit
+    shardings and the state donated.
 
     `state` gives the tree structure (a template; it is not consumed).
     """
     shardings = state_sharding(state, mesh, shard_fc)
     return jax.jit(
-        train_lib.train_step_function(model, optimizer),
+        step,
         in_shardings=(shardings, batch_sharding(mesh), replicated(mesh)),
         out_shardings=(shardings, replicated(mesh)),
         donate_argnums=0,

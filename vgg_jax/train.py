@@ -144,22 +144,21 @@ def topk_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     return jnp.mean(jnp.any(top == labels[:, None], axis=-1))
 
 
-def make_train_step(model: VGG, optimizer: optax.GradientTransformation) -> Callable:
-    """A pure jitted `(state, batch, rng) -> (state, metrics)` with the state donated.
+def train_step(model: VGG, optimizer: optax.GradientTransformation) -> Callable:
+    """The train step: a pure `(state, batch, rng) -> (state, metrics)`, not yet jitted.
 
     `batch` is `{"image": (N, H, W, 3) float, "label": (N,) int}`. The dropout
     rng is `fold_in(rng, state.step)`. Metrics: loss, top1, top5 (accuracies),
     grad_norm (global L2 norm), learning_rate, and nonfinite (1.0 when the loss
     or the gradients were NaN or Inf: then the step left params, BN statistics
     and optimizer state as they were and only counted the step).
+
+    This is the one step: `make_train_step` jits it for one device, the loop
+    and `vgg_jax.parallel.jit_train_step` for a mesh, and the benchmark's
+    train-step mode lowers it ahead of time.
     """
-    return jax.jit(train_step_function(model, optimizer), donate_argnums=0)
 
-
-def train_step_function(model: VGG, optimizer: optax.GradientTransformation) -> Callable:
-    """The step of `make_train_step`, not yet jitted (for AOT lowering, as the benchmark does)."""
-
-    def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+    def step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
         dropout_rng = jax.random.fold_in(rng, state.step)
 
         def loss_fn(params):
@@ -193,7 +192,12 @@ def train_step_function(model: VGG, optimizer: optax.GradientTransformation) -> 
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
         return new_state, metrics
 
-    return train_step
+    return step
+
+
+def make_train_step(model: VGG, optimizer: optax.GradientTransformation) -> Callable:
+    """`train_step` jitted for one device, with the state donated."""
+    return jax.jit(train_step(model, optimizer), donate_argnums=0)
 
 
 def _global_norm(tree: Any) -> jax.Array:

@@ -1,0 +1,150 @@
+"""A training run's settings: `TrainConfig`, one field per `scripts/train.py` flag, and its validation.
+
+Each field's metadata holds its help text, and where they differ from the
+field, its flag spelling (`--lr` for `learning_rate`) and its choices;
+`vgg_jax.cli.add_config_flags` builds the command line from them, so a field
+added here is a flag with no other edit, with the same default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from vgg_jax import evaluate as evaluate_lib
+from vgg_jax import train as train_lib
+from vgg_jax.configs import MIN_IMAGE_SIZE, resolve_config
+from vgg_jax.model import COMPUTE_DTYPES, INIT_SCHEMES
+from vgg_jax.warm_start import LAYER_CHOICES
+
+
+def _field(default: Any, help: str, flag: Optional[str] = None, choices: Optional[Sequence[str]] = None, metavar: Optional[str] = None) -> Any:
+    """A TrainConfig field whose metadata makes it a command-line flag (`vgg_jax.cli.add_config_flags`)."""
+    metadata = {"help": help, "flag": flag, "choices": None if choices is None else tuple(choices), "metavar": metavar}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """One training run; saved as the workdir's config.json.
+
+    Every field is a `scripts/train.py` flag: `--field-name`, or the spelling
+    in its metadata (`--lr` for `learning_rate`), with the same default.
+    """
+
+    workdir: str = dataclasses.field(metadata={"help": "where config.json, metrics.jsonl and checkpoints go"})
+    config: str = _field("A", "config or alias")
+    data: str = _field("digits", "digits | synthetic | folder:PATH")
+    image_size: int = _field(32, "training crop size in pixels (at least 32)")
+    epochs: int = _field(1, "passes over the training set")
+    batch_size: int = _field(16, "the global batch, split over the devices")
+    max_steps: Optional[int] = _field(None, "stop after this many steps (before the epochs are done)")
+    learning_rate: float = _field(1e-2, "learning rate (the paper's 1e-2)", flag="--lr")
+    lr_policy: str = _field("paper", "paper (divide by 10 when validation accuracy stalls), step or cosine", choices=train_lib.LR_POLICIES)
+    plateau_patience: int = _field(3, "evaluations without improvement before --lr-policy paper divides the rate by 10")
+    momentum: float = _field(0.9, "SGD momentum (the paper's 0.9)")
+    weight_decay: float = _field(5e-4, "L2 weight decay on kernels (the paper's 5e-4)")
+    dtype: str = _field("float32", "compute dtype; parameters stay float32", choices=tuple(COMPUTE_DTYPES))
+    width_scale: float = _field(1.0, "multiply every conv's channels (small experiments)")
+    fc_width: int = _field(4096, "width of fc6 and fc7")
+    dropout_rate: float = _field(0.5, "dropout before fc7 and fc8", flag="--dropout")
+    batch_norm: bool = _field(False, "conv, BN, ReLU as torchvision's _bn variants")
+    init_scheme: str = _field(
+        "kaiming", "kaiming (torchvision's; it trained A on digits fastest, see docs/coarse_to_fine.md), glorot, or paper (N(0, 0.01))",
+        flag="--init", choices=INIT_SCHEMES,
+    )
+    seed: int = _field(0, "seeds the init, the dropout and the data order")
+    scale: Optional[list[int]] = _field(None, "training short side S, or S_min,S_max for scale jittering (default: the image size)", metavar="S[,S_MAX]")
+    flip: bool = _field(True, "random horizontal flips (--no-flip turns them off)")
+    pca_std: float = _field(0.0, "AlexNet's PCA colour shift std (the paper's 0.1)")
+    subtract_mean: bool = _field(True, "subtract the training set's mean RGB (--no-subtract-mean keeps the pixels as they are)")
+    mean_rgb: Optional[list[float]] = _field(None, "the mean RGB to subtract, 0-255 (default: computed from the training set)", metavar="R,G,B")
+    eval_method: str = _field("center", "the final evaluation: the paper's Sec. 3.2 methods", flag="--eval", choices=evaluate_lib.METHODS)
+    eval_scales: Optional[list[int]] = _field(None, "test scales Q (default: the image size)", metavar="Q[,Q...]")
+    eval_every: int = _field(0, "steps between evaluations (0: once per epoch)")
+    checkpoint_every: int = _field(0, "steps between checkpoints (0: at each evaluation)")
+    keep: int = _field(3, "checkpoints kept")
+    log_every: int = _field(10, "steps between metrics.jsonl lines (and plain progress lines without a terminal)")
+    workers: int = _field(0, "Grain worker processes (0: load in this process)")
+    init_from: Optional[str] = _field(None, "warm start from that run's newest checkpoint (coarse-to-fine)", metavar="WORKDIR")
+    warm_start_layers: str = _field(
+        "paper", "which layers --init-from copies: paper (the first 4 convs and the 3 FC layers) or matching (every shared one)",
+        choices=LAYER_CHOICES,
+    )
+    skip_nonfinite: int = _field(0, "skip (and count) up to N steps whose loss or gradients are NaN/Inf before stopping (0: stop at the first)", metavar="N")
+    devices: Optional[int] = _field(None, "use this many devices (default: all; an equal share per process)")
+    shard_fc: bool = _field(False, "split the FC kernels and their optimizer state over the devices")
+    remat: bool = _field(False, "recompute each conv block in the backward pass: less activation memory, more time")
+
+
+def flag_of(field: str) -> str:
+    """The command-line flag of a TrainConfig field, for error messages."""
+    spelled = TrainConfig.__dataclass_fields__[field].metadata.get("flag")
+    return spelled or "--" + field.replace("_", "-")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Refuses a config that cannot run, before anything is written; the message names the flag."""
+    def integer(field: str, minimum: int, optional: bool = False, maximum: int = 2**31 - 1) -> None:
+        value = getattr(cfg, field)
+        if optional and value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
+            raise ValueError(f"{flag_of(field)} must be an integer from {minimum} to {maximum}, got {value!r}")
+
+    def number(field: str, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = True) -> None:
+        value = getattr(cfg, field)
+        ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        if not ok:
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise ValueError(f"{flag_of(field)} must be a finite number in {interval}, got {value!r}")
+
+    def choice(field: str, options: Sequence[str]) -> None:
+        if getattr(cfg, field) not in options:
+            raise ValueError(f"{flag_of(field)} must be one of {', '.join(options)}, got {getattr(cfg, field)!r}")
+
+    if not isinstance(cfg.workdir, str) or not cfg.workdir.strip():
+        raise ValueError(f"--workdir must be a directory path, got {cfg.workdir!r}")
+    resolve_config(cfg.config)
+    integer("image_size", MIN_IMAGE_SIZE, maximum=8192)
+    for field in ("epochs", "batch_size", "plateau_patience", "fc_width", "keep", "log_every"):
+        integer(field, 1)
+    for field in ("eval_every", "checkpoint_every", "workers", "skip_nonfinite"):
+        integer(field, 0)
+    integer("seed", 0, maximum=2**32 - 1)
+    integer("max_steps", 1, optional=True)
+    integer("devices", 1, optional=True)
+    number("learning_rate", 0, low_open=True)
+    number("momentum", 0, 1)
+    number("weight_decay", 0)
+    number("width_scale", 0, low_open=True)
+    number("dropout_rate", 0, 1)
+    number("pca_std", 0)
+    choice("lr_policy", train_lib.LR_POLICIES)
+    choice("dtype", tuple(COMPUTE_DTYPES))
+    choice("init_scheme", INIT_SCHEMES)
+    choice("eval_method", evaluate_lib.METHODS)
+    choice("warm_start_layers", LAYER_CHOICES)
+    if cfg.scale is not None:
+        scale = list(cfg.scale)
+        if not 1 <= len(scale) <= 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < cfg.image_size for s in scale) or scale != sorted(scale):
+            raise ValueError(f"--scale must be S or S_min,S_max with {cfg.image_size} (the image size) <= S_min <= S_max, got {cfg.scale!r}")
+    if cfg.eval_scales is not None and (
+        not cfg.eval_scales or any(isinstance(q, bool) or not isinstance(q, int) or q < cfg.image_size for q in cfg.eval_scales)
+    ):
+        raise ValueError(f"--eval-scales must be test scales Q of at least the image size {cfg.image_size}, got {cfg.eval_scales!r}")
+    if cfg.mean_rgb is not None and (len(cfg.mean_rgb) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in cfg.mean_rgb)):
+        raise ValueError(f"--mean-rgb must be three finite numbers (0-255), got {cfg.mean_rgb!r}")
+    if cfg.mean_rgb is not None and not cfg.subtract_mean:
+        raise ValueError("--mean-rgb and --no-subtract-mean contradict each other; pick one")
+    if cfg.init_from is not None and (not isinstance(cfg.init_from, str) or not cfg.init_from.strip()):
+        raise ValueError(f"--init-from needs the workdir of a run, got {cfg.init_from!r}")
+    if cfg.init_from and not os.path.isfile(os.path.join(cfg.init_from, "config.json")):
+        raise ValueError(f"--init-from {cfg.init_from} holds no run (no config.json there); give the workdir of a finished run")
+    if not isinstance(cfg.data, str) or not (cfg.data in ("digits", "synthetic") or cfg.data.startswith("folder:")):
+        raise ValueError(f"unknown --data {cfg.data!r}; use digits, synthetic or folder:PATH")
