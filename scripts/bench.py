@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time VGG forward, forward-backward and train steps: the seed's benchmark, done properly.
+"""Time VGG forward, forward-backward and train steps: the original TF1 benchmark's job, done properly.
 
     python scripts/bench.py --config D
     python scripts/bench.py --config all --batch-size 2 --steps 2 --json out.json
@@ -7,7 +7,7 @@
     python scripts/bench.py --config D --batch-size 256 --scaling   # every device, and 1, 2, 4, ... of them
 
 On CPU the defaults are batch 4, 5 steps, 1 warm-up (accelerators: 32 / 100 / 10).
-The logic is in vgg_jax/bench.py; this script only parses arguments.
+The logic is in vgg_jax/bench.py; this script builds its BenchConfig from the flags.
 """
 
 import argparse
@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from vgg_jax import bench  # noqa: E402
 from vgg_jax.cli import OneLineParser, add_parallel_flags, non_negative_int, start_distributed  # noqa: E402
+from vgg_jax.model import CONV_IMPLS  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,12 +31,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", help="compute dtype(s): float32, bfloat16, or both comma-separated")
     parser.add_argument("--mode", default="forward,forward-backward", help="forward, forward-backward, train-step (comma-separated)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the records as JSON (schema in the README)")
-    parser.add_argument("--plot", default=None, metavar="PATH", help="write images/s per config and batch as a PNG")
+    parser.add_argument("--plot", default=None, metavar="PATH", help="write images/s per config and batch (.png, .jpg, .svg or .pdf)")
     parser.add_argument("--vs", default=None, help="also time torchvision in the same run: torch, torch-compile, or both comma-separated")
     parser.add_argument("--remat", action="store_true", help="also time remat=True (jax.checkpoint per conv block) and report its temp memory and step time")
     parser.add_argument("--cache-dir", default=None, help="JAX's persistent compilation cache directory")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s for MFU on a device the table lacks")
-    parser.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "custom_vjp"], help="the model's conv implementation (auto: custom_vjp on CPU, xla elsewhere)")
+    parser.add_argument("--conv-impl", default="auto", choices=CONV_IMPLS, help="the model's conv implementation (auto: custom_vjp on CPU, xla elsewhere)")
     parser.add_argument("--scaling", action="store_true", help="also time 1, 2, 4, ... devices at the same per-device batch; report scaling efficiency")
     add_parallel_flags(parser)
     parser.add_argument("--width-scale", type=float, default=1.0, help="multiply conv channels (small experiments)")
@@ -44,6 +45,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def bench_config(args: argparse.Namespace) -> bench.BenchConfig:
+    """The flags as a BenchConfig; the comma-separated lists are parsed (BenchError names a bad one)."""
+    spec = bench.BenchSpec(
+        configs=bench.parse_configs(args.config),
+        batch_sizes=None if args.batch_size is None else bench.parse_positive_ints(args.batch_size, "--batch-size"),
+        steps=args.steps, warmup=args.warmup, image_size=args.image_size,
+        dtypes=bench.parse_dtypes(args.dtype), modes=bench.parse_modes(args.mode), **bench.parse_peers(args.vs),
+        remat=args.remat, devices=args.devices, scaling=args.scaling, width_scale=args.width_scale,
+        fc_width=args.fc_width, num_classes=args.num_classes, peak_tflops=args.peak_tflops, conv_impl=args.conv_impl,
+    )
+    return bench.BenchConfig(spec=spec, json=args.json, plot=args.plot, cache_dir=args.cache_dir)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not start_distributed(args, "bench.py"):
+        return 2
+    try:
+        config = bench_config(args)
+    except bench.BenchError as error:
+        print(f"bench.py: error: {error}", file=sys.stderr)
+        return 2
+    return bench.main(config)
+
+
 if __name__ == "__main__":
-    arguments = parse_args()
-    sys.exit(bench.main(arguments) if start_distributed(arguments, "bench.py") else 2)
+    sys.exit(main())

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import jsonschema
 import pytest
 
-from vgg_jax import VGG, bench, count_macs, report
+from vgg_jax import VGG, bench, count_macs, hardware, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = ["--image-size", "32", "--width-scale", "0.0625", "--fc-width", "32", "--num-classes", "10"]
@@ -34,7 +34,7 @@ def test_every_field_with_sane_relations(tiny_records):
     records, lines = tiny_records
     jsonschema.validate(records, report.RECORDS_SCHEMA)
     (record,) = records
-    assert (record["config"], record["batch_size"], record["dtype"], record["backend"]) == ("A", 2, "float32", "cpu")
+    assert (record["config"], record["batch_size"], record["dtype"], record["backend"]) == ("A", 2, "float32", jax.default_backend())
     assert record["versions"]["jax"] == jax.__version__ and record["dispatch_s"] > 0
     forward, backward, train = (record["results"][mode] for mode in bench.MODES)
     macs = count_macs("A", 32, num_classes=10, fc_width=32, width_scale=1 / 16)
@@ -47,7 +47,9 @@ def test_every_field_with_sane_relations(tiny_records):
         assert result["tflops_per_s"] == pytest.approx(result["flops_per_step"] / result["median_s"] / 1e12)
         assert result["mfu"] == pytest.approx(result["tflops_per_s"])  # --peak-tflops 1.0
         assert result["compile_s"] >= result["lower_s"] > 0
-        assert result["memory"]["argument_bytes"] > 0 and result["memory"]["peak_bytes"] is None  # CPU has no stats
+        assert result["memory"]["argument_bytes"] > 0
+        # The process's peak where the device keeps memory statistics (GPU, TPU); null where it has none (CPU).
+        assert result["memory"]["peak_bytes"] == hardware.peak_bytes_in_use(jax.devices()[0]) or result["memory"]["peak_bytes"] > 0
         assert 0.5 < result["xla_flops_per_step"] / result["flops_per_step"] <= 1.0  # padding skipped at 32 px
     # Forward-backward does about 3x the work of forward (what makes it take longer); the
     # times themselves are not compared, since a loaded machine can invert a 2 ms difference.
@@ -58,6 +60,8 @@ def test_every_field_with_sane_relations(tiny_records):
 
 
 def test_unknown_device_gets_null_mfu(tiny_records):
+    if hardware.peak_tflops(jax.devices()[0].device_kind, "float32")[0] is not None:
+        pytest.skip(f"{jax.devices()[0].device_kind} has a datasheet peak in vgg_jax.hardware, so its MFU is not null")
     spec = bench.BenchSpec(configs=("A",), batch_sizes=(1,), modes=("forward",), **{**TINY_SPEC, "steps": 1})
     (record,) = bench.run(spec, log=lambda line: None)
     assert record["results"]["forward"]["mfu"] is None and record["results"]["forward"]["peak_tflops"] is None
@@ -194,3 +198,49 @@ def test_vs_torch_compile_times_the_compiled_peer():
     result = record["results"]["forward"]
     assert "torch.compile" in result["compiled_peer"]["name"] and "torch.compile" not in result["peer"]["name"]
     assert result["compiled_ratio"] == pytest.approx(result["images_per_s"] / result["compiled_peer"]["images_per_s"])
+
+
+def test_plot_writes_the_format_its_extension_names(tmp_path):
+    """--plot out.jpg used to hold PNG bytes; now the extension picks the format, and an unknown one is refused."""
+    from vgg_jax import report
+
+    record = {"config": "A", "dtype": "float32", "batch_size": 2, "device_kind": "cpu", "backend": "cpu", "image_size": 32,
+              "results": {"forward": {"images_per_s": 10.0}}}
+    magic = {"plot.png": b"\x89PNG", "plot.jpg": b"\xff\xd8\xff", "plot.svg": b"<?xml", "plot.pdf": b"%PDF"}
+    for name, start in magic.items():
+        report.write_plot([record], str(tmp_path / name))
+        assert (tmp_path / name).read_bytes().startswith(start), name
+    with pytest.raises(ValueError, match=r"--plot .*plot.bmp: name a file ending in .png, .jpg"):
+        report.plot_format(str(tmp_path / "plot.bmp"))
+
+
+def test_peers_and_remat_are_timed_beside_ours_and_reported(monkeypatch):
+    """The comparison plumbing without torch: stand-in peers go through the same warm-up, rounds, record and print."""
+    import time
+
+    from vgg_jax import peers
+
+    class StandIn:
+        def __init__(self, compiled):
+            self.name, self.calls = f"stand-in{' compiled' if compiled else ''}", 0
+
+        def step(self):
+            self.calls += 1
+            time.sleep(0.001)
+
+    made = []
+    monkeypatch.setattr(peers, "check_torch", lambda: None)
+    monkeypatch.setattr(bench, "_make_peer", lambda *args, compile=False: made.append(StandIn(compile)) or made[-1])
+    spec = bench.BenchSpec(configs=("A",), batch_sizes=(2,), modes=("forward", "train_step"), vs_torch=True, vs_torch_compile=True,
+                           remat=True, **TINY_SPEC)
+    lines = []
+    (record,) = bench.run(spec, log=lines.append)
+    jsonschema.validate([record], report.RECORDS_SCHEMA)
+    assert [peer.calls for peer in made] == [TINY_SPEC["steps"] + TINY_SPEC["warmup"]] * 4  # two peers, two modes
+    for mode in ("forward", "train_step"):
+        result = record["results"][mode]
+        assert result["peer"]["name"] == "stand-in" and result["compiled_peer"]["name"] == "stand-in compiled"
+        assert result["ratio"] == pytest.approx(result["images_per_s"] / result["peer"]["images_per_s"])
+        assert result["compiled_ratio"] == pytest.approx(result["images_per_s"] / result["compiled_peer"]["images_per_s"])
+    assert "remat" not in record["results"]["forward"] and record["results"]["train_step"]["remat"]["step_time_ratio"] > 0
+    assert sum("ours / peer" in line for line in lines) == 4 and sum("remat=True" in line for line in lines) == 1

@@ -302,7 +302,7 @@ BENCH_FLAGS = {
     "--dtype": BAD_WORDS, "--mode": BAD_WORDS, "--vs": BAD_WORDS, "--peak-tflops": POSITIVE_FLOATS, "--conv-impl": BAD_WORDS,
     "--width-scale": POSITIVE_FLOATS | st.just("1000"), "--fc-width": POSITIVE_INTS, "--num-classes": POSITIVE_INTS,
     "--devices": POSITIVE_INTS, "--cache-dir": st.just(""),
-    "--json": st.sampled_from(["/nonexistent-dir/x.json", "", "."]), "--plot": st.sampled_from(["/nonexistent-dir/x.png", ""]),
+    "--json": st.sampled_from(["/nonexistent-dir/x.json", "", "."]), "--plot": st.sampled_from(["/nonexistent-dir/x.png", "", "plot.bmp", "plot"]),
 }
 
 
@@ -313,10 +313,7 @@ def test_bench_cli_bad_flags(tmp_path, capsys, monkeypatch, flag_value):
     monkeypatch.chdir(tmp_path)
     argv = ["--config", "A", "--image-size", "32", "--width-scale", "0.0625", "--fc-width", "8", "--steps", "1", flag, value]
 
-    def main(argv):
-        return bench_cli.bench.main(bench_cli.parse_args(argv))
-
-    status, lines = run_cli(main, argv, capsys)
+    status, lines = run_cli(bench_cli.main, argv, capsys)
     TRIED["bench.py flags"] += 1
     assert status not in (0, None), f"{flag} {value!r} was accepted"
     assert len(lines) == 1 and "error" in lines[0], lines

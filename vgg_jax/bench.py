@@ -4,7 +4,8 @@ Compile first (lower plus compile, timed on its own), warm up, keep inputs on
 the device, end every timed call in `jax.block_until_ready`, and report the
 median and spread. FLOPs come from `count_macs` (the throughput figure) and from
 XLA's `cost_analysis()`; MFU uses the datasheet peaks in `vgg_jax.hardware`.
-`scripts/bench.py` is the command line over `main`.
+`scripts/bench.py` builds a `BenchConfig` from its flags and calls `main`;
+the timing primitives are in `vgg_jax.timing`.
 """
 
 from __future__ import annotations
@@ -13,23 +14,21 @@ import dataclasses
 import datetime
 import math
 import os
-import statistics
 import sys
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from vgg_jax import hardware, parallel, peers, train
+from vgg_jax import hardware, parallel, peers, timing, train
 from vgg_jax.configs import CONFIGS, MIN_IMAGE_SIZE, count_macs, resolve_config
 from vgg_jax.model import COMPUTE_DTYPES, VGG, resolve_conv_impl
 
 MODES = ("forward", "forward_backward", "train_step")
 DTYPES = COMPUTE_DTYPES
-ACCELERATOR_DEFAULTS = {"batch_size": 32, "steps": 100, "warmup": 10}  # the seed's
+ACCELERATOR_DEFAULTS = {"batch_size": 32, "steps": 100, "warmup": 10}  # the original TF1 benchmark's
 CPU_DEFAULTS = {"batch_size": 4, "steps": 5, "warmup": 1}
 # XLA's cost_analysis() skips the zero-padded positions of SAME convs, so at 224
 # pixels it counts about 3% fewer FLOPs than 2 x count_macs (the paper's count).
@@ -158,7 +157,7 @@ def resolve_sizes(spec: BenchSpec, backend: str) -> tuple[BenchSpec, Optional[st
         used = {"--batch-size": filled.batch_sizes[0], "--steps": filled.steps, "--warmup": filled.warmup}
         notice = (
             f"Running on CPU, so the CPU defaults apply: {' '.join(f'{flag} {used[flag]}' for flag in unset)} "
-            "(the seed's accelerator defaults are 32 / 100 / 10); pass the flags to override."
+            "(the original benchmark's accelerator defaults are 32 / 100 / 10); pass the flags to override."
         )
     return filled, notice
 
@@ -178,7 +177,7 @@ def step_function(model: VGG, mode: str, images: jax.Array, labels: jax.Array, p
 
     if mode == "forward_backward":
 
-        def l2_loss_of_fc8(params, images, key):  # the seed's objective, tf.nn.l2_loss(fc8)
+        def l2_loss_of_fc8(params, images, key):  # the original benchmark's objective, tf.nn.l2_loss(fc8)
             fc8 = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
             return 0.5 * jnp.sum(jnp.square(fc8))
 
@@ -187,97 +186,11 @@ def step_function(model: VGG, mode: str, images: jax.Array, labels: jax.Array, p
     # The library's own train step: cross-entropy, SGD-momentum, metrics, state donated.
     optimizer = optax.sgd(1e-2, momentum=0.9)
     state = train.create_train_state(model, optimizer, {"params": params})
-    return train.train_step_function(model, optimizer), (state, {"image": images, "label": labels}, key), True
-
-
-class _Stepper:
-    """Calls a compiled executable once per step and waits for its result."""
-
-    def __init__(self, compiled: Callable, args: tuple, carries_state: bool):
-        self.compiled, self.args, self.carries_state = compiled, list(args), carries_state
-
-    def step(self) -> None:
-        out = self.compiled(*self.args)
-        jax.block_until_ready(out)
-        if self.carries_state:
-            self.args[0] = out[0]
-
-
-def _time_interleaved(steppers: Sequence[Callable[[], None]], steps: int, progress: Optional[Callable[[], None]] = None) -> list[list[float]]:
-    """Times `steps` calls of each stepper, alternating between them in rounds.
-
-    Alternation spreads the machine's drift (other load, clocks) over every
-    implementation instead of favouring whichever ran first.
-    """
-    rounds = min(steps, 10)
-    bounds = np.linspace(0, steps, rounds + 1).astype(int)
-    times: list[list[float]] = [[] for _ in steppers]
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        for index, stepper in enumerate(steppers):
-            for _ in range(stop - start):
-                begin = time.perf_counter()
-                stepper()
-                times[index].append(time.perf_counter() - begin)
-                if progress is not None and index == 0:
-                    progress()
-    return times
-
-
-def _stats(times: Sequence[float]) -> dict[str, float]:
-    return {
-        "median_s": statistics.median(times),
-        "mean_s": statistics.fmean(times),
-        "std_s": statistics.pstdev(times),
-        "min_s": min(times),
-    }
-
-
-def _xla_flops(compiled: Any) -> Optional[float]:
-    try:
-        cost = compiled.cost_analysis()
-    except Exception:  # not every backend implements it
-        return None
-    if isinstance(cost, (list, tuple)):  # older jax returns one dict per program
-        cost = cost[0] if cost else None
-    flops = cost.get("flops") if cost else None
-    return float(flops) if flops is not None and flops > 0 else None
-
-
-def _memory(compiled: Any) -> dict[str, Optional[int]]:
-    try:
-        stats = compiled.memory_analysis()
-    except Exception:
-        stats = None
-
-    def field(name: str) -> Optional[int]:
-        value = getattr(stats, name, None)
-        return int(value) if value is not None else None
-
-    return {
-        "argument_bytes": field("argument_size_in_bytes"),
-        "output_bytes": field("output_size_in_bytes"),
-        "temp_bytes": field("temp_size_in_bytes"),
-        "peak_bytes": None,
-    }
-
-
-def _is_out_of_memory(error: Exception) -> bool:
-    text = str(error)
-    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
-
-
-def dispatch_overhead(device: Any, steps: int = 50) -> float:
-    """Median seconds of a trivial jitted call, timed like a step: the host's share of a step."""
-    value = jax.device_put(jnp.zeros((), jnp.float32), device)
-    compiled = jax.jit(lambda x: x + 1).lower(value).compile()
-    stepper = _Stepper(compiled, (value,), False)
-    for _ in range(3):
-        stepper.step()
-    return statistics.median(_time_interleaved([stepper.step], steps)[0])
+    return train.train_step(model, optimizer), (state, {"image": images, "label": labels}, key), True
 
 
 def _seed_line(label: str, steps: int, stats: dict[str, float]) -> str:
-    """The seed's summary line, kept so its users recognise it."""
+    """The original TF1 benchmark's summary line, kept so its users recognise it."""
     return f"{datetime.datetime.now()}: {label} across {steps} steps, {stats['mean_s']:.3f} +/- {stats['std_s']:.3f} sec / batch"
 
 
@@ -318,173 +231,184 @@ def init_params(spec: BenchSpec, config: str, device: Any) -> Any:
         return jax.jit(_model(spec, config, "float32").init)(jax.random.key(spec.seed), images)["params"]
 
 
+@dataclasses.dataclass
+class _Timed:
+    """One mode of one case, measured: compile figures, the compiled program, seconds per step."""
+
+    name: str
+    compile_s: float
+    lower_s: float
+    compiled: Any
+    traces: list[int]
+    times: list[float] = dataclasses.field(default_factory=list)
+    stepper: Any = None  # ours: the compiled step bound to its arguments
+
+
+@dataclasses.dataclass
+class _Case:
+    """One config, global batch and dtype on a mesh: the model and the device-resident inputs every mode uses."""
+
+    spec: BenchSpec
+    config: str
+    batch_size: int
+    dtype: str
+    mesh: Any
+    params: Any
+    images: jax.Array
+    labels: jax.Array
+    dropout_key: jax.Array
+    info: dict[str, Any]
+
+    @property
+    def devices(self) -> int:
+        return self.mesh.devices.size
+
+    def name(self, mode: str) -> str:
+        return f"{self.config} batch {self.batch_size} {self.dtype} {mode.replace('_', '-')}" + (
+            f" on {self.devices} devices" if self.devices > 1 else "")
+
+
+def _make_case(spec: BenchSpec, config: str, batch_size: int, dtype: str, mesh: Any, params: Any) -> _Case:
+    device = mesh.devices.flat[0]
+    image_key, label_key, dropout_key = jax.random.split(jax.random.key(spec.seed + 1), 3)
+    with jax.default_device(device):
+        images = 0.1 * jax.random.normal(image_key, (batch_size, spec.image_size, spec.image_size, 3), jnp.float32)  # the original's N(0, 0.1)
+        labels = jax.random.randint(label_key, (batch_size,), 0, spec.num_classes)
+    return _Case(spec, config, batch_size, dtype, mesh, params, images, labels, dropout_key, hardware.device_info(device))
+
+
+def _time_mode(case: _Case, mode: str, log: Callable[[str], None]) -> tuple[_Timed, Optional[_Timed], list[tuple[str, Any, _Timed]]]:
+    """Compiles our step (and the remat variant and the torchvision peers asked for), warms up, and times them all
+    in alternating rounds: (ours, remat or None, [(peer kind, peer, timed)])."""
+    spec = case.spec
+    try:
+        ours = _compile(case, _model(spec, case.config, case.dtype), mode)
+        timed = [ours]
+        remat = None
+        if spec.remat and mode != "forward":  # remat changes nothing without a backward pass
+            remat = _compile(case, _model(spec, case.config, case.dtype, remat=True), mode)
+            timed.append(remat)
+        peer_list = [(kind, peer, _Timed(peer.name, 0.0, 0.0, None, [0])) for kind, peer in _peers(case, mode, log)]
+        steps = [t.stepper.step for t in timed] + [peer.step for _, peer, _ in peer_list]
+        timing.warm_up(steps, spec.warmup or 0)
+        if spec.vs_torch_compile and not spec.warmup:
+            log("  note: torch.compile compiles in its first step; with --warmup 0 that is timed")
+        with _Progress() as progress:
+            times = timing.time_interleaved(steps, spec.steps, progress.task(case.name(mode), spec.steps))
+    except Exception as error:
+        if timing.is_out_of_memory(error):
+            raise BenchError(
+                f"{case.name(mode)} does not fit in device memory; try a smaller --batch-size (for example {max(1, case.batch_size // 2)})"
+            ) from None
+        raise
+    for entry, seconds in zip(timed + [t for _, _, t in peer_list], times):
+        entry.times = seconds
+    return ours, remat, peer_list
+
+
+def _peers(case: _Case, mode: str, log: Callable[[str], None]) -> list[tuple[str, Any]]:
+    """The torchvision peers the spec asks for that can run this case."""
+    wanted = [kind for kind, field in PEER_KINDS.items() if getattr(case.spec, field)]
+    if wanted and case.devices > 1:
+        log(f"  torchvision: skipped, it runs on one device and this case uses {case.devices}")
+        return []
+    made = [(kind, _make_peer(case.spec, case.config, case.batch_size, case.dtype, mode, case.info["backend"], log,
+                              compile=kind == "torch-compile")) for kind in wanted]
+    return [(kind, peer) for kind, peer in made if peer is not None]
+
+
+def _mode_result(case: _Case, mode: str, ours: _Timed, remat: Optional[_Timed], peer_list: list, baseline: Optional[dict]) -> dict[str, Any]:
+    """The record of one mode (the README's schema): throughput, FLOPs, MFU, memory, and the comparisons."""
+    spec, batch_size, devices = case.spec, case.batch_size, case.devices
+    stats = timing.summarise(ours.times)
+    macs = count_macs(case.config, spec.image_size, num_classes=spec.num_classes, fc_width=spec.fc_width, width_scale=spec.width_scale)
+    peak, peak_name = (spec.peak_tflops, "--peak-tflops") if spec.peak_tflops else hardware.peak_tflops(case.info["device_kind"], case.dtype)
+    analytic = 2.0 * macs * batch_size * (1 if mode == "forward" else 3)
+    tflops = analytic / stats["median_s"] / 1e12
+    memory = timing.memory(ours.compiled)
+    memory["peak_bytes"] = hardware.peak_bytes_in_use(case.mesh.devices.flat[0])
+    result = {
+        "compile_s": ours.compile_s, "lower_s": ours.lower_s, **stats,
+        "images_per_s": batch_size / stats["median_s"],
+        "flops_per_step": analytic, "flops_source": "count_macs (2 FLOPs per MAC, x3 for a backward pass)",
+        "xla_flops_per_step": timing.xla_flops(ours.compiled),
+        "tflops_per_s": tflops, "peak_tflops": peak, "peak_source": peak_name,
+        "mfu": tflops / (peak * devices) if peak else None,
+        "images_per_s_per_device": batch_size / stats["median_s"] / devices,
+        "memory": memory, "traces": ours.traces[0], "steps": spec.steps, "warmup": spec.warmup,
+    }
+    if remat is not None:
+        remat_median = timing.summarise(remat.times)["median_s"]
+        result["remat"] = {
+            "compile_s": remat.compile_s, "median_s": remat_median, "images_per_s": batch_size / remat_median,
+            "temp_bytes": timing.memory(remat.compiled)["temp_bytes"], "step_time_ratio": remat_median / stats["median_s"],
+        }
+    for kind, peer, timed in peer_list:
+        peer_median = timing.summarise(timed.times)["median_s"]
+        key = "peer" if kind == "torch" else "compiled_peer"
+        result[key] = {"name": peer.name, "median_s": peer_median, "images_per_s": batch_size / peer_median}
+        result["ratio" if kind == "torch" else "compiled_ratio"] = result["images_per_s"] / result[key]["images_per_s"]
+    if baseline is not None and mode in baseline["results"]:
+        result["scaling_efficiency"] = result["images_per_s"] / (devices * baseline["results"][mode]["images_per_s"])
+    return result
+
+
+def _print_mode(case: _Case, mode: str, result: dict[str, Any], remat: Optional[_Timed], peer_list: list, log: Callable[[str], None]) -> None:
+    """The original benchmark's line, then ours: throughput, MFU, compile time, and each comparison."""
+    steps = case.spec.steps
+    log(_seed_line(SEED_LABELS[mode], steps, result))
+    mfu_text = "n/a (unknown peak)" if result["mfu"] is None else f"{result['mfu']:.1%}"
+    log(
+        f"  {case.name(mode)}: median {result['median_s']:.4f} s, min {result['min_s']:.4f} s, {result['images_per_s']:.1f} img/s, "
+        f"{result['tflops_per_s']:.3f} TFLOP/s, MFU {mfu_text}, compile {result['compile_s']:.2f} s"
+    )
+    if remat is not None:
+        before, after = result["memory"]["temp_bytes"], result["remat"]["temp_bytes"]
+        drop = "" if not before or after is None else f" ({after / before:.2f}x)"
+        log(
+            f"  remat=True: temp {_mib(before)} -> {_mib(after)} MiB{drop}, median {result['remat']['median_s']:.4f} s "
+            f"({result['remat']['step_time_ratio']:.2f}x the step time), compile {remat.compile_s:.2f} s"
+        )
+    for kind, peer, timed in peer_list:
+        ratio = result["ratio" if kind == "torch" else "compiled_ratio"]
+        log(f"  {peer.name}: {_seed_line(SEED_LABELS[mode], steps, timing.summarise(timed.times)).split(': ', 1)[1]}; ours / peer = {ratio:.2f}x")
+    if "scaling_efficiency" in result:
+        log(f"  scaling: {case.devices} devices x {case.batch_size // case.devices} images = {result['images_per_s']:.1f} img/s, "
+            f"{result['images_per_s_per_device']:.1f} per device, efficiency {result['scaling_efficiency']:.1%} against 1 device")
+
+
 def benchmark_case(
-    spec: BenchSpec,
-    config: str,
-    batch_size: int,
-    dtype: str,
-    mesh: Any,
-    params: Any,
-    dispatch_s: float,
-    log: Callable[[str], None] = print,
-    baseline: Optional[dict[str, Any]] = None,
+    spec: BenchSpec, config: str, batch_size: int, dtype: str, mesh: Any, params: Any, dispatch_s: float,
+    log: Callable[[str], None] = print, baseline: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """One record: every mode of one config, global batch and dtype on a mesh (see the README for the schema).
 
     `baseline` is the one-device record at the same per-device batch, for the
     scaling efficiency.
     """
-    device = mesh.devices.flat[0]
-    devices = mesh.devices.size
-    info = hardware.device_info(device)
-    model = _model(spec, config, dtype)
-    image_key, label_key, dropout_key = jax.random.split(jax.random.key(spec.seed + 1), 3)
-    shape = (batch_size, spec.image_size, spec.image_size, 3)
-    with jax.default_device(device):
-        images = 0.1 * jax.random.normal(image_key, shape, jnp.float32)  # the seed's N(0, 0.1)
-        labels = jax.random.randint(label_key, (batch_size,), 0, spec.num_classes)
-    macs = count_macs(config, spec.image_size, num_classes=spec.num_classes, fc_width=spec.fc_width, width_scale=spec.width_scale)
-    peak, peak_name = (spec.peak_tflops, "--peak-tflops") if spec.peak_tflops else hardware.peak_tflops(info["device_kind"], dtype)
-
+    case = _make_case(spec, config, batch_size, dtype, mesh, params)
     results: dict[str, Any] = {}
     for mode in spec.modes:
-        case = f"{config} batch {batch_size} {dtype} {mode.replace('_', '-')}" + (f" on {devices} devices" if devices > 1 else "")
-        traces = [0]
-        try:
-            begin = time.perf_counter()
-            ours, compiled, lower_s = _compile(model, mode, images, labels, params, dropout_key, traces, mesh)
-            compile_s = time.perf_counter() - begin
-            steppers = [ours.step]
-            remat = None
-            if spec.remat and mode != "forward":  # remat changes nothing without a backward pass
-                begin = time.perf_counter()
-                remat_stepper, remat_compiled, _ = _compile(
-                    _model(spec, config, dtype, remat=True), mode, images, labels, params, dropout_key, [0], mesh
-                )
-                remat = {"compile_s": time.perf_counter() - begin, "compiled": remat_compiled}
-                steppers.append(remat_stepper.step)
-            peer_list = []
-            wanted = [kind for kind, field in PEER_KINDS.items() if getattr(spec, field)]
-            if wanted and devices > 1:
-                log(f"  torchvision: skipped, it runs on one device and this case uses {devices}")
-                wanted = []
-            for kind in wanted:
-                peer = _make_peer(spec, config, batch_size, dtype, mode, info["backend"], log, compile=kind == "torch-compile")
-                if peer is not None:
-                    peer_list.append((kind, peer))
-                    steppers.append(peer.step)
-            for _ in range(spec.warmup if spec.warmup else 0):
-                for step in steppers:
-                    step()
-            if spec.vs_torch_compile and not spec.warmup:
-                log("  note: torch.compile compiles in its first step; with --warmup 0 that is timed")
-            with _Progress() as progress:
-                advance = progress.task(case, spec.steps)
-                timings = _time_interleaved(steppers, spec.steps, advance)
-        except Exception as error:
-            if _is_out_of_memory(error):
-                raise BenchError(
-                    f"{case} does not fit in device memory; try a smaller --batch-size (for example {max(1, batch_size // 2)})"
-                ) from None
-            raise
-        stats = _stats(timings[0])
-        analytic = 2.0 * macs * batch_size * (1 if mode == "forward" else 3)
-        tflops = analytic / stats["median_s"] / 1e12
-        memory = _memory(compiled)
-        memory["peak_bytes"] = hardware.peak_bytes_in_use(device)
-        result = {
-            "compile_s": compile_s,
-            "lower_s": lower_s,
-            **stats,
-            "images_per_s": batch_size / stats["median_s"],
-            "flops_per_step": analytic,
-            "flops_source": "count_macs (2 FLOPs per MAC, x3 for a backward pass)",
-            "xla_flops_per_step": _xla_flops(compiled),
-            "tflops_per_s": tflops,
-            "peak_tflops": peak,
-            "peak_source": peak_name,
-            "mfu": tflops / (peak * devices) if peak else None,
-            "images_per_s_per_device": batch_size / stats["median_s"] / devices,
-            "memory": memory,
-            "traces": traces[0],
-            "steps": spec.steps,
-            "warmup": spec.warmup,
-        }
-        log(_seed_line(SEED_LABELS[mode], spec.steps, stats))
-        mfu_text = "n/a (unknown peak)" if result["mfu"] is None else f"{result['mfu']:.1%}"
-        log(
-            f"  {case}: median {stats['median_s']:.4f} s, min {stats['min_s']:.4f} s, {result['images_per_s']:.1f} img/s, "
-            f"{tflops:.3f} TFLOP/s, MFU {mfu_text}, compile {compile_s:.2f} s"
-        )
-        timings = timings[1:]
-        if remat is not None:
-            remat_stats = _stats(timings.pop(0))
-            remat_memory = _memory(remat["compiled"])
-            result["remat"] = {
-                "compile_s": remat["compile_s"],
-                "median_s": remat_stats["median_s"],
-                "images_per_s": batch_size / remat_stats["median_s"],
-                "temp_bytes": remat_memory["temp_bytes"],
-                "step_time_ratio": remat_stats["median_s"] / stats["median_s"],
-            }
-            before, after = memory["temp_bytes"], remat_memory["temp_bytes"]
-            drop = "" if not before or after is None else f" ({after / before:.2f}x)"
-            log(
-                f"  remat=True: temp {_mib(before)} -> {_mib(after)} MiB{drop}, median {remat_stats['median_s']:.4f} s "
-                f"({result['remat']['step_time_ratio']:.2f}x the step time), compile {remat['compile_s']:.2f} s"
-            )
-        for (kind, peer), peer_timings in zip(peer_list, timings):
-            peer_stats = _stats(peer_timings)
-            peer_rate = batch_size / peer_stats["median_s"]
-            key = "peer" if kind == "torch" else "compiled_peer"
-            result[key] = {"name": peer.name, "median_s": peer_stats["median_s"], "images_per_s": peer_rate}
-            result["ratio" if kind == "torch" else "compiled_ratio"] = result["images_per_s"] / peer_rate
-            log(
-                f"  {peer.name}: {_seed_line(SEED_LABELS[mode], spec.steps, peer_stats).split(': ', 1)[1]}; "
-                f"ours / peer = {result['images_per_s'] / peer_rate:.2f}x"
-            )
-        if baseline is not None and mode in baseline["results"]:
-            one = baseline["results"][mode]["images_per_s"]
-            result["scaling_efficiency"] = result["images_per_s"] / (devices * one)
-            log(f"  scaling: {devices} devices x {batch_size // devices} images = {result['images_per_s']:.1f} img/s, "
-                f"{result['images_per_s_per_device']:.1f} per device, efficiency {result['scaling_efficiency']:.1%} against 1 device")
-        results[mode] = result
-
+        ours, remat, peer_list = _time_mode(case, mode, log)
+        results[mode] = _mode_result(case, mode, ours, remat, peer_list, baseline)
+        _print_mode(case, mode, results[mode], remat, peer_list, log)
     return {
-        "config": config,
-        "batch_size": batch_size,
-        "image_size": spec.image_size,
-        "dtype": dtype,
-        **info,
-        "device_count": devices,
-        "per_device_batch": batch_size // devices,
-        "versions": hardware.versions(),
-        "xla_flags": hardware.xla_flags(),
-        "dispatch_s": dispatch_s,
+        "config": config, "batch_size": batch_size, "image_size": spec.image_size, "dtype": dtype, **case.info,
+        "device_count": case.devices, "per_device_batch": batch_size // case.devices,
+        "versions": hardware.versions(), "xla_flags": hardware.xla_flags(), "dispatch_s": dispatch_s,
         "width_scale": spec.width_scale,
         "conv_impl": resolve_conv_impl(spec.conv_impl),  # what ran: "auto" resolved
-        "fc_width": spec.fc_width,
-        "num_classes": spec.num_classes,
-        "results": results,
+        "fc_width": spec.fc_width, "num_classes": spec.num_classes, "results": results,
     }
 
 
-def _compile(
-    model: VGG, mode: str, images: jax.Array, labels: jax.Array, params: Any, key: jax.Array, traces: list[int], mesh: Any
-):
-    """Lowers and compiles one mode's step on the mesh, explicit shardings: (stepper, compiled, lower seconds)."""
-    function, args, carries_state = step_function(model, mode, images, labels, params, key)
-    in_shardings, out_shardings = _shardings(mode, args, mesh)
-    args = parallel.put(args, in_shardings)
-    counted = jax.jit(
-        _counting(function, traces), in_shardings=in_shardings, out_shardings=out_shardings,
-        donate_argnums=(0,) if carries_state else (),
-    )
+def _compile(case: _Case, model: VGG, mode: str) -> _Timed:
+    """Lowers and compiles one mode's step on the case's mesh with explicit shardings."""
+    function, args, carries_state = step_function(model, mode, case.images, case.labels, case.params, case.dropout_key)
+    in_shardings, out_shardings = _shardings(mode, args, case.mesh)
     begin = time.perf_counter()
-    lowered = counted.lower(*args)
-    lower_s = time.perf_counter() - begin
-    compiled = lowered.compile()
-    return _Stepper(compiled, args, carries_state), compiled, lower_s
+    stepper, compiled, lower_s, traces = timing.compile_step(function, parallel.put(args, in_shardings), in_shardings, out_shardings, carries_state)
+    return _Timed(case.name(mode), time.perf_counter() - begin, lower_s, compiled, traces, stepper=stepper)
 
 
 def _shardings(mode: str, args: tuple, mesh: Any) -> tuple[Any, Any]:
@@ -500,16 +424,6 @@ def _shardings(mode: str, args: tuple, mesh: Any) -> tuple[Any, Any]:
 
 def _mib(value: Optional[int]) -> str:
     return "?" if value is None else f"{value / 2**20:,.0f}"
-
-
-def _counting(function: Callable, counter: list[int]) -> Callable:
-    """Wraps a function so that each trace of it increments `counter[0]`."""
-
-    def traced(*args):
-        counter[0] += 1
-        return function(*args)
-
-    return traced
 
 
 def _make_peer(
@@ -543,7 +457,7 @@ def run(spec: BenchSpec, log: Callable[[str], None] = print) -> list[dict[str, A
     log(f"Device: {info['device_kind']} ({info['backend']}), jax {jax.__version__}, XLA_FLAGS={' '.join(hardware.xla_flags()) or '(none)'}")
     if (spec.vs_torch or spec.vs_torch_compile) and spec.image_size != 224:
         log("Note: torchvision pools to 7x7 before fc6, so its work equals ours only at --image-size 224.")
-    dispatch_s = dispatch_overhead(device)
+    dispatch_s = timing.dispatch_overhead(device)
     log(f"Host dispatch of a trivial jitted call: {dispatch_s * 1e6:.0f} us per step")
     devices = mesh.devices.size
     if spec.scaling and jax.process_count() > 1:
@@ -583,8 +497,33 @@ def _device_counts(devices: int) -> list[int]:
     return counts + [devices]
 
 
-def main(args: Any) -> int:
-    """The command line's work, from parsed arguments; returns the exit status.
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """One command line's work, as `scripts/bench.py` builds it: what to time, and where the outputs go."""
+
+    spec: BenchSpec = BenchSpec()
+    json: Optional[str] = None  # write the records here
+    plot: Optional[str] = None  # images/s per config and batch, as a PNG
+    cache_dir: Optional[str] = None  # JAX's persistent compilation cache
+
+
+def check_outputs(config: BenchConfig) -> None:
+    """Refuses empty or unwritable output paths, and a plot without matplotlib, before anything runs."""
+    from vgg_jax import report
+
+    for path, flag in ((config.json, "--json"), (config.plot, "--plot"), (config.cache_dir, "--cache-dir")):
+        if path is not None and not path.strip():
+            raise BenchError(f"{flag} needs a path, got an empty string")
+    for path, flag in ((config.json, "--json"), (config.plot, "--plot")):
+        if path:
+            report.check_writable(path, flag)
+    if config.plot:
+        report.check_plot_available()
+        report.plot_format(config.plot)
+
+
+def main(config: BenchConfig) -> int:
+    """The command line's work; returns the exit status.
 
     Bad input and a batch that does not fit end with one line on stderr and
     status 2, never a traceback.
@@ -592,46 +531,21 @@ def main(args: Any) -> int:
     from vgg_jax import report
 
     try:
-        spec = BenchSpec(
-            configs=parse_configs(args.config),
-            batch_sizes=None if args.batch_size is None else parse_positive_ints(args.batch_size, "--batch-size"),
-            steps=args.steps,
-            warmup=args.warmup,
-            image_size=args.image_size,
-            dtypes=parse_dtypes(args.dtype),
-            modes=parse_modes(args.mode),
-            **parse_peers(args.vs),
-            remat=args.remat,
-            devices=args.devices,
-            scaling=args.scaling,
-            width_scale=args.width_scale,
-            fc_width=args.fc_width,
-            num_classes=args.num_classes,
-            peak_tflops=args.peak_tflops,
-            conv_impl=args.conv_impl,
-        )
-        check_spec(spec)
-        for path, flag in ((args.json, "--json"), (args.plot, "--plot"), (args.cache_dir, "--cache-dir")):
-            if path is not None and not path.strip():
-                raise BenchError(f"{flag} needs a path, got an empty string")
-        for path, flag in ((args.json, "--json"), (args.plot, "--plot")):
-            if path:
-                report.check_writable(path, flag)
-        if args.plot:
-            report.check_plot_available()
-        if args.cache_dir:
-            os.makedirs(args.cache_dir, exist_ok=True)
-            jax.config.update("jax_compilation_cache_dir", args.cache_dir)
+        check_spec(config.spec)
+        check_outputs(config)
+        if config.cache_dir:
+            os.makedirs(config.cache_dir, exist_ok=True)
+            jax.config.update("jax_compilation_cache_dir", config.cache_dir)
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-        records = run(spec)
+        records = run(config.spec)
     except (BenchError, ValueError, OSError) as error:
         print(f"bench.py: error: {error}", file=sys.stderr)
         return 2
     report.render_table(records)
-    if args.json:
-        report.write_json(records, args.json)
-        print(f"Wrote {len(records)} records to {args.json}")
-    if args.plot:
-        report.write_plot(records, args.plot)
-        print(f"Wrote the plot to {args.plot}")
+    if config.json:
+        report.write_json(records, config.json)
+        print(f"Wrote {len(records)} records to {config.json}")
+    if config.plot:
+        report.write_plot(records, config.plot)
+        print(f"Wrote the plot to {config.plot}")
     return 0

@@ -125,8 +125,19 @@ def check_plot_available() -> None:
         raise ValueError(f"--plot needs matplotlib; install it with {PLOT_HINT}") from None
 
 
+PLOT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
+
+
+def plot_format(path: str) -> str:
+    """The image format a plot path's extension names; a ValueError for any other extension."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in PLOT_FORMATS:
+        raise ValueError(f"--plot {path}: name a file ending in {', '.join(PLOT_FORMATS)} (the extension picks the format)")
+    return PLOT_FORMATS[extension]
+
+
 def write_plot(records: Sequence[dict[str, Any]], path: str) -> None:
-    """Images per second against batch size: one line per config, dtype and mode."""
+    """Images per second against batch size: one line per config, dtype and mode, in the format the extension names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,7 +162,7 @@ def write_plot(records: Sequence[dict[str, Any]], path: str) -> None:
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize="small")
     figure.tight_layout()
-    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120))
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format=plot_format(path), dpi=120))
     plt.close(figure)
 
 
