@@ -1,14 +1,21 @@
 """Coarse-to-fine: the named layers are copied bit for bit, the rest is the target's own init."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgg_jax import warm_start as ws
+import vgg_jax
 from vgg_jax.warm_start import warm_start
-
 from conftest import TINY, random_images, tiny_vgg
+
+ws = importlib.import_module("vgg_jax.warm_start")  # the module: `vgg_jax.warm_start` is the function
+
+
+def test_warm_start_is_exported_at_the_top_level():
+    assert vgg_jax.warm_start is warm_start and vgg_jax.WarmStartReport is ws.WarmStartReport
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from vgg_jax.configs import ALIASES, CONFIGS, Conv, LRN, count_macs, count_param
 from vgg_jax.layers import LocalResponseNorm
 from vgg_jax.model import VGG
 from vgg_jax.perceptual import perceptual_loss
+from vgg_jax.warm_start import WarmStartReport, warm_start  # the function; the module stays importable by its path
 from vgg_jax.weights import from_keras, from_torchvision, load, preprocess, to_torchvision
 
 __version__ = "0.1.0"
@@ -31,4 +32,6 @@ __all__ = [
     "preprocess",
     "resolve_config",
     "to_torchvision",
+    "warm_start",
+    "WarmStartReport",
 ]

@@ -77,6 +77,7 @@ ALIASES: Mapping[str, str] = {
 
 NUM_POOLS = 5
 MIN_IMAGE_SIZE = 2**NUM_POOLS  # five 2x2 pools need at least 32 pixels
+TORCHVISION_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}  # the configs torchvision (and Keras, D and E) publish
 
 
 def _normalise(name: str) -> str:

@@ -27,29 +27,29 @@ CLASSIFIER = ("fc6", "fc7", "fc8")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # by name, for configs and flags
 
 
+_INITIALIZERS: dict[str, dict[str, Initializer]] = {  # built once; INIT_SCHEMES names them
+    "glorot": {"conv": nn.initializers.glorot_uniform(), "fc": nn.initializers.glorot_uniform(), "bias": nn.initializers.zeros},
+    "paper": {"conv": nn.initializers.normal(stddev=0.01), "fc": nn.initializers.normal(stddev=0.01), "bias": nn.initializers.zeros},
+    "kaiming": {
+        "conv": nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+        "fc": nn.initializers.normal(stddev=0.01),
+        "bias": nn.initializers.zeros,
+    },
+}
+
+
 def initializers(scheme: str) -> dict[str, Initializer]:
     """Kernel and bias initialisers for conv and FC layers.
 
-    - "glorot": Glorot-uniform kernels, zero biases (the seed's TF program).
+    - "glorot": Glorot-uniform kernels, zero biases (the original TF1 benchmark's).
     - "paper": N(0, 0.01) kernels, zero biases (Sec. 3.1, std 0.01 as most
       reimplementations read it).
     - "kaiming": torchvision's scheme: He-normal (fan_out) conv kernels,
       N(0, 0.01) FC kernels, zero biases.
     """
-    zeros = nn.initializers.zeros
-    if scheme == "glorot":
-        glorot = nn.initializers.glorot_uniform()
-        return {"conv": glorot, "fc": glorot, "bias": zeros}
-    if scheme == "paper":
-        normal = nn.initializers.normal(stddev=0.01)
-        return {"conv": normal, "fc": normal, "bias": zeros}
-    if scheme == "kaiming":
-        return {
-            "conv": nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
-            "fc": nn.initializers.normal(stddev=0.01),
-            "bias": zeros,
-        }
-    raise ValueError(f"init_scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
+    if not isinstance(scheme, str) or scheme not in _INITIALIZERS:
+        raise ValueError(f"init_scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
+    return _INITIALIZERS[scheme]
 
 
 class ConvolutionalDense(nn.Module):
@@ -80,7 +80,7 @@ class ConvolutionalDense(nn.Module):
             if height * width * channels != in_features:
                 raise ValueError(
                     f"{self.name} was initialised for a {window}x{window}x{channels} feature map "
-                    f"(images of {window * 32} pixels) but got {height}x{width}x{channels}; "
+                    f"(images of {window * MIN_IMAGE_SIZE} pixels) but got {height}x{width}x{channels}; "
                     "pass images of the init size, or use dense=True for larger images"
                 )
             inputs, kernel, bias = nn.dtypes.promote_dtype(
@@ -96,7 +96,7 @@ class ConvolutionalDense(nn.Module):
         if height < window or width < window:
             raise ValueError(
                 f"dense=True needs images at least as large as the init size "
-                f"({window * 32} pixels, a {window}x{window} feature map); got a "
+                f"({window * MIN_IMAGE_SIZE} pixels, a {window}x{window} feature map); got a "
                 f"{height}x{width} feature map"
             )
         inputs, kernel, bias = nn.dtypes.promote_dtype(
@@ -119,7 +119,7 @@ class VGG(nn.Module):
             torchvision's momentum (0.1, i.e. Flax 0.9) and epsilon (1e-5).
         fc_width: width of fc6 and fc7.
         width_scale: multiplies every conv's channels (small experiments, tests).
-        init_scheme: "glorot" (default, the seed's), "paper" or "kaiming". Named
+        init_scheme: "glorot" (default, the original TF1 benchmark's), "paper" or "kaiming". Named
             `init_scheme` because `init` is Flax's `Module.init` method.
         dtype: compute dtype; logits are always returned as float32.
         param_dtype: parameter dtype.
@@ -231,9 +231,9 @@ class VGG(nn.Module):
             return names.index(name) == last
 
         x = jnp.asarray(images, self.dtype)
-        run_block = nn.remat(VGG._block, static_argnums=(2, 3, 4, 5)) if self.remat else VGG._block
+        run_block = nn.remat(VGG._block, static_argnums=(2, 3, 4, 5, 6)) if self.remat else VGG._block
         for block_index in range(1, len(CONFIGS[config]) + 1):
-            x, block_outputs = run_block(self, x, block_index, train, wanted, names[last])
+            x, block_outputs = run_block(self, x, config, block_index, train, wanted, names[last])
             outputs.update(block_outputs)
             if last <= names.index(f"pool{block_index}"):
                 return outputs
@@ -258,8 +258,8 @@ class VGG(nn.Module):
                 return outputs
         raise AssertionError("unreachable: fc8 is always the last layer")
 
-    def _block(self, x: jax.Array, block_index: int, train: bool, wanted: tuple[str, ...], last: str):
-        """Conv block `block_index` (convs, BN, ReLU, LRN, pool), stopping at `last`.
+    def _block(self, x: jax.Array, config: str, block_index: int, train: bool, wanted: tuple[str, ...], last: str):
+        """Conv block `block_index` of the canonical `config` (convs, BN, ReLU, LRN, pool), stopping at `last`.
 
         A function of the module so that `remat=True` can wrap it in
         `nn.remat` (one `jax.checkpoint` per block) while its layers keep their
@@ -278,7 +278,7 @@ class VGG(nn.Module):
             return name == last
 
         conv_index = 0
-        for layer in CONFIGS[resolve_config(self.config)][block_index - 1]:
+        for layer in CONFIGS[config][block_index - 1]:
             if isinstance(layer, Conv):
                 conv_index += 1
                 suffix = f"{block_index}_{conv_index}"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-TORCHVISION_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
+from vgg_jax.configs import TORCHVISION_NAMES
+
 INSTALL_HINT = "pip install -e '.[torch]' (torch and torchvision)"
 
 

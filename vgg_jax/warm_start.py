@@ -15,8 +15,10 @@ from typing import Any, Iterable, Union
 import jax
 import jax.numpy as jnp
 
-from vgg_jax.configs import conv_layers, resolve_config, scaled
+from vgg_jax.configs import MIN_IMAGE_SIZE, conv_layers, resolve_config, scaled
 from vgg_jax.model import CLASSIFIER, VGG
+
+LAYER_CHOICES = ("paper", "matching")  # the named choices of `layers`; explicit layer names work too
 
 
 
@@ -49,7 +51,7 @@ def init_image_size(params: Any, config: str, width_scale: float = 1.0) -> int:
     """The square image size a model was initialised on, read from its fc6 kernel."""
     last_channels = scaled(conv_layers(config)[-1][2].features, width_scale)
     window = math.isqrt(params["fc6"]["kernel"].shape[0] // last_channels)
-    return 32 * window
+    return MIN_IMAGE_SIZE * window  # five 2x2 pools: one fc6 position per 32 pixels
 
 
 def warm_start(
@@ -74,10 +76,8 @@ def warm_start(
             "matching" (every layer present in both with the same shapes), or
             explicit layer names.
         exclude: layer names not to copy (for example "fc8" for other classes).
-        image_size: the target's init image size; by default the source's, read
-            from its fc6 kernel.
-        **target_model_kwargs: `VGG` fields of the target (num_classes,
-            width_scale, batch_norm, ...).
+        image_size: the target's init image size; by default the source's (from its fc6 kernel).
+        **target_model_kwargs: `VGG` fields of the target (num_classes, width_scale, batch_norm, ...).
 
     Returns:
         (target_variables, report). A layer's BN parameters and statistics

@@ -13,6 +13,7 @@ permuted on the way in and out.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import warnings
@@ -20,10 +21,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from vgg_jax.configs import CONFIGS, LRN, conv_layers, resolve_config
+from vgg_jax.configs import CONFIGS, LRN, TORCHVISION_NAMES, conv_layers, resolve_config
 
-TORCHVISION_CONFIGS = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
-CONVS_TO_CONFIG = {8: "A", 10: "B", 13: "D", 16: "E"}
+CONVS_TO_CONFIG = {len(conv_layers(config)): config for config in TORCHVISION_NAMES}  # 8: A, 10: B, 13: D, 16: E
 TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 FC_WINDOW = 7  # torchvision pools to 7x7 before fc6; Keras's top expects 224 images
@@ -76,9 +76,9 @@ def _torchvision_names(config: str, batch_norm: bool) -> list[tuple[str, str]]:
         conv_index = 0
         for layer in block:
             if isinstance(layer, LRN):
-                raise ValueError(f"torchvision has no config {config} (no LRN); it has {', '.join(TORCHVISION_CONFIGS.values())}")
+                raise ValueError(f"torchvision has no config {config} (no LRN); it has {', '.join(TORCHVISION_NAMES.values())}")
             if layer.kernel_size != 3:
-                raise ValueError(f"torchvision has no config {config} (no 1x1 convs); it has {', '.join(TORCHVISION_CONFIGS.values())}")
+                raise ValueError(f"torchvision has no config {config} (no 1x1 convs); it has {', '.join(TORCHVISION_NAMES.values())}")
             conv_index += 1
             names.append((f"features.{index}", f"conv{block_index}_{conv_index}"))
             if batch_norm:
@@ -112,22 +112,38 @@ def _fc6_to_torch(kernel: np.ndarray) -> np.ndarray:
     return kernel.reshape(FC_WINDOW, FC_WINDOW, channels, out).transpose(3, 2, 0, 1).reshape(out, flat)
 
 
+@functools.lru_cache(maxsize=32)
+def variable_shapes(config: str, batch_norm: bool = False, num_classes: int = 1000, fc_width: int = 4096) -> dict[str, Any]:
+    """`{collection: {layer: {leaf: shape}}}` of a model initialised at 224 pixels (fc6 takes 7x7xC).
+
+    From `jax.eval_shape(model.init, ...)`: the model itself says what its
+    weights look like, and nothing is computed. Every converter checks
+    against these shapes. The result is cached: do not change it.
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax.core import unfreeze
+
+    from vgg_jax.model import VGG
+
+    model = VGG(config=config, batch_norm=batch_norm, num_classes=num_classes, fc_width=fc_width)
+    abstract = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))
+    return jax.tree.map(lambda leaf: tuple(leaf.shape), unfreeze(abstract))
+
+
 def _expected_torch_shapes(config: str, batch_norm: bool, num_classes: int, fc_width: int = 4096) -> dict[str, tuple]:
-    shapes, channels = {}, 3
-    convs = {name: spec for name, _, spec in conv_layers(config)}
+    """torchvision's key -> shape for a config: ours, in torch's layouts (O,I,H,W convs, (out, in) linears)."""
+    params = variable_shapes(config, batch_norm, num_classes, fc_width)["params"]
+    shapes = {}
     for prefix, name in _torchvision_names(config, batch_norm):
         if name.endswith("_bn"):
             for suffix in ("weight", "bias", "running_mean", "running_var"):
-                shapes[f"{prefix}.{suffix}"] = (channels,)
+                shapes[f"{prefix}.{suffix}"] = params[name]["scale"]
             shapes[f"{prefix}.num_batches_tracked"] = ()
-        elif name in convs:
-            out = convs[name].features
-            shapes[f"{prefix}.weight"], shapes[f"{prefix}.bias"] = (out, channels, 3, 3), (out,)
-            channels = out
-    fc_in = {"fc6": channels * FC_WINDOW * FC_WINDOW, "fc7": fc_width, "fc8": fc_width}
-    fc_out = {"fc6": fc_width, "fc7": fc_width, "fc8": num_classes}
-    for prefix, name in _torchvision_names(config, batch_norm)[-3:]:
-        shapes[f"{prefix}.weight"], shapes[f"{prefix}.bias"] = (fc_out[name], fc_in[name]), (fc_out[name],)
+            continue
+        kernel = params[name]["kernel"]
+        shapes[f"{prefix}.weight"] = kernel[::-1] if len(kernel) == 2 else (kernel[3], kernel[2], kernel[0], kernel[1])
+        shapes[f"{prefix}.bias"] = params[name]["bias"]
     return shapes
 
 
@@ -169,7 +185,7 @@ def from_torchvision(
     guessed, guessed_bn = guess_torchvision_config(state)
     if not report.ok:
         if guessed is not None and (guessed, guessed_bn) != (config, batch_norm):
-            variant = TORCHVISION_CONFIGS[guessed] + ("_bn" if guessed_bn else "")
+            variant = TORCHVISION_NAMES[guessed] + ("_bn" if guessed_bn else "")
             hint += f"\nThe file holds torchvision's {variant}: pass config={guessed!r}" + (", batch_norm=True" if guessed_bn else ", batch_norm=False")
     variables: dict[str, dict] = {"params": {}}
     wrong = {key for key, _, _ in report.mismatched}
@@ -288,18 +304,12 @@ def from_keras(path: str, config: str = "D", strict: bool = True, num_classes: O
             targets.append((name, ours, weights))
         for (name, weights), ours in zip(keras_dense, ["fc6", "fc7", "fc8"] + [f"extra_dense_{i}" for i in range(len(keras_dense))]):
             targets.append((name, ours, weights))
-    shapes, channels = {}, 3
-    for name, _, spec in conv_layers(config):
-        shapes[name] = ((spec.kernel_size, spec.kernel_size, channels, spec.features), (spec.features,))
-        channels = spec.features
-    if keras_dense:  # the top's widths come from the file: fc1's output and the classes
-        fc_width, classes = keras_dense[0][1][0].shape[1], keras_dense[-1][1][0].shape[1]
-        if num_classes is not None and num_classes != classes:
-            report.notes.append(f"the file's predictions layer has {classes} classes, not {num_classes}: pass num_classes={classes}, or strict=False")
-            classes = num_classes
-        shapes["fc6"] = ((FC_WINDOW * FC_WINDOW * channels, fc_width), (fc_width,))
-        shapes["fc7"] = ((fc_width, fc_width), (fc_width,))
-        shapes["fc8"] = ((fc_width, classes), (classes,))
+    fc_width, classes = (keras_dense[0][1][0].shape[1], keras_dense[-1][1][0].shape[1]) if keras_dense else (4096, 1000)
+    if keras_dense and num_classes is not None and num_classes != classes:  # the top's widths come from the file
+        report.notes.append(f"the file's predictions layer has {classes} classes, not {num_classes}: pass num_classes={classes}, or strict=False")
+        classes = num_classes
+    params = variable_shapes(config, num_classes=classes, fc_width=fc_width)["params"]
+    shapes = {name: (leaf["kernel"], leaf["bias"]) for name, leaf in params.items() if keras_dense or not name.startswith("fc")}
     variables: dict[str, dict] = {"params": {}}
     found = set()
     for keras_name, ours, (kernel, bias) in targets:
@@ -478,15 +488,15 @@ def _checked(variables: Mapping[str, Any], config: str, source: str, strict: boo
         raise ValueError(f"{source} holds no 'params' collection; it is not a vgg_jax variables file")
     params = variables["params"]
     report = LoadReport()
-    expected = {name for name, _, _ in conv_layers(config)} | {"fc6", "fc7", "fc8"}
+    shapes = variable_shapes(config)["params"]
+    expected = set(shapes)
     present = {name for name in params if not name.endswith("_bn")}
     report.missing = sorted(expected - present)
     report.unexpected = sorted(present - expected)
-    for name, _, spec in conv_layers(config):
-        if name in params:
-            shape = tuple(np.shape(params[name]["kernel"]))
-            if shape[:2] != (spec.kernel_size,) * 2:
-                report.mismatched.append((f"{name}/kernel", (spec.kernel_size, spec.kernel_size, "in", "out"), shape))
+    for name in sorted(expected & present):  # widths may differ (width_scale, classes); kernel sizes may not
+        shape, window = tuple(np.shape(params[name]["kernel"])), shapes[name]["kernel"][:-2]
+        if shape[: len(window)] != window or len(shape) != len(shapes[name]["kernel"]):
+            report.mismatched.append((f"{name}/kernel", (*window, "in", "out"), shape))
     report.mapped = [(name, name) for name in sorted(present & expected)]
     return _finish(dict(variables), report, strict, source)
 
