@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Perceptual loss: make an image match another's VGG features by gradient descent on its pixels.
 
-    python examples/perceptual_loss.py --out examples_out
+    pip install -e . && python examples/perceptual_loss.py --out examples_out
 
 Uses `vgg_jax.perceptual_loss` (relu1_2, relu2_2, relu3_3, relu4_3, as in
 style-transfer and LPIPS-like code) and `jax.grad` with respect to the image.

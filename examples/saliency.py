@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """A saliency map: the gradient of a class score with respect to the input image.
 
-    python examples/saliency.py --out examples_out
+    pip install -e ".[digits]" && python examples/saliency.py --out examples_out
 
-Trains a small VGG-A for a few steps on the embedded digits (or loads
-`--weights`, config D), takes a validation digit, and saves the image and
+Trains a small VGG-A for a few steps on scikit-learn's embedded digits (the
+`digits` extra), takes a validation digit, and saves the image and
 |d score / d pixel| side by side as PNGs. Under a minute on a CPU.
 """
 
@@ -28,9 +28,11 @@ def main() -> None:
     parser.add_argument("--out", default="examples_out")
     parser.add_argument("--steps", type=int, default=150)
     args = parser.parse_args()
+    try:
+        train_source, val_source = data.load_digits(32)
+    except ValueError as error:  # scikit-learn missing: say which extra brings it
+        parser.exit(2, f"saliency.py: error: {error}\n")
     os.makedirs(args.out, exist_ok=True)
-
-    train_source, val_source = data.load_digits(32)
     mean = np.asarray(data.mean_rgb(train_source), np.float32)
     model = vgg_jax.VGG(config="A", width_scale=0.25, fc_width=128, num_classes=10, init_scheme="kaiming", dropout_rate=0.0)
     optimizer = train.paper_optimizer(1e-2)

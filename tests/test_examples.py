@@ -28,5 +28,9 @@ def test_saliency_example(tmp_path):
     assert {"digit.png", "digit_saliency.png"} <= set(os.listdir(tmp_path))
 
 
-def test_ensemble_example():
-    assert "vmap matches the loop" in run_example("ensemble_vmap.py", "--members", "3")
+def test_ensemble_example(tmp_path):
+    assert "vmap matches the loop" in run_example("ensemble_vmap.py", "--members", "3", "--out", str(tmp_path))
+    import numpy as np
+
+    saved = np.load(tmp_path / "ensemble.npz")
+    assert saved["logits"].shape == (3, 8, 10) and np.allclose(saved["mean_probs"].sum(-1), 1, atol=1e-5)
