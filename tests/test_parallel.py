@@ -144,6 +144,7 @@ def read_losses(workdir) -> list[float]:
         return [record["loss"] for record in map(json.loads, file) if "loss" in record]
 
 
+@pytest.mark.slow  # 25-45 s; its default twin is the in-process eight-device test above
 def test_train_script_on_eight_devices_follows_the_one_device_loss_curve(tmp_path):
     """scripts/train.py under 8 fake devices: the same losses as on 1 device (a batch that does not divide
     is refused by bench.py's test below and by check_global_batch's, with the same message)."""
@@ -197,6 +198,7 @@ def train_two_processes(workdir, steps: int, resume: bool = False) -> list[str]:
     return [stderr for _, stderr in finish(procs)]
 
 
+@pytest.mark.slow  # 45-90 s (six processes); the default twin is the two-process step test above
 def test_train_script_in_two_processes_checkpoints_and_resumes_exactly(tmp_path):
     """Orbax saves with both processes, each process's data position is in the checkpoint, and
     a resumed two-process run ends bit-identical to an uninterrupted one; one metrics.jsonl, written once;
