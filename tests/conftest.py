@@ -7,13 +7,17 @@ bits, which no test depends on), and a per-session persistent compilation
 cache, so that the many identical tiny inits compile once.
 """
 
+import os
 import tempfile
 
-import jax
-import jax.numpy as jnp
-import pytest
+# Allocate GPU memory as needed, not 75% up front: two pytest-xdist workers can share one GPU.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from vgg_jax import VGG
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import pytest  # noqa: E402
+
+from vgg_jax import VGG  # noqa: E402
 
 jax.config.update("jax_threefry_partitionable", False)
 jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="vgg_jax_test_cache_"))
@@ -39,13 +43,20 @@ def tiny_a():
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The bad inputs the property tests tried (docs/reliability.md quotes them)."""
-    import sys
+    """The bad inputs the property tests tried (docs/reliability.md quotes them), summed from the tests' reports
+    (so that pytest-xdist's workers count too)."""
+    import collections
 
-    module = sys.modules.get("test_properties")
-    if module is not None and module.TRIED:
-        counts = ", ".join(f"{name} {count}" for name, count in sorted(module.TRIED.items()))
-        terminalreporter.write_line(f"property tests: {sum(module.TRIED.values())} bad inputs refused cleanly ({counts})")
+    tried = collections.Counter()
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) == "teardown":
+                for name, value in getattr(report, "user_properties", ()):
+                    if name.startswith("bad inputs: "):
+                        tried[name[len("bad inputs: "):]] += value
+    if tried:
+        counts = ", ".join(f"{name} {count}" for name, count in sorted(tried.items()))
+        terminalreporter.write_line(f"property tests: {sum(tried.values())} bad inputs refused cleanly ({counts})")
 
 
 @pytest.fixture(autouse=True)

@@ -30,6 +30,15 @@ EXAMPLES = int(os.environ.get("VGG_JAX_HYPOTHESIS_EXAMPLES", "0"))
 TRIED: collections.Counter = collections.Counter()  # bad inputs tried per entry point, reported by conftest
 
 
+@pytest.fixture(autouse=True)
+def _report_bad_inputs(record_property):
+    """Each test's count of bad inputs, as a user property: conftest sums them, in serial and in xdist runs."""
+    before = TRIED.copy()
+    yield
+    for name, count in (TRIED - before).items():
+        record_property(f"bad inputs: {name}", count)
+
+
 def sweep(examples: int):
     return settings(
         max_examples=EXAMPLES or examples, deadline=None, derandomize=not EXAMPLES,
