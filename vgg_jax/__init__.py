@@ -7,6 +7,7 @@ XLA_FLAGS (see `vgg_jax.xla_flags`; `VGG_JAX_XLA_CPU_FLAGS=0` turns that off).
 from vgg_jax import xla_flags  # first: XLA reads XLA_FLAGS when a backend starts
 
 from vgg_jax.configs import ALIASES, CONFIGS, Conv, LRN, count_macs, count_params, layer_names, resolve_config
+from vgg_jax.imagenet import class_names, decode_predictions
 from vgg_jax.layers import LocalResponseNorm
 from vgg_jax.model import VGG
 from vgg_jax.perceptual import perceptual_loss
@@ -22,8 +23,10 @@ __all__ = [
     "LRN",
     "LocalResponseNorm",
     "VGG",
+    "class_names",
     "count_macs",
     "count_params",
+    "decode_predictions",
     "from_keras",
     "from_torchvision",
     "layer_names",
