@@ -280,3 +280,25 @@ def test_convert_weights_cli(tmp_path):
     wrong = subprocess.run([sys.executable, script, str(tmp_path / "a.msgpack"), str(tmp_path / "b.msgpack"), "--config", "D"], capture_output=True, text=True, timeout=300)
     assert wrong.returncode == 2 and "does not match the model" in wrong.stderr and not (tmp_path / "b.msgpack").exists()
     assert wrong.stderr.count("\n") == 1 and "(missing: conv1_2; missing: conv2_2;" in wrong.stderr  # the report, on one line
+
+
+def test_timm_layout_loads_like_torchvision_without_torch(tiny_d_state, tmp_path):
+    """timm republished torchvision's weights as .safetensors with fc6 as a 7x7 conv (`pre_logits.fc1`), fc7 as a
+    1x1 conv and fc8 as `head.fc`; they load bit for bit like the torchvision file, with safetensors alone."""
+    from safetensors.numpy import save_file
+
+    variables, state = tiny_d_state
+    timm = {}  # the layout timm's checkpoint filter writes (classifier.0 -> pre_logits.fc1, reshaped to 512x7x7)
+    for key, value in state.items():
+        key = key.replace("classifier.0", "pre_logits.fc1").replace("classifier.3", "pre_logits.fc2").replace("classifier.6", "head.fc")
+        if key == "pre_logits.fc1.weight":
+            value = value.reshape(-1, 512, 7, 7)
+        elif key == "pre_logits.fc2.weight":
+            value = value.reshape(-1, 4096, 1, 1)
+        timm[key] = np.ascontiguousarray(value)
+    assert weights.is_timm_state(timm) and not weights.is_timm_state(state)
+    save_file(timm, str(tmp_path / "model.safetensors"))
+    loaded = weights.load(str(tmp_path / "model.safetensors"), "vgg16")
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, variables))
+    with pytest.raises(ValueError, match="pass config='D'"):
+        weights.load(str(tmp_path / "model.safetensors"), "E")

@@ -214,6 +214,35 @@ def from_torchvision(
     return _finish(variables, report, strict, "the torchvision state_dict", hint)
 
 
+TIMM_CLASSIFIER = {"pre_logits.fc1": "classifier.0", "pre_logits.fc2": "classifier.3", "head.fc": "classifier.6"}
+
+
+def is_timm_state(state_dict: Mapping[str, Any]) -> bool:
+    """Whether a state_dict has timm's VGG layout (`pre_logits.fc1` as a 7x7 conv, `head.fc`)."""
+    return any(key.startswith(tuple(TIMM_CLASSIFIER)) for key in state_dict)
+
+
+def timm_to_torchvision(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """timm's VGG state_dict (`timm/vgg16.tv_in1k` and siblings) in torchvision's layout.
+
+    timm keeps torchvision's `features.*` and stores the classifier as convs:
+    `pre_logits.fc1` is fc6 as a (4096, 512, 7, 7) kernel, whose C, H, W
+    order is torchvision's flatten order, so a reshape to (4096, 25088) gives
+    torchvision's `classifier.0`; `pre_logits.fc2` is fc7 as a 1x1 conv and
+    `head.fc` is fc8. Tensors may be NumPy arrays (safetensors, no torch).
+    """
+    converted = {}
+    for key, value in state_dict.items():
+        prefix, _, leaf = key.rpartition(".")
+        if prefix in TIMM_CLASSIFIER:
+            value = _numpy(value)
+            if leaf == "weight" and value.ndim == 4:
+                value = value.reshape(value.shape[0], -1)
+            key = f"{TIMM_CLASSIFIER[prefix]}.{leaf}"
+        converted[key] = value
+    return converted
+
+
 def to_torchvision(variables: Mapping[str, Any], config: str) -> dict[str, np.ndarray]:
     """The exact inverse of `from_torchvision`: a torchvision state_dict of NumPy arrays.
 
@@ -422,7 +451,9 @@ def load(path: str, config: str = "D", batch_norm: Optional[bool] = None, strict
     """Variables from any supported file, by its extension.
 
     - `.pth` / `.pt`: a torchvision state_dict (needs torch);
-    - `.safetensors`: a torchvision state_dict, or variables written by `save`;
+    - `.safetensors`: a torchvision or timm state_dict (timm's Hugging Face
+      files, `timm/vgg16.tv_in1k`: torchvision's weights without torch), or
+      variables written by `save`;
     - `.h5`: a Keras weights file (`from_keras`);
     - `.msgpack`: Flax-serialised variables; a directory: an Orbax checkpoint
       of variables.
@@ -454,7 +485,7 @@ def load(path: str, config: str = "D", batch_norm: Optional[bool] = None, strict
             flat = load_file(path)
         except Exception as error:
             raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
-        if any(key.startswith(("features.", "classifier.")) for key in flat):
+        if any(key.startswith(("features.", "classifier.")) for key in flat) or is_timm_state(flat):
             return _from_state_dict(flat, config, batch_norm, strict, num_classes)
         return _checked(_unflatten(flat), config, path, strict)
     if lower.endswith(".h5"):
@@ -477,6 +508,8 @@ def load(path: str, config: str = "D", batch_norm: Optional[bool] = None, strict
 
 
 def _from_state_dict(state: Mapping[str, Any], config: str, batch_norm: Optional[bool], strict: bool, num_classes: Optional[int]):
+    if is_timm_state(state):
+        state = timm_to_torchvision(state)
     if batch_norm is None:
         batch_norm = any(key.endswith("running_mean") for key in state)
     return from_torchvision(state, config, batch_norm=batch_norm, strict=strict, num_classes=num_classes)
