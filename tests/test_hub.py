@@ -1,0 +1,109 @@
+"""Downloads into the cache, against a local HTTP server on 127.0.0.1 (never the internet)."""
+
+import hashlib
+import http.server
+import os
+import threading
+
+import pytest
+
+from vgg_jax import hub
+
+PAYLOAD = os.urandom(3 * 2**20 + 123)  # a few chunks
+SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class Server:
+    """Serves PAYLOAD at any path; `truncate` sends a full Content-Length and half the body, then closes."""
+
+    def __init__(self):
+        self.requests, self.truncate, self.body = [], False, PAYLOAD
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(server.body)))
+                self.end_headers()
+                self.wfile.write(server.body[: len(server.body) // 2] if server.truncate else server.body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(hub.MIRROR_ENV, raising=False)
+    running = Server()
+    yield running
+    running.close()
+
+
+def cache_files(tmp_path):
+    directory = tmp_path / "cache"
+    return sorted(os.listdir(directory)) if directory.exists() else []
+
+
+def test_downloads_once_verifies_and_a_second_call_makes_no_request(server, tmp_path):
+    path = hub.fetch(f"{server.url}/models/vgg16-{SHA256[:8]}.pth", sha256=SHA256[:8], progress=False)
+    assert path == str(tmp_path / "cache" / f"vgg16-{SHA256[:8]}.pth") and open(path, "rb").read() == PAYLOAD
+    assert hub.fetch(f"{server.url}/models/vgg16-{SHA256[:8]}.pth", sha256=SHA256[:8], progress=False) == path
+    assert server.requests == [f"/models/vgg16-{SHA256[:8]}.pth"]  # one request in all
+    assert hub.fetch(f"{server.url}/other.h5", md5=hashlib.md5(PAYLOAD).hexdigest(), progress=False).endswith("other.h5")
+
+
+def test_a_hash_mismatch_is_refused_removed_and_names_both_hashes(server, tmp_path):
+    wrong = "0" * 64
+    with pytest.raises(hub.HashMismatch, match=rf"sha256 of the download is {SHA256}, the published one is {wrong}; the file was removed"):
+        hub.fetch(f"{server.url}/vgg16.pth", sha256=wrong, progress=False)
+    assert cache_files(tmp_path) == []
+
+
+def test_an_interrupted_download_leaves_nothing_a_later_call_would_trust(server, tmp_path):
+    server.truncate = True
+    with pytest.raises(hub.WeightsUnavailable, match=r"could not download .*vgg16.pth"):
+        hub.fetch(f"{server.url}/vgg16.pth", sha256=SHA256, progress=False)
+    assert cache_files(tmp_path) == []
+    server.truncate = False
+    assert open(hub.fetch(f"{server.url}/vgg16.pth", sha256=SHA256, progress=False), "rb").read() == PAYLOAD
+
+
+def test_offline_is_one_error_naming_the_url_the_cache_path_and_the_ways_out(server, tmp_path):
+    server.close()  # nothing listens there any more: as offline as 127.0.0.1 gets
+    url = f"{server.url}/vgg16-{SHA256[:8]}.pth"
+    with pytest.raises(hub.WeightsUnavailable) as error:
+        hub.fetch(url, sha256=SHA256[:8], progress=False, timeout=5)
+    message = str(error.value)
+    assert "\n" not in message and url in message and str(tmp_path / "cache" / f"vgg16-{SHA256[:8]}.pth") in message
+    assert hub.MIRROR_ENV in message and "vgg_jax.load(path)" in message
+    # A file placed there by hand is used without a request (nothing is listening).
+    os.makedirs(tmp_path / "cache", exist_ok=True)
+    (tmp_path / "cache" / f"vgg16-{SHA256[:8]}.pth").write_bytes(PAYLOAD)
+    assert hub.fetch(url, sha256=SHA256[:8], progress=False).endswith(".pth")
+
+
+def test_a_mirror_replaces_the_base_url_and_the_hash_still_applies(server, tmp_path, monkeypatch):
+    monkeypatch.setenv(hub.MIRROR_ENV, f"{server.url}/internal/")
+    hub.fetch("https://example.invalid/models/vgg19-abc.pth", sha256=SHA256, progress=False)
+    assert server.requests == ["/internal/vgg19-abc.pth"]
+    server.body = PAYLOAD[:-1] + b"x"  # a bad copy on the mirror
+    with pytest.raises(hub.HashMismatch):
+        hub.fetch("https://example.invalid/models/vgg11-abc.pth", sha256=SHA256, progress=False)
+    assert cache_files(tmp_path) == ["vgg19-abc.pth"]
+
+
+def test_nothing_is_used_unverified():
+    with pytest.raises(ValueError, match="needs the file's sha256 or md5"):
+        hub.fetch("http://127.0.0.1:9/x.pth")
+    with pytest.raises(ValueError, match="too short"):
+        hub.fetch("http://127.0.0.1:9/x.pth", sha256="abc")

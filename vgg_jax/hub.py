@@ -1,0 +1,143 @@
+"""Downloading published weight files once, into a cache, verified before use.
+
+`fetch(url, sha256=...)` returns the path of the file in the cache folder
+(`$VGG_JAX_CACHE`, else the platform's user cache folder), downloading it
+the first time with a progress bar. The download goes to a temporary name
+beside the target and is renamed only once its hash matches, so an
+interrupted or corrupted download never leaves a file that a later call
+would trust. `$VGG_JAX_WEIGHTS_MIRROR` (or `mirror=`) replaces the URL's
+base for users behind a firewall with an internal copy; the hash check
+still applies. Offline, the error names the URL, the cache path and how to
+place the file there by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from typing import Optional
+
+CACHE_ENV = "VGG_JAX_CACHE"
+MIRROR_ENV = "VGG_JAX_WEIGHTS_MIRROR"
+CHUNK = 1 << 20
+
+
+class WeightsUnavailable(OSError):
+    """A weight file could not be downloaded; the message says where it was sought and what to do instead."""
+
+
+class HashMismatch(ValueError):
+    """A downloaded file's hash is not the published one; the file was removed."""
+
+
+def cache_dir() -> str:
+    """`$VGG_JAX_CACHE`, else the platform's user cache folder plus `vgg_jax`."""
+    if os.environ.get(CACHE_ENV):
+        return os.path.abspath(os.path.expanduser(os.environ[CACHE_ENV]))
+    if sys.platform == "darwin":
+        base = os.path.expanduser("~/Library/Caches")
+    elif os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~/AppData/Local")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "vgg_jax")
+
+
+def mirrored(url: str, mirror: Optional[str] = None) -> str:
+    """The URL with its base replaced by the mirror (argument, else `$VGG_JAX_WEIGHTS_MIRROR`): mirror + '/' + file name."""
+    mirror = mirror or os.environ.get(MIRROR_ENV)
+    return url if not mirror else f"{mirror.rstrip('/')}/{url.rsplit('/', 1)[-1]}"
+
+
+def _digest(path: str, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check(path: str, sha256: Optional[str], md5: Optional[str]) -> None:
+    """Raises HashMismatch naming both hashes; `sha256` may be a prefix (torchvision's file names carry 8 hex digits)."""
+    for algorithm, expected in (("sha256", sha256), ("md5", md5)):
+        if expected:
+            actual = _digest(path, algorithm)
+            if not actual.startswith(expected.lower()):
+                raise HashMismatch(f"{algorithm} of the download is {actual}, the published one is {expected}")
+
+
+def fetch(
+    url: str, sha256: Optional[str] = None, md5: Optional[str] = None, filename: Optional[str] = None,
+    mirror: Optional[str] = None, progress: bool = True, timeout: float = 60.0,
+) -> str:
+    """The path of `url`'s file in the cache, downloaded and verified the first time.
+
+    Args:
+        url: where the file is published.
+        sha256: its SHA-256, or a prefix of it (at least 8 hex digits).
+        md5: its MD5, where that is what the publisher gives (Keras).
+        filename: the name in the cache (default: the URL's last part).
+        mirror: replaces the URL's base (default: `$VGG_JAX_WEIGHTS_MIRROR`).
+        progress: a progress bar on stderr when it is a terminal.
+        timeout: seconds to wait for the server.
+
+    Raises:
+        ValueError: neither hash given (nothing is used unverified).
+        WeightsUnavailable: the download failed (offline, firewall, HTTP error).
+        HashMismatch: the download's hash differs; the file was removed.
+    """
+    if not sha256 and not md5:
+        raise ValueError(f"fetch({url!r}) needs the file's sha256 or md5: a download is never used unverified")
+    if sha256 and len(sha256) < 8:
+        raise ValueError(f"sha256 prefix {sha256!r} is too short to verify anything; give at least 8 hex digits")
+    directory = cache_dir()
+    path = os.path.join(directory, filename or url.rsplit("/", 1)[-1])
+    if os.path.isfile(path):
+        return path  # only verified files are ever renamed into place
+    source = mirrored(url, mirror)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
+    except OSError as error:
+        raise WeightsUnavailable(f"cannot write to the weights cache {directory}: {error.strerror or error}; set {CACHE_ENV} to a writable folder") from None
+    try:
+        with os.fdopen(handle, "wb") as out:
+            _download(source, out, progress, timeout)
+        _check(temporary, sha256, md5)
+        os.replace(temporary, path)
+    except HashMismatch as error:
+        raise HashMismatch(f"{source}: {error}; the file was removed. A wrong mirror copy or a corrupted transfer: try again, or fix the mirror") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise WeightsUnavailable(
+            f"could not download {source} ({reason}). Offline or behind a firewall: download it elsewhere and place it at {path}"
+            f" (or point {MIRROR_ENV} at an internal copy), or load a local file with vgg_jax.load(path)"
+        ) from None
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def _download(url: str, out, progress: bool, timeout: float) -> None:
+    """Streams `url` into the open file `out`; a body shorter than its Content-Length is an error."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        total = int(response.headers.get("Content-Length") or 0)
+        from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+        bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), transient=True,
+                       disable=not (progress and sys.stderr.isatty()))
+        received = 0
+        with bar:
+            task = bar.add_task(f"downloading {url.rsplit('/', 1)[-1]}", total=total or None)
+            for block in iter(lambda: response.read(CHUNK), b""):
+                out.write(block)
+                received += len(block)
+                bar.update(task, advance=len(block))
+        if total and received != total:
+            raise OSError(f"the transfer stopped after {received} of {total} bytes")
