@@ -107,3 +107,59 @@ def test_nothing_is_used_unverified():
         hub.fetch("http://127.0.0.1:9/x.pth")
     with pytest.raises(ValueError, match="too short"):
         hub.fetch("http://127.0.0.1:9/x.pth", sha256="abc")
+
+
+# ----------------------------------------------------------------------------- pretrained(name, source)
+
+
+def test_names_letters_and_sources_resolve_to_the_published_files():
+    import vgg_jax
+    from vgg_jax.pretrained import WEIGHTS, weights_info
+
+    assert weights_info("vgg16").url == "https://download.pytorch.org/models/vgg16-397923af.pth"
+    assert weights_info("D") == weights_info("VGG16") == weights_info("vgg16")
+    assert weights_info("vgg19-bn").name == "vgg19_bn" and weights_info("E_bn").batch_norm
+    keras = weights_info("vgg16_notop", "keras")
+    assert keras.md5 == "6d6bbae143d832006294945121d1f1fc" and not keras.include_top and keras.preprocess == "caffe"
+    for (name, source), entry in WEIGHTS.items():  # torchvision's file names carry the SHA-256 prefix checked on download
+        assert entry.sha256 is None or entry.url.endswith(f"-{entry.sha256}.pth")
+        assert (entry.sha256 or entry.md5) and entry.licence and entry.preprocess in ("torch", "caffe")
+    with pytest.raises(ValueError, match="takes num_classes from the weights"):
+        vgg_jax.pretrained("vgg16", num_classes=10)
+    for bad, source, message in (("vgg17", "torchvision", "no torchvision weights named 'vgg17'; torchvision publishes vgg11"),
+                                 ("A-LRN", "torchvision", "no torchvision weights named"), ("vgg11", "keras", "keras publishes vgg16"),
+                                 ("vgg16", "timm", "unknown source 'timm'")):
+        with pytest.raises(ValueError, match=message):
+            weights_info(bad, source)
+
+
+def test_pretrained_downloads_converts_once_then_reads_one_local_file(server, tmp_path, monkeypatch):
+    """The whole path on a tiny model served from 127.0.0.1: fetch, verify, convert, cache; then no request at all."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import importlib
+
+    import vgg_jax
+    from vgg_jax import weights
+
+    pretrained_lib = importlib.import_module("vgg_jax.pretrained")  # the module: `vgg_jax.pretrained` is the function
+
+    tiny = dict(width_scale=1 / 16, fc_width=32)
+    variables = vgg_jax.VGG("A", num_classes=10, **tiny).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    weights.save(variables, str(tmp_path / "tiny.safetensors"))
+    server.body = (tmp_path / "tiny.safetensors").read_bytes()
+    digest = hashlib.sha256(server.body).hexdigest()
+    entry = pretrained_lib.Weights("tiny", "torchvision", "A", False, f"{server.url}/models/tiny-{digest[:8]}.safetensors",
+                                   digest[:8], None, None, None, "torch", "test")
+    monkeypatch.setitem(pretrained_lib.WEIGHTS, ("tiny", "torchvision"), entry)
+    model, loaded = vgg_jax.pretrained("tiny", **tiny)
+    assert model.config == "A" and model.num_classes == 10 and model.width_scale == 1 / 16
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, jax.device_get(variables)))
+    assert model.apply(loaded, jnp.zeros((1, 32, 32, 3))).shape == (1, 10)
+    server.close()  # offline from now on: the converted file in the cache is all a second call needs
+    os.unlink(tmp_path / "cache" / f"tiny-{digest[:8]}.safetensors")
+    _, again = vgg_jax.pretrained("tiny", **tiny)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), again, loaded))
+    assert server.requests == [f"/models/tiny-{digest[:8]}.safetensors"]

@@ -11,6 +11,7 @@ from vgg_jax.imagenet import class_names, decode_predictions
 from vgg_jax.layers import LocalResponseNorm
 from vgg_jax.model import VGG
 from vgg_jax.perceptual import perceptual_loss
+from vgg_jax.pretrained import pretrained, weights_info
 from vgg_jax.warm_start import WarmStartReport, warm_start  # the function; the module stays importable by its path
 from vgg_jax.weights import from_keras, from_torchvision, load, preprocess, to_torchvision
 
@@ -33,8 +34,10 @@ __all__ = [
     "load",
     "perceptual_loss",
     "preprocess",
+    "pretrained",
     "resolve_config",
     "to_torchvision",
     "warm_start",
+    "weights_info",
     "WarmStartReport",
 ]
