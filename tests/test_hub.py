@@ -114,7 +114,7 @@ def test_nothing_is_used_unverified():
 
 def test_names_letters_and_sources_resolve_to_the_published_files():
     import vgg_jax
-    from vgg_jax.pretrained import WEIGHTS, weights_info
+    from vgg_jax.zoo import WEIGHTS, weights_info
 
     assert weights_info("vgg16").url == "https://download.pytorch.org/models/vgg16-397923af.pth"
     assert weights_info("D") == weights_info("VGG16") == weights_info("vgg16")
@@ -139,21 +139,17 @@ def test_pretrained_downloads_converts_once_then_reads_one_local_file(server, tm
     import jax.numpy as jnp
     import numpy as np
 
-    import importlib
-
     import vgg_jax
-    from vgg_jax import weights
-
-    pretrained_lib = importlib.import_module("vgg_jax.pretrained")  # the module: `vgg_jax.pretrained` is the function
+    from vgg_jax import weights, zoo
 
     tiny = dict(width_scale=1 / 16, fc_width=32)
     variables = vgg_jax.VGG("A", num_classes=10, **tiny).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     weights.save(variables, str(tmp_path / "tiny.safetensors"))
     server.body = (tmp_path / "tiny.safetensors").read_bytes()
     digest = hashlib.sha256(server.body).hexdigest()
-    entry = pretrained_lib.Weights("tiny", "torchvision", "A", False, f"{server.url}/models/tiny-{digest[:8]}.safetensors",
+    entry = zoo.Weights("tiny", "torchvision", "A", False, f"{server.url}/models/tiny-{digest[:8]}.safetensors",
                                    digest[:8], None, None, None, "torch", "test")
-    monkeypatch.setitem(pretrained_lib.WEIGHTS, ("tiny", "torchvision"), entry)
+    monkeypatch.setitem(zoo.WEIGHTS, ("tiny", "torchvision"), entry)
     model, loaded = vgg_jax.pretrained("tiny", **tiny)
     assert model.config == "A" and model.num_classes == 10 and model.width_scale == 1 / 16
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, jax.device_get(variables)))

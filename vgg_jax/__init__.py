@@ -11,7 +11,7 @@ from vgg_jax.imagenet import class_names, decode_predictions
 from vgg_jax.layers import LocalResponseNorm
 from vgg_jax.model import VGG
 from vgg_jax.perceptual import perceptual_loss
-from vgg_jax.pretrained import pretrained, weights_info
+from vgg_jax.zoo import pretrained, weights_info
 from vgg_jax.warm_start import WarmStartReport, warm_start  # the function; the module stays importable by its path
 from vgg_jax.weights import from_keras, from_torchvision, load, preprocess, to_torchvision
 

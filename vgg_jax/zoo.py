@@ -1,4 +1,4 @@
-"""ImageNet weights in one line: `model, variables = vgg_jax.pretrained("vgg16")`.
+"""The model zoo: ImageNet weights in one line, `model, variables = vgg_jax.pretrained("vgg16")`.
 
 The published files are downloaded once (`vgg_jax.hub.fetch`: cached,
 hash-verified, atomic, mirror-aware), converted once, and the converted

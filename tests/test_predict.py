@@ -1,0 +1,79 @@
+"""scripts/predict.py on image files, with a weights file (no download): top classes, JSON, dense, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import vgg_jax
+from vgg_jax import imagenet, predict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_IMAGENET = dict(width_scale=1 / 16, fc_width=32, num_classes=1000)
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    """A tiny VGG-A with ImageNet's 1,000 outputs, initialised on 32-pixel images, saved as .msgpack."""
+    model = vgg_jax.VGG("A", **TINY_IMAGENET)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    path = tmp_path_factory.mktemp("weights") / "tiny.msgpack"
+    vgg_jax.weights.save(variables, str(path))
+    return str(path), model, variables
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(folder / "wide.png")
+    Image.fromarray(rng.integers(0, 256, (90, 40), dtype=np.uint8)).save(folder / "tall_grey.jpg")
+    return [str(folder / "wide.png"), str(folder / "tall_grey.jpg")]
+
+
+def test_classify_matches_the_model_on_the_centre_crops(weights_file, images):
+    path, model, variables = weights_file
+    loaded_model, loaded, mode = predict.load_model(path, config="A")
+    assert (loaded_model.config, loaded_model.num_classes, mode) == ("A", 1000, "torch")
+    results = predict.classify(loaded_model, loaded, images, mode, top=3, batch_size=1)
+    views = np.stack([predict.centre_view(predict.read_image(p), 32) for p in images])
+    expected = imagenet.decode_predictions(model.apply(variables, vgg_jax.preprocess(views, "torch")), top=3)
+    assert [[(b["index"], b["name"]) for b in r["top"]] for r in results] == [[(i, n) for i, n, _ in e] for e in expected]
+    assert [r["image"] for r in results] == images
+    for result, best in zip(results, expected):
+        np.testing.assert_allclose([b["probability"] for b in result["top"]], [p for _, _, p in best], rtol=1e-5)
+
+
+def test_script_prints_json_and_dense_works(weights_file, images):
+    path, _, _ = weights_file
+    command = [sys.executable, os.path.join(ROOT, "scripts", "predict.py"), *images, "--model", path, "--config", "A"]
+    done = subprocess.run([*command, "--json", "--top", "2", "--dense"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout)
+    assert [r["image"] for r in results] == images and all(len(r["top"]) == 2 for r in results)
+    assert all(r["top"][0]["probability"] >= r["top"][1]["probability"] > 0 for r in results)
+    assert all(r["top"][0]["name"] == vgg_jax.class_names()[r["top"][0]["index"]] for r in results)
+    text = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert text.returncode == 0 and text.stdout.count("  1. ") == 2 and "%" in text.stdout
+
+
+def test_bad_inputs_are_one_line(weights_file, images, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("predict_cli", os.path.join(ROOT, "scripts", "predict.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    path, _, _ = weights_file
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    for argv, message in (([str(tmp_path / "missing.png"), "--model", path, "--config", "A"], "missing.png does not exist"),
+                          ([str(tmp_path / "broken.jpg"), "--model", path, "--config", "A"], "broken.jpg could not be read"),
+                          ([images[0], "--model", "vgg17"], "no torchvision weights named 'vgg17'")):
+        assert script.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
