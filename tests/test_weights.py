@@ -302,3 +302,22 @@ def test_timm_layout_loads_like_torchvision_without_torch(tiny_d_state, tmp_path
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, variables))
     with pytest.raises(ValueError, match="pass config='D'"):
         weights.load(str(tmp_path / "model.safetensors"), "E")
+
+
+def test_float_0_255_images_give_keras_numbers_with_scale_or_a_clear_error():
+    """Keras users pass float 0-255 images: refused as [0, 1] floats (they used to give values up to 65,000), and
+    with scale=255 equal to keras.applications.vgg16.preprocess_input to the bit."""
+    keras_vgg16 = pytest.importorskip("keras.applications.vgg16")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"float images in \[0, 1\], got values from .* to 25\d\.\d+: pass uint8 .* scale=255"):
+        vgg_jax.preprocess(images, "caffe")
+    ours = np.asarray(vgg_jax.preprocess(images, "caffe", scale=255))
+    np.testing.assert_array_equal(ours, keras_vgg16.preprocess_input(images.copy()))
+    np.testing.assert_allclose(np.asarray(vgg_jax.preprocess(images, "torch", scale=255)),
+                               np.asarray(vgg_jax.preprocess(images / 255, "torch")), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"values from -1 to 1"):  # [-1, 1] images too
+        vgg_jax.preprocess(np.linspace(-1, 1, 2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3), "torch")
+    with pytest.raises(ValueError, match="scale must be a positive number"):
+        vgg_jax.preprocess(images, "caffe", scale=0)
+    traced = jax.jit(lambda x: vgg_jax.preprocess(x, "caffe"))(images)  # under jit the contract is the caller's
+    assert traced.shape == images.shape

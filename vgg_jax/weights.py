@@ -363,8 +363,12 @@ def from_keras(path: str, config: str = "D", strict: bool = True, num_classes: O
     return _finish(variables, report, strict, f"Keras file {path}", hint)
 
 
-def preprocess(images: Any, mode: str = "torch", mean_rgb: Optional[tuple[float, float, float]] = None):
-    """Images for the weights' convention, from uint8 (0-255) or float [0, 1] RGB NHWC.
+def preprocess(images: Any, mode: str = "torch", mean_rgb: Optional[tuple[float, float, float]] = None, scale: float = 1.0):
+    """Images for the weights' convention, from uint8 (0-255) or float [0, `scale`] RGB NHWC.
+
+    Float images are taken as [0, 1]; pass `scale=255` for float 0-255 images
+    (what Keras's `preprocess_input` takes: then "caffe" gives Keras's exact
+    numbers).
 
     - "torch": scale to [0, 1], normalise by ImageNet's mean (0.485, 0.456, 0.406)
       and std (0.229, 0.224, 0.225): torchvision's weights.
@@ -373,9 +377,11 @@ def preprocess(images: Any, mode: str = "torch", mean_rgb: Optional[tuple[float,
     - "paper": scale to 0-255 and subtract `mean_rgb` (the training set's mean
       RGB, Sec. 2.1): models trained here with mean subtraction.
 
-    Non-finite pixels are refused with a ValueError, since they would
-    silently poison every logit; under `jax.jit` the values are not known, so
-    the check runs only on concrete arrays.
+    Non-finite pixels, and float pixels outside [0, scale] (float 0-255
+    images passed as [0, 1], or [-1, 1] images), are refused with a
+    ValueError, since they would silently poison every logit. Under
+    `jax.jit` the values are not known, so the checks run only on concrete
+    arrays: traced images must follow the contract.
     """
     import jax
     import jax.numpy as jnp
@@ -387,14 +393,23 @@ def preprocess(images: Any, mode: str = "torch", mean_rgb: Optional[tuple[float,
         pixels = array.astype(jnp.float32)  # 0-255, exact
         unit = pixels / 255.0
     elif jnp.issubdtype(array.dtype, jnp.floating):
-        unit = array.astype(jnp.float32)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+            raise ValueError(f"preprocess scale must be a positive number (1 for [0, 1] images, 255 for 0-255), got {scale!r}")
+        values = array.astype(jnp.float32)
         try:
-            finite = bool(jnp.all(jnp.isfinite(unit)))
+            finite = bool(jnp.all(jnp.isfinite(values)))
+            low, high = (float(jnp.min(values)), float(jnp.max(values))) if values.size and finite else (0.0, 0.0)
         except jax.errors.ConcretizationTypeError:  # traced under jit: values unknown
-            finite = True
+            finite, low, high = True, 0.0, 0.0
         if not finite:
             raise ValueError("preprocess got NaN or Inf pixels; clean the images first")
-        pixels = unit * 255.0
+        if low < -0.01 * scale or high > 1.01 * scale:
+            raise ValueError(
+                f"preprocess takes float images in [0, {scale:g}], got values from {low:g} to {high:g}: pass uint8 images, "
+                f"divide by the range, or pass scale=255 for float 0-255 images (what Keras's preprocess_input takes)"
+            )
+        unit = values / scale
+        pixels = values * (255.0 / scale)  # exact when scale is 255
     else:
         raise TypeError(f"preprocess takes uint8 (0-255) or float [0, 1] images, got {array.dtype}")
     if mode == "torch":
