@@ -1,10 +1,7 @@
-"""scripts/predict.py on image files, with a weights file (no download): top classes, JSON, dense, errors."""
+"""scripts/predict.py on image files (its main, in-process), with a weights file (no download): top classes, JSON, dense, errors."""
 
 import json
 import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,14 +58,13 @@ def load_script():
 
 def test_script_prints_json_and_dense_works(weights_file, images, capsys):
     path, _, _ = weights_file
-    command = [sys.executable, os.path.join(ROOT, "scripts", "predict.py"), *images, "--model", path, "--config", "A"]
-    done = subprocess.run([*command, "--json", "--top", "2", "--dense"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    results = json.loads(done.stdout)
+    script = load_script()
+    assert script.main([*images, "--model", path, "--config", "A", "--json", "--top", "2", "--dense"]) == 0
+    results = json.loads(capsys.readouterr().out)
     assert [r["image"] for r in results] == images and all(len(r["top"]) == 2 for r in results)
     assert all(r["top"][0]["probability"] >= r["top"][1]["probability"] > 0 for r in results)
     assert all(r["top"][0]["name"] == vgg_jax.class_names()[r["top"][0]["index"]] for r in results)
-    assert load_script().main([*images, "--model", path, "--config", "A"]) == 0  # the plain listing, in-process
+    assert script.main([*images, "--model", path, "--config", "A"]) == 0  # the plain listing
     text = capsys.readouterr().out
     assert text.count("  1. ") == 2 and "%" in text
 
