@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from typing import Any
 
@@ -98,7 +99,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
 def _unwrap(hint: Any) -> tuple[Any, bool]:
     """(the type, whether None is allowed) of a field's annotation: `Optional[int]` gives (int, True)."""
     arguments = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(arguments) == 1:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(arguments) == 1:
         return arguments[0], True
     return hint, False
 

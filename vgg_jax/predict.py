@@ -8,6 +8,7 @@ fully-convolutional net, class scores averaged).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping, Optional, Sequence
 
 import jax
@@ -42,8 +43,6 @@ def centre_view(image: np.ndarray, size: int) -> np.ndarray:
 
 def load_model(model: str, source: str = "torchvision", config: Optional[str] = None) -> tuple[VGG, Any, str]:
     """(model, variables, preprocess mode) for a published name (`vgg16`) or a weights file (`--config` if it can't tell)."""
-    import os
-
     from vgg_jax import zoo
 
     if not os.path.exists(model):
