@@ -114,3 +114,20 @@ def test_mean_rgb():
     images = np.zeros((4, 8, 8, 3), np.uint8)
     images[..., 1] = 100
     assert data.mean_rgb(data.ArraySource(images, np.zeros(4), 2)) == (0.0, 100.0, 0.0)
+
+
+def test_digits_from_an_exported_file_match_scikit_learns(tmp_path, monkeypatch):
+    """Machines without scikit-learn (the GPU image) read the digits from a file export_digits wrote."""
+    pytest.importorskip("sklearn")
+    from vgg_jax.data import export_digits, load_digits
+
+    path = str(tmp_path / "digits.npz")
+    export_digits(path)
+    train, val = load_digits(32)
+    monkeypatch.setenv("VGG_JAX_DIGITS", path)
+    train_file, val_file = load_digits(32)
+    np.testing.assert_array_equal(train_file.images, train.images)
+    np.testing.assert_array_equal(val_file.labels, val.labels)
+    monkeypatch.setenv("VGG_JAX_DIGITS", str(tmp_path / "missing.npz"))
+    with pytest.raises(ValueError, match="not a digits file"):
+        load_digits(32)

@@ -160,24 +160,57 @@ class SkipUnreadable(grain.transforms.Filter):
         return element is not None
 
 
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 8x8 digits (0-16) and labels: from scikit-learn, else from the file `$VGG_JAX_DIGITS` names."""
+    path = os.environ.get("VGG_JAX_DIGITS")
+    if path:
+        try:
+            with np.load(path) as arrays:
+                return arrays["images"], arrays["target"]
+        except (OSError, KeyError, ValueError) as error:
+            raise ValueError(f"VGG_JAX_DIGITS={path} is not a digits file from vgg_jax.data.export_digits ({error})") from None
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError:
+        raise ValueError(
+            "--data digits needs scikit-learn: pip install -e '.[digits]' (without it, set VGG_JAX_DIGITS "
+            "to a file written by vgg_jax.data.export_digits on a machine that has it)"
+        ) from None
+    digits = sklearn_digits()
+    return digits.images, digits.target
+
+
+def export_digits(path: str) -> None:
+    """Saves scikit-learn's digits (images and labels, about 45 KB) to `path`, for machines without scikit-learn.
+
+    There, set `VGG_JAX_DIGITS=path`; `load_digits` then reads this file.
+    """
+    from vgg_jax.files import atomic_write
+
+    images, target = _digits_arrays()
+
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as file:
+            np.savez_compressed(file, images=np.asarray(images).astype(np.uint8), target=np.asarray(target))
+
+    atomic_write(path, write)
+
+
 def load_digits(image_size: int = 32) -> tuple[ArraySource, ArraySource]:
     """scikit-learn's handwritten digits (ships inside the package): train and validation.
 
     1,797 images of 8x8 in 17 grey levels, upsampled bilinearly to
     `image_size` and repeated to RGB. The split is fixed: a seed-0 permutation,
-    the first 297 for validation. Needs the `digits` extra (scikit-learn).
+    the first 297 for validation. Needs the `digits` extra (scikit-learn), or
+    `$VGG_JAX_DIGITS` naming a file from `export_digits`.
     """
-    try:
-        from sklearn.datasets import load_digits as sklearn_digits
-    except ImportError:
-        raise ValueError("--data digits needs scikit-learn: pip install -e '.[digits]'") from None
-    digits = sklearn_digits()
-    grey = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    images_8x8, target = _digits_arrays()
+    grey = (np.asarray(images_8x8, np.float64) * (255.0 / 16.0)).round().astype(np.uint8)
     resized = np.stack([np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.BILINEAR)) for im in grey])
     images = np.repeat(resized[..., None], 3, axis=-1)
     order = np.random.RandomState(0).permutation(len(images))
     val, train = order[:DIGITS_VALIDATION], order[DIGITS_VALIDATION:]
-    labels = digits.target.astype(np.int32)
+    labels = np.asarray(target).astype(np.int32)
     return ArraySource(images[train], labels[train], 10), ArraySource(images[val], labels[val], 10)
 
 
