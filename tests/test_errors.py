@@ -92,3 +92,19 @@ def test_batch_norm_training_without_mutable_stats():
     variables = model.init(jax.random.key(0), random_images())
     with pytest.raises(ValueError, match=r"mutable=\['batch_stats'\]"):
         model.apply(variables, random_images(), train=True, rngs={"dropout": jax.random.key(0)})
+
+
+def test_variables_the_model_would_ignore_are_refused():
+    """A _bn file applied without batch_norm, or another config's layers, must not give silently wrong logits."""
+    images = random_images((1, 32, 32, 3))
+    bn_model = tiny_vgg("D", batch_norm=True)
+    bn_variables = bn_model.init(jax.random.key(0), images)
+    plain = tiny_vgg("D")
+    with pytest.raises(ValueError, match=r"batch-norm layers \(conv1_1_bn.*batch_norm=True"):
+        plain.apply(bn_variables, images)
+    with pytest.raises(ValueError, match="batch_stats collection"):
+        plain.apply({**plain.init(jax.random.key(0), images), "batch_stats": bn_variables["batch_stats"]}, images)
+    e_variables = tiny_vgg("E").init(jax.random.key(0), images)
+    with pytest.raises(ValueError, match=r"layers \['conv3_4', 'conv4_4', 'conv5_4'\] that config D does not have"):
+        plain.apply(e_variables, images)
+    assert bn_model.apply(bn_variables, images).shape == (1, 10)  # the matching model is fine

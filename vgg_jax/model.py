@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgg_jax.configs import CONFIGS, LRN, MIN_IMAGE_SIZE, Conv, layer_names, resolve_config, scaled
+from vgg_jax.configs import CONFIGS, LRN, MIN_IMAGE_SIZE, Conv, conv_layers, layer_names, resolve_config, scaled
 from vgg_jax.conv import flax_conv
 from vgg_jax.layers import LocalResponseNorm
 
@@ -221,6 +221,7 @@ class VGG(nn.Module):
         last = max(names.index(name) for name in wanted)
         needs_classifier = last >= names.index("fc6")
         self._check_images(images)
+        self._check_variables(config)
         self._check_train_inputs(train, needs_classifier)
         init = initializers(self.init_scheme)
         outputs: dict[str, jax.Array] = {}
@@ -338,6 +339,36 @@ class VGG(nn.Module):
         if channels != expected and not (expected is None and channels >= 1):
             raise ValueError(
                 f"images must have {expected} channels (NHWC, channels last), got shape {tuple(shape)}"
+            )
+
+    def _check_variables(self, config: str) -> None:
+        """Refuses variables holding layers or collections this model would silently ignore.
+
+        Flax's `apply` ignores variables a module never reads: BN parameters and
+        statistics given to a model without `batch_norm` would be dropped and the
+        logits would be wrong without a word (a torchvision `_bn` file applied with
+        `VGG(config="D")`), and so would another config's extra layers.
+        """
+        if self.is_initializing():
+            return
+        params = self.variables.get("params", {})
+        if not params:
+            return
+        convs = [name for name, _, _ in conv_layers(config)]
+        known = set(convs) | set(CLASSIFIER) | ({f"{name}_bn" for name in convs} if self.batch_norm else set())
+        unknown = sorted(set(params) - known, key=str)
+        batch_norm_entries = [name for name in unknown if str(name).endswith("_bn")]
+        if not self.batch_norm and (batch_norm_entries or self.variables.get("batch_stats")):
+            held = ", ".join(batch_norm_entries[:3]) + ", ..." if batch_norm_entries else "a batch_stats collection"
+            raise ValueError(
+                f"the variables hold batch-norm layers ({held}) but this model has batch_norm=False, so they would "
+                f"be ignored and the outputs wrong; use VGG(config={config!r}, batch_norm=True) (vgg_jax.pretrained "
+                "returns the model that matches its variables)"
+            )
+        if unknown:
+            raise ValueError(
+                f"the variables hold layers {unknown} that config {config} does not have; they come from another "
+                "config: build the model with the config the variables were made for"
             )
 
     def _init_channels(self) -> Optional[int]:
