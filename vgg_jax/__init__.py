@@ -10,7 +10,7 @@ from vgg_jax.configs import ALIASES, CONFIGS, Conv, LRN, count_macs, count_param
 from vgg_jax.imagenet import class_names, decode_predictions
 from vgg_jax.layers import LocalResponseNorm
 from vgg_jax.model import VGG
-from vgg_jax.perceptual import perceptual_loss
+from vgg_jax.perceptual import lpips, perceptual_loss
 from vgg_jax.zoo import pretrained, weights_info
 from vgg_jax.warm_start import WarmStartReport, warm_start  # the function; the module stays importable by its path
 from vgg_jax.weights import from_keras, from_torchvision, load, preprocess, to_torchvision
@@ -32,6 +32,7 @@ __all__ = [
     "from_torchvision",
     "layer_names",
     "load",
+    "lpips",
     "perceptual_loss",
     "preprocess",
     "pretrained",
