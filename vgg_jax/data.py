@@ -230,6 +230,24 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     return image[top : top + size, left : left + size]
 
 
+NORMALIZE_MODES = ("torch", "caffe")
+
+
+def normalize_pixels(image: np.ndarray, mode: str) -> np.ndarray:
+    """An RGB float image on the 0-255 scale in the convention of pretrained weights (as `vgg_jax.preprocess`).
+
+    "torch": [0, 1], then ImageNet's mean and std (torchvision's weights);
+    "caffe": BGR, 0-255, minus the ImageNet mean (Keras's and the Caffe release's).
+    """
+    from vgg_jax.weights import CAFFE_MEAN_BGR, TORCH_MEAN, TORCH_STD
+
+    if mode == "torch":
+        return ((image / 255.0 - np.asarray(TORCH_MEAN, np.float32)) / np.asarray(TORCH_STD, np.float32)).astype(np.float32)
+    if mode == "caffe":
+        return (image[..., ::-1] - np.asarray(CAFFE_MEAN_BGR, np.float32)).astype(np.float32)
+    raise ValueError(f"unknown pixel convention {mode!r}; choose from {', '.join(NORMALIZE_MODES)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainTransform(grain.transforms.RandomMap):
     """The paper's training augmentation, each part a flag; uint8 in, float32 out.
@@ -242,6 +260,8 @@ class TrainTransform(grain.transforms.RandomMap):
         flip: random horizontal flip.
         pca_std: std of AlexNet's PCA colour shift (0.1 in AlexNet); 0 disables it.
         mean_rgb: subtracted from every pixel (0-255 scale); None subtracts nothing.
+        normalize: "torch" or "caffe": the pixel convention of pretrained weights
+            (`normalize_pixels`), applied instead of `mean_rgb`.
     """
 
     image_size: int
@@ -249,6 +269,7 @@ class TrainTransform(grain.transforms.RandomMap):
     flip: bool = True
     pca_std: float = 0.0
     mean_rgb: Optional[tuple[float, float, float]] = None
+    normalize: Optional[str] = None
 
     def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         image = element["image"]
@@ -266,7 +287,9 @@ class TrainTransform(grain.transforms.RandomMap):
         if self.pca_std > 0:
             alpha = rng.normal(0.0, self.pca_std, 3).astype(np.float32)
             image = image + PCA_EIGVEC @ (alpha * PCA_EIGVAL)
-        if self.mean_rgb is not None:
+        if self.normalize is not None:
+            image = normalize_pixels(image, self.normalize)
+        elif self.mean_rgb is not None:
             image = image - np.asarray(self.mean_rgb, np.float32)
         return {"image": np.ascontiguousarray(image, np.float32), "label": element["label"]}
 
@@ -280,10 +303,13 @@ class EvalTransform(grain.transforms.Map):
 
     size: int
     mean_rgb: Optional[tuple[float, float, float]] = None
+    normalize: Optional[str] = None
 
     def map(self, element: dict[str, Any]) -> dict[str, Any]:
         image = center_crop(rescale_short_side(element["image"], self.size), self.size).astype(np.float32)
-        if self.mean_rgb is not None:
+        if self.normalize is not None:
+            image = normalize_pixels(image, self.normalize)
+        elif self.mean_rgb is not None:
             image = image - np.asarray(self.mean_rgb, np.float32)
         return {"image": image, "label": element["label"]}
 

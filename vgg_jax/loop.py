@@ -31,7 +31,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from vgg_jax import data as data_lib
 from vgg_jax import evaluate as evaluate_lib
-from vgg_jax import interrupt, parallel, rundir
+from vgg_jax import finetune, interrupt, parallel, rundir
 from vgg_jax import train as train_lib
 from vgg_jax.configs import resolve_config
 from vgg_jax.files import write_text
@@ -183,10 +183,37 @@ class _Plan:
     eval_scales: list[int]
 
 
+def _warm_start(cfg: TrainConfig, model: VGG, init_key: jax.Array, log: Callable[[str], None]) -> tuple[Any, Any]:
+    """The run's first variables from --init-from: a run (coarse-to-fine), a weights file or a pretrained name.
+
+    From the same config every layer of the same shape is copied (`matching`);
+    fc8 is left out, and initialised anew, when the class counts differ.
+    """
+    source_variables, source_config, what = finetune.read_init_source(cfg.init_from, cfg.config, load_params)
+    source_params = source_variables["params"]
+    if any(name.endswith("_bn") for name in source_params) and not cfg.batch_norm:
+        raise ValueError(f"--init-from {what} has batch norm; add --batch-norm so that its BN layers are used")
+    source_classes = source_params["fc8"]["kernel"].shape[-1] if "fc8" in source_params else None
+    exclude = ["fc8"] if source_classes not in (None, model.num_classes) else []
+    layers = "matching" if resolve_config(source_config) == cfg.config else cfg.warm_start_layers
+    variables, report = warm_start(
+        source_variables, source_config, cfg.config, init_key, layers=layers, exclude=exclude, image_size=cfg.image_size,
+        **{name: getattr(model, name) for name in ("num_classes", "dropout_rate", "batch_norm", "fc_width", "width_scale", "init_scheme", "dtype")},
+    )
+    log(f"--init-from {what}\n{report}")
+    if exclude:
+        log(f"fc8: the source has {source_classes} classes, this run {model.num_classes}: initialised anew")
+    return variables, report
+
+
 def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     """Reads every input of a run (data, warm-start source) and builds its model; writes nothing."""
     train_source, val_source = data_lib.load_data(cfg.data, cfg.image_size, seed=cfg.seed)
-    mean = cfg.mean_rgb if cfg.mean_rgb is not None or not cfg.subtract_mean else list(data_lib.mean_rgb(train_source))
+    if cfg.preprocess is None and cfg.init_from and not resume and finetune.pretrained_spec(cfg.init_from):
+        cfg = dataclasses.replace(cfg, preprocess=finetune.weights_preprocess(cfg.init_from))
+        log(f"--init-from {cfg.init_from}: pixels as those weights expect (--preprocess {cfg.preprocess})")
+    plain = cfg.mean_rgb is not None or not cfg.subtract_mean or cfg.preprocess is not None
+    mean = cfg.mean_rgb if plain else list(data_lib.mean_rgb(train_source))
     cfg = dataclasses.replace(cfg, config=resolve_config(cfg.config), mean_rgb=mean)
     parallel.check_global_batch(cfg.batch_size, parallel.make_mesh(cfg.devices))
     local_batch = cfg.batch_size // jax.process_count()  # each process loads its own rows of the global batch
@@ -199,12 +226,7 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     init_key = jax.random.split(jax.random.key(cfg.seed))[0]
     warm_report = None
     if cfg.init_from and not resume:
-        source_variables, source_cfg = load_params(cfg.init_from)
-        variables, warm_report = warm_start(
-            source_variables, source_cfg["config"], cfg.config, init_key, layers=cfg.warm_start_layers, image_size=cfg.image_size,
-            **{name: getattr(model, name) for name in ("num_classes", "dropout_rate", "batch_norm", "fc_width", "width_scale", "init_scheme", "dtype")},
-        )
-        log(str(warm_report))
+        variables, warm_report = _warm_start(cfg, model, init_key, log)
     else:
         variables = jax.jit(model.init)(init_key, jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32))
     return _Plan(cfg, train_source, val_source, model, variables, warm_report, local_batch, steps_per_epoch, total_steps,
@@ -274,7 +296,7 @@ def evaluate_state(plan: _Plan, state: Any, method: str, workers: int = 0) -> di
     """Evaluates the state's variables: each process its shard of the validation set on one device, counts summed."""
     mean = None if plan.cfg.mean_rgb is None else tuple(plan.cfg.mean_rgb)
     val_loader = data_lib.make_loader(
-        plan.val_source, data_lib.EvalTransform(max(plan.eval_scales), mean), plan.cfg.batch_size,
+        plan.val_source, data_lib.EvalTransform(max(plan.eval_scales), mean, plan.cfg.preprocess), plan.cfg.batch_size,
         seed=0, shuffle=False, num_epochs=1, drop_remainder=False, worker_count=workers,
     )
     variables = {"params": state.params, **({"batch_stats": state.batch_stats} if plan.cfg.batch_norm else {})}
@@ -328,7 +350,10 @@ def run(
     plan = _start(cfg, resume, overwrite, log)
     cfg, total = plan.cfg, plan.total_steps
     mesh = parallel.make_mesh(cfg.devices)
-    optimizer = train_lib.paper_optimizer(train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total), cfg.momentum, cfg.weight_decay)
+    labels = finetune.param_labels(cfg.config, cfg.freeze) if cfg.freeze else None
+    optimizer = train_lib.paper_optimizer(
+        train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total), cfg.momentum, cfg.weight_decay, param_labels=labels
+    )
     state = parallel.put_state(train_lib.create_train_state(plan.model, optimizer, plan.variables), mesh, cfg.shard_fc)
     shardings = parallel.state_sharding(state, mesh, cfg.shard_fc)
     dropout_key = parallel.put(jax.random.split(jax.random.key(cfg.seed))[1], parallel.replicated(mesh))
@@ -376,7 +401,7 @@ def _train_iterator(plan: _Plan) -> Iterator[dict[str, np.ndarray]]:
     cfg = plan.cfg
     scale = None if cfg.scale is None else (cfg.scale[0] if len(cfg.scale) == 1 else tuple(cfg.scale))
     mean = None if cfg.mean_rgb is None else tuple(cfg.mean_rgb)
-    transform = data_lib.TrainTransform(cfg.image_size, scale, cfg.flip, cfg.pca_std, mean)
+    transform = data_lib.TrainTransform(cfg.image_size, scale, cfg.flip, cfg.pca_std, mean, cfg.preprocess)
     return iter(data_lib.make_loader(plan.train_source, transform, plan.local_batch, seed=cfg.seed, shuffle=True, worker_count=cfg.workers))
 
 

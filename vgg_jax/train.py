@@ -55,6 +55,7 @@ def paper_optimizer(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     decay_biases: bool = False,
+    param_labels: Optional[Callable[[Any], Any]] = None,
 ) -> optax.GradientTransformation:
     """SGD with momentum and L2 weight decay, as Sec. 3.1 (batch 256, lr 1e-2, momentum 0.9, decay 5e-4).
 
@@ -64,13 +65,19 @@ def paper_optimizer(
     had decay_mult 0); `decay_biases=True` decays biases and BN parameters too.
     The learning rate lives in the optimiser state (`inject_hyperparams`), so
     it is reported each step and the host can lower it on a plateau.
+    `param_labels` (params -> a tree of "train" / "frozen", as
+    `vgg_jax.finetune.param_labels` makes) freezes layers: theirs get no
+    update and no momentum state.
     """
 
     def sgd(learning_rate):
-        return optax.chain(
+        trainable = optax.chain(
             optax.add_decayed_weights(weight_decay, mask=None if decay_biases else kernel_mask),
             optax.sgd(learning_rate, momentum=momentum),
         )
+        if param_labels is None:
+            return trainable
+        return optax.multi_transform({"train": trainable, "frozen": optax.set_to_zero()}, param_labels)
 
     return optax.inject_hyperparams(sgd)(learning_rate=learning_rate)
 

@@ -15,7 +15,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from vgg_jax import data as data_lib
 from vgg_jax import evaluate as evaluate_lib
+from vgg_jax import finetune
 from vgg_jax import train as train_lib
 from vgg_jax.configs import MIN_IMAGE_SIZE, resolve_config
 from vgg_jax.model import COMPUTE_DTYPES, INIT_SCHEMES
@@ -62,6 +64,10 @@ class TrainConfig:
     flip: bool = _field(True, "random horizontal flips (--no-flip turns them off)")
     pca_std: float = _field(0.0, "AlexNet's PCA colour shift std (the paper's 0.1)")
     subtract_mean: bool = _field(True, "subtract the training set's mean RGB (--no-subtract-mean keeps the pixels as they are)")
+    preprocess: Optional[str] = _field(
+        None, "the pixel convention of pretrained weights, torch or caffe, instead of mean subtraction "
+        "(default with a pretrained --init-from: the weights' own)", choices=data_lib.NORMALIZE_MODES,
+    )
     mean_rgb: Optional[list[float]] = _field(None, "the mean RGB to subtract, 0-255 (default: computed from the training set)", metavar="R,G,B")
     eval_method: str = _field("center", "the final evaluation: the paper's Sec. 3.2 methods", flag="--eval", choices=evaluate_lib.METHODS)
     eval_scales: Optional[list[int]] = _field(None, "test scales Q (default: the image size)", metavar="Q[,Q...]")
@@ -70,7 +76,11 @@ class TrainConfig:
     keep: int = _field(3, "checkpoints kept")
     log_every: int = _field(10, "steps between metrics.jsonl lines (and plain progress lines without a terminal)")
     workers: int = _field(0, "Grain worker processes (0: load in this process)")
-    init_from: Optional[str] = _field(None, "warm start from that run's newest checkpoint (coarse-to-fine)", metavar="WORKDIR")
+    init_from: Optional[str] = _field(
+        None, "start from a run's newest checkpoint (coarse-to-fine), a weights file (.pth, .safetensors, .h5, .msgpack) "
+        "or a pretrained name (torchvision:vgg16); fc8 is initialised anew when the class counts differ", metavar="WORKDIR|FILE|NAME",
+    )
+    freeze: Optional[str] = _field(None, "train only the layers after LAYER (pool5: the classifier alone); the rest get no update", metavar="LAYER")
     warm_start_layers: str = _field(
         "paper", "which layers --init-from copies: paper (the first 4 convs and the 3 FC layers) or matching (every shared one)",
         choices=LAYER_CHOICES,
@@ -143,8 +153,13 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.mean_rgb is not None and not cfg.subtract_mean:
         raise ValueError("--mean-rgb and --no-subtract-mean contradict each other; pick one")
     if cfg.init_from is not None and (not isinstance(cfg.init_from, str) or not cfg.init_from.strip()):
-        raise ValueError(f"--init-from needs the workdir of a run, got {cfg.init_from!r}")
-    if cfg.init_from and not os.path.isfile(os.path.join(cfg.init_from, "config.json")):
-        raise ValueError(f"--init-from {cfg.init_from} holds no run (no config.json there); give the workdir of a finished run")
+        raise ValueError(f"--init-from needs a run's workdir, a weights file or a pretrained name, got {cfg.init_from!r}")
+    if cfg.init_from and finetune.describe_init_from(cfg.init_from) is None:
+        raise ValueError(
+            f"--init-from {cfg.init_from} is not a run's workdir (no config.json there), a weights file "
+            f"({', '.join(finetune.WEIGHT_FILES)}) or a pretrained name such as torchvision:vgg16"
+        )
+    if cfg.freeze is not None:
+        finetune.check_freeze(cfg.config, cfg.freeze)
     if not isinstance(cfg.data, str) or not (cfg.data in ("digits", "synthetic") or cfg.data.startswith("folder:")):
         raise ValueError(f"unknown --data {cfg.data!r}; use digits, synthetic or folder:PATH")
