@@ -146,7 +146,8 @@ def load_params(workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return variables, dataclasses.asdict(saved)
 
 
-def _model(cfg: TrainConfig, num_classes: int) -> VGG:
+def build_model(cfg: TrainConfig, num_classes: int) -> VGG:
+    """The VGG a run with this config trains (also what scripts/evaluate.py rebuilds from config.json)."""
     return VGG(
         config=cfg.config,
         num_classes=num_classes,
@@ -222,7 +223,7 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
         raise ValueError(f"batch size {cfg.batch_size} is larger than the {len(train_source)} training images")
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     eval_every = cfg.eval_every or steps_per_epoch
-    model = _model(cfg, train_source.num_classes)
+    model = build_model(cfg, train_source.num_classes)
     init_key = jax.random.split(jax.random.key(cfg.seed))[0]
     warm_report = None
     if cfg.init_from and not resume:

@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""Evaluate a run's checkpoint, a weights file or a pretrained name with the paper's methods.
+
+    python scripts/evaluate.py runs/a --eval dense --eval-scales 32,48
+    python scripts/evaluate.py keras:vgg16 --data folder:PATH --eval multi-crop --eval-scales 256,384,512
+    python scripts/evaluate.py weights.msgpack --config A --data digits --json
+
+A run is evaluated on its own validation split, with its own pixels and crop
+size; a file or a name on `--data` (an ImageFolder's val/ when it has one,
+else every image in it; or the digits' held-out 297). Prints top-1 and top-5
+error, with a progress bar over the batches on a terminal.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from vgg_jax import evaluate as evaluate_lib  # noqa: E402
+from vgg_jax import evaluate_model  # noqa: E402
+from vgg_jax.cli import OneLineParser, int_list, non_negative_int, positive_int  # noqa: E402
+from vgg_jax.data import NORMALIZE_MODES  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a run's workdir, a weights file (.pth, .safetensors, .h5, .msgpack) or SOURCE:NAME (torchvision:vgg16)")
+    parser.add_argument("--config", default="D", help="the config a weights file is read as (default D)")
+    parser.add_argument("--data", default=None, help="digits or folder:PATH (default: a run's own validation split)")
+    parser.add_argument("--eval", dest="method", choices=evaluate_lib.METHODS, default="center", help="the paper's Sec. 3.2 method")
+    parser.add_argument("--eval-scales", type=int_list, default=None, metavar="Q[,Q...]", help="test scales Q (default: the crop size)")
+    parser.add_argument("--image-size", type=positive_int, default=None, help="the crop the model was trained at (default: the run's, else 224)")
+    parser.add_argument("--preprocess", choices=NORMALIZE_MODES, default=None, help="pixel convention of a weights file (default: the run's or the name's)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default 32)")
+    parser.add_argument("--workers", type=non_negative_int, default=0, help="Grain worker processes (default 0)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        target = evaluate_model.open_target(args.model, args.config, args.preprocess, args.image_size)
+        images = evaluate_model.evaluation_images(target, args.data)
+        result = evaluate_model.run(target, images, args.method, args.eval_scales, args.batch_size, args.workers, _progress(args))
+    except (ValueError, OSError) as error:
+        print(f"evaluate.py: error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['model']}: {result['method']} at Q={','.join(map(str, result['scales']))} on {result['count']} images: "
+              f"top-1 error {result['top1_error']:.2%}, top-5 error {result['top5_error']:.2%}")
+    return 0
+
+
+def _progress(args: argparse.Namespace):
+    def wrap(batches, total):
+        if args.json or not sys.stderr.isatty():
+            return batches
+        from rich.progress import track
+
+        return track(batches, total=total, description=f"evaluating ({args.method})", console=None, transient=True)
+
+    return wrap
+
+
+if __name__ == "__main__":
+    sys.exit(main())
