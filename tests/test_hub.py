@@ -159,3 +159,65 @@ def test_pretrained_downloads_converts_once_then_reads_one_local_file(server, tm
     _, again = vgg_jax.pretrained("tiny", **tiny)
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), again, loaded))
     assert server.requests == [f"/models/tiny-{digest[:8]}.safetensors"]
+
+
+def _serve_entry(server, monkeypatch, path, name, source, config, include_top, preprocess):
+    """Serves a real-format file from 127.0.0.1 under a registry entry with its published kind of hash."""
+    from vgg_jax import zoo
+
+    server.body = open(path, "rb").read()
+    sha256, md5 = hashlib.sha256(server.body).hexdigest(), hashlib.md5(server.body).hexdigest()
+    file = os.path.basename(path)
+    if source == "torchvision":
+        stem, extension = os.path.splitext(file)
+        file = f"{stem}-{sha256[:8]}{extension}"
+    entry = zoo.Weights(name, source, config, False, f"{server.url}/models/{file}", sha256[:8] if source == "torchvision" else None,
+                        md5 if source == "keras" else None, None, None, preprocess, "test", include_top)
+    monkeypatch.setitem(zoo.WEIGHTS, (name, source), entry)
+
+
+def test_keras_weights_need_no_torch_and_match_keras(server, tmp_path, monkeypatch):
+    """A real Keras .h5 (VGG-16 without its top) served and converted with torch hidden; features equal Keras's."""
+    import sys
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("h5py")
+    if keras.backend.backend() != "jax":
+        pytest.skip(f"Keras runs on {keras.backend.backend()}, not JAX")
+    import vgg_jax
+    from vgg_jax import VGG
+
+    keras.utils.set_random_seed(1)
+    reference = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    reference.save_weights(str(tmp_path / "vgg16_notop.weights.h5"))
+    _serve_entry(server, monkeypatch, str(tmp_path / "vgg16_notop.weights.h5"), "kerasnotop", "keras", "D", False, "caffe")
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails: this path must not need it
+    model, variables = vgg_jax.pretrained("kerasnotop", source="keras")
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    pixels = vgg_jax.preprocess(images, "caffe", scale=255)
+    ours = model.apply(variables, pixels, layers=("pool5",), method=VGG.features)["pool5"]
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(reference.predict(np.asarray(pixels), verbose=0)), rtol=1e-4, atol=1e-4)
+    assert len(server.requests) == 1 and jnp.all(jnp.isfinite(ours))
+
+
+def test_torchvision_pth_served_and_converted(server, tmp_path, monkeypatch):
+    """A real torch .pth (torchvision's layout, file name with the SHA-256 prefix) through pretrained, exactly."""
+    torch = pytest.importorskip("torch", reason="writing a .pth needs torch")
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import vgg_jax
+
+    tiny = dict(fc_width=32)  # torchvision's layout fixes the conv widths; small FC layers keep the file at 40 MB
+    variables = vgg_jax.VGG("A", num_classes=10, **tiny).init(jax.random.key(3), jnp.zeros((1, 224, 224, 3)))
+    state = {key: torch.from_numpy(np.array(value)) for key, value in vgg_jax.to_torchvision(variables, "A").items()}
+    torch.save(state, str(tmp_path / "tiny.pth"))
+    _serve_entry(server, monkeypatch, str(tmp_path / "tiny.pth"), "tinypth", "torchvision", "A", True, "torch")
+    model, loaded = vgg_jax.pretrained("tinypth", **tiny)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, jax.device_get(variables)))
+    assert model.num_classes == 10 and server.requests[0].endswith(".pth")
