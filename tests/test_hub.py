@@ -17,10 +17,18 @@ class Server:
     """Serves PAYLOAD at any path; `truncate` sends a full Content-Length and half the body, then closes."""
 
     def __init__(self):
-        self.requests, self.truncate, self.body = [], False, PAYLOAD
+        self.requests, self.truncate, self.body, self.etag = [], False, PAYLOAD, None
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self):  # as the Hugging Face hub: a redirect whose headers carry the file's SHA-256
+                server.requests.append("HEAD " + self.path)
+                self.send_response(302)
+                self.send_header("Location", self.path + "?cdn")
+                if server.etag:
+                    self.send_header("X-Linked-Etag", f'"{server.etag}"')
+                self.end_headers()
+
             def do_GET(self):
                 server.requests.append(self.path)
                 self.send_response(200)
@@ -123,12 +131,12 @@ def test_names_letters_and_sources_resolve_to_the_published_files():
     assert keras.md5 == "6d6bbae143d832006294945121d1f1fc" and not keras.include_top and keras.preprocess == "caffe"
     for (name, source), entry in WEIGHTS.items():  # torchvision's file names carry the SHA-256 prefix checked on download
         assert entry.sha256 is None or entry.url.endswith(f"-{entry.sha256}.pth")
-        assert (entry.sha256 or entry.md5) and entry.licence and entry.preprocess in ("torch", "caffe")
+        assert (entry.sha256 or entry.md5 or entry.hash_from_server) and entry.licence and entry.preprocess in ("torch", "caffe")
     with pytest.raises(ValueError, match="takes num_classes from the weights"):
         vgg_jax.pretrained("vgg16", num_classes=10)
     for bad, source, message in (("vgg17", "torchvision", "no torchvision weights named 'vgg17'; torchvision publishes vgg11"),
                                  ("A-LRN", "torchvision", "no torchvision weights named"), ("vgg11", "keras", "keras publishes vgg16"),
-                                 ("vgg16", "timm", "unknown source 'timm'")):
+                                 ("vgg16", "hf", "unknown source .hf.")):
         with pytest.raises(ValueError, match=message):
             weights_info(bad, source)
 
@@ -221,3 +229,46 @@ def test_torchvision_pth_served_and_converted(server, tmp_path, monkeypatch):
     model, loaded = vgg_jax.pretrained("tinypth", **tiny)
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, jax.device_get(variables)))
     assert model.num_classes == 10 and server.requests[0].endswith(".pth")
+
+
+def test_timm_safetensors_verified_by_the_hubs_published_sha256(server, tmp_path, monkeypatch):
+    """timm's layout (fc6 as a 7x7 conv) served as the Hugging Face hub serves it: the SHA-256 from X-Linked-Etag,
+    checked before use; a wrong or missing one is refused and leaves nothing in the cache. No torch involved."""
+    import sys
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    import vgg_jax
+    from vgg_jax import zoo
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    variables = vgg_jax.VGG("A", num_classes=10, fc_width=32).init(jax.random.key(5), jnp.zeros((1, 224, 224, 3)))
+    timm = {}
+    for key, value in vgg_jax.to_torchvision(variables, "A").items():
+        key = key.replace("classifier.0", "pre_logits.fc1").replace("classifier.3", "pre_logits.fc2").replace("classifier.6", "head.fc")
+        value = np.asarray(value)
+        if key.endswith("fc1.weight"):
+            value = value.reshape(-1, 512, 7, 7)
+        elif key.endswith("fc2.weight"):
+            value = value.reshape(value.shape[0], -1, 1, 1)
+        timm[key] = np.ascontiguousarray(value)
+    save_file(timm, str(tmp_path / "model.safetensors"))
+    server.body = (tmp_path / "model.safetensors").read_bytes()
+    entry = zoo.dataclasses.replace(zoo.weights_info("vgg11", "timm"), url=f"{server.url}/timm/tiny.tv_in1k/resolve/main/model.safetensors",
+                                    cache_name="timm-tiny.tv_in1k.safetensors")
+    monkeypatch.setitem(zoo.WEIGHTS, ("tiny", "timm"), entry)
+    server.etag = "0" * 64
+    with pytest.raises(hub.HashMismatch, match="published one is 0000"):
+        vgg_jax.pretrained("tiny", source="timm")
+    server.etag = None
+    with pytest.raises(hub.WeightsUnavailable, match="publishes no SHA-256"):
+        vgg_jax.pretrained("tiny", source="timm")
+    assert cache_files(tmp_path) == []
+    server.etag = hashlib.sha256(server.body).hexdigest()
+    model, loaded = vgg_jax.pretrained("tiny", source="timm")
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, jax.device_get(variables)))
+    assert model.num_classes == 10 and cache_files(tmp_path) == ["timm-tiny.tv_in1k.safetensors", "timm-tiny.tv_in1k.safetensors.vgg_jax.msgpack"]
+    assert zoo.weights_info("vgg16", "timm").url == "https://huggingface.co/timm/vgg16.tv_in1k/resolve/main/model.safetensors"

@@ -48,10 +48,37 @@ def cache_dir() -> str:
     return os.path.join(base, "vgg_jax")
 
 
-def mirrored(url: str, mirror: Optional[str] = None) -> str:
-    """The URL with its base replaced by the mirror (argument, else `$VGG_JAX_WEIGHTS_MIRROR`): mirror + '/' + file name."""
+def mirrored(url: str, mirror: Optional[str] = None, filename: Optional[str] = None) -> str:
+    """The URL with its base replaced by the mirror (argument, else `$VGG_JAX_WEIGHTS_MIRROR`): mirror + '/' + file name.
+
+    The file name is `filename` where given (the cache's name: timm's files are all model.safetensors).
+    """
     mirror = mirror or os.environ.get(MIRROR_ENV)
-    return url if not mirror else f"{mirror.rstrip('/')}/{url.rsplit('/', 1)[-1]}"
+    return url if not mirror else f"{mirror.rstrip('/')}/{filename or url.rsplit('/', 1)[-1]}"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # the redirect response itself carries the Hugging Face hub's hash headers
+
+
+def server_sha256(url: str, timeout: float = 60.0) -> str:
+    """The SHA-256 the server publishes for `url` in its `X-Linked-Etag` header (the Hugging Face hub's, for LFS files).
+
+    Read from a HEAD request that does not follow the hub's redirect to its CDN.
+    """
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        response = urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout)
+        headers = response.headers
+    except urllib.error.HTTPError as error:
+        if error.code not in (301, 302, 303, 307, 308):
+            raise
+        headers = error.headers
+    etag = (headers.get("X-Linked-Etag") or "").strip().removeprefix("W/").strip('"').lower()
+    if len(etag) != 64 or any(c not in "0123456789abcdef" for c in etag):
+        raise ValueError(f"{url} publishes no SHA-256 (no X-Linked-Etag header with one), so a download could not be verified")
+    return etag
 
 
 def _digest(path: str, algorithm: str) -> str:
@@ -73,7 +100,7 @@ def _check(path: str, sha256: Optional[str], md5: Optional[str]) -> None:
 
 def fetch(
     url: str, sha256: Optional[str] = None, md5: Optional[str] = None, filename: Optional[str] = None,
-    mirror: Optional[str] = None, progress: bool = True, timeout: float = 60.0,
+    mirror: Optional[str] = None, progress: bool = True, timeout: float = 60.0, published_sha256: bool = False,
 ) -> str:
     """The path of `url`'s file in the cache, downloaded and verified the first time.
 
@@ -85,13 +112,15 @@ def fetch(
         mirror: replaces the URL's base (default: `$VGG_JAX_WEIGHTS_MIRROR`).
         progress: a progress bar on stderr when it is a terminal.
         timeout: seconds to wait for the server.
+        published_sha256: take the SHA-256 from the server's `X-Linked-Etag`
+            header (`server_sha256`), as the Hugging Face hub publishes it.
 
     Raises:
         ValueError: neither hash given (nothing is used unverified).
         WeightsUnavailable: the download failed (offline, firewall, HTTP error).
         HashMismatch: the download's hash differs; the file was removed.
     """
-    if not sha256 and not md5:
+    if not sha256 and not md5 and not published_sha256:
         raise ValueError(f"fetch({url!r}) needs the file's sha256 or md5: a download is never used unverified")
     if sha256 and len(sha256) < 8:
         raise ValueError(f"sha256 prefix {sha256!r} is too short to verify anything; give at least 8 hex digits")
@@ -99,7 +128,7 @@ def fetch(
     path = os.path.join(directory, filename or url.rsplit("/", 1)[-1])
     if os.path.isfile(path):
         return path  # only verified files are ever renamed into place
-    source = mirrored(url, mirror)
+    source = mirrored(url, mirror, filename)
     try:
         os.makedirs(directory, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
@@ -107,6 +136,8 @@ def fetch(
         raise WeightsUnavailable(f"cannot write to the weights cache {directory}: {error.strerror or error}; set {CACHE_ENV} to a writable folder") from None
     try:
         with os.fdopen(handle, "wb") as out:
+            if published_sha256 and not sha256 and not md5:
+                sha256 = server_sha256(source, timeout)
             _download(source, out, progress, timeout)
         _check(temporary, sha256, md5)
         os.replace(temporary, path)

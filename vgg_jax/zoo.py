@@ -25,6 +25,8 @@ from vgg_jax.model import VGG
 TORCHVISION_BASE = "https://download.pytorch.org/models/"
 KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
 TORCHVISION_LICENCE = "BSD-3-Clause (torchvision); trained on ImageNet-1k, whose terms allow non-commercial research use"
+TIMM_BASE = "https://huggingface.co/timm/"
+TIMM_LICENCE = "BSD-3-Clause (torchvision's weights, republished by timm as .safetensors); ImageNet-1k, non-commercial research use"
 KERAS_LICENCE = "CC BY 4.0 (the original VGG release by Oxford's Visual Geometry Group, converted by Keras)"
 
 
@@ -44,6 +46,12 @@ class Weights:
     preprocess: str  # the `vgg_jax.preprocess` mode the weights expect
     licence: str
     include_top: bool = True
+    hash_from_server: bool = False  # the Hugging Face hub publishes each file's SHA-256 in its X-Linked-Etag header
+    cache_name: Optional[str] = None  # the file's name in the cache and on a mirror (default: the URL's last part)
+
+    @property
+    def file(self) -> str:
+        return self.cache_name or self.url.rsplit("/", 1)[-1]
 
 
 def _torchvision(name: str, file: str, top1: float, top5: float) -> Weights:
@@ -56,6 +64,16 @@ def _keras(name: str, file: str, md5: str, include_top: bool, top1: Optional[flo
     config = "D" if name.startswith("vgg16") else "E"
     return Weights(name, "keras", config, False, KERAS_BASE + name.split("_")[0] + "/" + file, None, md5, top1, top5, "caffe",
                    KERAS_LICENCE, include_top)
+
+
+def _timm(entry: Weights) -> Weights:
+    """timm's copy of a torchvision file (`timm/vgg16.tv_in1k`): the same weights as .safetensors, read without torch.
+
+    timm stores fc6 as a 7x7 conv (`pre_logits.fc1`); `vgg_jax.weights` reads that layout.
+    """
+    repo = f"{entry.name}.tv_in1k"
+    return dataclasses.replace(entry, source="timm", url=f"{TIMM_BASE}{repo}/resolve/main/model.safetensors", sha256=None,
+                               licence=TIMM_LICENCE, hash_from_server=True, cache_name=f"timm-{repo}.safetensors")
 
 
 # torchvision's figures: its model builders' metadata (ImageNet-1k validation, resize 256, centre crop 224).
@@ -77,7 +95,8 @@ WEIGHTS: dict[tuple[str, str], Weights] = {
         _keras("vgg19_notop", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "253f8cb515780f3b799900260a226db6", False, None, None),
     )
 }
-SOURCES = ("torchvision", "keras")
+WEIGHTS.update({(name, "timm"): _timm(entry) for (name, source), entry in list(WEIGHTS.items()) if source == "torchvision"})
+SOURCES = ("torchvision", "keras", "timm")
 
 
 def weights_info(name: str, source: str = "torchvision") -> Weights:
@@ -111,9 +130,10 @@ def pretrained(name: str, source: str = "torchvision", mirror: Optional[str] = N
     if fixed:
         raise ValueError(f"pretrained({name!r}) takes {', '.join(fixed)} from the weights; leave it out (fine-tune a new fc8 with warm_start)")
     entry = weights_info(name, source)
-    converted = os.path.join(hub.cache_dir(), f"{entry.url.rsplit('/', 1)[-1]}.vgg_jax.msgpack")
+    converted = os.path.join(hub.cache_dir(), f"{entry.file}.vgg_jax.msgpack")
     if not os.path.isfile(converted):
-        path = hub.fetch(entry.url, sha256=entry.sha256, md5=entry.md5, mirror=mirror)
+        path = hub.fetch(entry.url, sha256=entry.sha256, md5=entry.md5, filename=entry.file, mirror=mirror,
+                         published_sha256=entry.hash_from_server)
         variables = weights_lib.load(path, entry.config, batch_norm=entry.batch_norm, strict=entry.include_top)
         if not entry.include_top:
             variables = variables[0]  # a no-top file: the convs only (the report says so)
