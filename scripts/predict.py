@@ -20,13 +20,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from vgg_jax import predict  # noqa: E402
 from vgg_jax.cli import OneLineParser, positive_int  # noqa: E402
+from vgg_jax.zoo import SOURCES  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = OneLineParser(prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", help="JPEG or PNG files")
     parser.add_argument("--model", default="vgg16", help="a published name (vgg11 ... vgg19, _bn, or a paper letter) or a weights file")
-    parser.add_argument("--source", default="torchvision", choices=("torchvision", "keras"), help="where published weights come from")
+    parser.add_argument("--source", default="torchvision", choices=SOURCES, help="where published weights come from")
     parser.add_argument("--config", default=None, help="the config of a weights file that does not say (default: read off the file)")
     parser.add_argument("--top", type=positive_int, default=5, help="classes per image (default 5)")
     parser.add_argument("--dense", action="store_true", help="the paper's dense evaluation at the image's own size")
