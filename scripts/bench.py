@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from vgg_jax import bench  # noqa: E402
 from vgg_jax.cli import OneLineParser, add_parallel_flags, non_negative_int, start_distributed  # noqa: E402
-from vgg_jax.model import CONV_IMPLS  # noqa: E402
+from vgg_jax.model import CONV_IMPLS, POOL_IMPLS, RELU_IMPLS  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,6 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", default=None, help="JAX's persistent compilation cache directory")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s for MFU on a device the table lacks")
     parser.add_argument("--conv-impl", default="auto", choices=CONV_IMPLS, help="the model's conv implementation (auto: custom_vjp on CPU, xla elsewhere)")
+    parser.add_argument("--relu-impl", default="jax", choices=RELU_IMPLS, help="jax.nn.relu, or output_mask (its gradient masked by the output)")
+    parser.add_argument("--profile", default=None, metavar="DIR", help="trace 3 steps of each case with jax.profiler into DIR and print device time by kind")
+    parser.add_argument("--pool-impl", default="auto", choices=POOL_IMPLS, help="auto (reshape on CPU, else reduce_window), reduce_window (nn.max_pool) or reshape (a reshape and a max)")
     parser.add_argument("--scaling", action="store_true", help="also time 1, 2, 4, ... devices at the same per-device batch; report scaling efficiency")
     add_parallel_flags(parser)
     parser.add_argument("--width-scale", type=float, default=1.0, help="multiply conv channels (small experiments)")
@@ -54,6 +57,7 @@ def bench_config(args: argparse.Namespace) -> bench.BenchConfig:
         dtypes=bench.parse_dtypes(args.dtype), modes=bench.parse_modes(args.mode), **bench.parse_peers(args.vs),
         remat=args.remat, devices=args.devices, scaling=args.scaling, width_scale=args.width_scale,
         fc_width=args.fc_width, num_classes=args.num_classes, peak_tflops=args.peak_tflops, conv_impl=args.conv_impl,
+        relu_impl=args.relu_impl, pool_impl=args.pool_impl, profile_dir=args.profile,
     )
     return bench.BenchConfig(spec=spec, json=args.json, plot=args.plot, cache_dir=args.cache_dir)
 

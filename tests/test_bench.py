@@ -137,10 +137,14 @@ def run_cli(*args, cwd=ROOT):
 
 def test_cli_end_to_end(tmp_path):
     out, plot = tmp_path / "out.json", tmp_path / "sweep.png"
-    done = run_cli("--config", "vgg11-lrn", "--batch-size", "1,2", "--steps", "2", "--warmup", "0", "--json", str(out), "--plot", str(plot), *TINY_FLAGS)
+    done = run_cli("--config", "vgg11-lrn", "--batch-size", "1,2", "--steps", "2", "--warmup", "0", "--json", str(out), "--plot", str(plot),
+                   "--relu-impl", "output_mask", "--pool-impl", "reshape", "--profile", str(tmp_path / "profile"), *TINY_FLAGS)
     assert done.returncode == 0, done.stderr
     records = json.loads(out.read_text())
     jsonschema.validate(records, report.RECORDS_SCHEMA)
+    assert {(r["relu_impl"], r["pool_impl"]) for r in records} == {("output_mask", "reshape")}
+    profile = records[0]["results"]["forward"]["profile"]  # device time by kind, from a jax.profiler trace
+    assert profile and abs(sum(row["share"] for row in profile) - 1) < 1e-6 and "device time by kind" in done.stdout
     assert [(r["config"], r["batch_size"]) for r in records] == [("A-LRN", 1), ("A-LRN", 2)]  # an alias, and a sweep
     assert len(SEED_LINE.findall(done.stdout)) == 4
     assert "vgg_jax benchmark" in done.stdout and "img/s" in done.stdout

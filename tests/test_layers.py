@@ -1,7 +1,8 @@
-"""LocalResponseNorm against the formula in NumPy, and against torch's convention."""
+"""LocalResponseNorm against the formula and torch's convention; the fusion-friendly ReLU and pooling forms against the plain ones."""
 
 import numpy as np
 import pytest
+import jax
 import jax.numpy as jnp
 
 from vgg_jax import LocalResponseNorm
@@ -45,3 +46,47 @@ def test_lrn_equals_torch_with_alpha_times_size():
     ours = LocalResponseNorm(5, 1e-4, 0.75, 2.0).apply({}, jnp.asarray(a.transpose(0, 2, 3, 1)))
     theirs = torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)(torch.from_numpy(a)).numpy()
     np.testing.assert_allclose(np.asarray(ours), theirs.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_relu_with_the_output_mask_has_relus_values_and_gradients():
+    from vgg_jax.layers import relu_output_mask
+
+    x = jnp.array([-2.0, -0.0, 0.0, 0.5, 3.0])
+    np.testing.assert_array_equal(relu_output_mask(x), jax.nn.relu(x))
+    np.testing.assert_array_equal(jax.grad(lambda v: (relu_output_mask(v) * jnp.arange(5.0)).sum())(x),
+                                  jax.grad(lambda v: (jax.nn.relu(v) * jnp.arange(5.0)).sum())(x))
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (1, 7, 9, 2)])
+def test_reshape_pooling_is_max_pool_forward_bit_for_bit_and_in_its_gradient_without_ties(shape):
+    import flax.linen as nn
+
+    from vgg_jax.layers import max_pool_2x2
+
+    x = jax.random.normal(jax.random.key(0), shape)  # continuous values: no ties
+    reference = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2), padding="VALID")
+    np.testing.assert_array_equal(max_pool_2x2(x), reference(x))
+    weights = jax.random.normal(jax.random.key(1), reference(x).shape)
+    grad = lambda pool: jax.grad(lambda v: (pool(v) * weights).sum())(x)
+    np.testing.assert_array_equal(grad(max_pool_2x2), grad(reference))
+
+
+def test_the_fusion_friendly_forms_keep_the_models_outputs_and_gradients():
+    """relu_impl="output_mask" and pool_impl="reshape": the same logits and, in f32 at the highest precision,
+    parameter gradients equal to the default's to 1e-5."""
+    from conftest import tiny_vgg
+
+    images = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
+    default, fast = tiny_vgg("D", pool_impl="reduce_window"), tiny_vgg("D", relu_impl="output_mask", pool_impl="reshape")
+    variables = default.init(jax.random.key(3), images)
+    np.testing.assert_array_equal(fast.apply(variables, images), default.apply(variables, images))
+    with jax.default_matmul_precision("highest"):
+        grads = [jax.grad(lambda p, m=m: (m.apply({"params": p}, images) ** 2).sum())(variables["params"]) for m in (default, fast)]
+        saliency = [jax.grad(lambda x, m=m: m.apply(variables, x)[:, 3].sum())(images) for m in (default, fast)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
+    np.testing.assert_allclose(*saliency, rtol=1e-5, atol=1e-7)  # ties after a ReLU are zeros its mask drops
+    from vgg_jax.model import resolve_pool_impl
+
+    assert resolve_pool_impl("auto") == ("reshape" if jax.default_backend() == "cpu" else "reduce_window")
+    with pytest.raises(ValueError, match="pool_impl must be one of"):
+        tiny_vgg("D", pool_impl="avg")

@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import math
 import os
+import re
 import sys
 import time
 from typing import Any, Callable, Optional
@@ -22,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vgg_jax import hardware, parallel, peers, timing, train
+from vgg_jax import device_profile, hardware, parallel, peers, timing, train
 from vgg_jax.configs import CONFIGS, MIN_IMAGE_SIZE, count_macs, resolve_config
-from vgg_jax.model import COMPUTE_DTYPES, VGG, resolve_conv_impl
+from vgg_jax.model import COMPUTE_DTYPES, VGG, resolve_conv_impl, resolve_pool_impl
 
 MODES = ("forward", "forward_backward", "train_step")
 DTYPES = COMPUTE_DTYPES
@@ -60,6 +61,9 @@ class BenchSpec:
     peak_tflops: Optional[float] = None
     seed: int = 0
     conv_impl: str = "auto"
+    relu_impl: str = "jax"
+    pool_impl: str = "auto"
+    profile_dir: Optional[str] = None  # trace each case's step there and summarise device time by kind
     remat: bool = False
     devices: Optional[int] = None  # all; the batch sizes are global, split over the devices
     scaling: bool = False  # also 1, 2, 4, ... devices at the same per-device batch
@@ -220,7 +224,7 @@ class _Progress:
 def _model(spec: BenchSpec, config: str, dtype: str, remat: bool = False) -> VGG:
     return VGG(
         config=config, num_classes=spec.num_classes, fc_width=spec.fc_width, width_scale=spec.width_scale,
-        dtype=DTYPES[dtype], conv_impl=spec.conv_impl, remat=remat,
+        dtype=DTYPES[dtype], conv_impl=spec.conv_impl, remat=remat, relu_impl=spec.relu_impl, pool_impl=spec.pool_impl,
     )
 
 
@@ -242,6 +246,7 @@ class _Timed:
     traces: list[int]
     times: list[float] = dataclasses.field(default_factory=list)
     stepper: Any = None  # ours: the compiled step bound to its arguments
+    profile: Optional[list] = None  # --profile: (kind, ms per step, share) rows
 
 
 @dataclasses.dataclass
@@ -303,6 +308,10 @@ def _time_mode(case: _Case, mode: str, log: Callable[[str], None]) -> tuple[_Tim
         raise
     for entry, seconds in zip(timed + [t for _, _, t in peer_list], times):
         entry.times = seconds
+    if spec.profile_dir:
+        directory = os.path.join(spec.profile_dir, re.sub(r"[^\w.-]+", "_", case.name(mode)))
+        ours.profile = device_profile.profile(ours.stepper.step, ours.compiled.as_text(), directory)
+        log(f"  device time by kind ({directory}):\n" + device_profile.render(ours.profile))
     return ours, remat, peer_list
 
 
@@ -350,6 +359,8 @@ def _mode_result(case: _Case, mode: str, ours: _Timed, remat: Optional[_Timed], 
         result["ratio" if kind == "torch" else "compiled_ratio"] = result["images_per_s"] / result[key]["images_per_s"]
     if baseline is not None and mode in baseline["results"]:
         result["scaling_efficiency"] = result["images_per_s"] / (devices * baseline["results"][mode]["images_per_s"])
+    if ours.profile is not None:
+        result["profile"] = [{"kind": kind, "ms_per_step": ms, "share": share} for kind, ms, share in ours.profile]
     return result
 
 
@@ -398,6 +409,7 @@ def benchmark_case(
         "versions": hardware.versions(), "xla_flags": hardware.xla_flags(), "dispatch_s": dispatch_s,
         "width_scale": spec.width_scale,
         "conv_impl": resolve_conv_impl(spec.conv_impl),  # what ran: "auto" resolved
+        "relu_impl": spec.relu_impl, "pool_impl": resolve_pool_impl(spec.pool_impl),
         "fc_width": spec.fc_width, "num_classes": spec.num_classes, "results": results,
     }
 

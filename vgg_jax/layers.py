@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -43,3 +44,44 @@ class LocalResponseNorm(nn.Module):
         window_sum = sum(padded[..., i : i + channels] for i in range(self.size))
         scale = (self.k + self.alpha * window_sum) ** self.beta
         return (values / scale).astype(inputs.dtype)
+
+
+@jax.custom_vjp
+def relu_output_mask(x: jax.Array) -> jax.Array:
+    """ReLU whose gradient is masked by its output (`y > 0`), not its input.
+
+    The same values and gradients as `jax.nn.relu` (the derivative at 0 is 0
+    in both). Autodiff of `jax.nn.relu` keeps the pre-activation for the
+    backward pass, so in training the conv output has two users; this one
+    keeps only the ReLU's output, which the next layer needs anyway. On GPUs
+    that leaves the conv (+ bias + ReLU) with one user, the pattern XLA's
+    cuDNN fusion rewrite requires (docs/benchmarks.md, issue levers).
+    """
+    return jnp.maximum(x, 0)
+
+
+def _relu_forward(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    y = jnp.maximum(x, 0)
+    return y, y
+
+
+def _relu_backward(y: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+    return (jnp.where(y > 0, g, jnp.zeros_like(g)),)
+
+
+relu_output_mask.defvjp(_relu_forward, _relu_backward)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pooling with stride 2 (floor, as 'VALID') as a reshape and a max, NHWC.
+
+    The forward equals `nn.max_pool(x, (2, 2), strides=(2, 2))` bit for bit.
+    Its gradient is elementwise work (a compare with the broadcast max) that
+    can fuse with the ReLU mask, where `reduce_window`'s gradient is a
+    `select_and_scatter` kernel that fuses with nothing. Ties differ: the
+    gradient is shared equally among the maxima of a window, where
+    `select_and_scatter` gives it all to the first.
+    """
+    n, h, w, c = x.shape
+    x = x[:, : h - h % 2, : w - w % 2]
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))

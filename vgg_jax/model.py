@@ -18,11 +18,13 @@ import numpy as np
 
 from vgg_jax.configs import CONFIGS, LRN, MIN_IMAGE_SIZE, Conv, conv_layers, layer_names, resolve_config, scaled
 from vgg_jax.conv import flax_conv
-from vgg_jax.layers import LocalResponseNorm
+from vgg_jax.layers import LocalResponseNorm, max_pool_2x2, relu_output_mask
 
 Initializer = Callable[..., jax.Array]
 INIT_SCHEMES = ("glorot", "paper", "kaiming")
 CONV_IMPLS = ("auto", "xla", "custom_vjp")
+RELU_IMPLS = ("jax", "output_mask")  # jax.nn.relu, or layers.relu_output_mask (the gradient masked by the output)
+POOL_IMPLS = ("auto", "reduce_window", "reshape")  # auto: reshape on CPU; nn.max_pool, or layers.max_pool_2x2
 CLASSIFIER = ("fc6", "fc7", "fc8")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # by name, for configs and flags
 
@@ -131,6 +133,14 @@ class VGG(nn.Module):
         remat: recompute each conv block's activations in the backward pass
             (`jax.checkpoint` per block) instead of keeping them: less
             activation memory for more compute. Same variables and gradients.
+        relu_impl: "jax" (`jax.nn.relu`) or "output_mask" (the same function,
+            its gradient masked by its output: one activation fewer kept).
+        pool_impl: "auto" (default: "reshape" when JAX's default backend is
+            the CPU, where it measured 7% faster, else "reduce_window"),
+            "reduce_window" (`nn.max_pool`) or "reshape" (a reshape and a max:
+            the same forward; the gradient is elementwise and shared among tied
+            maxima, which after a ReLU are zeros that the ReLU's mask drops).
+            Performance switches: same variables either way.
     """
 
     config: str = "D"
@@ -144,6 +154,8 @@ class VGG(nn.Module):
     param_dtype: Any = jnp.float32
     conv_impl: str = "auto"
     remat: bool = False
+    relu_impl: str = "jax"
+    pool_impl: str = "auto"
 
     def __post_init__(self) -> None:
         resolve_config(self.config)
@@ -157,8 +169,9 @@ class VGG(nn.Module):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         initializers(self.init_scheme)
-        if self.conv_impl not in CONV_IMPLS:
-            raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}")
+        for field, choices in (("conv_impl", CONV_IMPLS), ("relu_impl", RELU_IMPLS), ("pool_impl", POOL_IMPLS)):
+            if getattr(self, field) not in choices:
+                raise ValueError(f"{field} must be one of {choices}, got {getattr(self, field)!r}")
         for field in ("dtype", "param_dtype"):
             value = getattr(self, field)
             try:
@@ -305,14 +318,15 @@ class VGG(nn.Module):
                     )(x)
                 if emit(f"conv{suffix}", x):
                     return x, outputs
-                x = nn.relu(x)
+                x = relu_output_mask(x) if self.relu_impl == "output_mask" else nn.relu(x)
                 if emit(f"relu{suffix}", x):
                     return x, outputs
             elif isinstance(layer, LRN):
                 x = LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k, name="lrn")(x)
                 if emit("lrn", x):
                     return x, outputs
-        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        reshape = resolve_pool_impl(self.pool_impl) == "reshape"
+        x = max_pool_2x2(x) if reshape else nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
         emit(f"pool{block_index}", x)
         return x, outputs
 
@@ -398,6 +412,13 @@ def resolve_conv_impl(conv_impl: str) -> str:
     if conv_impl != "auto":
         return conv_impl
     return "custom_vjp" if jax.default_backend() == "cpu" else "xla"
+
+
+def resolve_pool_impl(pool_impl: str) -> str:
+    """The pooling "auto" stands for: a reshape and a max on the CPU (measured faster there), reduce_window elsewhere."""
+    if pool_impl != "auto":
+        return pool_impl
+    return "reshape" if jax.default_backend() == "cpu" else "reduce_window"
 
 
 def _check_positive_int(name: str, value: Any) -> None:
