@@ -8,7 +8,7 @@ N(0, 0.01), from A rest N(0, 0.01), scratch Glorot, from A rest Glorot,
 scratch with batch norm, and D from B / E from D), every arm for the same
 seeds, steps and data order. Writes results.json, coarse_to_fine.png (mean
 curves, +-1 std bands) and coarse_to_fine.md (the tables) to the workdir.
-`--preset cpu` takes about 20 minutes on 2 CPU cores; `--preset paper` (the
+`--preset cpu` takes about 16 minutes on 2 CPU cores; `--preset paper` (the
 paper's widths) is for an accelerator. `--tiny` runs either in seconds.
 `--sweep` reruns the recipe sweep on A (tuning split only) instead.
 """
