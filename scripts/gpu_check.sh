@@ -7,7 +7,8 @@
 # Prints the devices and versions, runs the tests that need no download, then
 # times VGG-16 in bf16 (batch 32, 64, 128, 256) and fp32 (64, 256), forward and
 # train-step, against torchvision (AMP, channels_last) in the same run; then the
-# bf16 train step at 256 with --remat and against torch.compile; then A and E
+# bf16 train step at 256 with --remat and against torch.compile, profiled (device
+# time by kind for ours, torchvision and torch.compile in bench.log); then A and E
 # while time allows (--vs torch; the GPU image has torch and torchvision).
 # Logs and JSON land under $OUT in at most 6 files (the device tool returns 8):
 # check.log, bench.log and one JSON per run. The GPU image has no pip index: the
@@ -48,6 +49,6 @@ run() {  # name, then bench.py arguments; skipped when under a minute of the bud
 # In order of importance: the D bf16 sweep, fp32, remat and torch.compile at the largest batch, then A and E.
 run D_bf16 --config D --dtype bfloat16 --mode forward,train-step --vs torch "${sweep[@]}"
 run D_fp32 --config D --dtype float32 --mode forward,train-step --vs torch "${few[@]}"
-run D_bf16_remat_compile --config D --dtype bfloat16 --mode train-step --vs torch,torch-compile --remat "${one[@]}"
+run D_bf16_remat_compile --config D --dtype bfloat16 --mode train-step --vs torch,torch-compile --remat --profile "$cache/profile" "${one[@]}"
 run AE_bf16 --config A,E --dtype bfloat16 --mode forward,train-step --vs torch "${one[@]}"
 echo "gpu_check done in $((SECONDS - start)) s; results in $out" | tee -a "$out/check.log"

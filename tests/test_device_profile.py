@@ -45,3 +45,36 @@ def test_a_real_trace_of_a_jitted_step(tmp_path):
     x = jnp.ones((64, 64))
     rows = device_profile.profile(lambda: step(x), step.lower(x).compile().as_text(), str(tmp_path), steps=2)
     assert rows and all(ms >= 0 for _, ms, _ in rows) and abs(sum(share for *_, share in rows) - 1) < 1e-6
+
+
+def test_a_fusion_takes_the_kind_of_what_it_computes():
+    hlo = """HloModule jit_step
+
+%fused_conv (p0: f32[1,8,8,3], p1: f32[3,3,3,4]) -> f32[1,8,8,4] {
+  %p0 = f32[1,8,8,3]{3,2,1,0} parameter(0)
+  %p1 = f32[3,3,3,4]{3,2,1,0} parameter(1)
+  ROOT %convolution.1 = f32[1,8,8,4]{3,2,1,0} convolution(f32[1,8,8,3]{3,2,1,0} %p0, f32[3,3,3,4]{3,2,1,0} %p1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f
+}
+
+%fused_add (p0: f32[4]) -> f32[4] {
+  %p0 = f32[4]{0} parameter(0)
+  ROOT %add.1 = f32[4]{0} add(f32[4]{0} %p0, f32[4]{0} %p0)
+}
+
+ENTRY %main (a: f32[1,8,8,3], b: f32[3,3,3,4]) -> f32[1,8,8,4] {
+  %a = f32[1,8,8,3]{3,2,1,0} parameter(0)
+  %b = f32[3,3,3,4]{3,2,1,0} parameter(1)
+  %fusion.2 = f32[4]{0} fusion(f32[4]{0} %x), kind=kLoop, calls=%fused_add
+  ROOT %fusion.1 = f32[1,8,8,4]{3,2,1,0} fusion(f32[1,8,8,3]{3,2,1,0} %a, f32[3,3,3,4]{3,2,1,0} %b), kind=kCustom, calls=%fused_conv
+}
+"""
+    kinds = device_profile.classify(hlo)
+    assert kinds["fusion.1"] == "conv forward" and kinds["fusion.2"] == "elementwise fusion"
+
+
+def test_torch_kernel_and_operator_names_map_to_the_same_kinds():
+    kind = device_profile.torch_kind
+    assert kind("sm90_xmma_fprop_implicit_gemm_bf16") == "conv forward"
+    assert kind("sm90_xmma_dgrad_implicit_gemm") == "conv input-gradient" and kind("xmma_wgrad_nhwc") == "conv weight-gradient"
+    assert kind("triton_poi_fused_relu_threshold_backward_3") == "elementwise fusion"
+    assert kind("aten::max_pool2d_with_indices_backward") == "pooling" and kind("aten::addmm") == "matmul"

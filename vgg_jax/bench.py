@@ -312,6 +312,9 @@ def _time_mode(case: _Case, mode: str, log: Callable[[str], None]) -> tuple[_Tim
         directory = os.path.join(spec.profile_dir, re.sub(r"[^\w.-]+", "_", case.name(mode)))
         ours.profile = device_profile.profile(ours.stepper.step, ours.compiled.as_text(), directory)
         log(f"  device time by kind ({directory}):\n" + device_profile.render(ours.profile))
+        for _, peer, peer_timed in peer_list:  # the same split for torchvision, from torch.profiler
+            peer_timed.profile = device_profile.profile_torch(peer.step, 3, os.path.join(directory, peer.name.replace(" ", "_")))
+            log(f"  {peer.name}, device time by kind:\n" + device_profile.render(peer_timed.profile))
     return ours, remat, peer_list
 
 
@@ -356,6 +359,8 @@ def _mode_result(case: _Case, mode: str, ours: _Timed, remat: Optional[_Timed], 
         peer_median = timing.summarise(timed.times)["median_s"]
         key = "peer" if kind == "torch" else "compiled_peer"
         result[key] = {"name": peer.name, "median_s": peer_median, "images_per_s": batch_size / peer_median}
+        if timed.profile is not None:
+            result[key]["profile"] = [{"kind": kind, "ms_per_step": ms, "share": share} for kind, ms, share in timed.profile]
         result["ratio" if kind == "torch" else "compiled_ratio"] = result["images_per_s"] / result[key]["images_per_s"]
     if baseline is not None and mode in baseline["results"]:
         result["scaling_efficiency"] = result["images_per_s"] / (devices * baseline["results"][mode]["images_per_s"])

@@ -40,13 +40,43 @@ def _conv_kind(line: str) -> str:
     return "conv forward"
 
 
+def _computations(hlo_text: str) -> dict[str, str]:
+    """Computation name -> its body text (the instructions between its braces)."""
+    bodies, name, lines = {}, None, []
+    for line in hlo_text.splitlines():
+        header = re.match(r"^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s*(?:\(.*\))?.*\{\s*$", line)
+        if name is None and header and "=" not in line.split("{")[0]:
+            name, lines = header.group(1), []
+        elif name is not None and line.strip() == "}":
+            bodies[name], name = "\n".join(lines), None
+        elif name is not None:
+            lines.append(line)
+    return bodies
+
+
+def _fusion_kind(line: str, bodies: dict[str, str]) -> str:
+    """A fusion's kind from what it computes: its convolution, dot or pooling, else elementwise work."""
+    called = re.search(r"calls=%?([\w.\-]+)", line)
+    body = bodies.get(called.group(1), "") if called else ""
+    for inner in body.splitlines():
+        match = _INSTRUCTION.match(inner)
+        if match and match.group(2) == "convolution":
+            return _conv_kind(inner)
+    if re.search(r"\s(dot|custom-call)\(", body):
+        return "matmul"
+    if re.search(r"\s(select-and-scatter|reduce-window)\(", body):
+        return "pooling"
+    return "elementwise fusion"
+
+
 def classify(hlo_text: str) -> dict[str, str]:
     """Instruction name -> kind, for every instruction of an optimised HLO module's text.
 
-    A fusion takes the kind of the convolution or library call inside it when
-    it has one (XLA names fusions after their root), else "elementwise fusion".
+    A fusion takes the kind of the convolution, dot or pooling inside it when it
+    has one, else "elementwise fusion"; library calls take their cuDNN or cuBLAS target's.
     """
     kinds: dict[str, str] = {}
+    bodies = _computations(hlo_text)
     for line in hlo_text.splitlines():
         match = _INSTRUCTION.match(line)
         if not match:
@@ -64,7 +94,7 @@ def classify(hlo_text: str) -> dict[str, str]:
         elif opcode in ("copy", "transpose", "copy-start", "copy-done"):
             kind = "copy/transpose"
         elif opcode == "fusion":
-            kind = "conv forward" if "convolution" in name else "elementwise fusion"
+            kind = _fusion_kind(line, bodies)
         else:
             kind = "other"
         kinds[name] = kind
@@ -127,3 +157,55 @@ def render(rows: list[tuple[str, float, float]]) -> str:
     lines = ["| kind | ms per step | share |", "|---|---|---|"]
     lines += [f"| {kind} | {ms:.3f} | {share:.1%} |" for kind, ms, share in rows]
     return "\n".join(lines)
+
+
+# torch.profiler's kernel (GPU) or operator (CPU) names -> kinds, first match wins: cuDNN's fprop/dgrad/wgrad
+# kernels and aten's convolution ops, pooling, GEMMs, copies and layout changes, and Triton/elementwise kernels.
+_TORCH_KINDS = (
+    (("dgrad", "convolution_backward_input"), "conv input-gradient"),
+    (("wgrad", "convolution_backward_weight"), "conv weight-gradient"),
+    (("fprop", "aten::convolution", "aten::_convolution", "aten::conv2d", "mkldnn_convolution"), "conv forward"),
+    (("max_pool",), "pooling"),
+    (("gemm", "aten::mm", "aten::addmm", "aten::linear", "aten::matmul"), "matmul"),
+    (("copy", "transpose", "nchwtonhwc", "nhwctonchw", "aten::contiguous", "aten::clone"), "copy/transpose"),
+    (("triton", "elementwise", "vectorized", "aten::relu", "aten::threshold", "aten::add", "aten::mul"), "elementwise fusion"),
+)
+
+
+def torch_kind(name: str) -> str:
+    """The kind of a torch.profiler kernel or operator, from its name (`convolution_backward` counts as input-gradient
+    on a CPU, where aten does not split it)."""
+    lower = name.lower()
+    if lower == "aten::convolution_backward":
+        return "conv input-gradient"
+    return next((kind for keys, kind in _TORCH_KINDS if any(key in lower for key in keys)), "other")
+
+
+def profile_torch(run_step: Callable[[], Any], steps: int = 3, directory: str = "") -> list[tuple[str, float, float]]:
+    """The same summary for a torch step (torchvision under `torch.compile`): CUDA kernels where there are any,
+    else the CPU's top-level aten operators. Writes a Chrome trace into `directory` when given."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as profiler:
+        for _ in range(steps):
+            run_step()
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        profiler.export_chrome_trace(os.path.join(directory, "torch_trace.json"))
+    totals: dict[str, float] = collections.defaultdict(float)
+    for event in profiler.key_averages():
+        if cuda:
+            ms = getattr(event, "device_time_total", getattr(event, "cuda_time_total", 0.0)) / 1000.0
+            if getattr(event, "device_type", None) is not None and "CUDA" not in str(event.device_type):
+                continue
+        else:
+            if not event.key.startswith("aten::") or event.key in ("aten::empty", "aten::to"):
+                continue
+            ms = event.self_cpu_time_total / 1000.0
+        if ms > 0:
+            totals[torch_kind(event.key)] += ms
+    grand = sum(totals.values()) or 1.0
+    return sorted(((kind, ms / steps, ms / grand) for kind, ms in totals.items()), key=lambda row: -row[1])
