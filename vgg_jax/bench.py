@@ -360,12 +360,12 @@ def _mode_result(case: _Case, mode: str, ours: _Timed, remat: Optional[_Timed], 
         key = "peer" if kind == "torch" else "compiled_peer"
         result[key] = {"name": peer.name, "median_s": peer_median, "images_per_s": batch_size / peer_median}
         if timed.profile is not None:
-            result[key]["profile"] = [{"kind": kind, "ms_per_step": ms, "share": share} for kind, ms, share in timed.profile]
+            result[key]["profile"] = device_profile.records(timed.profile)
         result["ratio" if kind == "torch" else "compiled_ratio"] = result["images_per_s"] / result[key]["images_per_s"]
     if baseline is not None and mode in baseline["results"]:
         result["scaling_efficiency"] = result["images_per_s"] / (devices * baseline["results"][mode]["images_per_s"])
     if ours.profile is not None:
-        result["profile"] = [{"kind": kind, "ms_per_step": ms, "share": share} for kind, ms, share in ours.profile]
+        result["profile"] = device_profile.records(ours.profile)
     return result
 
 

@@ -190,7 +190,7 @@ class Experiment:
         begin = time.perf_counter()
         seeds, recipe = self.preset.seeds, self.preset.recipe
         final, curves = multiseed.train_instances(
-            model.clone(init_scheme="glorot"), variables, self.data, seeds, steps, self.preset.eval_every,
+            model, variables, self.data, seeds, steps, self.preset.eval_every,
             [recipe] * len(seeds), log=lambda line: self.log(f"  {line}"),
         )
         return final, curves, time.perf_counter() - begin
@@ -230,7 +230,7 @@ class Experiment:
                   "batch_norm": arm.batch_norm, "layers": arm.layers if source else None, "copied": copied,
                   "steps": preset.target_steps, **_run_record(curves, preset.seeds, preset.budgets, seconds)}
         record["cost_to"] = {
-            threshold: {"steps": [None if s is None else s for s in reached],
+            threshold: {"steps": list(reached),
                         "macs": [None if s is None else source_cost + s * per_step for s in reached]}
             for threshold, reached in record["steps_to"].items()
         }
@@ -323,9 +323,8 @@ def sweep(preset: Preset, points: Sequence[tuple[str, Recipe]], seeds: Sequence[
         instances = [(init_scheme, recipe, seed) for init_scheme, recipe in members for seed in seeds]
         group_preset = dataclasses.replace(preset, recipe=members[0][1])
         images = jnp.zeros((1, preset.image_size, preset.image_size, 3), jnp.float32)
-        variables = multiseed.stack([
-            jax.jit(_model(group_preset, "A", init_scheme).init)(_init_key(seed), images) for init_scheme, _, seed in instances
-        ])
+        inits = {scheme: jax.jit(_model(group_preset, "A", scheme).init) for scheme, _ in members}  # one compile per scheme
+        variables = multiseed.stack([inits[scheme](_init_key(seed), images) for scheme, _, seed in instances])
         log(f"== sweep: {len(instances)} runs of A, batch {members[0][1].batch_size}, dropout {members[0][1].dropout_rate}")
         _, curves = multiseed.train_instances(
             _model(group_preset, "A", "glorot"), variables, data, [seed for *_, seed in instances], preset.source_steps,

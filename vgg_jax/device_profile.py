@@ -35,7 +35,7 @@ def _conv_kind(line: str) -> str:
     labels = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", line)
     if labels and labels.group(3)[0] in "0123456789":
         return "conv weight-gradient"
-    if "window={" in line and "rhs_reversal" in line or "lhs_dilate" in line:
+    if "rhs_reversal=1" in line or "lhs_dilate" in line:
         return "conv input-gradient"
     return "conv forward"
 
@@ -150,6 +150,11 @@ def profile(run_step: Callable[[], Any], hlo_text: str, directory: str, steps: i
     finally:
         jax.profiler.stop_trace()
     return summarise(trace_events(directory), classify(hlo_text), steps, module_name(hlo_text))
+
+
+def records(rows: list[tuple[str, float, float]]) -> list[dict[str, Any]]:
+    """The summary as JSON records: kind, ms_per_step, share."""
+    return [{"kind": kind, "ms_per_step": ms, "share": share} for kind, ms, share in rows]
 
 
 def render(rows: list[tuple[str, float, float]]) -> str:

@@ -136,7 +136,7 @@ class VGG(nn.Module):
         relu_impl: "jax" (`jax.nn.relu`) or "output_mask" (the same function,
             its gradient masked by its output: one activation fewer kept).
         pool_impl: "auto" (default: "reshape" when JAX's default backend is
-            the CPU, where it measured 7% faster, else "reduce_window"),
+            the CPU, where it measured 5-7% faster, else "reduce_window"),
             "reduce_window" (`nn.max_pool`) or "reshape" (a reshape and a max:
             the same forward; the gradient is elementwise and shared among tied
             maxima, which after a ReLU are zeros that the ReLU's mask drops).

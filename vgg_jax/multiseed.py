@@ -105,10 +105,7 @@ def optimizer(momentum: float) -> optax.GradientTransformation:
     """The paper's SGD (`train.paper_optimizer`) with the rate and the decay as per-instance state."""
 
     def sgd(learning_rate, weight_decay):
-        return optax.chain(
-            optax.add_decayed_weights(weight_decay, mask=train.kernel_mask),
-            optax.sgd(learning_rate, momentum=momentum),
-        )
+        return train.paper_sgd(learning_rate, weight_decay, momentum)
 
     return optax.inject_hyperparams(sgd)(learning_rate=0.0, weight_decay=0.0)
 
@@ -135,8 +132,7 @@ def _chunk(model: VGG, momentum: float, shift: int):
     step = train.train_step(model, optimizer(momentum))
 
     def one(state, images, labels, indices, rate, key):
-        hyperparams = dict(state.opt_state.hyperparams, learning_rate=rate)
-        state = state.replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))
+        state = train.set_learning_rate(state, rate)
         data_key, dropout_key = jax.random.split(jax.random.fold_in(key, state.step))
         batch = {"image": _shift_images(images[indices], data_key, shift), "label": labels[indices]}
         return step(state, batch, dropout_key)
@@ -211,6 +207,7 @@ def train_instances(
     """
     if steps % eval_every:
         raise ValueError(f"steps ({steps}) must be a multiple of eval_every ({eval_every})")
+    model = model.clone(init_scheme="glorot")  # the init does not change the step: one compile per model shape
     first = recipes[0]
     if len(recipes) != len(seeds) or any((r.batch_size, r.momentum, r.shift) != (first.batch_size, first.momentum, first.shift) for r in recipes):
         raise ValueError("one recipe per seed, all with the same batch_size, momentum and shift")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from typing import Any, Mapping, Optional, Sequence
 
@@ -73,14 +74,19 @@ LPIPS_SCALE = (0.458, 0.448, 0.450)
 LPIPS_WEIGHTS_FILE = "lpips_vgg_v0.1.npz"
 
 
+@functools.lru_cache(maxsize=1)
 def lpips_weights() -> dict[str, np.ndarray]:
     """LPIPS v0.1's linear calibration for VGG-16: one non-negative weight per channel of each of the 5 layers.
 
     1,472 numbers, converted from the `lpips` package's `weights/v0.1/vgg.pth`
-    (Zhang et al. 2018, BSD-2-Clause licence) and shipped with vgg_jax.
+    (Zhang et al. 2018, BSD-2-Clause licence) and shipped with vgg_jax. Read
+    once per process (read-only arrays), not at every `lpips` call.
     """
     with resources.files("vgg_jax").joinpath(LPIPS_WEIGHTS_FILE).open("rb") as file, np.load(file) as arrays:
-        return {name: np.asarray(arrays[name], np.float32) for name in LPIPS_LAYERS}
+        weights = {name: np.asarray(arrays[name], np.float32) for name in LPIPS_LAYERS}
+    for array in weights.values():
+        array.setflags(write=False)
+    return weights
 
 
 def lpips(

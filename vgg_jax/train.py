@@ -71,15 +71,30 @@ def paper_optimizer(
     """
 
     def sgd(learning_rate):
-        trainable = optax.chain(
-            optax.add_decayed_weights(weight_decay, mask=None if decay_biases else kernel_mask),
-            optax.sgd(learning_rate, momentum=momentum),
-        )
-        if param_labels is None:
-            return trainable
-        return optax.multi_transform({"train": trainable, "frozen": optax.set_to_zero()}, param_labels)
+        return paper_sgd(learning_rate, weight_decay, momentum, decay_biases, param_labels)
 
     return optax.inject_hyperparams(sgd)(learning_rate=learning_rate)
+
+
+def paper_sgd(
+    learning_rate: Any,
+    weight_decay: Any = 5e-4,
+    momentum: float = 0.9,
+    decay_biases: bool = False,
+    param_labels: Optional[Callable[[Any], Any]] = None,
+) -> optax.GradientTransformation:
+    """The update `paper_optimizer` injects its rate into: L2 decay added to the gradient, then SGD with momentum.
+
+    For callers that inject more hyperparameters (`vgg_jax.multiseed` injects
+    the weight decay too, one per run).
+    """
+    trainable = optax.chain(
+        optax.add_decayed_weights(weight_decay, mask=None if decay_biases else kernel_mask),
+        optax.sgd(learning_rate, momentum=momentum),
+    )
+    if param_labels is None:
+        return trainable
+    return optax.multi_transform({"train": trainable, "frozen": optax.set_to_zero()}, param_labels)
 
 
 def learning_rate_schedule(
