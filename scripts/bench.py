@@ -40,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--relu-impl", default="jax", choices=RELU_IMPLS, help="jax.nn.relu, or output_mask (its gradient masked by the output)")
     parser.add_argument("--profile", default=None, metavar="DIR", help="trace 3 steps of each case with jax.profiler into DIR and print device time by kind")
     parser.add_argument("--pool-impl", default="auto", choices=POOL_IMPLS, help="auto (reshape on CPU, else reduce_window), reduce_window (nn.max_pool) or reshape (a reshape and a max)")
+    parser.add_argument("--freeze", default=None, metavar="LAYER", help="fine-tuning cost: the layers up to LAYER frozen, as train.py --freeze (pool5: the classifier alone)")
     parser.add_argument("--scaling", action="store_true", help="also time 1, 2, 4, ... devices at the same per-device batch; report scaling efficiency")
     add_parallel_flags(parser)
     parser.add_argument("--width-scale", type=float, default=1.0, help="multiply conv channels (small experiments)")
@@ -57,7 +58,7 @@ def bench_config(args: argparse.Namespace) -> bench.BenchConfig:
         dtypes=bench.parse_dtypes(args.dtype), modes=bench.parse_modes(args.mode), **bench.parse_peers(args.vs),
         remat=args.remat, devices=args.devices, scaling=args.scaling, width_scale=args.width_scale,
         fc_width=args.fc_width, num_classes=args.num_classes, peak_tflops=args.peak_tflops, conv_impl=args.conv_impl,
-        relu_impl=args.relu_impl, pool_impl=args.pool_impl, profile_dir=args.profile,
+        relu_impl=args.relu_impl, pool_impl=args.pool_impl, profile_dir=args.profile, freeze=args.freeze,
     )
     return bench.BenchConfig(spec=spec, json=args.json, plot=args.plot, cache_dir=args.cache_dir)
 

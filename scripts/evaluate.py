@@ -26,13 +26,17 @@ from vgg_jax.data import NORMALIZE_MODES  # noqa: E402
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="a run's workdir, a weights file (.pth, .safetensors, .h5, .msgpack) or SOURCE:NAME (torchvision:vgg16)")
-    parser.add_argument("--config", default="D", help="the config a weights file is read as (default D)")
+    parser.add_argument("model", help="a run's workdir, a weights file (.pth, .safetensors, .h5, .msgpack) or a published name (vgg16, keras:vgg16)")
+    parser.add_argument("--config", default=None, help="the config of a weights file that does not say (default: its metadata, else D)")
     parser.add_argument("--data", default=None, help="digits or folder:PATH (default: a run's own validation split)")
-    parser.add_argument("--eval", dest="method", choices=evaluate_lib.METHODS, default="center", help="the paper's Sec. 3.2 method")
+    parser.add_argument("--eval", dest="method", choices=evaluate_lib.METHODS, default="center",
+                        help="the paper's Sec. 3.2 method. Cost per image and test scale, in centre crops: center 1, dense 2 "
+                             "(the image and its flip at full size), multi-crop 50 (5x5 crops, each flipped), dense+multi-crop 52; "
+                             "the bar counts these views")
     parser.add_argument("--eval-scales", type=int_list, default=None, metavar="Q[,Q...]", help="test scales Q (default: the crop size)")
     parser.add_argument("--image-size", type=positive_int, default=None, help="the crop the model was trained at (default: the run's, else 224)")
-    parser.add_argument("--preprocess", choices=NORMALIZE_MODES, default=None, help="pixel convention of a weights file (default: the run's or the name's)")
+    parser.add_argument("--preprocess", choices=NORMALIZE_MODES, default=None,
+                        help="pixel convention of the weights (default: what the run, the name or the file's metadata says)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default 32)")
     parser.add_argument("--workers", type=non_negative_int, default=0, help="Grain worker processes (default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -44,7 +48,11 @@ def main(argv=None) -> int:
     try:
         target = evaluate_model.open_target(args.model, args.config, args.preprocess, args.image_size)
         images = evaluate_model.evaluation_images(target, args.data)
-        result = evaluate_model.run(target, images, args.method, args.eval_scales, args.batch_size, args.workers, _progress(args))
+        progress = _progress(args)
+        try:
+            result = evaluate_model.run(target, images, args.method, args.eval_scales, args.batch_size, args.workers, progress)
+        finally:
+            progress.stop()
     except (ValueError, OSError) as error:
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2
@@ -57,14 +65,22 @@ def main(argv=None) -> int:
 
 
 def _progress(args: argparse.Namespace):
-    def wrap(batches, total):
+    """A bar counting the views the network has seen (50 per image and scale for multi-crop), on a terminal."""
+    def start(total: int):
         if args.json or not sys.stderr.isatty():
-            return batches
-        from rich.progress import track
+            return lambda done: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        return track(batches, total=total, description=f"evaluating ({args.method})", console=None, transient=True)
+        bar = Progress(TextColumn(f"evaluating ({args.method})"), BarColumn(), MofNCompleteColumn(), TextColumn("views"),
+                       TimeRemainingColumn(), transient=True)
+        task = bar.add_task("views", total=total)
+        bar.start()
+        bars.append(bar)
+        return lambda done: bar.update(task, advance=done)
 
-    return wrap
+    bars: list = []
+    start.stop = lambda: [bar.stop() for bar in bars]
+    return start
 
 
 if __name__ == "__main__":

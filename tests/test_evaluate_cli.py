@@ -54,7 +54,9 @@ def test_a_weights_file_on_an_image_folder(tmp_path, capsys):
     assert main([*argv, "--eval", "multi-crop", "--eval-scales", "32,40", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["count"] == 6 and result["method"] == "multi-crop" and 0 <= result["top1_error"] <= 1
-    assert main([str(tmp_path / "a.msgpack"), "--config", "A"]) == 2  # a file names no images
+    assert main([str(tmp_path / "a.msgpack"), "--config", "A"]) == 2  # a file that does not say its pixels
+    assert "does not say which pixels its weights expect; pass --preprocess torch" in capsys.readouterr().err
+    assert main([str(tmp_path / "a.msgpack"), "--config", "A", "--preprocess", "torch"]) == 2  # a file names no images
     assert "say which images to evaluate on" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.msgpack")]) == 2
-    assert "is not a run's workdir" in capsys.readouterr().err
+    assert "is not a published name (vgg16, keras:vgg16, timm:vgg16_bn), a weights file" in capsys.readouterr().err

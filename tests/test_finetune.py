@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vgg_jax import finetune, rundir, train, weights
+from vgg_jax import finetune, resolve, rundir, train, weights, zoo
 from vgg_jax.model import VGG
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
@@ -57,8 +57,9 @@ def test_freeze_names_the_layers_it_takes():
         finetune.check_freeze("A", "pool9")
     with pytest.raises(ValueError, match="freezes every layer"):
         finetune.check_freeze("A", "fc8")
-    assert finetune.pretrained_spec("torchvision:vgg16") == ("torchvision", "vgg16")
-    assert finetune.pretrained_spec("runs/a") is None and finetune.pretrained_spec("C:/weights.pth") is None
+    assert resolve.pretrained_spec("torchvision:vgg16") == ("torchvision", "vgg16") == resolve.pretrained_spec("vgg16")
+    assert resolve.pretrained_spec("keras:vgg16") == ("keras", "vgg16")
+    assert resolve.pretrained_spec("runs/a") is None and resolve.pretrained_spec("C:/weights.pth") is None
 
 
 def test_fine_tune_from_a_weights_file_with_the_features_frozen(tmp_path, folder, weights_file, capsys):
@@ -89,7 +90,7 @@ def test_init_from_refuses_what_it_cannot_read(tmp_path, folder, capsys):
 
     common = ["--config", "A", "--data", f"folder:{folder}", "--image-size", "32", "--width-scale", "0.0625", "--fc-width", "32"]
     assert main([*common, "--init-from", str(tmp_path / "nothing.bin"), "--workdir", str(tmp_path / "a")]) == 2
-    assert "not a run's workdir (no config.json there), a weights file" in capsys.readouterr().err
+    assert "is not a published name (vgg16, keras:vgg16, timm:vgg16_bn), a weights file" in capsys.readouterr().err
     assert main([*common, "--freeze", "pool7", "--workdir", str(tmp_path / "b")]) == 2
     assert "--freeze 'pool7' is not a layer of config A" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -102,5 +103,5 @@ def test_pretrained_pixel_conventions_match_preprocess():
     image = np.random.default_rng(0).integers(0, 256, (5, 6, 3)).astype(np.uint8)
     for mode in ("torch", "caffe"):
         np.testing.assert_allclose(normalize_pixels(image.astype(np.float32), mode), weights.preprocess(image[None], mode)[0], rtol=1e-5, atol=1e-4)
-    assert finetune.weights_preprocess("torchvision:vgg16") == "torch"
-    assert finetune.weights_preprocess("keras:vgg19") == "caffe"
+    assert zoo.weights_info(*reversed(resolve.pretrained_spec("torchvision:vgg16"))).preprocess == "torch"
+    assert zoo.weights_info(*reversed(resolve.pretrained_spec("keras:vgg19"))).preprocess == "caffe"

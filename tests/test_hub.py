@@ -59,7 +59,7 @@ def server(tmp_path, monkeypatch):
 
 def cache_files(tmp_path):
     directory = tmp_path / "cache"
-    return sorted(os.listdir(directory)) if directory.exists() else []
+    return sorted(name for name in os.listdir(directory) if not name.startswith(".")) if directory.exists() else []  # not the .verified records
 
 
 def test_downloads_once_verifies_and_a_second_call_makes_no_request(server, tmp_path):

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import vgg_jax
-from vgg_jax.configs import conv_layers
 from vgg_jax.model import VGG
 from vgg_jax.perceptual import LPIPS_LAYERS, lpips_weights
 
@@ -45,14 +44,14 @@ def test_lpips_equals_the_reference_package(vgg16_variables):
     torch = pytest.importorskip("torch", reason="the reference comparison needs torch and the lpips package")
     lpips_package = pytest.importorskip("lpips", reason="the reference comparison needs the lpips package (pip install lpips)")
     reference = lpips_package.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False).eval()
-    convs = [layer for block in reference.net.children() for layer in block.children() if hasattr(layer, "weight")]
-    names = [name for name, _, _ in conv_layers("D")]
-    assert len(convs) == len(names) == 13
+    # The README's recipe: torchvision's layout, features.{i} under the package's five slices.
+    slice_of = {i: s for s, r in enumerate([range(4), range(4, 9), range(9, 16), range(16, 23), range(23, 30)], 1) for i in r}
+    params = dict(vgg16_variables["params"])  # torchvision's fc6 takes 7x7x512; these were initialised at 32 pixels
+    params["fc6"] = {"kernel": np.zeros((7 * 7 * 512, 16), np.float32), "bias": np.zeros(16, np.float32)}
+    state = vgg_jax.to_torchvision({"params": params}, "D")
+    reference.net.load_state_dict({f"slice{slice_of[int(key.split('.')[1])]}.{key.split('.', 1)[1]}": torch.from_numpy(value)
+                                   for key, value in state.items() if key.startswith("features.")})
     with torch.no_grad():
-        for name, layer in zip(names, convs):  # HWIO -> OIHW
-            kernel = np.asarray(vgg16_variables["params"][name]["kernel"]).transpose(3, 2, 0, 1)
-            layer.weight.copy_(torch.from_numpy(kernel.copy()))
-            layer.bias.copy_(torch.from_numpy(np.asarray(vgg16_variables["params"][name]["bias"]).copy()))
         a, b = _images(3, (3, 48, 48, 3)), _images(4, (3, 48, 48, 3))
         expected = reference(torch.from_numpy(np.asarray(a).transpose(0, 3, 1, 2).copy()),
                              torch.from_numpy(np.asarray(b).transpose(0, 3, 1, 2).copy())).numpy().reshape(-1)

@@ -21,7 +21,7 @@ def weights_file(tmp_path_factory):
     model = vgg_jax.VGG("A", **TINY_IMAGENET)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     path = tmp_path_factory.mktemp("weights") / "tiny.msgpack"
-    vgg_jax.weights.save(variables, str(path))
+    vgg_jax.weights.save(variables, str(path), metadata={"preprocess": "torch"})
     return str(path), model, variables
 
 
@@ -36,9 +36,9 @@ def images(tmp_path_factory):
 
 def test_classify_matches_the_model_on_the_centre_crops(weights_file, images):
     path, model, variables = weights_file
-    loaded_model, loaded, mode = predict.load_model(path, config="A")
-    assert (loaded_model.config, loaded_model.num_classes, mode) == ("A", 1000, "torch")
-    results = predict.classify(loaded_model, loaded, images, mode, top=3, batch_size=1)
+    named = predict.load_model(path, config="A")
+    assert (named.model.config, named.model.num_classes, named.preprocess) == ("A", 1000, "torch")
+    results = predict.classify(named.model, named.variables, images, named.preprocess, top=3, batch_size=1)
     views = np.stack([predict.centre_view(predict.read_image(p), 32) for p in images])
     expected = imagenet.decode_predictions(model.apply(variables, vgg_jax.preprocess(views, "torch")), top=3)
     assert [[(b["index"], b["name"]) for b in r["top"]] for r in results] == [[(i, n) for i, n, _ in e] for e in expected]
@@ -74,8 +74,10 @@ def test_bad_inputs_are_one_line(weights_file, images, tmp_path, capsys):
     path, _, _ = weights_file
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     for argv, message in (([str(tmp_path / "missing.png"), "--model", path, "--config", "A"], "missing.png does not exist"),
-                          ([str(tmp_path / "broken.jpg"), "--model", path, "--config", "A"], "broken.jpg could not be read"),
-                          ([images[0], "--model", "vgg17"], "no torchvision weights named 'vgg17'")):
-        assert script.main(argv) == 2
+                          ([str(tmp_path / "broken.jpg"), "--model", path, "--config", "A"], "broken.jpg could not be read")):
+        assert script.main(argv) == 1  # reported, the rest (none here) classified
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and message in err, err
+        assert err.count("\n") == 2 and message in err and "1 of 1 images could not be read" in err, err
+    assert script.main([images[0], "--model", "vgg17"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no torchvision weights named 'vgg17'" in err, err

@@ -63,6 +63,7 @@ class BenchSpec:
     conv_impl: str = "auto"
     relu_impl: str = "jax"
     pool_impl: str = "auto"
+    freeze: Optional[str] = None  # fine-tuning: the layers up to this one frozen (VGG(freeze=...)), no backward pass below it
     profile_dir: Optional[str] = None  # trace each case's step there and summarise device time by kind
     remat: bool = False
     devices: Optional[int] = None  # all; the batch sizes are global, split over the devices
@@ -189,6 +190,10 @@ def step_function(model: VGG, mode: str, images: jax.Array, labels: jax.Array, p
 
     # The library's own train step: cross-entropy, SGD-momentum, metrics, state donated.
     optimizer = optax.sgd(1e-2, momentum=0.9)
+    if model.freeze is not None:  # frozen layers: no update and no optimiser state, as train.py --freeze
+        from vgg_jax import finetune
+
+        optimizer = optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, finetune.param_labels(model.config, model.freeze))
     state = train.create_train_state(model, optimizer, {"params": params})
     return train.train_step(model, optimizer), (state, {"image": images, "label": labels}, key), True
 
@@ -225,6 +230,7 @@ def _model(spec: BenchSpec, config: str, dtype: str, remat: bool = False) -> VGG
     return VGG(
         config=config, num_classes=spec.num_classes, fc_width=spec.fc_width, width_scale=spec.width_scale,
         dtype=DTYPES[dtype], conv_impl=spec.conv_impl, remat=remat, relu_impl=spec.relu_impl, pool_impl=spec.pool_impl,
+        freeze=spec.freeze,
     )
 
 
@@ -336,13 +342,16 @@ def _mode_result(case: _Case, mode: str, ours: _Timed, remat: Optional[_Timed], 
     macs = count_macs(case.config, spec.image_size, num_classes=spec.num_classes, fc_width=spec.fc_width, width_scale=spec.width_scale)
     peak, peak_name = (spec.peak_tflops, "--peak-tflops") if spec.peak_tflops else hardware.peak_tflops(case.info["device_kind"], case.dtype)
     analytic = 2.0 * macs * batch_size * (1 if mode == "forward" else 3)
+    source = "count_macs (2 FLOPs per MAC, x3 for a backward pass)"
+    if spec.freeze is not None and mode != "forward" and timing.xla_flops(ours.compiled):
+        analytic, source = timing.xla_flops(ours.compiled), f"XLA's cost analysis (--freeze {spec.freeze}: no backward pass below it)"
     tflops = analytic / stats["median_s"] / 1e12
     memory = timing.memory(ours.compiled)
     memory["peak_bytes"] = hardware.peak_bytes_in_use(case.mesh.devices.flat[0])
     result = {
         "compile_s": ours.compile_s, "lower_s": ours.lower_s, **stats,
         "images_per_s": batch_size / stats["median_s"],
-        "flops_per_step": analytic, "flops_source": "count_macs (2 FLOPs per MAC, x3 for a backward pass)",
+        "flops_per_step": analytic, "flops_source": source,
         "xla_flops_per_step": timing.xla_flops(ours.compiled),
         "tflops_per_s": tflops, "peak_tflops": peak, "peak_source": peak_name,
         "mfu": tflops / (peak * devices) if peak else None,
@@ -414,7 +423,7 @@ def benchmark_case(
         "versions": hardware.versions(), "xla_flags": hardware.xla_flags(), "dispatch_s": dispatch_s,
         "width_scale": spec.width_scale,
         "conv_impl": resolve_conv_impl(spec.conv_impl),  # what ran: "auto" resolved
-        "relu_impl": spec.relu_impl, "pool_impl": resolve_pool_impl(spec.pool_impl),
+        "relu_impl": spec.relu_impl, "pool_impl": resolve_pool_impl(spec.pool_impl), "freeze": spec.freeze,
         "fc_width": spec.fc_width, "num_classes": spec.num_classes, "results": results,
     }
 

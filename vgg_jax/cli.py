@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import types
 import typing
-from typing import Any
+from typing import Any, Callable, Optional, Sequence
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -108,6 +108,19 @@ def _shown(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(map(str, value))
     return "none" if value is None else str(value)
+
+
+def given_fields(build_parser: Callable[[], argparse.ArgumentParser], argv: Optional[Sequence[str]], config_class: type) -> set[str]:
+    """The fields of `config_class` whose flags appear in `argv` (not filled in from defaults).
+
+    `--resume` takes every other field from the saved run, so it must know
+    which values the user typed and which are the parser's defaults.
+    """
+    unset = object()  # not a string: argparse converts string defaults with the flag's type
+    probe = build_parser()
+    names = {field.name for field in dataclasses.fields(config_class)}
+    probe.set_defaults(**{name: unset for name in names})
+    return {name for name, value in vars(probe.parse_args(argv)).items() if name in names and value is not unset}
 
 
 def config_from_args(args: argparse.Namespace, config_class: type) -> Any:

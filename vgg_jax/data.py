@@ -22,6 +22,10 @@ import grain
 import numpy as np
 from PIL import Image
 
+from vgg_jax.images import (  # noqa: F401 (center_crop, read_image, rescale_short_side re-exported)
+    NORMALIZE_MODES, center_crop, normalize_pixels, read_image, rescale_short_side, resize_rule, square_view, to_rgb8,
+)
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # AlexNet's PCA of ImageNet RGB pixels (0-255 scale eigenvalues), as in its
 # reference implementations; the shift is eigvec @ (alpha * eigval), alpha ~ N(0, 0.1).
@@ -35,12 +39,13 @@ DIGITS_VALIDATION = 297  # fixed held-out digits; 1,500 remain for training
 class ArraySource:
     """Images and labels held in memory (small data: digits, tests)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, classes: Optional[Sequence[str]] = None):
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels, self.num_classes = images, labels.astype(np.int32), num_classes
+        self.classes = None if classes is None else list(classes)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -70,8 +75,31 @@ class SyntheticSource:
         return f"SyntheticSource({self.num_examples}, {self.image_size}, {self.num_classes}, seed={self.seed})"
 
 
-class UnreadableImageWarning(UserWarning):
-    """An image file was skipped: empty, truncated, corrupt or not an image. The message names it."""
+class DataWarning(UserWarning):
+    """Something in a data folder was skipped or is missing; printed as one line naming it."""
+
+
+class UnreadableImageWarning(DataWarning):
+    """An image file was skipped: empty, truncated, corrupt or not an image. The message names it.
+
+    Printed as one line, `warning: skipping image PATH: REASON`, without
+    Python's usual source-line echo (in Grain's worker processes too, which
+    import this module).
+    """
+
+
+def _one_line_format(default: Any) -> Any:
+    def formatwarning(message, category, filename, lineno, line=None):
+        if isinstance(category, type) and issubclass(category, DataWarning):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    formatwarning.vgg_jax_one_line = True
+    return formatwarning
+
+
+if not getattr(warnings.formatwarning, "vgg_jax_one_line", False):
+    warnings.formatwarning = _one_line_format(warnings.formatwarning)
 
 
 class ImageFolderSource:
@@ -106,7 +134,7 @@ class ImageFolderSource:
         for label, name in enumerate(self.classes):
             directory = os.path.join(root, name)
             if not os.path.isdir(directory):
-                warnings.warn(f"class folder {directory} is missing; class {name!r} keeps label {label} and has no images", UserWarning, stacklevel=2)
+                warnings.warn(f"class folder {directory} is missing; class {name!r} keeps label {label} and has no images", DataWarning, stacklevel=2)
                 continue
             found = 0
             for file in sorted(os.listdir(directory)):
@@ -119,7 +147,7 @@ class ImageFolderSource:
                 self.files.append((path, label))
                 found += 1
             if not found:
-                warnings.warn(f"class folder {directory} holds no usable images; class {name!r} keeps label {label}", UserWarning, stacklevel=2)
+                warnings.warn(f"class folder {directory} holds no usable images; class {name!r} keeps label {label}", DataWarning, stacklevel=2)
         if not self.files:
             raise ValueError(
                 f"image folder {root} holds no usable {'/'.join(IMAGE_EXTENSIONS)} files in its class folders"
@@ -139,7 +167,7 @@ class ImageFolderSource:
         try:
             with Image.open(path) as image:
                 image.load()  # decodes fully: truncated files fail here, not later
-                pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+                pixels = to_rgb8(image)  # 16-bit and float modes scaled, not clipped
         except Exception as error:  # PIL raises several types for bad files
             if index not in self._failed:
                 self._failed.add(index)
@@ -211,41 +239,8 @@ def load_digits(image_size: int = 32) -> tuple[ArraySource, ArraySource]:
     order = np.random.RandomState(0).permutation(len(images))
     val, train = order[:DIGITS_VALIDATION], order[DIGITS_VALIDATION:]
     labels = np.asarray(target).astype(np.int32)
-    return ArraySource(images[train], labels[train], 10), ArraySource(images[val], labels[val], 10)
-
-
-def rescale_short_side(image: np.ndarray, size: int) -> np.ndarray:
-    """Isotropic rescale so that the shorter side is `size` (bilinear)."""
-    height, width = image.shape[:2]
-    if min(height, width) == size:
-        return image
-    scale = size / min(height, width)
-    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
-    return np.asarray(Image.fromarray(image).resize(new_size, Image.BILINEAR))
-
-
-def center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    height, width = image.shape[:2]
-    top, left = (height - size) // 2, (width - size) // 2
-    return image[top : top + size, left : left + size]
-
-
-NORMALIZE_MODES = ("torch", "caffe")
-
-
-def normalize_pixels(image: np.ndarray, mode: str) -> np.ndarray:
-    """An RGB float image on the 0-255 scale in the convention of pretrained weights (as `vgg_jax.preprocess`).
-
-    "torch": [0, 1], then ImageNet's mean and std (torchvision's weights);
-    "caffe": BGR, 0-255, minus the ImageNet mean (Keras's and the Caffe release's).
-    """
-    from vgg_jax.weights import CAFFE_MEAN_BGR, TORCH_MEAN, TORCH_STD
-
-    if mode == "torch":
-        return ((image / 255.0 - np.asarray(TORCH_MEAN, np.float32)) / np.asarray(TORCH_STD, np.float32)).astype(np.float32)
-    if mode == "caffe":
-        return (image[..., ::-1] - np.asarray(CAFFE_MEAN_BGR, np.float32)).astype(np.float32)
-    raise ValueError(f"unknown pixel convention {mode!r}; choose from {', '.join(NORMALIZE_MODES)}")
+    names = [str(digit) for digit in range(10)]
+    return ArraySource(images[train], labels[train], 10, names), ArraySource(images[val], labels[val], 10, names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +251,8 @@ class TrainTransform(grain.transforms.RandomMap):
         image_size: the crop fed to the network (224 in the paper).
         scale: the short side S before cropping: an int (fixed S) or a pair
             (S_min, S_max), drawn per image (the paper's scale jittering).
-            None keeps the image's size (it must be at least `image_size`).
+            None rescales the short side to `image_size` (S = the crop), so
+            images of any size work.
         flip: random horizontal flip.
         pca_std: std of AlexNet's PCA colour shift (0.1 in AlexNet); 0 disables it.
         mean_rgb: subtracted from every pixel (0-255 scale); None subtracts nothing.
@@ -273,9 +269,8 @@ class TrainTransform(grain.transforms.RandomMap):
 
     def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         image = element["image"]
-        if self.scale is not None:
-            low, high = (self.scale, self.scale) if isinstance(self.scale, int) else self.scale
-            image = rescale_short_side(image, int(rng.integers(low, high + 1)))
+        low, high = (self.image_size,) * 2 if self.scale is None else (self.scale,) * 2 if isinstance(self.scale, int) else self.scale
+        image = rescale_short_side(image, int(rng.integers(low, high + 1)))
         height, width = image.shape[:2]
         if min(height, width) < self.image_size:
             raise ValueError(f"image of {height}x{width} is smaller than the crop {self.image_size}; set a scale S >= {self.image_size}")
@@ -296,7 +291,8 @@ class TrainTransform(grain.transforms.RandomMap):
 
 @dataclasses.dataclass(frozen=True)
 class EvalTransform(grain.transforms.Map):
-    """Short side to `size`, centre square crop of `size`, mean subtracted; float32 out.
+    """The centre square at `size` x `size` (`images.square_view`: torchvision's rule, Keras's for "caffe"
+    pixels), mean subtracted or normalised; float32 out.
 
     The evaluator rescales these squares to each test scale Q.
     """
@@ -306,7 +302,7 @@ class EvalTransform(grain.transforms.Map):
     normalize: Optional[str] = None
 
     def map(self, element: dict[str, Any]) -> dict[str, Any]:
-        image = center_crop(rescale_short_side(element["image"], self.size), self.size).astype(np.float32)
+        image = square_view(element["image"], self.size, resize_rule(self.normalize)).astype(np.float32)
         if self.normalize is not None:
             image = normalize_pixels(image, self.normalize)
         elif self.mean_rgb is not None:
@@ -401,6 +397,7 @@ class _Subset:
 
     def __init__(self, source: Any, indices: np.ndarray):
         self.source, self.indices, self.num_classes = source, np.sort(indices), source.num_classes
+        self.classes = getattr(source, "classes", None)
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -18,6 +18,20 @@ from vgg_jax.model import VGG
 
 METHODS = ("center", "dense", "multi-crop", "dense+multi-crop")
 GRID = 5  # multi-crop: a 5x5 grid of crops times 2 flips = 50 views per scale
+VIEWS_PER_CALL = 256  # images are split so that one call of the network sees at most this many views
+
+
+def views_per_image(method: str, scales: Sequence[int], flip: bool = False) -> int:
+    """How many views of each image the network sees: its cost relative to one centre crop.
+
+    Centre crop 1 (2 with `flip`), dense 2 (the image and its flip, each at
+    full size), multi-crop 50 (5x5 crops, each flipped), dense+multi-crop 52;
+    times the number of test scales.
+    """
+    per_scale = {"center": 2 if flip else 1, "dense": 2, "multi-crop": 2 * GRID * GRID, "dense+multi-crop": 2 + 2 * GRID * GRID}
+    if method not in per_scale:
+        raise ValueError(f"unknown evaluation method {method!r}; choose from {', '.join(METHODS)}")
+    return per_scale[method] * len(scales)
 
 
 def _rescale(images: jax.Array, size: int) -> jax.Array:
@@ -104,16 +118,28 @@ def evaluate(
     crop_size: int = 224,
     flip: bool = False,
     reduce: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+    progress: Optional[Callable[[int], None]] = None,
 ) -> dict[str, Any]:
     """Top-1 and top-5 error (as fractions) of one method over every batch, as in Tables 3 to 5.
 
     `reduce` combines the counts (top-1 misses, top-5 misses, images) of
     several processes, each evaluating its own shard (`parallel.sum_over_processes`).
+    Each batch is run in pieces of at most `VIEWS_PER_CALL` views (multi-crop
+    sees 50 per image and scale), and `progress` is called with the views
+    done after each piece.
     """
     predict = make_predict(model, method, scales, crop_size, flip)
+    views = views_per_image(method, scales, flip)
+    piece = max(1, VIEWS_PER_CALL // views)
     misses1 = misses5 = count = 0
     for batch in batches:
-        probs = np.asarray(predict(variables, jnp.asarray(batch["image"])))
+        images = np.asarray(batch["image"])
+        parts = []
+        for start in range(0, len(images), piece):
+            parts.append(np.asarray(predict(variables, jnp.asarray(images[start : start + piece]))))
+            if progress is not None:
+                progress(len(parts[-1]) * views)
+        probs = np.concatenate(parts)
         labels = np.asarray(batch["label"])
         top1, top5 = topk_errors(probs, labels, k=min(5, probs.shape[-1]))
         misses1, misses5, count = misses1 + top1, misses5 + top5, count + len(labels)

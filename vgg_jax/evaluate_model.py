@@ -13,13 +13,14 @@ is available (`vgg_jax.evaluate`), with a progress bar over the batches.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
+
 from vgg_jax import data as data_lib
 from vgg_jax import evaluate as evaluate_lib
-from vgg_jax import finetune
+from vgg_jax import resolve
 from vgg_jax.model import VGG
 
 
@@ -34,28 +35,51 @@ class Target:
     preprocess: Optional[str] = None
     mean_rgb: Optional[tuple[float, float, float]] = None
     run_data: Optional[str] = None  # a run's --data: its validation split is used
+    classes: Optional[list[str]] = None  # the model's class names, where known
 
 
-def open_target(spec: str, config: str = "D", preprocess: Optional[str] = None, crop_size: Optional[int] = None) -> Target:
-    """The model and variables `spec` names (a run's workdir, a weights file, or SOURCE:NAME)."""
-    from vgg_jax import loop
-    from vgg_jax.perceptual import infer_model
+def open_target(spec: str, config: Optional[str] = None, preprocess: Optional[str] = None, crop_size: Optional[int] = None) -> Target:
+    """The model and variables `spec` names (`vgg_jax.resolve`: a run's workdir, a weights file, or a published name)."""
+    named = resolve.require_pixels(resolve.resolve(spec, config, preprocess))
+    run_data = named.run["data"] if named.run else None
+    mean = named.mean_rgb if named.preprocess == "paper" else None
+    normalize = named.preprocess if named.preprocess in data_lib.NORMALIZE_MODES else None
+    return Target(named.model, named.variables, named.description, crop_size or named.image_size, normalize, mean, run_data, named.classes)
 
-    kind = finetune.describe_init_from(spec)
-    if kind is None:
-        raise ValueError(f"{spec} is not a run's workdir (no config.json), a weights file ({', '.join(finetune.WEIGHT_FILES)}) "
-                         "or a pretrained name such as torchvision:vgg16")
-    variables, source_config, description = finetune.read_init_source(spec, config, loop.load_params)
-    if kind == "run":
-        saved = loop.read_config(spec, "evaluate")
-        classes = variables["params"]["fc8"]["kernel"].shape[-1]
-        model = loop.build_model(saved, classes)
-        mean = None if saved.mean_rgb is None else tuple(saved.mean_rgb)
-        return Target(model, variables, description, crop_size or saved.image_size, preprocess or saved.preprocess, mean, saved.data)
-    model = infer_model(variables, source_config)
-    if kind == "pretrained":
-        preprocess = preprocess or finetune.weights_preprocess(spec)
-    return Target(model, variables, description, crop_size or 224, preprocess)
+
+def label_map(target: Target, images: Any) -> Optional[np.ndarray]:
+    """The model's class index of each of the images' labels; None when they are the same classes.
+
+    A model whose classes differ in count from the images' is refused in one
+    line, unless every class of the images is among the model's names (an
+    ImageFolder of some ImageNet classes, scored by a 1,000-class model).
+    """
+    classes = getattr(images, "classes", None)
+    count = getattr(images, "num_classes", None)
+    if count is None or count == target.model.num_classes and (classes is None or target.classes is None or classes == target.classes):
+        return None
+    if classes is not None and target.classes is not None:
+        index = {_key(name): position for position, name in enumerate(target.classes)}
+        missing = [name for name in classes if _key(name) not in index]
+        if not missing:
+            return np.asarray([index[_key(name)] for name in classes], np.int32)
+        if count == target.model.num_classes:
+            return None  # same count, other names (a run's own folder, renamed): scored by position
+        raise ValueError(
+            f"{target.description} has {target.model.num_classes} classes and the images {count}, and the images' classes "
+            f"{', '.join(repr(name) for name in missing[:3])}{' ...' if len(missing) > 3 else ''} are not among the model's; "
+            "evaluate on images of the model's own classes"
+        )
+    if count == target.model.num_classes:
+        return None
+    raise ValueError(
+        f"{target.description} has {target.model.num_classes} classes and the images {count}; the scores would be meaningless: "
+        "evaluate on images of the model's own classes (or fine-tune it on these with train.py --init-from)"
+    )
+
+
+def _key(name: str) -> str:
+    return " ".join(str(name).replace("_", " ").lower().split())
 
 
 def evaluation_images(target: Target, data: Optional[str]) -> Any:
@@ -78,16 +102,23 @@ def run(
     scales: Optional[Sequence[int]] = None,
     batch_size: int = 32,
     workers: int = 0,
-    progress: Callable[[Any, int], Any] = lambda batches, total: batches,
+    progress: Callable[[int], Callable[[int], None]] = lambda total: lambda done: None,
 ) -> dict[str, Any]:
-    """Top-1 and top-5 error of `target` on `images` by one of the paper's methods, as `vgg_jax.evaluate.evaluate`."""
+    """Top-1 and top-5 error of `target` on `images` by one of the paper's methods, as `vgg_jax.evaluate.evaluate`.
+
+    `progress(total_views)` returns the callback the evaluation calls with
+    the views done after each call of the network (`evaluate.views_per_image`
+    per image: 50 per scale for multi-crop).
+    """
     if method not in evaluate_lib.METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(evaluate_lib.METHODS)}")
     scales = list(scales or [target.crop_size])
+    mapping = label_map(target, images)
     loader = data_lib.make_loader(
         images, data_lib.EvalTransform(max(scales), target.mean_rgb, target.preprocess), batch_size,
         seed=0, shuffle=False, num_epochs=1, drop_remainder=False, worker_count=workers,
     )
-    total = math.ceil(len(images) / batch_size)
-    result = evaluate_lib.evaluate(target.model, target.variables, progress(loader, total), method, scales, target.crop_size)
+    batches = loader if mapping is None else ({**batch, "label": mapping[np.asarray(batch["label"])]} for batch in loader)
+    advance = progress(len(images) * evaluate_lib.views_per_image(method, scales))
+    result = evaluate_lib.evaluate(target.model, target.variables, batches, method, scales, target.crop_size, progress=advance)
     return {"model": target.description, **result}

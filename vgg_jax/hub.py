@@ -5,7 +5,10 @@
 the first time with a progress bar. The download goes to a temporary name
 beside the target and is renamed only once its hash matches, so an
 interrupted or corrupted download never leaves a file that a later call
-would trust. `$VGG_JAX_WEIGHTS_MIRROR` (or `mirror=`) replaces the URL's
+would trust. A file placed in the cache by hand is verified too, before its
+first use: its digests are recorded beside it (`.NAME.verified`, keyed on
+its size and modification time), so a later call reads no byte of it again
+unless it changes. `$VGG_JAX_WEIGHTS_MIRROR` (or `mirror=`) replaces the URL's
 base for users behind a firewall with an internal copy; the hash check
 still applies. Offline, the error names the URL, the cache path and how to
 place the file there by hand.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import sys
 import tempfile
@@ -81,21 +85,87 @@ def server_sha256(url: str, timeout: float = 60.0) -> str:
     return etag
 
 
-def _digest(path: str, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
+def _digests(path: str) -> dict[str, str]:
+    """The file's SHA-256 and MD5, read in one pass."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            sha256.update(block)
+            md5.update(block)
+    return {"sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
 
 
-def _check(path: str, sha256: Optional[str], md5: Optional[str]) -> None:
-    """Raises HashMismatch naming both hashes; `sha256` may be a prefix (torchvision's file names carry 8 hex digits)."""
+def _mismatch(digests: dict[str, str], sha256: Optional[str], md5: Optional[str]) -> Optional[str]:
+    """'ALGORITHM of the file is ACTUAL, the published one is EXPECTED', or None when they agree.
+
+    `sha256` may be a prefix (torchvision's file names carry 8 hex digits).
+    """
     for algorithm, expected in (("sha256", sha256), ("md5", md5)):
-        if expected:
-            actual = _digest(path, algorithm)
-            if not actual.startswith(expected.lower()):
-                raise HashMismatch(f"{algorithm} of the download is {actual}, the published one is {expected}")
+        if expected and not digests[algorithm].startswith(expected.lower()):
+            return f"{algorithm} of the file is {digests[algorithm]}, the published one is {expected}"
+    return None
+
+
+def _record_path(path: str) -> str:
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.verified")
+
+
+def _stamp(path: str) -> list[int]:
+    status = os.stat(path)
+    return [status.st_size, status.st_mtime_ns]
+
+
+def digests(path: str) -> dict[str, str]:
+    """`{"sha256", "md5"}` of a file: from its verification record while the file is unchanged, else computed."""
+    try:
+        with open(_record_path(path)) as file:
+            record = json.load(file)
+        if record.get("stamp") == _stamp(path) and all(isinstance(record.get(k), str) for k in ("sha256", "md5")):
+            return {"sha256": record["sha256"], "md5": record["md5"]}
+    except (OSError, ValueError, AttributeError):
+        pass
+    return _digests(path)
+
+
+def _record(path: str, found: dict[str, str]) -> None:
+    """Notes that `path`, as it is now, has these digests (best effort: a read-only cache only costs a re-hash)."""
+    from vgg_jax.files import write_text
+
+    try:
+        write_text(_record_path(path), json.dumps({"stamp": _stamp(path), **found}))
+    except OSError:
+        pass
+
+
+def _verify_present(path: str, url: str, sha256: Optional[str], md5: Optional[str], published_sha256: bool, timeout: float) -> None:
+    """Checks a file already in the cache (downloaded earlier, or placed there by hand) before it is used.
+
+    Raises HashMismatch naming both hashes (the file is kept: it may be the
+    user's own copy), or WeightsUnavailable when the published hash is only
+    on a server that cannot be reached.
+    """
+    found = digests(path)
+    if published_sha256 and not sha256 and not md5:
+        try:
+            with open(_record_path(path)) as file:
+                if json.load(file).get("stamp") == _stamp(path):
+                    return  # verified against the server's hash when it was downloaded or first used
+        except (OSError, ValueError, AttributeError):
+            pass
+        try:
+            sha256 = server_sha256(url, timeout)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise WeightsUnavailable(
+                f"cannot verify {path}: its SHA-256 is published by {url}, which could not be reached ({reason}); "
+                "connect once to verify it, or load the file unverified with vgg_jax.load(path)"
+            ) from None
+    problem = _mismatch(found, sha256, md5)
+    if problem:
+        raise HashMismatch(
+            f"{path} is not the published file: {problem}. Replace it with the file from {url}, or remove it to download it again"
+        )
+    _record(path, found)
 
 
 def fetch(
@@ -115,10 +185,15 @@ def fetch(
         published_sha256: take the SHA-256 from the server's `X-Linked-Etag`
             header (`server_sha256`), as the Hugging Face hub publishes it.
 
+    A file already at the cache path (an earlier download, or one placed by
+    hand) is verified against the same hash before it is returned.
+
     Raises:
         ValueError: neither hash given (nothing is used unverified).
-        WeightsUnavailable: the download failed (offline, firewall, HTTP error).
-        HashMismatch: the download's hash differs; the file was removed.
+        WeightsUnavailable: the download failed (offline, firewall, HTTP error),
+            or a placed file's hash is only on a server that cannot be reached.
+        HashMismatch: the download's hash differs (the file was removed), or a
+            file in the cache is not the published one (kept, named in the message).
     """
     if not sha256 and not md5 and not published_sha256:
         raise ValueError(f"fetch({url!r}) needs the file's sha256 or md5: a download is never used unverified")
@@ -126,9 +201,10 @@ def fetch(
         raise ValueError(f"sha256 prefix {sha256!r} is too short to verify anything; give at least 8 hex digits")
     directory = cache_dir()
     path = os.path.join(directory, filename or url.rsplit("/", 1)[-1])
-    if os.path.isfile(path):
-        return path  # only verified files are ever renamed into place
     source = mirrored(url, mirror, filename)
+    if os.path.isfile(path):  # downloaded earlier, or placed by hand: verified before use either way
+        _verify_present(path, source, sha256, md5, published_sha256, timeout)
+        return path
     try:
         os.makedirs(directory, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
@@ -139,8 +215,12 @@ def fetch(
             if published_sha256 and not sha256 and not md5:
                 sha256 = server_sha256(source, timeout)
             _download(source, out, progress, timeout)
-        _check(temporary, sha256, md5)
+        found = _digests(temporary)
+        problem = _mismatch(found, sha256, md5)
+        if problem:
+            raise HashMismatch(problem.replace("of the file", "of the download"))
         os.replace(temporary, path)
+        _record(path, found)
     except HashMismatch as error:
         raise HashMismatch(f"{source}: {error}; the file was removed. A wrong mirror copy or a corrupted transfer: try again, or fix the mirror") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -29,29 +29,30 @@ def class_names() -> tuple[str, ...]:
     return names
 
 
-def decode_predictions(logits: Any, top: int = 5) -> list[list[tuple[int, str, float]]]:
+def decode_predictions(logits: Any, top: int = 5, names: Optional[Sequence[str]] = None) -> list[list[tuple[int, str, float]]]:
     """The `top` classes of each image, best first, as `(index, name, probability)`.
 
     Args:
-        logits: (N, 1000) or (1000,) scores from a model with ImageNet weights
-            (softmax is applied here; probabilities that already sum to one
-            pass through it unchanged in order, not in value).
-        top: how many classes per image, 1 to 1000.
+        logits: (N, C) or (C,) scores (softmax is applied here; probabilities
+            that already sum to one pass through it unchanged in order, not in value).
+        top: how many classes per image, 1 to C.
+        names: the C class names; default ImageNet's 1,000 (`class_names()`).
 
     Returns:
         One list per image (a single list of lists for a 1-D input too).
     """
+    names = class_names() if names is None else tuple(names)
     scores = np.asarray(logits, dtype=np.float64)
     if scores.ndim == 1:
         scores = scores[None]
-    if scores.ndim != 2 or scores.shape[-1] != NUM_CLASSES:
-        raise ValueError(f"decode_predictions needs logits of shape (N, {NUM_CLASSES}) for ImageNet's classes, got {np.shape(logits)}")
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= top <= NUM_CLASSES:
-        raise ValueError(f"top must be an integer from 1 to {NUM_CLASSES}, got {top!r}")
+    if scores.ndim != 2 or scores.shape[-1] != len(names):
+        what = "ImageNet's classes" if len(names) == NUM_CLASSES else f"{len(names)} class names"
+        raise ValueError(f"decode_predictions needs logits of shape (N, {len(names)}) for {what}, got {np.shape(logits)}")
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= top <= len(names):
+        raise ValueError(f"top must be an integer from 1 to {len(names)}, got {top!r}")
     if not np.isfinite(scores).all():
         raise ValueError("decode_predictions got NaN or Inf logits")
     shifted = scores - scores.max(axis=-1, keepdims=True)
     probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
-    names = class_names()
     best = np.argsort(-probabilities, axis=-1, kind="stable")[:, :top]
     return [[(int(i), names[i], float(row[i])) for i in indices] for row, indices in zip(probabilities, best)]

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Collection, Iterator, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,14 +31,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from vgg_jax import data as data_lib
 from vgg_jax import evaluate as evaluate_lib
-from vgg_jax import finetune, interrupt, parallel, rundir
+from vgg_jax import finetune, interrupt, parallel, resolve, rundir
 from vgg_jax import train as train_lib
 from vgg_jax.configs import resolve_config
 from vgg_jax.files import write_text
 from vgg_jax.interrupt import StopRequested
 from vgg_jax.model import COMPUTE_DTYPES, VGG
 from vgg_jax.rundir import CheckpointReadError, CheckpointWriteError  # noqa: F401 (re-exported)
-from vgg_jax.train_config import TrainConfig, flag_of, validate  # noqa: F401 (re-exported: loop.TrainConfig)
+from vgg_jax.train_config import TrainConfig, flag_of, read_config, validate  # noqa: F401 (re-exported: loop.TrainConfig)
 from vgg_jax.warm_start import warm_start
 
 
@@ -50,25 +50,56 @@ class RunWarning(UserWarning):
     """Something in a workdir was repaired or skipped on resume (a torn log line, a damaged checkpoint)."""
 
 
-def read_config(workdir: str, flag: str = "--resume") -> TrainConfig:
-    """A run's saved TrainConfig; one-line errors naming the file for garbled JSON or keys this version lacks."""
-    path = os.path.join(workdir, "config.json")
-    saved = rundir.read_json(path, f"{flag}: the run's config")
-    if not isinstance(saved, dict):
-        raise ValueError(f"{flag}: {path} holds {type(saved).__name__}, not a config object; restore it or start again with --overwrite")
-    known = {field.name for field in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(saved) - known)
-    if unknown:
-        raise ValueError(
-            f"{flag}: {path} has a key this version of vgg_jax does not know: {unknown[0]!r}"
-            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
-            + "; it was written by a newer version or edited by hand: remove the key, or use the version that wrote it"
-        )
-    return TrainConfig(**{**saved, "workdir": workdir})
+# What a resumed run may change: its length, its evaluation and logging, and the hardware. Everything
+# else defines the run; a flag that changes it on --resume is refused.
+RESUME_MAY_CHANGE = (
+    "epochs", "max_steps", "devices", "shard_fc", "remat", "eval_method", "eval_scales", "eval_every",
+    "checkpoint_every", "keep", "log_every", "workers", "skip_nonfinite",
+)
 
 
-def prepare_workdir(cfg: TrainConfig, resume: bool, overwrite: bool) -> TrainConfig:
-    """Refuses to touch an existing run unless told; on resume the saved config wins (but for epochs and max_steps).
+def set_fields(cfg: TrainConfig) -> set[str]:
+    """The fields of a TrainConfig built in code that differ from their defaults (what a library caller set)."""
+    return {
+        field.name for field in dataclasses.fields(TrainConfig)
+        if field.default is dataclasses.MISSING or getattr(cfg, field.name) != field.default
+    }
+
+
+def resumed_config(cfg: TrainConfig, given: Optional[Collection[str]] = None) -> TrainConfig:
+    """The saved run's config, with the fields the user gave on --resume (`given`; default: those set away from their defaults).
+
+    A field the user did not give comes from the run, never from a default.
+    A given field that defines the run (config, data, model, optimiser, ...)
+    and differs from the run's is refused in one line naming both values.
+    """
+    saved = read_config(cfg.workdir)
+    given = set(set_fields(cfg) if given is None else given) - {"workdir"}
+
+    def same(field: str) -> bool:
+        ours, theirs = getattr(cfg, field), getattr(saved, field)
+        if field == "config":
+            return resolve_config(ours) == resolve_config(theirs)
+        return ours == theirs or (isinstance(ours, (list, tuple)) and list(ours) == list(theirs or []))
+
+    for field in sorted(given - set(RESUME_MAY_CHANGE)):
+        if not same(field):
+            raise ValueError(
+                f"--resume: {flag_of(field)} {_shown(getattr(cfg, field))} differs from the run's {_shown(getattr(saved, field))} "
+                f"({os.path.join(cfg.workdir, 'config.json')}); a resumed run keeps its settings: drop {flag_of(field)}, "
+                "or start a new run with --overwrite or another --workdir"
+            )
+    return dataclasses.replace(saved, workdir=cfg.workdir, **{field: getattr(cfg, field) for field in given & set(RESUME_MAY_CHANGE)})
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def prepare_workdir(cfg: TrainConfig, resume: bool, overwrite: bool, given: Optional[Collection[str]] = None) -> TrainConfig:
+    """Refuses to touch an existing run unless told; on resume the saved config wins but for the fields given (`resumed_config`).
 
     Nothing is deleted here: `--overwrite` removes the old run only once the
     new run's inputs have been read (`run`).
@@ -77,12 +108,7 @@ def prepare_workdir(cfg: TrainConfig, resume: bool, overwrite: bool) -> TrainCon
         raise ValueError("--resume and --overwrite contradict each other; pick one")
     holds_run = rundir.holds_run(cfg.workdir)
     if holds_run and resume:
-        saved = read_config(cfg.workdir)
-        # The length of the run and the hardware may change on resume; the rest is the saved run's.
-        return dataclasses.replace(
-            saved, workdir=cfg.workdir, epochs=cfg.epochs, max_steps=cfg.max_steps, devices=cfg.devices,
-            shard_fc=cfg.shard_fc, remat=cfg.remat,
-        )
+        return resumed_config(cfg, given)
     if holds_run and not overwrite:
         raise ValueError(f"workdir {cfg.workdir} already holds a run; pass --resume to continue it or --overwrite to replace it")
     if resume:
@@ -158,6 +184,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> VGG:
         init_scheme=cfg.init_scheme,
         dtype=COMPUTE_DTYPES[cfg.dtype],
         remat=cfg.remat,
+        freeze=cfg.freeze,
     )
 
 
@@ -184,13 +211,13 @@ class _Plan:
     eval_scales: list[int]
 
 
-def _warm_start(cfg: TrainConfig, model: VGG, init_key: jax.Array, log: Callable[[str], None]) -> tuple[Any, Any]:
-    """The run's first variables from --init-from: a run (coarse-to-fine), a weights file or a pretrained name.
+def _warm_start(cfg: TrainConfig, source: Any, model: VGG, init_key: jax.Array, log: Callable[[str], None]) -> tuple[Any, Any]:
+    """The run's first variables from --init-from (`source`, resolved): a run (coarse-to-fine), a weights file or a name.
 
     From the same config every layer of the same shape is copied (`matching`);
     fc8 is left out, and initialised anew, when the class counts differ.
     """
-    source_variables, source_config, what = finetune.read_init_source(cfg.init_from, cfg.config, load_params)
+    source_variables, source_config, what = source.variables, source.config, source.description
     source_params = source_variables["params"]
     if any(name.endswith("_bn") for name in source_params) and not cfg.batch_norm:
         raise ValueError(f"--init-from {what} has batch norm; add --batch-norm so that its BN layers are used")
@@ -210,8 +237,9 @@ def _warm_start(cfg: TrainConfig, model: VGG, init_key: jax.Array, log: Callable
 def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     """Reads every input of a run (data, warm-start source) and builds its model; writes nothing."""
     train_source, val_source = data_lib.load_data(cfg.data, cfg.image_size, seed=cfg.seed)
-    if cfg.preprocess is None and cfg.init_from and not resume and finetune.pretrained_spec(cfg.init_from):
-        cfg = dataclasses.replace(cfg, preprocess=finetune.weights_preprocess(cfg.init_from))
+    source = resolve.resolve(cfg.init_from, cfg.config, flag="--init-from") if cfg.init_from and not resume else None
+    if cfg.preprocess is None and source is not None and source.kind != "run" and source.preprocess in data_lib.NORMALIZE_MODES:
+        cfg = dataclasses.replace(cfg, preprocess=source.preprocess)
         log(f"--init-from {cfg.init_from}: pixels as those weights expect (--preprocess {cfg.preprocess})")
     plain = cfg.mean_rgb is not None or not cfg.subtract_mean or cfg.preprocess is not None
     mean = cfg.mean_rgb if plain else list(data_lib.mean_rgb(train_source))
@@ -226,15 +254,15 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     model = build_model(cfg, train_source.num_classes)
     init_key = jax.random.split(jax.random.key(cfg.seed))[0]
     warm_report = None
-    if cfg.init_from and not resume:
-        variables, warm_report = _warm_start(cfg, model, init_key, log)
+    if source is not None:
+        variables, warm_report = _warm_start(cfg, source, model, init_key, log)
     else:
         variables = jax.jit(model.init)(init_key, jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32))
     return _Plan(cfg, train_source, val_source, model, variables, warm_report, local_batch, steps_per_epoch, total_steps,
                  eval_every, cfg.checkpoint_every or eval_every, cfg.eval_scales or [cfg.image_size])
 
 
-def _start(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], None]) -> _Plan:
+def _start(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], None], given: Optional[Collection[str]] = None) -> _Plan:
     """Validates, reads every input, and only then writes: --overwrite's removal of the old run, config.json.
 
     A start that fails leaves nothing behind (or only what an earlier run had).
@@ -242,7 +270,7 @@ def _start(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str],
     validate(cfg)
     created = _first_missing(cfg.workdir)
     try:
-        cfg = prepare_workdir(cfg, resume, overwrite)
+        cfg = prepare_workdir(cfg, resume, overwrite, given)
         validate(cfg)  # a resumed run's saved config, with this run's length and devices
         plan = _plan(cfg, resume, log)
     except BaseException:
@@ -253,6 +281,7 @@ def _start(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str],
         rundir.remove_run(cfg.workdir)
     if parallel.is_primary():
         write_text(os.path.join(cfg.workdir, "config.json"), json.dumps(dataclasses.asdict(plan.cfg), indent=2))
+        rundir.write_classes(cfg.workdir, getattr(plan.train_source, "classes", None))
     parallel.barrier("vgg_jax.start.written")
     return plan
 
@@ -339,16 +368,18 @@ def _progress(total: int, completed: int, name: str) -> tuple[Progress, Any, boo
 
 def run(
     cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = print,
-    warn: Optional[Callable[[str], None]] = None,
+    warn: Optional[Callable[[str], None]] = None, given: Optional[Collection[str]] = None,
 ) -> dict[str, Any]:
     """Trains, evaluates and checkpoints one run; returns the final summary.
 
-    `warn` gets one line per repair on resume (default: a `RunWarning`). The
+    `given` names the fields the user gave on `--resume` (the command line's
+    flags; default: those set away from their defaults); the rest come from
+    the saved run. `warn` gets one line per repair on resume (default: a `RunWarning`). The
     first SIGINT or SIGTERM stops the run after the current step and a
     checkpoint, raising `StopRequested`.
     """
     warn = warn or (lambda message: warnings.warn(message, RunWarning, stacklevel=3))
-    plan = _start(cfg, resume, overwrite, log)
+    plan = _start(cfg, resume, overwrite, log, given)
     cfg, total = plan.cfg, plan.total_steps
     mesh = parallel.make_mesh(cfg.devices)
     labels = finetune.param_labels(cfg.config, cfg.freeze) if cfg.freeze else None
@@ -463,7 +494,7 @@ def _iterator_state(saved: dict[str, Any]) -> str:
     return states[jax.process_index()]
 
 
-def main(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
+def main(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, given: Optional[Collection[str]] = None) -> int:
     """The command line's work: one line on stderr and a non-zero status for bad input, signals or non-finite numbers.
 
     Ctrl-C's default action (end the process) stands in for KeyboardInterrupt
@@ -477,7 +508,7 @@ def main(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int
 
     previous = signal.signal(signal.SIGINT, signal.SIG_DFL) if threading.current_thread() is threading.main_thread() else None
     try:
-        run(cfg, resume=resume, overwrite=overwrite, log=say, warn=warn)
+        run(cfg, resume=resume, overwrite=overwrite, log=say, warn=warn, given=given)
     except StopRequested as stopped:
         print(f"train.py: {stopped}", file=sys.stderr)
         return stopped.exit_status

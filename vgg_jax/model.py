@@ -141,6 +141,12 @@ class VGG(nn.Module):
             the same forward; the gradient is elementwise and shared among tied
             maxima, which after a ReLU are zeros that the ReLU's mask drops).
             Performance switches: same variables either way.
+        freeze: a layer name (`pool5`, `relu4_3`, ...): fine-tuning with the
+            layers up to it frozen. In training, the gradient stops at its
+            output (`jax.lax.stop_gradient`), so nothing below it is
+            differentiated, and the batch norm of the frozen convs uses its
+            running statistics and leaves them as they are (as Keras's
+            frozen BN). No effect on inference; same variables.
     """
 
     config: str = "D"
@@ -156,6 +162,7 @@ class VGG(nn.Module):
     remat: bool = False
     relu_impl: str = "jax"
     pool_impl: str = "auto"
+    freeze: Optional[str] = None
 
     def __post_init__(self) -> None:
         resolve_config(self.config)
@@ -169,6 +176,10 @@ class VGG(nn.Module):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         initializers(self.init_scheme)
+        if self.freeze is not None:
+            names = layer_names(resolve_config(self.config))
+            if self.freeze not in names[:-1]:
+                raise ValueError(f"freeze must be a layer of config {resolve_config(self.config)} before fc8 ({', '.join(names[:-1])}), got {self.freeze!r}")
         for field, choices in (("conv_impl", CONV_IMPLS), ("relu_impl", RELU_IMPLS), ("pool_impl", POOL_IMPLS)):
             if getattr(self, field) not in choices:
                 raise ValueError(f"{field} must be one of {choices}, got {getattr(self, field)!r}")
@@ -257,6 +268,7 @@ class VGG(nn.Module):
         )(x, as_conv=dense)
         if emit("fc6", x):
             return outputs
+        x = self._frozen_output("fc6", x, train)
         for name, width in (("fc7", self.fc_width), ("fc8", self.num_classes)):
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
             # On a dense (N, h, w, C) score map this Dense is a 1x1 conv.
@@ -270,6 +282,7 @@ class VGG(nn.Module):
             )(x)
             if emit(name, x):
                 return outputs
+            x = self._frozen_output(name, x, train)
         raise AssertionError("unreachable: fc8 is always the last layer")
 
     def _block(self, x: jax.Array, config: str, block_index: int, train: bool, wanted: tuple[str, ...], last: str):
@@ -309,7 +322,7 @@ class VGG(nn.Module):
                 )(x)
                 if self.batch_norm:
                     x = nn.BatchNorm(
-                        use_running_average=not train,
+                        use_running_average=not train or self._is_frozen(config, f"conv{suffix}"),
                         momentum=0.9,
                         epsilon=1e-5,
                         dtype=self.dtype,
@@ -318,17 +331,31 @@ class VGG(nn.Module):
                     )(x)
                 if emit(f"conv{suffix}", x):
                     return x, outputs
+                x = self._frozen_output(f"conv{suffix}", x, train)
                 x = relu_output_mask(x) if self.relu_impl == "output_mask" else nn.relu(x)
                 if emit(f"relu{suffix}", x):
                     return x, outputs
+                x = self._frozen_output(f"relu{suffix}", x, train)
             elif isinstance(layer, LRN):
                 x = LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k, name="lrn")(x)
                 if emit("lrn", x):
                     return x, outputs
+                x = self._frozen_output("lrn", x, train)
         reshape = resolve_pool_impl(self.pool_impl) == "reshape"
         x = max_pool_2x2(x) if reshape else nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
         emit(f"pool{block_index}", x)
-        return x, outputs
+        return self._frozen_output(f"pool{block_index}", x, train), outputs
+
+    def _frozen_output(self, name: str, x: jax.Array, train: bool) -> jax.Array:
+        """`x` with its gradient stopped when `name` is the `freeze` layer and the model trains."""
+        return jax.lax.stop_gradient(x) if train and name == self.freeze else x
+
+    def _is_frozen(self, config: str, name: str) -> bool:
+        """Whether layer `name` is at or before the `freeze` layer."""
+        if self.freeze is None:
+            return False
+        names = layer_names(config)
+        return names.index(name) <= names.index(self.freeze)
 
     def _check_images(self, images: Any) -> None:
         shape = getattr(images, "shape", None)

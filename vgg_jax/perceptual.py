@@ -10,36 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgg_jax.configs import CONFIGS, conv_layers, resolve_config
 from vgg_jax.model import VGG
+from vgg_jax.resolve import infer_model  # noqa: F401 (re-exported)
 
 PERCEPTUAL_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
-
-
-def infer_model(variables: Mapping[str, Any], config: Optional[str] = None) -> VGG:
-    """The VGG whose parameters these are: config, BN, widths and classes read off the tree.
-
-    A and A-LRN have the same parameters: pass `config="A-LRN"` for the latter.
-    """
-    params = variables["params"]
-    if config is None:
-        convs = {name: params[name]["kernel"].shape[0] for name in params if name.startswith("conv") and not name.endswith("_bn")}
-        for candidate in CONFIGS:
-            if convs == {name: spec.kernel_size for name, _, spec in conv_layers(candidate)}:
-                config = candidate
-                break
-        if config is None:
-            raise ValueError(f"these parameters match no VGG config (convs {sorted(convs)}); pass config=")
-    config = resolve_config(config)
-    first = conv_layers(config)[0]
-    width_scale = params[first[0]]["kernel"].shape[-1] / first[2].features
-    return VGG(
-        config=config,
-        num_classes=params["fc8"]["kernel"].shape[-1] if "fc8" in params else 1000,
-        fc_width=params["fc7"]["kernel"].shape[-1] if "fc7" in params else 4096,
-        width_scale=width_scale,
-        batch_norm=any(name.endswith("_bn") for name in params),
-    )
 
 
 def perceptual_loss(
@@ -104,12 +78,15 @@ def lpips(
     positions and summed over the layers. Differentiable and jittable.
 
     Args:
-        images_a, images_b: NHWC RGB images in [-1, 1] (the package's convention;
-            from [0, 1], pass 2 * x - 1), at least 32x32.
+        images_a, images_b: float NHWC RGB images in [-1, 1] (the package's
+            convention; from [0, 1], pass 2 * x - 1; from uint8, x / 127.5 - 1),
+            at least 32x32. Integer images, and float images outside [-1, 1]
+            or not finite, are refused with a ValueError (outside `jit`, where
+            the values are known), as `preprocess` refuses them.
         variables: VGG-16 variables (`vgg_jax.pretrained("vgg16")`, or any converter's).
         weights: the calibration, by layer name; default the published v0.1 weights.
     """
-    images_a, images_b = jnp.asarray(images_a), jnp.asarray(images_b)
+    images_a, images_b = _lpips_images(images_a, "images_a"), _lpips_images(images_b, "images_b")
     if images_a.shape != images_b.shape:
         raise ValueError(f"images_a and images_b must have the same shape, got {images_a.shape} and {images_b.shape}")
     model = infer_model(variables, "D")
@@ -125,3 +102,21 @@ def lpips(
         squared = jnp.square(unit[:count] - unit[count:])
         distance = distance + jnp.mean(squared @ jnp.asarray(weights[name], jnp.float32), axis=(1, 2))
     return distance
+
+
+def _lpips_images(images: Any, name: str) -> jax.Array:
+    """Float images in [-1, 1], or a ValueError that says how to get there (0-255 and uint8 images give wrong distances)."""
+    array = jnp.asarray(images)
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        raise ValueError(f"lpips takes float images in [-1, 1], got {name} of dtype {array.dtype}: pass x / 127.5 - 1 for uint8 images")
+    try:
+        finite = bool(jnp.all(jnp.isfinite(array)))
+        low, high = (float(jnp.min(array)), float(jnp.max(array))) if array.size and finite else (0.0, 0.0)
+    except jax.errors.ConcretizationTypeError:  # traced under jit: the caller keeps the contract
+        return array
+    if not finite:
+        raise ValueError(f"lpips got NaN or Inf values in {name}")
+    if low < -1.01 or high > 1.01:
+        hint = "x / 127.5 - 1 for 0-255 images" if high > 2 else "2 * x - 1 for [0, 1] images"
+        raise ValueError(f"lpips takes images in [-1, 1], got {name} from {low:g} to {high:g}: pass {hint}")
+    return array

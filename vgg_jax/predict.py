@@ -8,78 +8,74 @@ fully-convolutional net, class scores averaged).
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
-from PIL import Image
 
-from vgg_jax import data as data_lib
-from vgg_jax import imagenet
+from vgg_jax import images as images_lib
+from vgg_jax import imagenet, resolve
 from vgg_jax import weights as weights_lib
 from vgg_jax.model import VGG
-from vgg_jax.perceptual import infer_model
 from vgg_jax.warm_start import init_image_size
 
 DENSE_SCALE = 256  # the paper's test scale Q for dense evaluation of 224-pixel models
+read_image = images_lib.read_image
 
 
-def read_image(path: str) -> np.ndarray:
-    """An RGB uint8 array from a JPEG or PNG (grey, palette and RGBA converted); ValueError naming the file."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        raise ValueError(f"image {path} does not exist") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"image {path} could not be read ({error})") from None
+def centre_view(image: np.ndarray, size: int, mode: Optional[str] = "torch") -> np.ndarray:
+    """The centre `size` crop of the image's centre square at size * 256 / 224, resized by the rule of the pixels'
+    peer: torchvision's `Resize` + `CenterCrop` for "torch" (and "paper"), Keras's `load_img(keep_aspect_ratio=True, interpolation="bilinear")`
+    for "caffe" (`vgg_jax.images`)."""
+    return images_lib.centre_view(image, size, rule=images_lib.resize_rule(mode))
 
 
-def centre_view(image: np.ndarray, size: int) -> np.ndarray:
-    """Short side to size * 256 / 224, then the centre size x size crop: torchvision's and Keras's evaluation."""
-    return data_lib.center_crop(data_lib.rescale_short_side(image, round(size * 256 / 224)), size)
+def load_model(
+    model: str, source: str = "torchvision", config: Optional[str] = None, preprocess: Optional[str] = None
+) -> resolve.Resolved:
+    """The model `model` names (`vgg_jax.resolve`: a published name, a weights file, a run), with its pixel convention.
 
-
-def load_model(model: str, source: str = "torchvision", config: Optional[str] = None) -> tuple[VGG, Any, str]:
-    """(model, variables, preprocess mode) for a published name (`vgg16`) or a weights file (`--config` if it can't tell)."""
-    from vgg_jax import zoo
-
-    if not os.path.exists(model):
-        info = zoo.weights_info(model, source)
-        vgg, variables = zoo.pretrained(model, source)
-        return vgg, variables, info.preprocess
-    loaded = weights_lib.load(model, config or "D")
-    mode = "caffe" if model.lower().endswith(".h5") else "torch"
-    return infer_model(loaded, config), loaded, mode
+    A weights file that does not say which pixels it expects needs `preprocess`.
+    """
+    return resolve.require_pixels(resolve.resolve(model, config, preprocess, source=source))
 
 
 def classify(
     model: VGG, variables: Mapping[str, Any], paths: Sequence[str], mode: str = "torch", top: int = 5, dense: bool = False,
-    batch_size: int = 16, mean_rgb: Optional[tuple[float, float, float]] = None,
+    batch_size: int = 16, mean_rgb: Optional[tuple[float, float, float]] = None, classes: Optional[Sequence[str]] = None,
 ) -> list[dict[str, Any]]:
     """Top classes of each image file: `[{"image": path, "top": [{"index", "name", "probability"}, ...]}, ...]`.
 
-    The model must have ImageNet's 1,000 classes. Centre-crop views are
-    batched `batch_size` at a time; dense evaluation runs each image at its
-    own size.
+    `classes` names the outputs (default: ImageNet's, for 1,000 classes; else
+    the index). An unreadable file gets `{"image": path, "error": reason}`
+    and the others are classified. Centre-crop views are batched
+    `batch_size` at a time; dense evaluation runs each image at its own size.
     """
-    if model.num_classes != imagenet.NUM_CLASSES:
-        raise ValueError(f"these weights have {model.num_classes} classes, not ImageNet's {imagenet.NUM_CLASSES}; names cannot be given")
-    images = [read_image(path) for path in paths]  # every file is read before anything is computed
+    if classes is None and model.num_classes == imagenet.NUM_CLASSES:
+        classes = imagenet.class_names()
+    if classes is not None and len(classes) != model.num_classes:
+        raise ValueError(f"{len(classes)} class names for a model of {model.num_classes} classes")
+    names = list(classes) if classes is not None else [str(index) for index in range(model.num_classes)]
     size = init_image_size(variables["params"], model.config, model.width_scale)
     apply = jax.jit(lambda v, x: model.apply(v, x, dense=dense))
+    read, errors = [], {}
+    for path in paths:
+        try:
+            read.append((path, images_lib.read_image(path)))
+        except ValueError as error:
+            errors[path] = str(error)
     logits = []
     if dense:
-        for image in images:
-            view = data_lib.rescale_short_side(image, round(size * DENSE_SCALE / 224))
+        for _, image in read:
+            view = images_lib.rescale_short_side(image, round(size * DENSE_SCALE / 224))
             logits.append(np.asarray(apply(variables, weights_lib.preprocess(view[None], mode, mean_rgb))))
-    else:
-        views = np.stack([centre_view(image, size) for image in images])
+    elif read:
+        views = np.stack([centre_view(image, size, mode) for _, image in read])
         for start in range(0, len(views), batch_size):
             logits.append(np.asarray(apply(variables, weights_lib.preprocess(views[start : start + batch_size], mode, mean_rgb))))
-    decoded = imagenet.decode_predictions(np.concatenate(logits), top=top)
+    decoded = dict(zip([path for path, _ in read], imagenet.decode_predictions(np.concatenate(logits), top=top, names=names))) if read else {}
     return [
-        {"image": path, "top": [{"index": index, "name": name, "probability": probability} for index, name, probability in best]}
-        for path, best in zip(paths, decoded)
+        {"image": path, "error": errors[path]} if path in errors
+        else {"image": path, "top": [{"index": index, "name": name, "probability": probability} for index, name, probability in decoded[path]]}
+        for path in paths
     ]

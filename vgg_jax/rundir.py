@@ -33,7 +33,7 @@ CHECKPOINTS = "checkpoints"
 TRASH = ".deleted"  # under checkpoints/: not digit-named, so never listed as a step
 DAMAGED = "damaged_checkpoints"
 FINISHED_MARKER = "_CHECKPOINT_METADATA"  # Orbax writes it before the final rename
-RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINTS, DAMAGED)
+RUN_FILES = ("config.json", "classes.json", "metrics.jsonl", CHECKPOINTS, DAMAGED)
 
 Warn = Callable[[str], None]
 
@@ -225,16 +225,18 @@ def state_on_one_device(manager: ocp.CheckpointManager, step: int) -> Any:
     return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), metadata)
 
 
-def restore_state(workdir: str, flag: str = "--init-from") -> tuple[int, Any]:
-    """The newest finished checkpoint's train state, whole on one device, as (step, state); the run is not changed.
+def restore_state(workdir: str, flag: str = "--init-from", step: Optional[int] = None) -> tuple[int, Any]:
+    """A finished checkpoint's train state (the newest, or `step`), whole on one device, as (step, state); the run is not changed.
 
     Raises `CheckpointReadError` naming the step and its folder when it cannot
-    be read, or when the run holds no finished checkpoint.
+    be read, or when the run holds no finished checkpoint (or not that step).
     """
     steps = finished_steps(workdir)
     if not steps:
         raise CheckpointReadError(f"{flag} {workdir} holds no finished checkpoint (nothing in {checkpoint_dir(workdir)})")
-    step = steps[-1]
+    if step is not None and step not in steps:
+        raise CheckpointReadError(f"{flag} {workdir} has no finished checkpoint of step {step}; its finished steps are {steps}")
+    step = steps[-1] if step is None else step
     try:
         with _FailedRestoreNoise(), manager(workdir, read_only=True) as reader:
             restored = reader.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(state_on_one_device(reader, step))))
@@ -243,6 +245,26 @@ def restore_state(workdir: str, flag: str = "--init-from") -> tuple[int, Any]:
             f"{flag} {workdir}: checkpoint step {step} ({os.path.join(checkpoint_dir(workdir), str(step))}) could not be read: {short(error)}"
         ) from None
     return step, restored.state
+
+
+CLASSES = "classes.json"
+
+
+def write_classes(workdir: str, classes: Optional[list[str]]) -> None:
+    """Records the run's class names (an ImageFolder's sub-folders, the digits), so that its weights can name their outputs."""
+    if classes is not None and parallel.is_primary():
+        write_text(os.path.join(workdir, CLASSES), json.dumps([str(name) for name in classes]))
+
+
+def read_classes(workdir: str) -> Optional[list[str]]:
+    """The run's class names, or None where it recorded none (synthetic data, runs from older versions)."""
+    path = os.path.join(workdir, CLASSES)
+    if not os.path.isfile(path):
+        return None
+    names = read_json(path, "the run's class names")
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{path} is not a list of class names; restore it or remove it")
+    return names
 
 
 def read_json(path: str, what: str) -> Any:

@@ -17,7 +17,7 @@ import numpy as np
 
 from vgg_jax import data as data_lib
 from vgg_jax import evaluate as evaluate_lib
-from vgg_jax import finetune
+from vgg_jax import finetune, resolve, rundir
 from vgg_jax import train as train_lib
 from vgg_jax.configs import MIN_IMAGE_SIZE, resolve_config
 from vgg_jax.model import COMPUTE_DTYPES, INIT_SCHEMES
@@ -154,12 +154,26 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError("--mean-rgb and --no-subtract-mean contradict each other; pick one")
     if cfg.init_from is not None and (not isinstance(cfg.init_from, str) or not cfg.init_from.strip()):
         raise ValueError(f"--init-from needs a run's workdir, a weights file or a pretrained name, got {cfg.init_from!r}")
-    if cfg.init_from and finetune.describe_init_from(cfg.init_from) is None:
-        raise ValueError(
-            f"--init-from {cfg.init_from} is not a run's workdir (no config.json there), a weights file "
-            f"({', '.join(finetune.WEIGHT_FILES)}) or a pretrained name such as torchvision:vgg16"
-        )
+    if cfg.init_from and resolve.describe(cfg.init_from) is None:
+        raise resolve.unknown_spec(cfg.init_from, "--init-from")
     if cfg.freeze is not None:
         finetune.check_freeze(cfg.config, cfg.freeze)
     if not isinstance(cfg.data, str) or not (cfg.data in ("digits", "synthetic") or cfg.data.startswith("folder:")):
         raise ValueError(f"unknown --data {cfg.data!r}; use digits, synthetic or folder:PATH")
+
+
+def read_config(workdir: str, flag: str = "--resume") -> TrainConfig:
+    """A run's saved TrainConfig; one-line errors naming the file for garbled JSON or keys this version lacks."""
+    path = os.path.join(workdir, "config.json")
+    saved = rundir.read_json(path, f"{flag}: the run's config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{flag}: {path} holds {type(saved).__name__}, not a config object; restore it or start again with --overwrite")
+    known = {field.name for field in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        raise ValueError(
+            f"{flag}: {path} has a key this version of vgg_jax does not know: {unknown[0]!r}"
+            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+            + "; it was written by a newer version or edited by hand: remove the key, or use the version that wrote it"
+        )
+    return TrainConfig(**{**saved, "workdir": workdir})

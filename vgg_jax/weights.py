@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import re
 import warnings
@@ -22,10 +23,9 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from vgg_jax.configs import CONFIGS, LRN, TORCHVISION_NAMES, conv_layers, resolve_config
+from vgg_jax.images import CAFFE_MEAN_BGR, TORCH_MEAN, TORCH_STD  # noqa: F401 (re-exported)
 
 CONVS_TO_CONFIG = {len(conv_layers(config)): config for config in TORCHVISION_NAMES}  # 8: A, 10: B, 13: D, 16: E
-TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 FC_WINDOW = 7  # torchvision pools to 7x7 before fc6; Keras's top expects 224 images
 
 
@@ -438,28 +438,85 @@ def _unflatten(flat: Mapping[str, Any]) -> dict:
     return tree
 
 
-def save(variables: Mapping[str, Any], path: str) -> None:
+METADATA_KEY = "__vgg_jax__"  # in .msgpack files: a JSON string beside the collections
+METADATA_FILE = "vgg_jax_metadata.json"  # in an Orbax directory
+PIXEL_MODES = ("torch", "caffe", "paper")
+
+
+def save(variables: Mapping[str, Any], path: str, metadata: Optional[Mapping[str, Any]] = None) -> None:
     """Writes variables as `.msgpack` (Flax serialization), `.safetensors` ("params/conv1_1/kernel" keys)
-    or, for any other path, an Orbax checkpoint directory. Refuses to replace an existing path."""
+    or, for any other path, an Orbax checkpoint directory. Refuses to replace an existing path.
+
+    `metadata` (JSON values) travels inside the file: `config`, `preprocess`
+    (the pixel convention: "torch", "caffe", or "paper" with `mean_rgb`),
+    `classes` (class names), `image_size`, and where the weights came from.
+    `read_metadata` reads it back. Every format is written aside and renamed,
+    so a crash never leaves a half-written file.
+    """
     from vgg_jax.files import atomic_write
 
     if os.path.exists(path):
         raise ValueError(f"{path} already exists; choose another output or remove it first")
-    variables = {collection: dict(value) for collection, value in variables.items()}
+    variables = {collection: dict(value) for collection, value in variables.items() if collection != METADATA_KEY}
+    text = json.dumps(dict(metadata or {}), sort_keys=True)
     if path.endswith(".msgpack"):
         from flax import serialization
 
-        data = serialization.msgpack_serialize(_unflatten(_flatten(variables)))
+        data = serialization.msgpack_serialize({**_unflatten(_flatten(variables)), **({METADATA_KEY: text} if metadata else {})})
         atomic_write(path, lambda temporary: open(temporary, "wb").write(data))
     elif path.endswith(".safetensors"):
         from safetensors.numpy import save_file
 
-        atomic_write(path, lambda temporary: save_file({k: np.ascontiguousarray(v) for k, v in _flatten(variables).items()}, temporary))
+        tensors = {k: np.ascontiguousarray(v) for k, v in _flatten(variables).items()}
+        atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata={METADATA_KEY: text} if metadata else None))
     else:
+        import shutil
+        import tempfile
+
         import orbax.checkpoint as ocp
 
-        with ocp.StandardCheckpointer() as checkpointer:
-            checkpointer.save(os.path.abspath(path), _unflatten(_flatten(variables)))
+        target = os.path.abspath(path)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=os.path.dirname(target))
+        try:
+            with ocp.StandardCheckpointer() as checkpointer:
+                checkpointer.save(os.path.join(staging, "checkpoint"), _unflatten(_flatten(variables)))
+            if metadata:
+                with open(os.path.join(staging, "checkpoint", METADATA_FILE), "w") as file:
+                    file.write(text)
+            os.rename(os.path.join(staging, "checkpoint"), target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_metadata(path: str) -> dict[str, Any]:
+    """The metadata `save` wrote into a file (empty for files that carry none: torchvision's, Keras's, older ones)."""
+    lower = path.lower()
+    text = None
+    try:
+        if lower.endswith(".msgpack"):
+            from flax import serialization
+
+            with open(path, "rb") as file:
+                text = serialization.msgpack_restore(file.read()).get(METADATA_KEY)
+        elif lower.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, "np") as file:
+                text = (file.metadata() or {}).get(METADATA_KEY)
+        elif os.path.isdir(path) and os.path.isfile(os.path.join(path, METADATA_FILE)):
+            with open(os.path.join(path, METADATA_FILE)) as file:
+                text = file.read()
+    except Exception as error:
+        raise ValueError(f"{path}: its metadata could not be read ({type(error).__name__}: {error})") from None
+    if not text:
+        return {}
+    try:
+        metadata = json.loads(text)
+    except ValueError:
+        raise ValueError(f"{path}: its vgg_jax metadata is not JSON; the file is damaged") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path}: its vgg_jax metadata is not an object; the file is damaged")
+    return metadata
 
 
 def load(path: str, config: str = "D", batch_norm: Optional[bool] = None, strict: bool = True, num_classes: Optional[int] = None):
@@ -513,6 +570,8 @@ def load(path: str, config: str = "D", batch_norm: Optional[bool] = None, strict
                 variables = serialization.msgpack_restore(file.read())
         except Exception as error:
             raise ValueError(f"{path} is not a readable Flax msgpack file ({error})") from None
+        if isinstance(variables, dict):
+            variables.pop(METADATA_KEY, None)
         return _checked(variables, config, path, strict)
     if os.path.isdir(path):
         import orbax.checkpoint as ocp
@@ -547,31 +606,3 @@ def _checked(variables: Mapping[str, Any], config: str, source: str, strict: boo
             report.mismatched.append((f"{name}/kernel", (*window, "in", "out"), shape))
     report.mapped = [(name, name) for name in sorted(present & expected)]
     return _finish(dict(variables), report, strict, source)
-
-
-def convert(src: str, dst: str, config: str, batch_norm: Optional[bool] = None, log=print) -> dict[str, Any]:
-    """Loads `src` strictly and writes `dst`, by their extensions; prints what was mapped."""
-    import jax
-
-    if os.path.exists(dst):
-        raise ValueError(f"{dst} already exists; choose another output or remove it first")
-    variables, report = load(src, config, batch_norm=batch_norm, strict=False)
-    if not report.ok:
-        load(src, config, batch_norm=batch_norm, strict=True)  # raises with every problem listed
-    config = resolve_config(config)
-    if dst.lower().endswith((".pth", ".pt")):
-        try:
-            import torch
-        except ImportError:
-            raise ValueError(f"writing {dst} needs torch: pip install -e '.[torch]'") from None
-        from vgg_jax.files import atomic_write
-
-        state = {key: torch.from_numpy(np.array(value)) for key, value in to_torchvision(variables, config).items()}
-        atomic_write(dst, lambda temporary: torch.save(state, temporary))
-    else:
-        save(variables, dst)
-    count = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(variables.get("params", {})))
-    log(f"{src} -> {dst}: config {config}, {report.summary()}, {count:,} parameters")
-    for note in report.notes:
-        log(f"note: {note}")
-    return variables

@@ -124,26 +124,57 @@ def pretrained(name: str, source: str = "torchvision", mirror: Optional[str] = N
     batch norm and classes come from the weights. Feed the model
     `vgg_jax.preprocess(images, weights_info(name, source).preprocess)`.
     """
-    from vgg_jax import weights as weights_lib
-
     fixed = sorted(set(model_kwargs) & {"config", "batch_norm", "num_classes"})
     if fixed:
         raise ValueError(f"pretrained({name!r}) takes {', '.join(fixed)} from the weights; leave it out (fine-tune a new fc8 with warm_start)")
     entry = weights_info(name, source)
-    converted = os.path.join(hub.cache_dir(), f"{entry.file}.vgg_jax.msgpack")
-    if not os.path.isfile(converted):
-        path = hub.fetch(entry.url, sha256=entry.sha256, md5=entry.md5, filename=entry.file, mirror=mirror,
-                         published_sha256=entry.hash_from_server)
-        variables = weights_lib.load(path, entry.config, batch_norm=entry.batch_norm, strict=entry.include_top)
-        if not entry.include_top:
-            variables = variables[0]  # a no-top file: the convs only (the report says so)
-        try:
-            weights_lib.save(variables, converted)
-        except ValueError:  # another process converted it meanwhile
-            pass
-    variables = weights_lib.load(converted, entry.config, strict=entry.include_top)
-    if not entry.include_top:
-        variables = variables[0]
+    variables = _converted(entry, mirror)
     num_classes = variables["params"]["fc8"]["kernel"].shape[-1] if "fc8" in variables["params"] else 1000
     model = VGG(config=entry.config, batch_norm=entry.batch_norm, num_classes=num_classes, **model_kwargs)
     return model, variables
+
+
+def _converted(entry: Weights, mirror: Optional[str]) -> dict[str, Any]:
+    """The entry's variables from the converted copy in the cache, tied to the hash of the file it came from.
+
+    The copy records the SHA-256 and MD5 of its source. It is used when the
+    source in the cache (verified by `hub.fetch`) has that SHA-256, or, with
+    the source gone, when the recorded hashes are the published ones; else
+    the verified source is converted again and the copy replaced. So a file
+    replaced in the cache never hides behind a stale copy.
+    """
+    from vgg_jax import weights as weights_lib
+
+    converted = os.path.join(hub.cache_dir(), f"{entry.file}.vgg_jax.msgpack")
+    source = os.path.join(hub.cache_dir(), entry.file)
+    recorded = weights_lib.read_metadata(converted) if os.path.isfile(converted) else {}
+    if recorded and not os.path.isfile(source) and _published(entry, recorded.get("source_sha256"), recorded.get("source_md5")):
+        return weights_lib.load(converted, entry.config, strict=False)[0]
+    path = hub.fetch(entry.url, sha256=entry.sha256, md5=entry.md5, filename=entry.file, mirror=mirror, published_sha256=entry.hash_from_server)
+    found = hub.digests(path)
+    if recorded.get("source_sha256") == found["sha256"]:
+        return weights_lib.load(converted, entry.config, strict=False)[0]
+    variables = weights_lib.load(path, entry.config, batch_norm=entry.batch_norm, strict=entry.include_top)
+    if not entry.include_top:
+        variables = variables[0]  # a no-top file: the convs only (the report says so)
+    metadata = {"config": entry.config, "preprocess": entry.preprocess, "source": f"{entry.source}:{entry.name}",
+                "source_sha256": found["sha256"], "source_md5": found["md5"]}
+    staging = f"{converted}.{os.getpid()}.msgpack"
+    try:
+        weights_lib.save(variables, staging, metadata=metadata)
+        os.replace(staging, converted)  # a stale copy is replaced whole; a concurrent converter writes the same bytes
+    except (OSError, ValueError):
+        pass  # a read-only cache: the variables are still right, only not cached
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)
+    return variables
+
+
+def _published(entry: Weights, sha256: Optional[str], md5: Optional[str]) -> bool:
+    """Whether recorded source hashes are the entry's published ones (timm's hash is on the hub: any recorded one was checked)."""
+    if entry.sha256:
+        return bool(sha256) and sha256.startswith(entry.sha256)
+    if entry.md5:
+        return md5 == entry.md5
+    return bool(sha256)
