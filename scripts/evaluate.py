@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['model']}: {result['method']} at Q={','.join(map(str, result['scales']))} on {result['count']} images: "
+        print(f"{result['model']}: {result['method']} at Q={','.join(map(str, result['scales']))} on {result['count']} image{'s' if result['count'] != 1 else ''}: "
               f"top-1 error {result['top1_error']:.2%}, top-5 error {result['top5_error']:.2%}")
     return 0
 

@@ -478,7 +478,7 @@ def _summary(plan: _Plan, last: dict[str, float], skipped: int, final: dict[str,
     }
     log(
         f"Done: {plan.cfg.config}, {plan.total_steps} steps; last loss {summary['final_loss']}; {final['method']} eval at Q={final['scales']}: "
-        f"top-1 error {final['top1_error']:.2%}, top-5 error {final['top5_error']:.2%} on {final['count']} images"
+        f"top-1 error {final['top1_error']:.2%}, top-5 error {final['top5_error']:.2%} on {final['count']} image{'s' if final['count'] != 1 else ''}"
     )
     return summary
 
