@@ -10,29 +10,63 @@ every JAX computation in the process, so:
   versions they were measured on (unknown flags abort other versions), and
   never over a value the user set for the same flag;
 - `VGG_JAX_XLA_CPU_FLAGS=0` turns them off, `=1` applies them on any version;
-- `APPLIED` holds what was added, and the benchmark prints the flags in force.
+- `APPLIED` holds what was added, and the benchmark prints the flags in force;
+- imported after the CPU backend started, nothing can apply: a `FlagsNotApplied`
+  warning says so once; if JAX's private backend registry (read to tell)
+  moves, nothing is done.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from typing import Optional
 
 CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=individual_convolution,individual_dot",)
 MEASURED_JAXLIB = ("0.10.",)
 ENVIRONMENT_SWITCH = "VGG_JAX_XLA_CPU_FLAGS"
 
 
-def _backend_started() -> bool:
+class FlagsNotApplied(RuntimeWarning):
+    """vgg_jax was imported after JAX started its CPU backend, so its XLA:CPU flags could not apply."""
+
+
+def _backend_started() -> Optional[bool]:
+    """Whether JAX has started a backend; None when JAX's private registry is not where it was (then nothing is done).
+
+    JAX has no public way to ask, so this reads `jax._src.xla_bridge`
+    (`backends_are_initialized()`, else the `_backends` dict); any change
+    there makes the answer None, and `apply` then leaves XLA_FLAGS alone.
+    """
     try:
         from jax._src import xla_bridge
+    except Exception:
+        return None
+    initialized = getattr(xla_bridge, "backends_are_initialized", None)
+    if callable(initialized):
+        try:
+            return bool(initialized())
+        except Exception:
+            return None
+    backends = getattr(xla_bridge, "_backends", None)
+    return bool(backends) if isinstance(backends, dict) else None
 
-        return bool(getattr(xla_bridge, "_backends", {}))
-    except Exception:  # private API moved: assume started, and do nothing
-        return True
+
+def _cpu_is_default() -> bool:
+    try:
+        import jax
+
+        return jax.default_backend() == "cpu"
+    except Exception:
+        return False
 
 
 def apply() -> tuple[str, ...]:
-    """Adds CPU_FLAGS to XLA_FLAGS where the rules above allow; returns what was added."""
+    """Adds CPU_FLAGS to XLA_FLAGS where the rules above allow; returns what was added.
+
+    Warns once (`FlagsNotApplied`) when the CPU backend had already started,
+    so the user knows the faster path is off and how to turn it on.
+    """
     switch = os.environ.get(ENVIRONMENT_SWITCH, "").strip()
     if switch == "0":
         return ()
@@ -44,13 +78,23 @@ def apply() -> tuple[str, ...]:
         return ()
     if switch != "1" and not version.startswith(MEASURED_JAXLIB):
         return ()
-    if _backend_started():
-        return ()
     current = os.environ.get("XLA_FLAGS", "")
-    added = tuple(flag for flag in CPU_FLAGS if flag.split("=")[0] not in current)
-    if added:
-        os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
-    return added
+    missing = tuple(flag for flag in CPU_FLAGS if flag.split("=")[0] not in current)
+    started = _backend_started()
+    if started is None or not missing:
+        return ()
+    if started:
+        if _cpu_is_default():
+            warnings.warn(
+                f"vgg_jax was imported after JAX started its CPU backend, so XLA:CPU's faster convolutions are off "
+                f"({' '.join(missing)}): import vgg_jax before running anything in JAX, or put the flag in XLA_FLAGS yourself "
+                f"({ENVIRONMENT_SWITCH}=0 silences this)",
+                FlagsNotApplied,
+                stacklevel=3,
+            )
+        return ()
+    os.environ["XLA_FLAGS"] = " ".join([current, *missing]).strip()
+    return missing
 
 
 APPLIED = apply()
