@@ -122,6 +122,24 @@ def test_non_finite_loss_stops_the_loop_and_keeps_the_last_good_checkpoint(tmp_p
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(params_of(tmp_path)))
 
 
+def test_metrics_are_fetched_once_per_window_and_a_non_finite_step_inside_one_still_stops_the_run(tmp_path, monkeypatch):
+    """The loop never waits for the device within a log window; the first non-finite step is still the one named."""
+    fetches = []
+    real = loop.jax.device_get
+    monkeypatch.setattr(loop.jax, "device_get", lambda tree: fetches.append(1) or real(tree))
+    quiet = dict(TINY_RUN, log_every=4, eval_every=100, checkpoint_every=100)
+    loop.run(loop.TrainConfig(workdir=str(tmp_path / "fine"), max_steps=12, **quiet), log=lambda line: None)
+    assert len(fetches) == 3  # steps 4, 8 and 12, not 12 times
+    cfg = loop.TrainConfig(workdir=str(tmp_path / "bad"), max_steps=40, learning_rate=1e12, **{**quiet, "checkpoint_every": 4})
+    with pytest.raises(loop.NonFiniteError, match=r"at step (\d+)") as error:
+        loop.run(cfg, log=lambda line: None)
+    failed = int(error.value.args[0].split("at step ")[1].split(";")[0])
+    saved = sorted(int(name) for name in os.listdir(tmp_path / "bad" / "checkpoints") if name.isdigit())
+    assert all(step < failed for step in saved)  # nothing saved past the step that stopped the run
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "bad" / "metrics.jsonl") if "eval" not in line]
+    assert all(step < failed for step in steps)
+
+
 def test_train_script_end_to_end(tmp_path):
     workdir = tmp_path / "run"
     command = [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--config", "A", "--data", "synthetic",

@@ -11,6 +11,7 @@ through kills; SIGINT and SIGTERM stop the run after a checkpoint.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -300,9 +301,10 @@ def restore(
     return restored.state, int(restored.state.step), int(restored.policy["skipped_nonfinite"])
 
 
-def checkpoint(manager: Any, workdir: str, step: int, state: Any, iterator: Any, plateau: train_lib.Plateau, skipped: int) -> None:
-    """Checkpoint `step`: the train state, every process's data-iterator position and the policy state."""
-    data = {"iterators": parallel.gather_strings(iterator.get_state().decode())}
+def checkpoint(manager: Any, workdir: str, step: int, state: Any, position: bytes, plateau: train_lib.Plateau, skipped: int) -> None:
+    """Checkpoint `step`: the train state, every process's data-iterator position (`position`: the iterator's
+    state after the batch of `step`, not after the batches prefetched since) and the policy state."""
+    data = {"iterators": parallel.gather_strings(position.decode())}
     rundir.save(manager, workdir, step, state, data, {"plateau": plateau.state, "skipped_nonfinite": skipped})
 
 
@@ -403,20 +405,24 @@ def run(
     last, last_eval, window = {}, None, _Window()
     try:
         with interrupt.StopRequest() as stop, progress:
+            batches, pending = _prefetch(iterator, mesh), []
             for step in range(start, total):
-                batch = next(iterator)
-                state, metrics = train_step(state, parallel.put_batch({"image": batch["image"], "label": batch["label"]}, mesh), dropout_key)
-                last, done = {name: float(value) for name, value in jax.device_get(metrics).items()}, step + 1
-                if last["nonfinite"]:  # the step changed nothing (train.py's guard)
-                    skipped = nonfinite_policy(last, done, skipped, cfg.skip_nonfinite, cfg.workdir, log)
-                window.add(last, cfg.batch_size)
+                batch, position = next(batches)
+                state, metrics = train_step(state, batch, dropout_key)
+                done = step + 1
+                pending.append((done, metrics))  # on the device: fetched once per window, so the host never waits within one
+                if due(done, cfg.log_every, total) or due(done, plan.eval_every, total):
+                    drained, skipped = _drain(pending, window, skipped, cfg, log)
+                    last = drained or last
                 if due(done, cfg.log_every, total):
                     _log_window(metrics_log, window.flush(list(last)), done, plan, skipped, progress, task, log if plain else None)
                 if due(done, plan.eval_every, total):
                     state, last_eval = _evaluate_and_adapt(plan, state, shardings, plateau, metrics_log, done, log)
                 stopping = parallel.any_process(stop.requested)
                 if due(done, plan.checkpoint_every, total) or stopping:
-                    checkpoint(manager, cfg.workdir, done, state, iterator, plateau, skipped)
+                    drained, skipped = _drain(pending, window, skipped, cfg, log)  # nothing is saved past a step that stops the run
+                    last = drained or last
+                    checkpoint(manager, cfg.workdir, done, state, position, plateau, skipped)
                 if stopping:
                     raise StopRequested(_stopped_message(stop.name, done, cfg.workdir), stop.signum or 2)
                 progress.update(task, advance=1)
@@ -427,6 +433,50 @@ def run(
         metrics_log.close()
         manager.wait_until_finished()
     return _summary(plan, last, skipped, final, log)
+
+
+PREFETCH = 2  # batches put on the devices ahead of the step that uses them, as Flax's and big_vision's loops do
+
+
+def _prefetch(iterator: Any, mesh: Any, depth: int = PREFETCH) -> Iterator[tuple[dict[str, jax.Array], bytes]]:
+    """`(batch on the devices, the iterator's state after it)`, `depth` batches ahead.
+
+    The host reads and transfers the next batches while the device runs the
+    current step (the transfer is asynchronous). Each batch carries the
+    iterator's position right after it, so a checkpoint records the batches
+    consumed, not the ones prefetched: a resume continues the exact stream.
+    """
+    queue: collections.deque = collections.deque()
+    while True:
+        while len(queue) < depth:
+            batch = next(iterator)
+            queue.append((parallel.put_batch({"image": batch["image"], "label": batch["label"]}, mesh), iterator.get_state()))
+        yield queue.popleft()
+
+
+def _drain(
+    pending: list, window: "_Window", skipped: int, cfg: TrainConfig, log: Callable[[str], None]
+) -> tuple[Optional[dict[str, float]], int]:
+    """Fetches the metrics of the steps since the last fetch in one transfer, and applies the per-step rules in order.
+
+    A non-finite step changed nothing on the device (the step's guard); here
+    it is counted, and `NonFiniteError` names the first step past
+    `--skip-nonfinite`, as before. The caller drains before every log line,
+    evaluation and checkpoint, so nothing is saved past a step that stops
+    the run. Returns the last step's metrics (None when nothing was
+    pending) and the count of skipped steps.
+    """
+    if not pending:
+        return None, skipped
+    fetched = jax.device_get([metrics for _, metrics in pending])
+    last = None
+    for (done, _), metrics in zip(pending, fetched):
+        last = {name: float(value) for name, value in metrics.items()}
+        if last["nonfinite"]:
+            skipped = nonfinite_policy(last, done, skipped, cfg.skip_nonfinite, cfg.workdir, log)
+        window.add(last, cfg.batch_size)
+    pending.clear()
+    return last, skipped
 
 
 def _train_iterator(plan: _Plan) -> Iterator[dict[str, np.ndarray]]:
