@@ -83,6 +83,24 @@ def test_train_transform_augmentations():
     assert data.TrainTransform(64).random_map(element, np.random.default_rng(0))["image"].shape == (64, 64, 3)  # upscaled
 
 
+@pytest.mark.parametrize("normalize, mean_rgb", [(None, (120.0, 110.0, 100.0)), ("torch", None), ("caffe", None), (None, None)])
+def test_uint8_over_the_wire_equals_the_host_path_to_float32_rounding(normalize, mean_rgb):
+    """The loop hands the device uint8 crops and the PCA shift; the device half gives the host path's pixels."""
+    import jax
+
+    image = np.random.default_rng(1).integers(0, 256, (45, 60, 3), dtype=np.uint8)
+    options = dict(scale=(40, 56), flip=True, pca_std=0.1, mean_rgb=mean_rgb, normalize=normalize)
+    host, wire = [], []
+    for seed in range(4):
+        host.append(data.TrainTransform(32, **options).random_map({"image": image, "label": 1}, np.random.default_rng(seed))["image"])
+        element = data.TrainTransform(32, on_device=True, **options).random_map({"image": image, "label": 1}, np.random.default_rng(seed))
+        assert element["image"].dtype == np.uint8 and element["shift"].shape == (3,)
+        wire.append(element)
+    batch = {"image": np.stack([w["image"] for w in wire]), "shift": np.stack([w["shift"] for w in wire])}
+    device = jax.jit(data.device_pixels(mean_rgb, normalize))(batch)
+    np.testing.assert_allclose(np.asarray(device), np.stack(host), rtol=1e-6, atol=1e-4 if normalize is None else 1e-6)
+
+
 def test_stream_is_a_function_of_the_seed_and_resumes_exactly():
     source = data.SyntheticSource(40, 32, 5, seed=1)
     make = lambda seed: data.make_loader(source, data.TrainTransform(32, pca_std=0.1), 4, seed=seed, shuffle=True, shard_index=0, shard_count=1)

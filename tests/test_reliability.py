@@ -410,8 +410,9 @@ def poisoned_run(tmp_path, monkeypatch, skip: int, bad_steps: set[int]):
 
     def poison(batch, mesh):
         calls["n"] += 1
-        if calls["n"] in bad_steps:
-            batch = dict(batch, image=np.full_like(np.asarray(batch["image"]), np.nan))
+        if calls["n"] in bad_steps:  # the loop sends uint8 crops and a float colour shift: NaN goes into the shift
+            key = "shift" if "shift" in batch else "image"
+            batch = dict(batch, **{key: np.full_like(np.asarray(batch[key]), np.nan)})
         return put_batch(batch, mesh)
 
     monkeypatch.setattr(parallel, "put_batch", poison)

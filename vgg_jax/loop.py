@@ -400,7 +400,8 @@ def run(
     if resume:
         log(f"Resumed {cfg.workdir} at step {start}" if start else f"Resuming {cfg.workdir}: it holds no finished checkpoint yet, so training starts at step 0")
     metrics_log = rundir.MetricsLog(os.path.join(cfg.workdir, "metrics.jsonl"), start if resume else None, warn)
-    train_step = parallel.jit_train_step(train_lib.train_step(plan.model, optimizer), mesh, state, cfg.shard_fc)
+    pixels = data_lib.device_pixels(None if cfg.mean_rgb is None else tuple(cfg.mean_rgb), cfg.preprocess)
+    train_step = parallel.jit_train_step(train_lib.train_step(plan.model, optimizer, pixels), mesh, state, cfg.shard_fc)
     progress, task, plain = _progress(total, start, cfg.config)
     last, last_eval, window = {}, None, _Window()
     try:
@@ -450,7 +451,7 @@ def _prefetch(iterator: Any, mesh: Any, depth: int = PREFETCH) -> Iterator[tuple
     while True:
         while len(queue) < depth:
             batch = next(iterator)
-            queue.append((parallel.put_batch({"image": batch["image"], "label": batch["label"]}, mesh), iterator.get_state()))
+            queue.append((parallel.put_batch(batch, mesh), iterator.get_state()))
         yield queue.popleft()
 
 
@@ -483,7 +484,7 @@ def _train_iterator(plan: _Plan) -> Iterator[dict[str, np.ndarray]]:
     cfg = plan.cfg
     scale = None if cfg.scale is None else (cfg.scale[0] if len(cfg.scale) == 1 else tuple(cfg.scale))
     mean = None if cfg.mean_rgb is None else tuple(cfg.mean_rgb)
-    transform = data_lib.TrainTransform(cfg.image_size, scale, cfg.flip, cfg.pca_std, mean, cfg.preprocess)
+    transform = data_lib.TrainTransform(cfg.image_size, scale, cfg.flip, cfg.pca_std, mean, cfg.preprocess, on_device=True)  # uint8 over the wire
     return iter(data_lib.make_loader(plan.train_source, transform, plan.local_batch, seed=cfg.seed, shuffle=True, worker_count=cfg.workers))
 
 

@@ -166,10 +166,12 @@ def topk_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     return jnp.mean(jnp.any(top == labels[:, None], axis=-1))
 
 
-def train_step(model: VGG, optimizer: optax.GradientTransformation) -> Callable:
+def train_step(model: VGG, optimizer: optax.GradientTransformation, pixels: Optional[Callable[[Any], jax.Array]] = None) -> Callable:
     """The train step: a pure `(state, batch, rng) -> (state, metrics)`, not yet jitted.
 
-    `batch` is `{"image": (N, H, W, 3) float, "label": (N,) int}`. The dropout
+    `batch` is `{"image": (N, H, W, 3) float, "label": (N,) int}`, or what
+    `pixels(batch)` turns into float images on the device (uint8 crops and
+    their colour shift: `vgg_jax.data.device_pixels`). The dropout
     rng is `fold_in(rng, state.step)`. Metrics: loss, top1, top5 (accuracies),
     grad_norm (global L2 norm), learning_rate, and nonfinite (1.0 when the loss
     or the gradients were NaN or Inf: then the step left params, BN statistics
@@ -182,16 +184,17 @@ def train_step(model: VGG, optimizer: optax.GradientTransformation) -> Callable:
 
     def step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
         dropout_rng = jax.random.fold_in(rng, state.step)
+        images = batch["image"] if pixels is None else pixels(batch)
 
         def loss_fn(params):
             variables = {"params": params}
             if model.batch_norm:
                 variables["batch_stats"] = state.batch_stats
                 logits, updates = model.apply(
-                    variables, batch["image"], train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"]
+                    variables, images, train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"]
                 )
                 return cross_entropy(logits, batch["label"]), (logits, updates["batch_stats"])
-            logits = model.apply(variables, batch["image"], train=True, rngs={"dropout": dropout_rng})
+            logits = model.apply(variables, images, train=True, rngs={"dropout": dropout_rng})
             return cross_entropy(logits, batch["label"]), (logits, state.batch_stats)
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
