@@ -10,7 +10,7 @@
 # bf16 train step at 256 with --remat and against torch.compile, profiled (device
 # time by kind for ours, torchvision and torch.compile in bench.log); then A and E
 # while time allows (--vs torch; the GPU image has torch and torchvision).
-# Logs and JSON land under $OUT in at most 6 files (the device tool returns 8):
+# Logs and JSON land under $OUT in at most 6 files (a remote runner may return only a few):
 # check.log, bench.log and one JSON per run. The GPU image has no pip index: the
 # project runs from the tree. Each run gets what is left of the budget
 # (VGG_JAX_GPU_CHECK_SECONDS, default 450) and is skipped under a minute.

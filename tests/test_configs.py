@@ -7,7 +7,7 @@ import pytest
 from vgg_jax import ALIASES, CONFIGS, VGG, count_macs, count_params, resolve_config
 from vgg_jax.configs import layer_names
 
-# ../shared/ANCHORS.md: exact parameters and forward MACs at 224, 1000 classes.
+# The paper's configs: exact parameters and forward MACs at 224 pixels, 1000 classes (the README's table).
 PAPER = {
     "A": (132_863_336, 7_609_090_048),
     "A-LRN": (132_863_336, 7_609_090_048),

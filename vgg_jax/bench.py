@@ -28,7 +28,6 @@ from vgg_jax.configs import CONFIGS, MIN_IMAGE_SIZE, count_macs, resolve_config
 from vgg_jax.model import COMPUTE_DTYPES, VGG, resolve_conv_impl, resolve_pool_impl
 
 MODES = ("forward", "forward_backward", "train_step")
-DTYPES = COMPUTE_DTYPES
 ACCELERATOR_DEFAULTS = {"batch_size": 32, "steps": 100, "warmup": 10}  # the original TF1 benchmark's
 CPU_DEFAULTS = {"batch_size": 4, "steps": 5, "warmup": 1}
 # XLA's cost_analysis() skips the zero-padded positions of SAME convs, so at 224
@@ -107,9 +106,9 @@ def parse_modes(text: str) -> tuple[str, ...]:
 def parse_dtypes(text: str) -> tuple[str, ...]:
     """Comma-separated compute dtypes (float32, bfloat16)."""
     dtypes = [part.strip().lower() for part in text.split(",") if part.strip()]
-    unknown = [dtype for dtype in dtypes if dtype not in DTYPES]
+    unknown = [dtype for dtype in dtypes if dtype not in COMPUTE_DTYPES]
     if unknown or not dtypes:
-        raise BenchError(f"unknown --dtype {','.join(unknown) or repr(text)}; choose from {', '.join(DTYPES)}")
+        raise BenchError(f"unknown --dtype {','.join(unknown) or repr(text)}; choose from {', '.join(COMPUTE_DTYPES)}")
     return tuple(dict.fromkeys(dtypes))
 
 
@@ -229,7 +228,7 @@ class _Progress:
 def _model(spec: BenchSpec, config: str, dtype: str, remat: bool = False) -> VGG:
     return VGG(
         config=config, num_classes=spec.num_classes, fc_width=spec.fc_width, width_scale=spec.width_scale,
-        dtype=DTYPES[dtype], conv_impl=spec.conv_impl, remat=remat, relu_impl=spec.relu_impl, pool_impl=spec.pool_impl,
+        dtype=COMPUTE_DTYPES[dtype], conv_impl=spec.conv_impl, remat=remat, relu_impl=spec.relu_impl, pool_impl=spec.pool_impl,
         freeze=spec.freeze,
     )
 

@@ -128,9 +128,6 @@ def config_from_args(args: argparse.Namespace, config_class: type) -> Any:
     return config_class(**{field.name: getattr(args, field.name) for field in dataclasses.fields(config_class)})
 
 
-DISTRIBUTED_FLAGS = ("coordinator", "num_processes", "process_id")
-
-
 def add_parallel_flags(parser: argparse.ArgumentParser, devices: bool = True) -> None:
     """--devices (unless a config's field gives it) and the jax.distributed flags, shared by train.py and bench.py."""
     if devices:

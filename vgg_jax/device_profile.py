@@ -19,10 +19,6 @@ import os
 import re
 from typing import Any, Callable, Iterable
 
-KINDS = (
-    "conv forward", "conv input-gradient", "conv weight-gradient", "pooling", "elementwise fusion",
-    "matmul", "copy/transpose", "other",
-)
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*[^=]*?\s([a-z][\w\-]*)\(")
 _CUSTOM_TARGETS = {
     "convForward": "conv forward", "convBiasActivationForward": "conv forward", "convBackwardInput": "conv input-gradient",

@@ -55,7 +55,7 @@ def relu_output_mask(x: jax.Array) -> jax.Array:
     backward pass, so in training the conv output has two users; this one
     keeps only the ReLU's output, which the next layer needs anyway. On GPUs
     that leaves the conv (+ bias + ReLU) with one user, the pattern XLA's
-    cuDNN fusion rewrite requires (docs/benchmarks.md, issue levers).
+    cuDNN fusion rewrite requires (docs/benchmarks.md).
     """
     return jnp.maximum(x, 0)
 

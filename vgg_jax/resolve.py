@@ -32,7 +32,6 @@ from vgg_jax.configs import CONFIGS, conv_layers, resolve_config
 from vgg_jax.model import VGG
 
 WEIGHT_FILES = (".pth", ".pt", ".safetensors", ".h5", ".msgpack")
-KINDS = ("pretrained", "file", "run")
 UNKNOWN_SPEC = (
     "is not a published name (vgg16, keras:vgg16, timm:vgg16_bn), a weights file ({files}), "
     "an Orbax weights directory, or a run's workdir (no config.json there)"
