@@ -179,7 +179,7 @@ def resolve(
     if kind == "run":
         resolved = _resolve_run(spec, flag, model_kwargs)
     elif kind == "file":
-        resolved = _resolve_file(spec, config, batch_norm, model_kwargs)
+        resolved = _resolve_file(spec, config, batch_norm, model_kwargs, identify=preprocess is None)
     elif kind == "pretrained":
         resolved = _resolve_pretrained(spec, source, model_kwargs)
     else:
@@ -200,7 +200,7 @@ def _resolve_pretrained(spec: str, source: Optional[str], model_kwargs: dict[str
     return Resolved(model, variables, model.config, entry.preprocess, None, classes, 224, f"{source}:{entry.name}", "pretrained")
 
 
-def _resolve_file(path: str, config: Optional[str], batch_norm: Optional[bool], model_kwargs: dict[str, Any]) -> Resolved:
+def _resolve_file(path: str, config: Optional[str], batch_norm: Optional[bool], model_kwargs: dict[str, Any], identify: bool = True) -> Resolved:
     from vgg_jax.warm_start import init_image_size
 
     metadata = weights_lib.read_metadata(path)
@@ -212,7 +212,7 @@ def _resolve_file(path: str, config: Optional[str], batch_norm: Optional[bool], 
     model = infer_model(variables, config, **model_kwargs)
     preprocess, mean = metadata.get("preprocess"), metadata.get("mean_rgb")
     classes = metadata.get("classes")
-    if preprocess is None:
+    if preprocess is None and identify:  # hashing a 500 MB file is only worth it when nothing else says
         entry = _published_entry(path)
         if entry is not None:
             preprocess = entry.preprocess
