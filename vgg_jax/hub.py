@@ -115,8 +115,8 @@ def _stamp(path: str) -> list[int]:
     return [status.st_size, status.st_mtime_ns]
 
 
-def digests(path: str) -> dict[str, str]:
-    """`{"sha256", "md5"}` of a file: from its verification record while the file is unchanged, else computed."""
+def _recorded(path: str) -> Optional[dict[str, str]]:
+    """The digests recorded when `path` was last verified, while it is unchanged since (same size and mtime); else None."""
     try:
         with open(_record_path(path)) as file:
             record = json.load(file)
@@ -124,7 +124,12 @@ def digests(path: str) -> dict[str, str]:
             return {"sha256": record["sha256"], "md5": record["md5"]}
     except (OSError, ValueError, AttributeError):
         pass
-    return _digests(path)
+    return None
+
+
+def digests(path: str) -> dict[str, str]:
+    """`{"sha256", "md5"}` of a file: from its verification record while the file is unchanged, else computed."""
+    return _recorded(path) or _digests(path)
 
 
 def _record(path: str, found: dict[str, str]) -> None:
@@ -144,14 +149,9 @@ def _verify_present(path: str, url: str, sha256: Optional[str], md5: Optional[st
     user's own copy), or WeightsUnavailable when the published hash is only
     on a server that cannot be reached.
     """
-    found = digests(path)
     if published_sha256 and not sha256 and not md5:
-        try:
-            with open(_record_path(path)) as file:
-                if json.load(file).get("stamp") == _stamp(path):
-                    return  # verified against the server's hash when it was downloaded or first used
-        except (OSError, ValueError, AttributeError):
-            pass
+        if _recorded(path):
+            return  # verified against the server's hash when it was downloaded or first used
         try:
             sha256 = server_sha256(url, timeout)
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
@@ -160,6 +160,7 @@ def _verify_present(path: str, url: str, sha256: Optional[str], md5: Optional[st
                 f"cannot verify {path}: its SHA-256 is published by {url}, which could not be reached ({reason}); "
                 "connect once to verify it, or load the file unverified with vgg_jax.load(path)"
             ) from None
+    found = digests(path)
     problem = _mismatch(found, sha256, md5)
     if problem:
         raise HashMismatch(

@@ -72,8 +72,6 @@ class Resolved:
             key: value
             for key, value in {
                 "config": self.config,
-                "batch_norm": self.model.batch_norm,
-                "num_classes": self.model.num_classes,
                 "preprocess": self.preprocess,
                 "mean_rgb": None if self.mean_rgb is None else list(self.mean_rgb),
                 "classes": self.classes,
@@ -261,13 +259,12 @@ def _resolve_run(spec: str, flag: str, model_kwargs: dict[str, Any]) -> Resolved
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
     config = resolve_config(saved["config"])
-    model = infer_model(variables, config, dropout_rate=saved.get("dropout_rate", 0.5), init_scheme=saved.get("init_scheme", "glorot"),
-                        **model_kwargs)
-    if saved.get("preprocess"):
+    model = infer_model(variables, config, dropout_rate=saved["dropout_rate"], init_scheme=saved["init_scheme"], **model_kwargs)
+    if saved["preprocess"]:
         preprocess, mean = saved["preprocess"], None
-    else:
-        preprocess, mean = "paper", tuple(saved.get("mean_rgb") or (0.0, 0.0, 0.0))
-    return Resolved(model, variables, config, preprocess, mean, rundir.read_classes(workdir), int(saved.get("image_size", 224)),
+    else:  # the run's mean RGB (none with --no-subtract-mean: the pixels as they are)
+        preprocess, mean = "paper", tuple(saved["mean_rgb"] or (0.0, 0.0, 0.0))
+    return Resolved(model, variables, config, preprocess, mean, rundir.read_classes(workdir), saved["image_size"],
                     f"run {workdir}, step {step}", "run", saved)
 
 

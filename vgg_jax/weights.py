@@ -462,7 +462,8 @@ def save(variables: Mapping[str, Any], path: str, metadata: Optional[Mapping[str
     if path.endswith(".msgpack"):
         from flax import serialization
 
-        data = serialization.msgpack_serialize({**_unflatten(_flatten(variables)), **({METADATA_KEY: text} if metadata else {})})
+        # The metadata goes first, so that `read_metadata` reads a few bytes, not the whole file.
+        data = serialization.msgpack_serialize({**({METADATA_KEY: text} if metadata else {}), **_unflatten(_flatten(variables))})
         atomic_write(path, lambda temporary: open(temporary, "wb").write(data))
     elif path.endswith(".safetensors"):
         from safetensors.numpy import save_file
@@ -493,11 +494,13 @@ def read_metadata(path: str) -> dict[str, Any]:
     lower = path.lower()
     text = None
     try:
-        if lower.endswith(".msgpack"):
-            from flax import serialization
+        if lower.endswith(".msgpack"):  # `save` writes the metadata as the map's first entry: only that is read
+            import msgpack
 
             with open(path, "rb") as file:
-                text = serialization.msgpack_restore(file.read()).get(METADATA_KEY)
+                unpacker = msgpack.Unpacker(file, raw=False, max_buffer_size=1 << 20)
+                if unpacker.read_map_header() and unpacker.unpack() == METADATA_KEY:
+                    text = unpacker.unpack()
         elif lower.endswith(".safetensors"):
             from safetensors import safe_open
 
