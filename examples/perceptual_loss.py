@@ -12,16 +12,13 @@ start.png and result.png, and prints the loss as it falls. Under a minute on a C
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import vgg_jax  # noqa: E402
+import vgg_jax
 
 
 def save_png(image: jax.Array, path: str) -> None:

@@ -10,17 +10,15 @@ Trains a small VGG-A for a few steps on scikit-learn's embedded digits (the
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import vgg_jax  # noqa: E402
-from vgg_jax import data, train  # noqa: E402
+import vgg_jax
+from vgg_jax.training import data
+from vgg_jax.training import step as train
 
 
 def main() -> None:

@@ -1,54 +1,10 @@
 #!/usr/bin/env python
 """Convert VGG weights between torchvision, Keras and vgg_jax's formats, or export a training run.
 
-    python scripts/convert_weights.py vgg16-397923af.pth vgg16.msgpack --config D
-    python scripts/convert_weights.py vgg16_weights_tf_dim_ordering_tf_kernels.h5 vgg16_keras/ --config D
-    python scripts/convert_weights.py vgg16.msgpack vgg16_back.pth --config D
-    python scripts/convert_weights.py runs/finetune finetuned.msgpack
-
-SRC is a weights file, an Orbax directory, a published name (keras:vgg16), or
-a training run's workdir (its newest checkpoint) or step folder
-(runs/x/checkpoints/15). Formats follow the extension. In: .pth/.pt (needs
-torch), .safetensors, .h5 (Keras), .msgpack, an Orbax directory. Out:
-.msgpack (Flax serialization), .safetensors, .pth (torchvision layout, needs
-torch), or any other path as an Orbax checkpoint directory. The output
-records the config, the pixel convention (the run's, the file's, or
---preprocess), the class names and the training crop, so that predict.py and
-evaluate.py use it as it was meant (.pth records nothing). Loading is strict;
-an existing output is never replaced.
+The command is `vgg_jax.cli.convert_weights`, installed as `vgg-jax-convert-weights` too; `--help` lists its flags.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from vgg_jax.cli import OneLineParser  # noqa: E402
-
-
-def main(argv=None) -> int:
-    parser = OneLineParser(prog="convert_weights.py", description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    parser.add_argument("src")
-    parser.add_argument("dst")
-    parser.add_argument("--config", default=None, help="config or alias of a file that does not say (default: its metadata, else D)")
-    parser.add_argument("--preprocess", default=None, choices=("torch", "caffe"),
-                        help="the pixels the weights expect, recorded in the output (default: what the source says)")
-    bn = parser.add_mutually_exclusive_group()
-    bn.add_argument("--batch-norm", dest="batch_norm", action="store_true", default=None, help="a _bn variant (default: read from the file)")
-    bn.add_argument("--no-batch-norm", dest="batch_norm", action="store_false")
-    args = parser.parse_args(argv)
-    from vgg_jax import resolve
-
-    try:
-        resolve.export(args.src, args.dst, args.config, args.preprocess, batch_norm=args.batch_norm)
-    except (ValueError, OSError) as error:
-        # One line: a strict load's report (missing, unexpected, wrong-shape tensors) joined with "; ".
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        print(f"convert_weights.py: error: {lines[0] if lines else type(error).__name__}"
-              + (f" ({'; '.join(lines[1:])})" if len(lines) > 1 else ""), file=sys.stderr)
-        return 2
-    return 0
-
+from _entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run("convert_weights")

@@ -10,12 +10,8 @@ JSON line on stdout with what the test checks.
 """
 
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import argparse  # noqa: E402
+import argparse
 
 GLOBAL_BATCH, STEPS = 16, 3
 
@@ -30,7 +26,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args()
 
-    from vgg_jax import parallel
+    from vgg_jax.training import parallel
 
     if args.num_processes:
         parallel.initialize(f"127.0.0.1:{args.port}", args.num_processes, args.process_id)
@@ -38,7 +34,8 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from vgg_jax import VGG, train
+    from vgg_jax import VGG
+    from vgg_jax.training import step as train
 
     jax.config.update("jax_threefry_partitionable", False)
     model = VGG("A", num_classes=10, width_scale=1 / 16, fc_width=64, batch_norm=True)

@@ -15,7 +15,10 @@ import jax.numpy as jnp
 import jsonschema
 import pytest
 
-from vgg_jax import VGG, bench, count_macs, hardware, report
+from vgg_jax import VGG, count_macs
+from vgg_jax.benchmark import bench
+from vgg_jax.benchmark import hardware
+from vgg_jax.benchmark import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = ["--image-size", "32", "--width-scale", "0.0625", "--fc-width", "32", "--num-classes", "10"]
@@ -61,7 +64,7 @@ def test_every_field_with_sane_relations(tiny_records):
 
 def test_unknown_device_gets_null_mfu(tiny_records):
     if hardware.peak_tflops(jax.devices()[0].device_kind, "float32")[0] is not None:
-        pytest.skip(f"{jax.devices()[0].device_kind} has a datasheet peak in vgg_jax.hardware, so its MFU is not null")
+        pytest.skip(f"{jax.devices()[0].device_kind} has a datasheet peak in vgg_jax.benchmark.hardware, so its MFU is not null")
     spec = bench.BenchSpec(configs=("A",), batch_sizes=(1,), modes=("forward",), **{**TINY_SPEC, "steps": 1})
     (record,) = bench.run(spec, log=lambda line: None)
     assert record["results"]["forward"]["mfu"] is None and record["results"]["forward"]["peak_tflops"] is None
@@ -89,15 +92,21 @@ def test_cpu_defaults_and_notice():
     assert bench.resolve_sizes(bench.BenchSpec(batch_sizes=(2,), steps=2, warmup=0), "cpu")[1] is None
 
 
-def test_parsers():
-    assert bench.parse_configs("all") == ("A", "A-LRN", "B", "C", "D", "E")
-    assert bench.parse_configs("vgg16, A,d") == ("D", "A")
-    assert bench.parse_modes("forward-backward,train_step") == ("forward_backward", "train_step")
-    assert bench.parse_dtypes("bfloat16,float32") == ("bfloat16", "float32")
-    assert bench.parse_positive_ints("1,8,32", "--batch-size") == (1, 8, 32)
-    for parse, text in ((bench.parse_configs, "F"), (bench.parse_modes, "backward"), (bench.parse_dtypes, "float16")):
+def test_flags_make_the_spec():
+    from vgg_jax.cli.bench import bench_config
+
+    spec = bench_config(["--config", "vgg16, A,d", "--mode", "forward-backward,train_step", "--dtype", "bfloat16,float32",
+                         "--batch-size", "1,8,32", "--vs", "torch"]).spec
+    assert (spec.configs, spec.modes, spec.dtypes, spec.batch_sizes, spec.peers) == (
+        ("D", "A"), ("forward_backward", "train_step"), ("bfloat16", "float32"), (1, 8, 32), ("torch",))
+    assert bench_config(["--config", "all"]).spec.configs == ("A", "A-LRN", "B", "C", "D", "E")
+    assert bench_config([]) == bench.BenchConfig()  # the flags' defaults are the dataclass's
+    for flag, text in (("--config", "F"), ("--mode", "backward"), ("--dtype", "float16"), ("--batch-size", "0"), ("--vs", "tf")):
+        with pytest.raises(SystemExit):
+            bench_config([flag, text])
+    for bad in (dict(configs=("F",)), dict(modes=("backward",)), dict(configs=()), dict(peers=("tf",))):  # library callers
         with pytest.raises(bench.BenchError):
-            parse(text)
+            bench.check_spec(bench.BenchSpec(**bad))
 
 
 def test_a_batch_that_does_not_fit_says_what_to_try(monkeypatch):
@@ -113,12 +122,12 @@ def test_a_batch_that_does_not_fit_says_what_to_try(monkeypatch):
 def test_vs_torch_without_torchvision_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchvision", None)
     with pytest.raises(bench.BenchError, match=r"\.\[torch\]"):
-        bench.check_spec(bench.BenchSpec(vs_torch=True))
+        bench.check_spec(bench.BenchSpec(peers=("torch",)))
 
 
 def test_vs_torch_times_torchvision_in_the_same_run():
     pytest.importorskip("torchvision")
-    spec = bench.BenchSpec(configs=("A",), batch_sizes=(1,), modes=("forward", "train_step"), vs_torch=True, image_size=32, steps=2, warmup=1)
+    spec = bench.BenchSpec(configs=("A",), batch_sizes=(1,), modes=("forward", "train_step"), peers=("torch",), image_size=32, steps=2, warmup=1)
     lines = []
     (record,) = bench.run(spec, log=lines.append)
     jsonschema.validate([record], report.RECORDS_SCHEMA)
@@ -156,16 +165,16 @@ def test_cli_end_to_end(tmp_path):
     "args, message",
     [
         (["--config", "vgg17"], "unknown VGG config 'vgg17'"),
-        (["--mode", "backward"], "unknown --mode backward"),
-        (["--dtype", "float16"], "unknown --dtype float16"),
-        (["--batch-size", "0"], "--batch-size must be positive integers"),
-        (["--batch-size", "two"], "--batch-size must be positive integers"),
-        (["--steps", "-3"], "--steps: must be >= 0"),
+        (["--mode", "backward"], "--mode/--modes: 'backward' is not one of forward, forward_backward, train_step"),
+        (["--dtype", "float16"], "'float16' is not one of float32, bfloat16"),
+        (["--batch-size", "0"], "--batch-size/--batch-sizes: '0': expected a positive integer"),
+        (["--batch-size", "two"], "'two': expected a positive integer"),
+        (["--steps", "-3"], "--steps must be between 1 and 10000000, got -3"),
         (["--steps", "0"], "--steps must be between 1 and 10000000, got 0"),
         (["--image-size", "16"], "--image-size must be between 32 (five 2x2 pools) and 8192, got 16"),
         (["--json", "/nonexistent-dir/out.json"], "--json /nonexistent-dir/out.json: directory /nonexistent-dir does not exist"),
         (["--peak-tflops", "-1"], "--peak-tflops must be a positive finite number"),
-        (["--vs", "tf"], "--vs takes torch, torch-compile"),
+        (["--vs", "tf"], "'tf' is not one of torch, torch-compile"),
     ],
 )
 def test_cli_bad_flags_exit_non_zero_with_one_line(args, message):
@@ -201,7 +210,7 @@ def test_remat_reports_its_temp_memory_and_step_time():
 @pytest.mark.slow
 def test_vs_torch_compile_times_the_compiled_peer():
     pytest.importorskip("torchvision")
-    spec = bench.BenchSpec(configs=("A",), batch_sizes=(1,), modes=("forward",), vs_torch=True, vs_torch_compile=True, image_size=32, steps=2, warmup=1)
+    spec = bench.BenchSpec(configs=("A",), batch_sizes=(1,), modes=("forward",), peers=("torch", "torch-compile"), image_size=32, steps=2, warmup=1)
     (record,) = bench.run(spec, log=print)
     jsonschema.validate([record], report.RECORDS_SCHEMA)
     result = record["results"]["forward"]
@@ -211,7 +220,7 @@ def test_vs_torch_compile_times_the_compiled_peer():
 
 def test_plot_writes_the_format_its_extension_names(tmp_path):
     """--plot out.jpg used to hold PNG bytes; now the extension picks the format, and an unknown one is refused."""
-    from vgg_jax import report
+    from vgg_jax.benchmark import report
 
     record = {"config": "A", "dtype": "float32", "batch_size": 2, "device_kind": "cpu", "backend": "cpu", "image_size": 32,
               "results": {"forward": {"images_per_s": 10.0}}}
@@ -227,7 +236,7 @@ def test_peers_and_remat_are_timed_beside_ours_and_reported(monkeypatch):
     """The comparison plumbing without torch: stand-in peers go through the same warm-up, rounds, record and print."""
     import time
 
-    from vgg_jax import peers
+    from vgg_jax.benchmark import peers
 
     class StandIn:
         def __init__(self, compiled):
@@ -240,7 +249,7 @@ def test_peers_and_remat_are_timed_beside_ours_and_reported(monkeypatch):
     made = []
     monkeypatch.setattr(peers, "check_torch", lambda: None)
     monkeypatch.setattr(bench, "_make_peer", lambda *args, compile=False: made.append(StandIn(compile)) or made[-1])
-    spec = bench.BenchSpec(configs=("A",), batch_sizes=(2,), modes=("forward", "train_step"), vs_torch=True, vs_torch_compile=True,
+    spec = bench.BenchSpec(configs=("A",), batch_sizes=(2,), modes=("forward", "train_step"), peers=("torch", "torch-compile"),
                            remat=True, **TINY_SPEC)
     lines = []
     (record,) = bench.run(spec, log=lines.append)

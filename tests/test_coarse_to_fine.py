@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgg_jax import coarse_to_fine as c2f
-from vgg_jax import coarse_to_fine_report as report
-from vgg_jax import multiseed
-from vgg_jax.model import VGG
+from vgg_jax.experiments.coarse_to_fine import study as c2f
+from vgg_jax.experiments.coarse_to_fine import report
+from vgg_jax.experiments.coarse_to_fine import multiseed
+from vgg_jax.model.vgg import VGG
 
 pytest.importorskip("sklearn")
 TINY = c2f.tiny(c2f.PRESETS["cpu"])
@@ -95,7 +95,7 @@ def test_whole_experiment_tiny_writes_results_plot_and_table(tmp_path):
     """The script end to end: 2 arms of D, 2 seeds, a few steps; results.json against its documented schema."""
     jsonschema = pytest.importorskip("jsonschema")
     pytest.importorskip("matplotlib")
-    from scripts.coarse_to_fine import main
+    from vgg_jax.cli.coarse_to_fine import main
 
     argv = ["--preset", "paper", "--tiny", "--seeds", "2", "--targets", "D", "--arms", "scratch_paper,warm_a_paper", "--workdir", str(tmp_path)]
     assert main(argv) == 0
@@ -119,10 +119,11 @@ def test_whole_experiment_tiny_writes_results_plot_and_table(tmp_path):
 
 
 def test_cli_names_bad_choices_before_training(capsys):
-    from scripts.coarse_to_fine import main
+    from vgg_jax.cli.coarse_to_fine import main
 
-    assert main(["--arms", "scratch_paper,nope", "--workdir", "unused"]) == 2
-    assert "unknown arm(s) nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["--arms", "scratch_paper,nope", "--workdir", "unused"])
+    assert exited.value.code == 2 and "--arms: 'nope' is not one of scratch_paper" in capsys.readouterr().err
     assert main(["--seeds", "0", "--workdir", "unused"]) == 2
     assert "--seeds must be at least 1" in capsys.readouterr().err
 

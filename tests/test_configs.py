@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 from vgg_jax import ALIASES, CONFIGS, VGG, count_macs, count_params, resolve_config
-from vgg_jax.configs import layer_names
+from vgg_jax.model.configs import layer_names
 
 # The paper's configs: exact parameters and forward MACs at 224 pixels, 1000 classes (the README's table).
 PAPER = {

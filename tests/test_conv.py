@@ -7,7 +7,7 @@ import pytest
 from jax import lax
 
 from vgg_jax import VGG
-from vgg_jax.conv import DIMENSIONS, conv_same, flax_conv
+from vgg_jax.model.conv import DIMENSIONS, conv_same, flax_conv
 
 from conftest import random_images, tiny_vgg
 

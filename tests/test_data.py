@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vgg_jax import data
+from vgg_jax.training import data
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_mean_rgb():
 def test_digits_from_an_exported_file_match_scikit_learns(tmp_path, monkeypatch):
     """Machines without scikit-learn (the GPU image) read the digits from a file export_digits wrote."""
     pytest.importorskip("sklearn")
-    from vgg_jax.data import export_digits, load_digits
+    from vgg_jax.training.data import export_digits, load_digits
 
     path = str(tmp_path / "digits.npz")
     export_digits(path)

@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from vgg_jax import device_profile
+from vgg_jax.benchmark import device_profile
 
 HLO = """HloModule jit_step, entry_computation_layout={...}
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgg_jax import evaluate as ev
+from vgg_jax.training import evaluate as ev
 
 from conftest import random_images, tiny_vgg
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vgg_jax import VGG, weights
+from vgg_jax import VGG
+from vgg_jax.weights import formats as weights
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
 TINY = ["--width-scale", "0.0625", "--fc-width", "32"]
 
 
@@ -20,7 +19,7 @@ TINY = ["--width-scale", "0.0625", "--fc-width", "32"]
 def tiny_run(tmp_path_factory):
     """A tiny run of A on the digits: 6 steps, evaluated at its end."""
     pytest.importorskip("sklearn")
-    from train import main
+    from vgg_jax.cli.train import main
 
     workdir = tmp_path_factory.mktemp("run") / "a"
     argv = ["--config", "A", "--data", "digits", "--image-size", "32", *TINY, "--max-steps", "6", "--batch-size", "32", "--workdir", str(workdir)]
@@ -29,7 +28,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_a_run_is_evaluated_on_its_own_split_as_training_did(tiny_run, capsys):
-    from evaluate import main
+    from vgg_jax.cli.evaluate import main
 
     assert main([str(tiny_run), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -42,7 +41,7 @@ def test_a_run_is_evaluated_on_its_own_split_as_training_did(tiny_run, capsys):
 
 
 def test_a_weights_file_on_an_image_folder(tmp_path, capsys):
-    from evaluate import main
+    from vgg_jax.cli.evaluate import main
 
     for name in ("cat", "dog"):
         os.makedirs(tmp_path / "images" / name)

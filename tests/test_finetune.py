@@ -2,7 +2,6 @@
 
 import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,10 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vgg_jax import finetune, resolve, rundir, train, weights, zoo
-from vgg_jax.model import VGG
+from vgg_jax.training import finetune
+from vgg_jax.weights import resolve
+from vgg_jax.training import rundir
+from vgg_jax.training import step as train
+from vgg_jax.weights import formats as weights
+from vgg_jax.weights import zoo
+from vgg_jax.model.vgg import VGG
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
 TINY = dict(width_scale=1 / 16, fc_width=32)
 
 
@@ -64,7 +67,7 @@ def test_freeze_names_the_layers_it_takes():
 
 def test_fine_tune_from_a_weights_file_with_the_features_frozen(tmp_path, folder, weights_file, capsys):
     """train.py --init-from FILE --freeze pool5 on an ImageFolder: frozen kernels bit-identical, new fc8, loss falls."""
-    from train import main
+    from vgg_jax.cli.train import main
 
     path, source = weights_file
     workdir = tmp_path / "run"
@@ -86,7 +89,7 @@ def test_fine_tune_from_a_weights_file_with_the_features_frozen(tmp_path, folder
 
 
 def test_init_from_refuses_what_it_cannot_read(tmp_path, folder, capsys):
-    from train import main
+    from vgg_jax.cli.train import main
 
     common = ["--config", "A", "--data", f"folder:{folder}", "--image-size", "32", "--width-scale", "0.0625", "--fc-width", "32"]
     assert main([*common, "--init-from", str(tmp_path / "nothing.bin"), "--workdir", str(tmp_path / "a")]) == 2
@@ -98,7 +101,7 @@ def test_init_from_refuses_what_it_cannot_read(tmp_path, folder, capsys):
 
 def test_pretrained_pixel_conventions_match_preprocess():
     """The loader's numpy normalisation equals vgg_jax.preprocess, and a pretrained name picks its own."""
-    from vgg_jax.data import normalize_pixels
+    from vgg_jax.training.data import normalize_pixels
 
     image = np.random.default_rng(0).integers(0, 256, (5, 6, 3)).astype(np.uint8)
     for mode in ("torch", "caffe"):

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from vgg_jax import hub
+from vgg_jax.weights import hub
 
 PAYLOAD = os.urandom(3 * 2**20 + 123)  # a few chunks
 SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
@@ -122,7 +122,7 @@ def test_nothing_is_used_unverified():
 
 def test_names_letters_and_sources_resolve_to_the_published_files():
     import vgg_jax
-    from vgg_jax.zoo import WEIGHTS, weights_info
+    from vgg_jax.weights.zoo import WEIGHTS, weights_info
 
     assert weights_info("vgg16").url == "https://download.pytorch.org/models/vgg16-397923af.pth"
     assert weights_info("D") == weights_info("VGG16") == weights_info("vgg16")
@@ -148,7 +148,8 @@ def test_pretrained_downloads_converts_once_then_reads_one_local_file(server, tm
     import numpy as np
 
     import vgg_jax
-    from vgg_jax import weights, zoo
+    from vgg_jax.weights import formats as weights
+    from vgg_jax.weights import zoo
 
     tiny = dict(width_scale=1 / 16, fc_width=32)
     variables = vgg_jax.VGG("A", num_classes=10, **tiny).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
@@ -164,14 +165,17 @@ def test_pretrained_downloads_converts_once_then_reads_one_local_file(server, tm
     assert model.apply(loaded, jnp.zeros((1, 32, 32, 3))).shape == (1, 10)
     server.close()  # offline from now on: the converted file in the cache is all a second call needs
     os.unlink(tmp_path / "cache" / f"tiny-{digest[:8]}.safetensors")
-    _, again = vgg_jax.pretrained("tiny", **tiny)
-    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), again, loaded))
+    again = vgg_jax.pretrained("tiny", **tiny)  # the convention travels with the weights: no second call to learn it
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), again.variables, loaded))
+    assert (again.preprocess, again.image_size, again.classes, again.model) == ("torch", 224, None, model)
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    assert np.array_equal(again.prepare(images), vgg_jax.preprocess(images, "torch")) and again[1] is again.variables
     assert server.requests == [f"/models/tiny-{digest[:8]}.safetensors"]
 
 
 def _serve_entry(server, monkeypatch, path, name, source, config, include_top, preprocess):
     """Serves a real-format file from 127.0.0.1 under a registry entry with its published kind of hash."""
-    from vgg_jax import zoo
+    from vgg_jax.weights import zoo
 
     server.body = open(path, "rb").read()
     sha256, md5 = hashlib.sha256(server.body).hexdigest(), hashlib.md5(server.body).hexdigest()
@@ -242,7 +246,7 @@ def test_timm_safetensors_verified_by_the_hubs_published_sha256(server, tmp_path
     from safetensors.numpy import save_file
 
     import vgg_jax
-    from vgg_jax import zoo
+    from vgg_jax.weights import zoo
 
     monkeypatch.setitem(sys.modules, "torch", None)
     variables = vgg_jax.VGG("A", num_classes=10, fc_width=32).init(jax.random.key(5), jnp.zeros((1, 224, 224, 3)))

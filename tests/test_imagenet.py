@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import vgg_jax
-from vgg_jax import imagenet
+from vgg_jax.weights import imagenet
 
 
 def test_the_thousand_names_ship_in_the_weights_order():

@@ -49,7 +49,7 @@ def test_lrn_equals_torch_with_alpha_times_size():
 
 
 def test_relu_with_the_output_mask_has_relus_values_and_gradients():
-    from vgg_jax.layers import relu_output_mask
+    from vgg_jax.model.layers import relu_output_mask
 
     x = jnp.array([-2.0, -0.0, 0.0, 0.5, 3.0])
     np.testing.assert_array_equal(relu_output_mask(x), jax.nn.relu(x))
@@ -61,7 +61,7 @@ def test_relu_with_the_output_mask_has_relus_values_and_gradients():
 def test_reshape_pooling_is_max_pool_forward_bit_for_bit_and_in_its_gradient_without_ties(shape):
     import flax.linen as nn
 
-    from vgg_jax.layers import max_pool_2x2
+    from vgg_jax.model.layers import max_pool_2x2
 
     x = jax.random.normal(jax.random.key(0), shape)  # continuous values: no ties
     reference = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2), padding="VALID")
@@ -85,7 +85,7 @@ def test_the_fusion_friendly_forms_keep_the_models_outputs_and_gradients():
         saliency = [jax.grad(lambda x, m=m: m.apply(variables, x)[:, 3].sum())(images) for m in (default, fast)]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
     np.testing.assert_allclose(*saliency, rtol=1e-5, atol=1e-7)  # ties after a ReLU are zeros its mask drops
-    from vgg_jax.model import resolve_pool_impl
+    from vgg_jax.model.vgg import resolve_pool_impl
 
     assert resolve_pool_impl("auto") == ("reshape" if jax.default_backend() == "cpu" else "reduce_window")
     with pytest.raises(ValueError, match="pool_impl must be one of"):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import vgg_jax
-from vgg_jax.model import VGG
-from vgg_jax.perceptual import LPIPS_LAYERS, lpips_weights
+from vgg_jax.model.vgg import VGG
+from vgg_jax.research.perceptual import LPIPS_LAYERS, lpips_weights
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vgg_jax import VGG
-from vgg_jax.configs import layer_names
+from vgg_jax.model.configs import layer_names
 
 from conftest import random_images, tiny_vgg
 

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from vgg_jax import parallel
+from vgg_jax.training import parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "parallel_worker.py")
@@ -203,7 +203,7 @@ def test_train_script_in_two_processes_checkpoints_and_resumes_exactly(tmp_path)
     """Orbax saves with both processes, each process's data position is in the checkpoint, and
     a resumed two-process run ends bit-identical to an uninterrupted one; one metrics.jsonl, written once;
     and one process can load the two-process checkpoint (a warm start from a multi-host run)."""
-    from vgg_jax import loop
+    from vgg_jax.training import loop
 
     train_two_processes(tmp_path / "whole", 4)
     train_two_processes(tmp_path / "split", 2)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import vgg_jax
-from vgg_jax import weights
-from vgg_jax.model import VGG
+from vgg_jax.weights import formats as weights
+from vgg_jax.model.vgg import VGG
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
 from make_peer_golden import MODELS, seeded_images, seeded_lpips_images, seeded_state  # noqa: E402

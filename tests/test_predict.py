@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 import vgg_jax
-from vgg_jax import imagenet, predict
+from vgg_jax.weights import imagenet
+from vgg_jax.weights import predict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_IMAGENET = dict(width_scale=1 / 16, fc_width=32, num_classes=1000)
@@ -48,12 +49,9 @@ def test_classify_matches_the_model_on_the_centre_crops(weights_file, images):
 
 
 def load_script():
-    import importlib.util
+    from vgg_jax.cli import predict
 
-    spec = importlib.util.spec_from_file_location("predict_cli", os.path.join(ROOT, "scripts", "predict.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return predict
 
 
 def test_script_prints_json_and_dense_works(weights_file, images, capsys):

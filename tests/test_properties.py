@@ -9,7 +9,6 @@ tried are printed at the end of the test session (conftest.py).
 """
 
 import collections
-import importlib.util
 import os
 
 import jax
@@ -19,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vgg_jax import VGG, weights
-from vgg_jax.configs import ALIASES, CONFIGS, layer_names
-from vgg_jax.warm_start import warm_start
+from vgg_jax import VGG
+from vgg_jax.weights import formats as weights
+from vgg_jax.model.configs import ALIASES, CONFIGS, layer_names
+from vgg_jax.research.warm_start import warm_start
 
 from conftest import TINY, tiny_vgg
 
@@ -246,15 +246,9 @@ def test_preprocess_modes(mode, shape, dtype, poison, mean_rgb):
 
 # ----------------------------------------------------------------------------- CLI flags
 
-def load_script(name: str):
-    """scripts/NAME.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"vgg_jax_script_{name}", os.path.join(ROOT, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench_cli, convert_cli, train_cli = (load_script(name) for name in ("bench", "convert_weights", "train"))
+from vgg_jax.cli import bench as bench_cli  # noqa: E402
+from vgg_jax.cli import convert_weights as convert_cli  # noqa: E402
+from vgg_jax.cli import train as train_cli  # noqa: E402
 
 # Values each kind of flag must refuse (argparse's type check, or the validation behind it).
 POSITIVE_INTS = st.sampled_from(["-1", "0", "abc", "", "3.5", "0x10", "99999999999999999999", "1e3"])

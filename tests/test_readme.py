@@ -1,9 +1,20 @@
-"""The README's research example runs as written."""
+"""The README and docs/ as written: the research example runs, every command's flags parse, every link resolves."""
 
+import importlib
 import pathlib
 import re
+import shlex
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+COMMAND = re.compile(r"python scripts/([a-z_]+)\.py((?:\\\n|[^\n`#&|;\[])*)")  # to the end of the command, continuations included
+
+
+def test_readme_is_short():
+    assert len(README.read_text().splitlines()) < 200
 
 
 def test_gradient_example_runs():
@@ -17,13 +28,52 @@ def test_gradient_example_runs():
 
 
 def test_pretrained_table_lists_every_name_with_its_accuracy():
-    from vgg_jax import zoo
+    from vgg_jax.weights import zoo
 
-    text = README.read_text()
-    assert text.index("vgg_jax.pretrained(") < text.index("## Quickstart")  # the usage opens with it
+    assert README.read_text().index("vgg_jax.pretrained(") < README.read_text().index("## Quickstart")  # the usage opens with it
+    text = (ROOT / "docs" / "weights.md").read_text()
     rows = {tuple(cell.strip(" `") for cell in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| `vgg")}
     assert set(rows) == set(zoo.WEIGHTS)
     for (name, source), entry in zoo.WEIGHTS.items():
         if entry.top1 is not None:
             assert f"{entry.top1:.2f} / {entry.top5:.2f}" in rows[name, source]
         assert entry.preprocess in rows[name, source]
+
+
+def commands():
+    """(page, script, arguments) for every `python scripts/NAME.py ...` in the README and docs/."""
+    found = []
+    for page in PAGES:
+        for match in COMMAND.finditer(page.read_text()):
+            arguments = shlex.split(match.group(2).replace("\\\n", " ").replace("...", ""))
+            found.append(pytest.param(match.group(1), arguments, id=f"{page.name}:{match.group(1)}:{' '.join(arguments)[:40]}"))
+    return found
+
+
+@pytest.mark.parametrize("script, arguments", commands())
+def test_every_documented_command_parses(script, arguments):
+    """Each flag the docs show exists, and each value it is shown with is one its parser accepts.
+
+    Flag by flag, so that commands shown in part (`train.py ... --devices 4`)
+    are checked too; `{a,b}` in a command stands for each of a and b.
+    """
+    assert (ROOT / "scripts" / f"{script}.py").is_file()
+    actions = importlib.import_module(f"vgg_jax.cli.{script}").build_parser()._option_string_actions
+    for index, token in enumerate(arguments):
+        if not token.startswith("--"):
+            continue
+        flag, _, inline = token.partition("=")
+        assert flag in actions, f"{script}.py has no flag {flag}"
+        action = actions[flag]
+        value = inline or (arguments[index + 1] if index + 1 < len(arguments) and action.nargs != 0 else None)
+        if value is None or action.nargs == 0:
+            continue
+        for each in value.strip("{}").split(",") if value.startswith("{") else [value]:
+            converted = action.type(each) if action.type else each
+            assert action.choices is None or converted in action.choices, f"{flag} {each} is not one of {action.choices}"
+
+
+def test_every_local_link_resolves():
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"

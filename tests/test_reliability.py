@@ -20,8 +20,10 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from vgg_jax import data, loop
-from vgg_jax.rundir import finished_steps
+from vgg_jax.cli import train as train_command
+from vgg_jax.training import data
+from vgg_jax.training import loop
+from vgg_jax.training.rundir import finished_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
@@ -158,7 +160,7 @@ def test_a_signal_finishes_the_step_writes_a_checkpoint_says_how_to_resume_and_e
 
 def test_the_first_signal_asks_for_a_stop_and_a_second_acts_as_before():
     """StopRequest: the first SIGINT sets the flag and puts the previous handler back, so the second reaches it."""
-    from vgg_jax import interrupt
+    from vgg_jax.training import interrupt
 
     reached = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: reached.append(signum))
@@ -306,7 +308,7 @@ def test_a_config_json_with_an_unknown_key_or_garbled_is_one_line_naming_key_and
     (workdir / "config.json").write_text(json.dumps({**saved, "future_knob": 1}))
     for resume, init_from, flag in ((True, None, "--resume"), (False, str(workdir), "--init-from")):
         target = workdir if resume else tmp_path / "d"
-        assert loop.main(tiny_run(target, init_from=init_from, config="D"), resume=resume) == 2
+        assert train_command.train(tiny_run(target, init_from=init_from, config="D"), resume=resume) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{flag}: {workdir}/config.json has a key this version of vgg_jax does not know: 'future_knob'" in err
     (workdir / "config.json").write_text('{"config": "A", ')
@@ -403,7 +405,7 @@ def test_a_read_only_workdir_is_refused_up_front_with_its_path(tmp_path, monkeyp
 
 def poisoned_run(tmp_path, monkeypatch, skip: int, bad_steps: set[int]):
     """Trains with the train step's batch poisoned (NaN images) at `bad_steps` (1-based)."""
-    from vgg_jax import parallel
+    from vgg_jax.training import parallel
 
     put_batch = parallel.put_batch
     calls = {"n": 0}
@@ -538,7 +540,7 @@ def test_same_seed_same_params_bit_for_bit_and_the_data_order_is_a_function_of_s
 def test_nan_or_inf_pixels_are_refused_by_preprocess_and_never_trained_on():
     """The policy: preprocess refuses non-finite pixels (ValueError); a non-finite batch that reaches training
     is a non-finite step (stopped or skipped, above); the model itself computes whatever it is given."""
-    from vgg_jax import weights
+    from vgg_jax.weights import formats as weights
 
     for bad in (np.nan, np.inf, -np.inf):
         images = np.zeros((1, 32, 32, 3), np.float32)

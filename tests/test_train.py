@@ -11,8 +11,9 @@ import numpy as np
 import optax
 import pytest
 
-from vgg_jax import loop, train
-from vgg_jax.train import Plateau, create_train_state, make_train_step, paper_optimizer
+from vgg_jax.training import loop
+from vgg_jax.training import step as train
+from vgg_jax.training.step import Plateau, create_train_state, make_train_step, paper_optimizer
 
 from conftest import random_images, tiny_vgg
 
@@ -164,12 +165,9 @@ def test_remat_run_follows_the_plain_run(tmp_path):
 
 
 def train_cli():
-    import importlib.util
+    from vgg_jax.cli import train
 
-    spec = importlib.util.spec_from_file_location("train_cli", os.path.join(os.path.dirname(__file__), "..", "scripts", "train.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return train
 
 
 # A value other than the default for each kind of field, as typed on the command line and as the config holds it.
@@ -221,3 +219,11 @@ def test_run_does_not_change_the_callers_config(tmp_path):
     before = dict(vars(cfg))
     loop.run(cfg, log=lambda line: None)
     assert vars(cfg) == before and json.load(open(tmp_path / "config.json"))["config"] == "A"
+
+
+def test_a_run_read_as_weights_fills_missing_fields_as_train_config_does():
+    """A config.json from before a field existed: the weights side fills in TrainConfig's own defaults."""
+    from vgg_jax.weights import runs
+
+    defaults = loop.TrainConfig(workdir="w")
+    assert {name: getattr(defaults, name) for name in runs.MODEL_FIELDS} == runs.MODEL_FIELDS

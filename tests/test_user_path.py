@@ -22,11 +22,17 @@ import pytest
 from PIL import Image
 
 import vgg_jax
-from vgg_jax import data, evaluate, evaluate_model, images, loop, resolve, rundir, weights
-from vgg_jax.model import VGG
+from vgg_jax.training import data
+from vgg_jax.training import evaluate
+from vgg_jax.training import evaluate_model
+from vgg_jax.util import images
+from vgg_jax.training import loop
+from vgg_jax.weights import resolve
+from vgg_jax.training import rundir
+from vgg_jax.weights import formats as weights
+from vgg_jax.model.vgg import VGG
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 TINY = dict(width_scale=1 / 16, fc_width=32)
 TINY_FLAGS = ["--width-scale", "0.0625", "--fc-width", "32"]
@@ -70,10 +76,10 @@ def messy_folder(tmp_path_factory):
 
 def test_fine_tune_ctrl_c_resume_evaluate_export_and_predict(messy_folder, tmp_path, monkeypatch, capsys):
     """Items 2, 5 and 6: the printed resume command finishes the run as started; the run exports and predicts by name."""
-    from convert_weights import main as convert
-    from predict import main as predict
-    from train import main as train
-    from evaluate import main as evaluate_cli
+    from vgg_jax.cli.convert_weights import main as convert
+    from vgg_jax.cli.predict import main as predict
+    from vgg_jax.cli.train import main as train
+    from vgg_jax.cli.evaluate import main as evaluate_cli
 
     pretrained = VGG("A", num_classes=1000, **TINY).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))  # "ImageNet" weights, Keras pixels
     weights.save(pretrained, str(tmp_path / "imagenet_a.msgpack"), metadata={"config": "A", "preprocess": "caffe"})
@@ -127,7 +133,7 @@ def test_fine_tune_ctrl_c_resume_evaluate_export_and_predict(messy_folder, tmp_p
 
 def test_resume_takes_every_flag_not_given_from_the_run(messy_folder, tmp_path, capsys):
     """Item 2: `--resume` alone keeps the run's --epochs; a flag that would change the run is one line; --eval takes effect."""
-    from train import main as train
+    from vgg_jax.cli.train import main as train
 
     workdir = tmp_path / "run"
     argv = ["--config", "A", "--data", f"folder:{messy_folder}", "--image-size", "32", "--scale", "40", *TINY_FLAGS, "--epochs", "2",
@@ -151,7 +157,8 @@ def test_resume_takes_every_flag_not_given_from_the_run(messy_folder, tmp_path, 
 
 
 def test_a_file_placed_in_the_cache_is_verified_and_a_stale_converted_copy_is_not_used(tmp_path, monkeypatch):
-    from vgg_jax import hub, zoo
+    from vgg_jax.weights import hub
+    from vgg_jax.weights import zoo
 
     monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path / "cache"))
     good = VGG("A", num_classes=10, **TINY).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
@@ -188,8 +195,8 @@ def test_a_file_placed_in_the_cache_is_verified_and_a_stale_converted_copy_is_no
 
 
 def test_the_pixel_convention_travels_with_the_weights_and_is_never_guessed(tmp_path, capsys):
-    from convert_weights import main as convert
-    from predict import main as predict
+    from vgg_jax.cli.convert_weights import main as convert
+    from vgg_jax.cli.predict import main as predict
 
     variables = VGG("A", num_classes=1000, **TINY).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     weights.save(variables, str(tmp_path / "keras_like.msgpack"), metadata={"preprocess": "caffe", "config": "A"})
@@ -211,7 +218,7 @@ def test_the_pixel_convention_travels_with_the_weights_and_is_never_guessed(tmp_
 
 
 def test_a_published_file_kept_elsewhere_is_recognised_by_its_hash(tmp_path, monkeypatch):
-    from vgg_jax import zoo
+    from vgg_jax.weights import zoo
 
     path = tmp_path / "vgg_published.pth"
     path.write_bytes(b"the published bytes")
@@ -321,7 +328,7 @@ def test_freeze_differentiates_nothing_below_the_freeze_point_and_keeps_frozen_b
 
 
 def test_evaluate_refuses_a_class_count_mismatch_and_maps_by_name(messy_folder, tmp_path, capsys):
-    from evaluate import main as evaluate_cli
+    from vgg_jax.cli.evaluate import main as evaluate_cli
 
     variables = VGG("A", num_classes=1000, **TINY).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     weights.save(variables, str(tmp_path / "imagenet.msgpack"), metadata={"preprocess": "torch"})
@@ -359,7 +366,7 @@ def test_multi_crop_progress_counts_views_in_pieces():
 
 
 def test_a_skipped_file_is_one_line_naming_it(messy_folder):
-    code = ("import warnings; from vgg_jax import data; "
+    code = ("import warnings; from vgg_jax.training import data; "
             f"source = data.ImageFolderSource({str(messy_folder / 'train')!r}); [source[i] for i in range(len(source))]")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
@@ -378,7 +385,7 @@ def test_lpips_refuses_0_255_and_uint8_images():
 
 
 def test_one_unreadable_image_is_reported_and_the_rest_classified(tmp_path, capsys):
-    from predict import main as predict
+    from vgg_jax.cli.predict import main as predict
 
     variables = VGG("A", num_classes=1000, **TINY).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     weights.save(variables, str(tmp_path / "w.msgpack"), metadata={"preprocess": "torch"})

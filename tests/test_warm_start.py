@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 import vgg_jax
-from vgg_jax.warm_start import warm_start
+from vgg_jax.research.warm_start import warm_start
 from conftest import TINY, random_images, tiny_vgg
 
-ws = importlib.import_module("vgg_jax.warm_start")  # the module: `vgg_jax.warm_start` is the function
+ws = importlib.import_module("vgg_jax.research.warm_start")  # the module: `vgg_jax.research.warm_start` is the function
 
 
 def test_warm_start_is_exported_at_the_top_level():
-    assert vgg_jax.warm_start is warm_start and vgg_jax.WarmStartReport is ws.WarmStartReport
+    assert vgg_jax.research.warm_start is warm_start and vgg_jax.WarmStartReport is ws.WarmStartReport
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import vgg_jax
-from vgg_jax import VGG, weights
+from vgg_jax import VGG
+from vgg_jax.weights import formats as weights
 
 from conftest import TINY, random_images, tiny_vgg
 
@@ -79,7 +80,7 @@ def test_keras_no_top_loads_the_convs_and_says_so(keras_vgg16, tmp_path):
     keras.applications.VGG16(weights=None, include_top=False).save_weights(str(tmp_path / "notop.weights.h5"))
     with pytest.warns(UserWarning, match="no classifier.*conv layers only"):
         variables = weights.from_keras(str(tmp_path / "notop.weights.h5"), "D")
-    assert set(variables["params"]) == {name for name, _, _ in vgg_jax.configs.conv_layers("D")}
+    assert set(variables["params"]) == {name for name, _, _ in vgg_jax.model.configs.conv_layers("D")}
     features = VGG(config="D").apply(variables, random_images((1, 64, 64, 3)), layers="pool5", method=VGG.features)
     assert features["pool5"].shape == (1, 2, 2, 512)
 
@@ -124,7 +125,7 @@ def torchvision_case(name, config, batch_norm, tmp_path):
     assert relative_error(ours, theirs) < 1e-5
     assert (np.argsort(-np.asarray(ours))[:, :5] == np.argsort(-theirs)[:, :5]).all()
     # Intermediate features: the first block's last ReLU and the fourth's.
-    convs = [n for n, _, _ in vgg_jax.configs.conv_layers(config)]
+    convs = [n for n, _, _ in vgg_jax.model.configs.conv_layers(config)]
     prefixes = dict((ours_name, prefix) for prefix, ours_name in weights._torchvision_names(config, batch_norm))
     for layer in ([n for n in convs if n.startswith("conv1_")][-1], [n for n in convs if n.startswith("conv4_")][-1]):
         index = int(prefixes[layer].split(".")[1]) + (2 if batch_norm else 1)
@@ -263,8 +264,8 @@ def test_perceptual_loss_and_its_gradient():
     assert grads.shape == x.shape and bool(jnp.all(jnp.isfinite(grads))) and float(jnp.abs(grads).max()) > 0
     with pytest.raises(ValueError, match="weights has 1 entries for 4 layers"):
         vgg_jax.perceptual_loss(variables, x, y, weights=(1.0,))
-    assert vgg_jax.perceptual.infer_model(variables).config == "D"
-    assert vgg_jax.perceptual.infer_model(variables).width_scale == TINY["width_scale"]
+    assert vgg_jax.model.infer_model(variables).config == "D"
+    assert vgg_jax.model.infer_model(variables).width_scale == TINY["width_scale"]
 
 
 def test_convert_weights_cli(tmp_path):

@@ -1,19 +1,19 @@
 """vgg_jax: the six VGG configs of Simonyan & Zisserman (2014) in JAX and Flax.
 
 Importing vgg_jax before JAX starts a backend adds XLA:CPU convolution flags to
-XLA_FLAGS (see `vgg_jax.xla_flags`; `VGG_JAX_XLA_CPU_FLAGS=0` turns that off).
+XLA_FLAGS (see `vgg_jax.util.xla_flags`; `VGG_JAX_XLA_CPU_FLAGS=0` turns that off).
 """
 
-from vgg_jax import xla_flags  # first: XLA reads XLA_FLAGS when a backend starts
+from vgg_jax.util import xla_flags  # noqa: F401 (first: XLA reads XLA_FLAGS when a backend starts)
 
-from vgg_jax.configs import ALIASES, CONFIGS, Conv, LRN, count_macs, count_params, layer_names, resolve_config
-from vgg_jax.imagenet import class_names, decode_predictions
-from vgg_jax.layers import LocalResponseNorm
-from vgg_jax.model import VGG
-from vgg_jax.perceptual import lpips, perceptual_loss
-from vgg_jax.zoo import pretrained, weights_info
-from vgg_jax.warm_start import WarmStartReport, warm_start  # the function; the module stays importable by its path
-from vgg_jax.weights import from_keras, from_torchvision, load, preprocess, to_torchvision
+from vgg_jax.model.configs import ALIASES, CONFIGS, Conv, LRN, count_macs, count_params, layer_names, resolve_config
+from vgg_jax.weights.imagenet import class_names, decode_predictions
+from vgg_jax.model.layers import LocalResponseNorm
+from vgg_jax.model.vgg import VGG
+from vgg_jax.research.perceptual import lpips, perceptual_loss
+from vgg_jax.weights.zoo import pretrained, weights_info
+from vgg_jax.research.warm_start import WarmStartReport, warm_start  # the function; the module stays importable by its path
+from vgg_jax.weights.formats import from_keras, from_torchvision, load, preprocess, to_torchvision
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,453 @@
+"""The VGG network (all six configs of the paper's Table 1) as a Flax module.
+
+The feature stack is built from `configs.CONFIGS`; the classifier is fc6, fc7
+and fc8. With `dense=True` the same variables run as a fully convolutional net
+(the paper's dense evaluation): fc6's kernel is reshaped into a conv over the
+init-size window and fc7, fc8 act as 1x1 convs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Optional, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vgg_jax.model.configs import CONFIGS, LRN, MIN_IMAGE_SIZE, Conv, conv_layers, layer_names, resolve_config, scaled
+from vgg_jax.model.conv import flax_conv
+from vgg_jax.model.layers import LocalResponseNorm, max_pool_2x2, relu_output_mask
+
+Initializer = Callable[..., jax.Array]
+INIT_SCHEMES = ("glorot", "paper", "kaiming")
+CONV_IMPLS = ("auto", "xla", "custom_vjp")
+RELU_IMPLS = ("jax", "output_mask")  # jax.nn.relu, or layers.relu_output_mask (the gradient masked by the output)
+POOL_IMPLS = ("auto", "reduce_window", "reshape")  # auto: reshape on CPU; nn.max_pool, or layers.max_pool_2x2
+CLASSIFIER = ("fc6", "fc7", "fc8")
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # by name, for configs and flags
+
+
+_INITIALIZERS: dict[str, dict[str, Initializer]] = {  # built once; INIT_SCHEMES names them
+    "glorot": {"conv": nn.initializers.glorot_uniform(), "fc": nn.initializers.glorot_uniform(), "bias": nn.initializers.zeros},
+    "paper": {"conv": nn.initializers.normal(stddev=0.01), "fc": nn.initializers.normal(stddev=0.01), "bias": nn.initializers.zeros},
+    "kaiming": {
+        "conv": nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+        "fc": nn.initializers.normal(stddev=0.01),
+        "bias": nn.initializers.zeros,
+    },
+}
+
+
+def initializers(scheme: str) -> dict[str, Initializer]:
+    """Kernel and bias initialisers for conv and FC layers.
+
+    - "glorot": Glorot-uniform kernels, zero biases (the original TF1 benchmark's).
+    - "paper": N(0, 0.01) kernels, zero biases (Sec. 3.1, std 0.01 as most
+      reimplementations read it).
+    - "kaiming": torchvision's scheme: He-normal (fan_out) conv kernels,
+      N(0, 0.01) FC kernels, zero biases.
+    """
+    if not isinstance(scheme, str) or scheme not in _INITIALIZERS:
+        raise ValueError(f"init_scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
+    return _INITIALIZERS[scheme]
+
+
+class ConvolutionalDense(nn.Module):
+    """A Dense layer over a flattened (H, W, C) map that can also run as a conv.
+
+    Its kernel is (H*W*C, features), flattened in H, W, C order. With
+    `as_conv=True` the kernel is reshaped to (H, W, C, features) and slid over a
+    larger map, which is exactly the Dense layer at every window position.
+    """
+
+    features: int
+    kernel_init: Initializer
+    bias_init: Initializer
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, feature_map: jax.Array, as_conv: bool = False) -> jax.Array:
+        batch, height, width, channels = feature_map.shape
+        if self.has_variable("params", "kernel"):
+            in_features = self.get_variable("params", "kernel").shape[0]
+        else:
+            in_features = height * width * channels
+        kernel = self.param("kernel", self.kernel_init, (in_features, self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        window = math.isqrt(in_features // channels)
+        if not as_conv:
+            if height * width * channels != in_features:
+                raise ValueError(
+                    f"{self.name} was initialised for a {window}x{window}x{channels} feature map "
+                    f"(images of {window * MIN_IMAGE_SIZE} pixels) but got {height}x{width}x{channels}; "
+                    "pass images of the init size, or use dense=True for larger images"
+                )
+            inputs, kernel, bias = nn.dtypes.promote_dtype(
+                feature_map.reshape(batch, in_features), kernel, bias, dtype=self.dtype
+            )
+            return inputs @ kernel + bias
+        if window * window * channels != in_features:
+            raise ValueError(
+                f"dense evaluation needs {self.name} initialised on square images; its kernel "
+                f"has {in_features} inputs, which is not a square number of {channels}-channel "
+                "positions"
+            )
+        if height < window or width < window:
+            raise ValueError(
+                f"dense=True needs images at least as large as the init size "
+                f"({window * MIN_IMAGE_SIZE} pixels, a {window}x{window} feature map); got a "
+                f"{height}x{width} feature map"
+            )
+        inputs, kernel, bias = nn.dtypes.promote_dtype(
+            feature_map, kernel.reshape(window, window, channels, self.features), bias, dtype=self.dtype
+        )
+        outputs = jax.lax.conv_general_dilated(
+            inputs, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return outputs + bias
+
+
+class VGG(nn.Module):
+    """A VGG network of the paper's Table 1 ("A", "A-LRN", "B", "C", "D", "E").
+
+    Attributes:
+        config: config name or alias ("vgg16", "vgg11-lrn", ...), case-insensitive.
+        num_classes: outputs of fc8.
+        dropout_rate: dropout after fc6 and fc7 when `train=True`.
+        batch_norm: conv, BN, ReLU as in torchvision's `_bn` variants. BN uses
+            torchvision's momentum (0.1, i.e. Flax 0.9) and epsilon (1e-5).
+        fc_width: width of fc6 and fc7.
+        width_scale: multiplies every conv's channels (small experiments, tests).
+        init_scheme: "glorot" (default, the original TF1 benchmark's), "paper" or "kaiming". Named
+            `init_scheme` because `init` is Flax's `Module.init` method.
+        dtype: compute dtype; logits are always returned as float32.
+        param_dtype: parameter dtype.
+        conv_impl: "auto" (default: "custom_vjp" when JAX's default backend
+            is the CPU, else "xla"), "xla" (`lax.conv_general_dilated` and its
+            autodiff) or "custom_vjp" (`vgg_jax.model.conv.conv_same`: the gradient
+            as a forward conv and a patches matmul, which XLA:CPU runs faster;
+            see docs/benchmarks.md).
+        remat: recompute each conv block's activations in the backward pass
+            (`jax.checkpoint` per block) instead of keeping them: less
+            activation memory for more compute. Same variables and gradients.
+        relu_impl: "jax" (`jax.nn.relu`) or "output_mask" (the same function,
+            its gradient masked by its output: one activation fewer kept).
+        pool_impl: "auto" (default: "reshape" when JAX's default backend is
+            the CPU, where it measured 5-7% faster, else "reduce_window"),
+            "reduce_window" (`nn.max_pool`) or "reshape" (a reshape and a max:
+            the same forward; the gradient is elementwise and shared among tied
+            maxima, which after a ReLU are zeros that the ReLU's mask drops).
+            Performance switches: same variables either way.
+        freeze: a layer name (`pool5`, `relu4_3`, ...): fine-tuning with the
+            layers up to it frozen. In training, the gradient stops at its
+            output (`jax.lax.stop_gradient`), so nothing below it is
+            differentiated, and the batch norm of the frozen convs uses its
+            running statistics and leaves them as they are (as Keras's
+            frozen BN). No effect on inference; same variables.
+    """
+
+    config: str = "D"
+    num_classes: int = 1000
+    dropout_rate: float = 0.5
+    batch_norm: bool = False
+    fc_width: int = 4096
+    width_scale: float = 1.0
+    init_scheme: str = "glorot"
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    conv_impl: str = "auto"
+    remat: bool = False
+    relu_impl: str = "jax"
+    pool_impl: str = "auto"
+    freeze: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        resolve_config(self.config)
+        _check_positive_int("num_classes", self.num_classes)
+        _check_positive_int("fc_width", self.fc_width)
+        if not isinstance(self.dropout_rate, (int, float)) or not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be a number in [0, 1), got {self.dropout_rate!r}")
+        if not isinstance(self.width_scale, (int, float)) or not self.width_scale > 0:
+            raise ValueError(f"width_scale must be a positive number, got {self.width_scale!r}")
+        for flag in ("batch_norm", "remat"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
+        initializers(self.init_scheme)
+        if self.freeze is not None:
+            names = layer_names(resolve_config(self.config))
+            if self.freeze not in names[:-1]:
+                raise ValueError(f"freeze must be a layer of config {resolve_config(self.config)} before fc8 ({', '.join(names[:-1])}), got {self.freeze!r}")
+        for field, choices in (("conv_impl", CONV_IMPLS), ("relu_impl", RELU_IMPLS), ("pool_impl", POOL_IMPLS)):
+            if getattr(self, field) not in choices:
+                raise ValueError(f"{field} must be one of {choices}, got {getattr(self, field)!r}")
+        for field in ("dtype", "param_dtype"):
+            value = getattr(self, field)
+            try:
+                floating = jnp.issubdtype(jnp.dtype(value), jnp.floating)
+            except TypeError:
+                floating = False
+            if not floating:
+                raise TypeError(f"{field} must be a floating dtype such as jnp.float32 or jnp.bfloat16, got {value!r}")
+        super().__post_init__()
+
+    def __call__(self, images: jax.Array, train: bool = False, dense: bool = False) -> jax.Array:
+        """Class logits (N, num_classes), float32.
+
+        Args:
+            images: float NHWC images, at least 32x32.
+            train: dropout on (needs `rngs={"dropout": key}`) and, with BN,
+                batch statistics (needs `mutable=["batch_stats"]`).
+            dense: the paper's dense evaluation: the classifier runs as convs
+                over images of the init size or larger, and the class score map
+                is spatially averaged.
+        """
+        scores = self._forward(images, train, dense, ("fc8",))["fc8"]
+        if dense:
+            scores = scores.mean(axis=(1, 2))
+        return scores.astype(jnp.float32)
+
+    def features(
+        self,
+        images: jax.Array,
+        layers: Union[str, Iterable[str], None] = None,
+        train: bool = False,
+        dense: bool = False,
+    ) -> dict[str, jax.Array]:
+        """Named activations from one forward pass, stopping at the deepest asked for.
+
+        Names: `conv{b}_{i}` (before the ReLU; after BN when `batch_norm`),
+        `relu{b}_{i}`, `lrn`, `pool{b}`, and `fc6`, `fc7`, `fc8` (before their
+        ReLU). With `dense=True` the fc entries are spatial score maps. All
+        layers when `layers` is None. Differentiable, for perceptual losses.
+
+        Call as `model.apply(variables, images, layers=(...), method=VGG.features)`.
+        """
+        valid = layer_names(self.config)
+        if layers is None:
+            wanted = tuple(valid)
+        else:
+            wanted = (layers,) if isinstance(layers, str) else tuple(layers)
+            unknown = [name for name in wanted if name not in valid]
+            if unknown or not wanted:
+                raise ValueError(
+                    f"unknown layer names {unknown} for config {resolve_config(self.config)}; "
+                    f"valid names are {valid}"
+                )
+        return self._forward(images, train, dense, wanted)
+
+    @nn.compact
+    def _forward(self, images: jax.Array, train: bool, dense: bool, wanted: tuple[str, ...]) -> dict[str, jax.Array]:
+        config = resolve_config(self.config)
+        names = layer_names(config)
+        last = max(names.index(name) for name in wanted)
+        needs_classifier = last >= names.index("fc6")
+        self._check_images(images)
+        self._check_variables(config)
+        self._check_train_inputs(train, needs_classifier)
+        init = initializers(self.init_scheme)
+        outputs: dict[str, jax.Array] = {}
+
+        def emit(name: str, value: jax.Array) -> bool:
+            if name in wanted:
+                outputs[name] = value
+            return names.index(name) == last
+
+        x = jnp.asarray(images, self.dtype)
+        run_block = nn.remat(VGG._block, static_argnums=(2, 3, 4, 5, 6)) if self.remat else VGG._block
+        for block_index in range(1, len(CONFIGS[config]) + 1):
+            x, block_outputs = run_block(self, x, config, block_index, train, wanted, names[last])
+            outputs.update(block_outputs)
+            if last <= names.index(f"pool{block_index}"):
+                return outputs
+
+        x = ConvolutionalDense(
+            self.fc_width, init["fc"], init["bias"], self.dtype, self.param_dtype, name="fc6"
+        )(x, as_conv=dense)
+        if emit("fc6", x):
+            return outputs
+        x = self._frozen_output("fc6", x, train)
+        for name, width in (("fc7", self.fc_width), ("fc8", self.num_classes)):
+            x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
+            # On a dense (N, h, w, C) score map this Dense is a 1x1 conv.
+            x = nn.Dense(
+                width,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=init["fc"],
+                bias_init=init["bias"],
+                name=name,
+            )(x)
+            if emit(name, x):
+                return outputs
+            x = self._frozen_output(name, x, train)
+        raise AssertionError("unreachable: fc8 is always the last layer")
+
+    def _block(self, x: jax.Array, config: str, block_index: int, train: bool, wanted: tuple[str, ...], last: str):
+        """Conv block `block_index` of the canonical `config` (convs, BN, ReLU, LRN, pool), stopping at `last`.
+
+        A function of the module so that `remat=True` can wrap it in
+        `nn.remat` (one `jax.checkpoint` per block) while its layers keep their
+        top-level names (`conv3_2`, not `block3/conv3_2`).
+
+        Returns:
+            (output, the wanted activations of this block).
+        """
+        init = initializers(self.init_scheme)
+        conv_function = flax_conv if resolve_conv_impl(self.conv_impl) == "custom_vjp" else jax.lax.conv_general_dilated
+        outputs: dict[str, jax.Array] = {}
+
+        def emit(name: str, value: jax.Array) -> bool:
+            if name in wanted:
+                outputs[name] = value
+            return name == last
+
+        conv_index = 0
+        for layer in CONFIGS[config][block_index - 1]:
+            if isinstance(layer, Conv):
+                conv_index += 1
+                suffix = f"{block_index}_{conv_index}"
+                x = nn.Conv(
+                    scaled(layer.features, self.width_scale),
+                    (layer.kernel_size, layer.kernel_size),
+                    padding="SAME",
+                    dtype=self.dtype,
+                    param_dtype=self.param_dtype,
+                    kernel_init=init["conv"],
+                    bias_init=init["bias"],
+                    conv_general_dilated=conv_function,
+                    name=f"conv{suffix}",
+                )(x)
+                if self.batch_norm:
+                    x = nn.BatchNorm(
+                        use_running_average=not train or self._is_frozen(config, f"conv{suffix}"),
+                        momentum=0.9,
+                        epsilon=1e-5,
+                        dtype=self.dtype,
+                        param_dtype=self.param_dtype,
+                        name=f"conv{suffix}_bn",
+                    )(x)
+                if emit(f"conv{suffix}", x):
+                    return x, outputs
+                x = self._frozen_output(f"conv{suffix}", x, train)
+                x = relu_output_mask(x) if self.relu_impl == "output_mask" else nn.relu(x)
+                if emit(f"relu{suffix}", x):
+                    return x, outputs
+                x = self._frozen_output(f"relu{suffix}", x, train)
+            elif isinstance(layer, LRN):
+                x = LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k, name="lrn")(x)
+                if emit("lrn", x):
+                    return x, outputs
+                x = self._frozen_output("lrn", x, train)
+        reshape = resolve_pool_impl(self.pool_impl) == "reshape"
+        x = max_pool_2x2(x) if reshape else nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        emit(f"pool{block_index}", x)
+        return self._frozen_output(f"pool{block_index}", x, train), outputs
+
+    def _frozen_output(self, name: str, x: jax.Array, train: bool) -> jax.Array:
+        """`x` with its gradient stopped when `name` is the `freeze` layer and the model trains."""
+        return jax.lax.stop_gradient(x) if train and name == self.freeze else x
+
+    def _is_frozen(self, config: str, name: str) -> bool:
+        """Whether layer `name` is at or before the `freeze` layer."""
+        if self.freeze is None:
+            return False
+        names = layer_names(config)
+        return names.index(name) <= names.index(self.freeze)
+
+    def _check_images(self, images: Any) -> None:
+        shape = getattr(images, "shape", None)
+        dtype = getattr(images, "dtype", None)
+        if shape is None or dtype is None:
+            raise TypeError(f"images must be an array of shape (N, H, W, C), got {type(images).__name__}")
+        if len(shape) != 4:
+            raise ValueError(f"images must be rank-4 NHWC (N, H, W, C), got shape {tuple(shape)}")
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"images must be floating point, got {dtype}; convert them first "
+                "(for example images.astype(jnp.float32) / 255 and normalise)"
+            )
+        _, height, width, channels = shape
+        if height < MIN_IMAGE_SIZE or width < MIN_IMAGE_SIZE:
+            hint = " (they look NCHW; transpose to NHWC)" if shape[1] in (1, 3) else ""
+            raise ValueError(
+                f"images must be at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} for five 2x2 pools, got "
+                f"{height}x{width} from shape {tuple(shape)}{hint}"
+            )
+        expected = self._init_channels()
+        if channels != expected and not (expected is None and channels >= 1):
+            raise ValueError(
+                f"images must have {expected} channels (NHWC, channels last), got shape {tuple(shape)}"
+            )
+
+    def _check_variables(self, config: str) -> None:
+        """Refuses variables holding layers or collections this model would silently ignore.
+
+        Flax's `apply` ignores variables a module never reads: BN parameters and
+        statistics given to a model without `batch_norm` would be dropped and the
+        logits would be wrong without a word (a torchvision `_bn` file applied with
+        `VGG(config="D")`), and so would another config's extra layers.
+        """
+        if self.is_initializing():
+            return
+        params = self.variables.get("params", {})
+        if not params:
+            return
+        convs = [name for name, _, _ in conv_layers(config)]
+        known = set(convs) | set(CLASSIFIER) | ({f"{name}_bn" for name in convs} if self.batch_norm else set())
+        unknown = sorted(set(params) - known, key=str)
+        batch_norm_entries = [name for name in unknown if str(name).endswith("_bn")]
+        if not self.batch_norm and (batch_norm_entries or self.variables.get("batch_stats")):
+            held = ", ".join(batch_norm_entries[:3]) + ", ..." if batch_norm_entries else "a batch_stats collection"
+            raise ValueError(
+                f"the variables hold batch-norm layers ({held}) but this model has batch_norm=False, so they would "
+                f"be ignored and the outputs wrong; use VGG(config={config!r}, batch_norm=True) (vgg_jax.pretrained "
+                "returns the model that matches its variables)"
+            )
+        if unknown:
+            raise ValueError(
+                f"the variables hold layers {unknown} that config {config} does not have; they come from another "
+                "config: build the model with the config the variables were made for"
+            )
+
+    def _init_channels(self) -> Optional[int]:
+        """Input channels of the bound variables, or None while initialising."""
+        params = self.variables.get("params", {})
+        if "conv1_1" in params:
+            return int(np.shape(params["conv1_1"]["kernel"])[2])
+        return None
+
+    def _check_train_inputs(self, train: bool, needs_classifier: bool) -> None:
+        if not train:
+            return
+        if needs_classifier and self.dropout_rate > 0 and not self.has_rng("dropout"):
+            raise ValueError(
+                "train=True applies dropout and needs an rng: "
+                "model.apply(variables, images, train=True, rngs={'dropout': key})"
+            )
+        if self.batch_norm and not self.is_mutable_collection("batch_stats"):
+            raise ValueError(
+                "train=True with batch_norm updates the batch statistics: pass "
+                "mutable=['batch_stats'] to model.apply and keep the returned statistics"
+            )
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+    """The implementation "auto" stands for on this process's default backend."""
+    if conv_impl != "auto":
+        return conv_impl
+    return "custom_vjp" if jax.default_backend() == "cpu" else "xla"
+
+
+def resolve_pool_impl(pool_impl: str) -> str:
+    """The pooling "auto" stands for: a reshape and a max on the CPU (measured faster there), reduce_window elsewhere."""
+    if pool_impl != "auto":
+        return pool_impl
+    return "reshape" if jax.default_backend() == "cpu" else "reduce_window"
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")

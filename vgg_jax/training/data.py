@@ -1,0 +1,453 @@
+"""Input pipelines: an ImageFolder directory, the embedded digits, synthetic data.
+
+Sources are random-access (`__len__`, `__getitem__`) and are streamed with
+Grain: shuffled by seed, sharded by process, transformed in workers, and with
+an iterator whose position is saved in checkpoints. Each element is a dict
+`{"image": uint8 HWC RGB, "label": int}`; the transforms produce float32.
+
+The paper's augmentations (Sec. 3.1) are flags of `TrainTransform`: isotropic
+rescale of the short side to S (fixed, or jittered per image in [S_min, S_max]),
+a random crop at the training size, a random horizontal flip, AlexNet's PCA
+colour shift, and mean-RGB subtraction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from typing import Any, Optional, Sequence, Union
+
+import grain
+import numpy as np
+from PIL import Image
+
+from vgg_jax.util.images import (  # noqa: F401 (center_crop, read_image, rescale_short_side re-exported)
+    NORMALIZE_MODES, center_crop, normalize_pixels, read_image, rescale_short_side, resize_rule, square_view, to_rgb8,
+)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# AlexNet's PCA of ImageNet RGB pixels (0-255 scale eigenvalues), as in its
+# reference implementations; the shift is eigvec @ (alpha * eigval), alpha ~ N(0, 0.1).
+PCA_EIGVAL = np.array([55.46, 4.794, 1.148], np.float32)
+PCA_EIGVEC = np.array(
+    [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]], np.float32
+)
+DIGITS_VALIDATION = 297  # fixed held-out digits; 1,500 remain for training
+
+
+class ArraySource:
+    """Images and labels held in memory (small data: digits, tests)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, classes: Optional[Sequence[str]] = None):
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels, self.num_classes = images, labels.astype(np.int32), num_classes
+        self.classes = None if classes is None else list(classes)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"image": self.images[index], "label": int(self.labels[index])}
+
+    def __repr__(self) -> str:  # Grain checks it when an iterator state is restored
+        return f"ArraySource(images={self.images.shape}, num_classes={self.num_classes})"
+
+
+class SyntheticSource:
+    """Random images and labels, made on demand from the index (benchmarks, smoke tests)."""
+
+    def __init__(self, num_examples: int, image_size: int, num_classes: int, seed: int = 0):
+        self.num_examples, self.image_size, self.num_classes, self.seed = num_examples, image_size, num_classes, seed
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng((self.seed, index))
+        image = rng.integers(0, 256, (self.image_size, self.image_size, 3), dtype=np.uint8)
+        return {"image": image, "label": int(rng.integers(self.num_classes))}
+
+    def __repr__(self) -> str:
+        return f"SyntheticSource({self.num_examples}, {self.image_size}, {self.num_classes}, seed={self.seed})"
+
+
+class DataWarning(UserWarning):
+    """Something in a data folder was skipped or is missing; printed as one line naming it."""
+
+
+class UnreadableImageWarning(DataWarning):
+    """An image file was skipped: empty, truncated, corrupt or not an image. The message names it.
+
+    Printed as one line, `warning: skipping image PATH: REASON`, without
+    Python's usual source-line echo (in Grain's worker processes too, which
+    import this module).
+    """
+
+
+def _one_line_format(default: Any) -> Any:
+    def formatwarning(message, category, filename, lineno, line=None):
+        if isinstance(category, type) and issubclass(category, DataWarning):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    formatwarning.vgg_jax_one_line = True
+    return formatwarning
+
+
+if not getattr(warnings.formatwarning, "vgg_jax_one_line", False):
+    warnings.formatwarning = _one_line_format(warnings.formatwarning)
+
+
+class ImageFolderSource:
+    """An ImageFolder layout: one sub-folder per class holding JPEG/PNG files.
+
+    Only the file list is held in memory; each image is decoded when read.
+    Classes are the sorted sub-folder names, labels their positions (an empty
+    class folder keeps its label, with a warning, so labels match the folder
+    names). Bad files, with a warning naming each:
+
+    - grayscale, palette, CMYK or RGBA images are converted to RGB;
+    - zero-byte files are skipped when the folder is listed;
+    - truncated, corrupt or non-image files are skipped when read: the
+      element is None, and `make_loader` filters it out before batching.
+
+    `skipped` lists the files skipped so far in this process. A folder with no
+    files, or whose every file fails, is an error.
+    """
+
+    def __init__(self, root: str, classes: Optional[Sequence[str]] = None):
+        if not os.path.isdir(root):
+            raise ValueError(f"image folder {root} does not exist or is not a directory")
+        self.root = root
+        self.classes = list(classes) if classes is not None else sorted(
+            entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+        )
+        if not self.classes:
+            raise ValueError(f"image folder {root} has no class sub-folders (expected {root}/<class>/<image>.png)")
+        self.files: list[tuple[str, int]] = []
+        self.skipped: list[str] = []
+        self._failed: set[int] = set()
+        for label, name in enumerate(self.classes):
+            directory = os.path.join(root, name)
+            if not os.path.isdir(directory):
+                warnings.warn(f"class folder {directory} is missing; class {name!r} keeps label {label} and has no images", DataWarning, stacklevel=2)
+                continue
+            found = 0
+            for file in sorted(os.listdir(directory)):
+                if not file.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                path = os.path.join(directory, file)
+                if os.path.getsize(path) == 0:
+                    self._skip(path, "the file is empty (0 bytes)")
+                    continue
+                self.files.append((path, label))
+                found += 1
+            if not found:
+                warnings.warn(f"class folder {directory} holds no usable images; class {name!r} keeps label {label}", DataWarning, stacklevel=2)
+        if not self.files:
+            raise ValueError(
+                f"image folder {root} holds no usable {'/'.join(IMAGE_EXTENSIONS)} files in its class folders"
+                + (f" ({len(self.skipped)} skipped as empty)" if self.skipped else "")
+            )
+        self.num_classes = len(self.classes)
+
+    def _skip(self, path: str, reason: str) -> None:
+        self.skipped.append(path)
+        warnings.warn(f"skipping image {path}: {reason}", UnreadableImageWarning, stacklevel=3)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
+        path, label = self.files[index]
+        try:
+            with Image.open(path) as image:
+                image.load()  # decodes fully: truncated files fail here, not later
+                pixels = to_rgb8(image)  # 16-bit and float modes scaled, not clipped
+        except Exception as error:  # PIL raises several types for bad files
+            if index not in self._failed:
+                self._failed.add(index)
+                self._skip(path, f"{type(error).__name__}: {error}")
+            if len(self._failed) == len(self.files):
+                raise ValueError(f"no image in {self.root} could be read ({len(self._failed)} failed; the first was {self.skipped[0]})") from None
+            return None
+        return {"image": pixels, "label": label}
+
+    def __repr__(self) -> str:
+        return f"ImageFolderSource({self.root!r}, files={len(self.files)}, classes={len(self.classes)})"
+
+
+class SkipUnreadable(grain.transforms.Filter):
+    """Drops the None elements a source returns for files it could not read."""
+
+    def filter(self, element: Any) -> bool:
+        return element is not None
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 8x8 digits (0-16) and labels: from scikit-learn, else from the file `$VGG_JAX_DIGITS` names."""
+    path = os.environ.get("VGG_JAX_DIGITS")
+    if path:
+        try:
+            with np.load(path) as arrays:
+                return arrays["images"], arrays["target"]
+        except (OSError, KeyError, ValueError) as error:
+            raise ValueError(f"VGG_JAX_DIGITS={path} is not a digits file from vgg_jax.training.data.export_digits ({error})") from None
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError:
+        raise ValueError(
+            "--data digits needs scikit-learn: pip install -e '.[digits]' (without it, set VGG_JAX_DIGITS "
+            "to a file written by vgg_jax.training.data.export_digits on a machine that has it)"
+        ) from None
+    digits = sklearn_digits()
+    return digits.images, digits.target
+
+
+def export_digits(path: str) -> None:
+    """Saves scikit-learn's digits (images and labels, about 45 KB) to `path`, for machines without scikit-learn.
+
+    There, set `VGG_JAX_DIGITS=path`; `load_digits` then reads this file.
+    """
+    from vgg_jax.util.files import atomic_write
+
+    images, target = _digits_arrays()
+
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as file:
+            np.savez_compressed(file, images=np.asarray(images).astype(np.uint8), target=np.asarray(target))
+
+    atomic_write(path, write)
+
+
+def load_digits(image_size: int = 32) -> tuple[ArraySource, ArraySource]:
+    """scikit-learn's handwritten digits (ships inside the package): train and validation.
+
+    1,797 images of 8x8 in 17 grey levels, upsampled bilinearly to
+    `image_size` and repeated to RGB. The split is fixed: a seed-0 permutation,
+    the first 297 for validation. Needs the `digits` extra (scikit-learn), or
+    `$VGG_JAX_DIGITS` naming a file from `export_digits`.
+    """
+    images_8x8, target = _digits_arrays()
+    grey = (np.asarray(images_8x8, np.float64) * (255.0 / 16.0)).round().astype(np.uint8)
+    resized = np.stack([np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.BILINEAR)) for im in grey])
+    images = np.repeat(resized[..., None], 3, axis=-1)
+    order = np.random.RandomState(0).permutation(len(images))
+    val, train = order[:DIGITS_VALIDATION], order[DIGITS_VALIDATION:]
+    labels = np.asarray(target).astype(np.int32)
+    names = [str(digit) for digit in range(10)]
+    return ArraySource(images[train], labels[train], 10, names), ArraySource(images[val], labels[val], 10, names)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainTransform(grain.transforms.RandomMap):
+    """The paper's training augmentation, each part a flag; uint8 in, float32 out.
+
+    Attributes:
+        image_size: the crop fed to the network (224 in the paper).
+        scale: the short side S before cropping: an int (fixed S) or a pair
+            (S_min, S_max), drawn per image (the paper's scale jittering).
+            None rescales the short side to `image_size` (S = the crop), so
+            images of any size work.
+        flip: random horizontal flip.
+        pca_std: std of AlexNet's PCA colour shift (0.1 in AlexNet); 0 disables it.
+        mean_rgb: subtracted from every pixel (0-255 scale); None subtracts nothing.
+        normalize: "torch" or "caffe": the pixel convention of pretrained weights
+            (`normalize_pixels`), applied instead of `mean_rgb`.
+        on_device: hand over the uint8 crop (flipped) and the PCA colour
+            shift instead of float pixels: the shift, the mean subtraction or
+            the normalisation then run on the device (`device_pixels`), inside
+            the jitted step. 4x fewer bytes to the device and less host work;
+            the same random draws, so the same numbers to float32 rounding.
+    """
+
+    image_size: int
+    scale: Union[None, int, tuple[int, int]] = None
+    flip: bool = True
+    pca_std: float = 0.0
+    mean_rgb: Optional[tuple[float, float, float]] = None
+    normalize: Optional[str] = None
+    on_device: bool = False
+
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        image = element["image"]
+        low, high = (self.image_size,) * 2 if self.scale is None else (self.scale,) * 2 if isinstance(self.scale, int) else self.scale
+        image = rescale_short_side(image, int(rng.integers(low, high + 1)))
+        height, width = image.shape[:2]
+        if min(height, width) < self.image_size:
+            raise ValueError(f"image of {height}x{width} is smaller than the crop {self.image_size}; set a scale S >= {self.image_size}")
+        top = int(rng.integers(0, height - self.image_size + 1))
+        left = int(rng.integers(0, width - self.image_size + 1))
+        image = image[top : top + self.image_size, left : left + self.image_size]
+        if self.flip and rng.random() < 0.5:
+            image = image[:, ::-1]
+        shift = np.zeros(3, np.float32)
+        if self.pca_std > 0:
+            alpha = rng.normal(0.0, self.pca_std, 3).astype(np.float32)
+            shift = PCA_EIGVEC @ (alpha * PCA_EIGVAL)
+        if self.on_device:
+            return {"image": np.ascontiguousarray(image), "shift": shift, "label": element["label"]}
+        image = image.astype(np.float32)
+        if self.pca_std > 0:
+            image = image + shift
+        if self.normalize is not None:
+            image = normalize_pixels(image, self.normalize)
+        elif self.mean_rgb is not None:
+            image = image - np.asarray(self.mean_rgb, np.float32)
+        return {"image": np.ascontiguousarray(image, np.float32), "label": element["label"]}
+
+
+def device_pixels(mean_rgb: Optional[tuple[float, float, float]], normalize: Optional[str]) -> Any:
+    """The device half of `TrainTransform(on_device=True)`: `batch -> float32 images`, for the jitted step.
+
+    uint8 crops plus their PCA shift, then `normalize` ("torch", "caffe") or
+    the mean RGB subtracted, by `vgg_jax.preprocess` (one definition of the
+    conventions); the host path (`on_device=False`) gives the same numbers.
+    """
+    from vgg_jax.weights.formats import preprocess
+
+    mode = normalize or "paper"
+    mean = None if normalize else tuple(mean_rgb or (0.0, 0.0, 0.0))
+
+    def pixels(batch: dict[str, Any]) -> Any:
+        import jax.numpy as jnp
+
+        images = batch["image"].astype(jnp.float32) + batch["shift"][:, None, None, :]
+        return preprocess(images, mode, mean, scale=255.0)
+
+    return pixels
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalTransform(grain.transforms.Map):
+    """The centre square at `size` x `size` (`images.square_view`: torchvision's rule, Keras's for "caffe"
+    pixels), mean subtracted or normalised; float32 out.
+
+    The evaluator rescales these squares to each test scale Q.
+    """
+
+    size: int
+    mean_rgb: Optional[tuple[float, float, float]] = None
+    normalize: Optional[str] = None
+
+    def map(self, element: dict[str, Any]) -> dict[str, Any]:
+        image = square_view(element["image"], self.size, resize_rule(self.normalize)).astype(np.float32)
+        if self.normalize is not None:
+            image = normalize_pixels(image, self.normalize)
+        elif self.mean_rgb is not None:
+            image = image - np.asarray(self.mean_rgb, np.float32)
+        return {"image": image, "label": element["label"]}
+
+
+def mean_rgb(source: Any, max_images: int = 10_000) -> tuple[float, float, float]:
+    """The mean RGB of a source's images (0-255), over at most `max_images` spread evenly."""
+    indices = np.linspace(0, len(source) - 1, min(len(source), max_images)).astype(int)
+    total, count = np.zeros(3), 0
+    for index in indices:
+        element = source[int(index)]
+        if element is None:  # an unreadable file, skipped
+            continue
+        image = element["image"]
+        total += image.reshape(-1, 3).sum(axis=0)
+        count += image.shape[0] * image.shape[1]
+    if count == 0:
+        raise ValueError(f"no readable image in {source!r} to compute the mean RGB from")
+    return tuple(float(v) for v in total / count)
+
+
+def make_loader(
+    source: Any,
+    transform: grain.transforms.Transformation,
+    batch_size: int,
+    *,
+    seed: int,
+    shuffle: bool,
+    num_epochs: Optional[int] = None,
+    drop_remainder: bool = True,
+    worker_count: int = 0,
+    shard_index: Optional[int] = None,
+    shard_count: Optional[int] = None,
+) -> grain.DataLoader:
+    """A Grain loader of batches `{"image": (B, H, W, 3) float32, "label": (B,) int32}`.
+
+    The order is a function of the seed alone, and the random transforms draw
+    from (seed, record index), so the stream does not depend on `worker_count`.
+    The shard defaults to this JAX process's (`jax.process_index()` of
+    `jax.process_count()`). Save `iter(loader).get_state()` to resume exactly.
+    """
+    if shard_index is None or shard_count is None:
+        import jax
+
+        shard_index, shard_count = jax.process_index(), jax.process_count()
+    if len(source) < shard_count * (batch_size if drop_remainder else 1):
+        raise ValueError(f"a dataset of {len(source)} examples cannot fill a batch of {batch_size} on {shard_count} processes")
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source),
+        shard_options=grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True),
+        shuffle=shuffle,
+        num_epochs=num_epochs,
+        seed=seed,
+    )
+    return grain.DataLoader(
+        data_source=source,
+        sampler=sampler,
+        operations=[SkipUnreadable(), transform, grain.transforms.Batch(batch_size, drop_remainder=drop_remainder)],
+        worker_count=worker_count,
+        read_options=grain.ReadOptions(prefetch_buffer_size=read_ahead(batch_size)),
+    )
+
+
+def read_ahead(batch_size: int) -> int:
+    """Elements Grain's reading threads keep ready: two batches (at least 64, at most Grain's default 500).
+
+    Grain's iterator scans its whole read-ahead buffer for every element it
+    returns, so the default of 500 cost half the host's time per batch of 64
+    (47 ms against 24 ms with 128, on 2 EPYC cores; docs/benchmarks.md).
+    """
+    return min(500, max(64, 2 * batch_size))
+
+
+def load_data(spec: str, image_size: int, seed: int = 0, num_examples: int = 2048, num_classes: int = 10):
+    """Train and validation sources for `digits`, `synthetic` or `folder:PATH`.
+
+    A folder holding `train/` and `val/` uses them; a folder of class folders
+    alone holds out a fixed 10% (seed 0) for validation.
+    """
+    if spec == "digits":
+        return load_digits(image_size)
+    if spec == "synthetic":
+        return (
+            SyntheticSource(num_examples, image_size, num_classes, seed),
+            SyntheticSource(max(num_examples // 8, 1), image_size, num_classes, seed + 1),
+        )
+    if spec.startswith("folder:"):
+        root = spec[len("folder:") :]
+        if os.path.isdir(os.path.join(root, "train")):
+            train = ImageFolderSource(os.path.join(root, "train"))
+            return train, ImageFolderSource(os.path.join(root, "val"), classes=train.classes)
+        full = ImageFolderSource(root)
+        order = np.random.RandomState(0).permutation(len(full))
+        held_out = max(1, len(full) // 10)
+        return _Subset(full, order[held_out:]), _Subset(full, order[:held_out])
+    raise ValueError(f"unknown --data {spec!r}; use digits, synthetic or folder:PATH")
+
+
+class _Subset:
+    """A fixed subset of a random-access source."""
+
+    def __init__(self, source: Any, indices: np.ndarray):
+        self.source, self.indices, self.num_classes = source, np.sort(indices), source.num_classes
+        self.classes = getattr(source, "classes", None)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.source[int(self.indices[index])]
+
+    def __repr__(self) -> str:
+        return f"Subset({self.source!r}, {len(self.indices)} of {len(self.source)})"

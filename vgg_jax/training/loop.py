@@ -1,0 +1,550 @@
+"""The host training loop: data, warm start, checkpoints, evaluation, logs.
+
+`run(TrainConfig(...))` is what `scripts/train.py` calls. A workdir holds
+`config.json`, `metrics.jsonl` (one JSON object per logged step, holding the
+metrics averaged over the steps since the previous line, and one per
+evaluation) and Orbax checkpoints under `checkpoints/` that carry the train
+state, the data iterator's position and the learning-rate policy, so that
+`resume=True` continues exactly. `vgg_jax.training.rundir` keeps that directory whole
+through kills; SIGINT and SIGTERM stop the run after a checkpoint.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import math
+import os
+import time
+import warnings
+from typing import Any, Callable, Collection, Iterator, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from vgg_jax.training import data as data_lib
+from vgg_jax.training import evaluate as evaluate_lib
+from vgg_jax.training import finetune
+from vgg_jax.training import interrupt
+from vgg_jax.training import parallel
+from vgg_jax.weights import resolve, runs
+from vgg_jax.training import rundir
+from vgg_jax.training import step as train_lib
+from vgg_jax.model.configs import resolve_config
+from vgg_jax.util.files import write_text
+from vgg_jax.training.interrupt import StopRequested
+from vgg_jax.model.vgg import COMPUTE_DTYPES, VGG
+from vgg_jax.training.rundir import CheckpointReadError, CheckpointWriteError  # noqa: F401 (re-exported)
+from vgg_jax.training.config import TrainConfig, flag_of, read_config, validate  # noqa: F401 (re-exported: loop.TrainConfig)
+from vgg_jax.research.warm_start import warm_start
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or the gradients became non-finite; the message names the step and the metric."""
+
+
+class RunWarning(UserWarning):
+    """Something in a workdir was repaired or skipped on resume (a torn log line, a damaged checkpoint)."""
+
+
+# What a resumed run may change: its length, its evaluation and logging, and the hardware. Everything
+# else defines the run; a flag that changes it on --resume is refused.
+RESUME_MAY_CHANGE = (
+    "epochs", "max_steps", "devices", "shard_fc", "remat", "eval_method", "eval_scales", "eval_every",
+    "checkpoint_every", "keep", "log_every", "workers", "skip_nonfinite",
+)
+
+
+def set_fields(cfg: TrainConfig) -> set[str]:
+    """The fields of a TrainConfig built in code that differ from their defaults (what a library caller set)."""
+    return {
+        field.name for field in dataclasses.fields(TrainConfig)
+        if field.default is dataclasses.MISSING or getattr(cfg, field.name) != field.default
+    }
+
+
+def resumed_config(cfg: TrainConfig, given: Optional[Collection[str]] = None) -> TrainConfig:
+    """The saved run's config, with the fields the user gave on --resume (`given`; default: those set away from their defaults).
+
+    A field the user did not give comes from the run, never from a default.
+    A given field that defines the run (config, data, model, optimiser, ...)
+    and differs from the run's is refused in one line naming both values.
+    """
+    saved = read_config(cfg.workdir)
+    given = set(set_fields(cfg) if given is None else given) - {"workdir"}
+
+    def same(field: str) -> bool:
+        ours, theirs = getattr(cfg, field), getattr(saved, field)
+        if field == "config":
+            return resolve_config(ours) == resolve_config(theirs)
+        return ours == theirs or (isinstance(ours, (list, tuple)) and list(ours) == list(theirs or []))
+
+    for field in sorted(given - set(RESUME_MAY_CHANGE)):
+        if not same(field):
+            raise ValueError(
+                f"--resume: {flag_of(field)} {_shown(getattr(cfg, field))} differs from the run's {_shown(getattr(saved, field))} "
+                f"({os.path.join(cfg.workdir, 'config.json')}); a resumed run keeps its settings: drop {flag_of(field)}, "
+                "or start a new run with --overwrite or another --workdir"
+            )
+    return dataclasses.replace(saved, workdir=cfg.workdir, **{field: getattr(cfg, field) for field in given & set(RESUME_MAY_CHANGE)})
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def prepare_workdir(cfg: TrainConfig, resume: bool, overwrite: bool, given: Optional[Collection[str]] = None) -> TrainConfig:
+    """Refuses to touch an existing run unless told; on resume the saved config wins but for the fields given (`resumed_config`).
+
+    Nothing is deleted here: `--overwrite` removes the old run only once the
+    new run's inputs have been read (`run`).
+    """
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pick one")
+    holds_run = rundir.holds_run(cfg.workdir)
+    if holds_run and resume:
+        return resumed_config(cfg, given)
+    if holds_run and not overwrite:
+        raise ValueError(f"workdir {cfg.workdir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if resume:
+        raise ValueError(f"--resume: workdir {cfg.workdir} holds no run to resume")
+    try:
+        os.makedirs(cfg.workdir, exist_ok=True)
+        if parallel.is_primary():
+            _check_writable(cfg.workdir)
+    except OSError as error:
+        raise OSError(f"workdir {cfg.workdir} is not writable: {error.strerror or error}") from None
+    parallel.barrier("vgg_jax.prepare_workdir.done")
+    return cfg
+
+
+def _check_writable(directory: str) -> None:
+    """Creates and removes a probe file: fails fast on a read-only or full disk."""
+    import tempfile
+
+    handle, probe = tempfile.mkstemp(prefix=".vgg_jax_probe.", dir=directory)
+    try:
+        os.write(handle, b"probe")
+    finally:
+        os.close(handle)
+        os.unlink(probe)
+
+
+def _first_missing(path: str) -> Optional[str]:
+    """The outermost folder of `path` that does not exist yet (what a failed start must remove), or None."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path):
+        missing, parent = path, os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def _remove_created(workdir: str, top: Optional[str]) -> None:
+    """Removes the empty folders a failed start created, from `workdir` up to `top`."""
+    path = os.path.abspath(workdir)
+    while top is not None and parallel.is_primary():
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        if path == top:
+            return
+        path = os.path.dirname(path)
+
+
+def load_params(workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The variables of a run's newest finished checkpoint, and its saved config (for warm starts).
+
+    One-line errors name the file and the step when they cannot be read.
+    """
+    saved = read_config(workdir, "--init-from")
+    _, state = rundir.restore_state(workdir, "--init-from")
+    variables = {"params": state["params"]}
+    if state.get("batch_stats"):
+        variables["batch_stats"] = state["batch_stats"]
+    return variables, dataclasses.asdict(saved)
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> VGG:
+    """The VGG a run with this config trains (also what scripts/evaluate.py rebuilds from config.json)."""
+    return VGG(
+        config=cfg.config,
+        num_classes=num_classes,
+        dropout_rate=cfg.dropout_rate,
+        batch_norm=cfg.batch_norm,
+        fc_width=cfg.fc_width,
+        width_scale=cfg.width_scale,
+        init_scheme=cfg.init_scheme,
+        dtype=COMPUTE_DTYPES[cfg.dtype],
+        remat=cfg.remat,
+        freeze=cfg.freeze,
+    )
+
+
+def due(step: int, every: int, total: int) -> bool:
+    """Whether something done every `every` steps (and at the last one) is due after `step` steps."""
+    return step % every == 0 or step == total
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What a run reads before it writes anything: its config, data, model, schedule and initial variables."""
+
+    cfg: TrainConfig
+    train_source: Any
+    val_source: Any
+    model: VGG
+    variables: Any
+    warm_report: Any
+    local_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+    checkpoint_every: int
+    eval_scales: list[int]
+
+
+def _warm_start(cfg: TrainConfig, source: Any, model: VGG, init_key: jax.Array, log: Callable[[str], None]) -> tuple[Any, Any]:
+    """The run's first variables from --init-from (`source`, resolved): a run (coarse-to-fine), a weights file or a name.
+
+    From the same config every layer of the same shape is copied (`matching`);
+    fc8 is left out, and initialised anew, when the class counts differ.
+    """
+    source_variables, source_config, what = source.variables, source.config, source.description
+    source_params = source_variables["params"]
+    if any(name.endswith("_bn") for name in source_params) and not cfg.batch_norm:
+        raise ValueError(f"--init-from {what} has batch norm; add --batch-norm so that its BN layers are used")
+    source_classes = source_params["fc8"]["kernel"].shape[-1] if "fc8" in source_params else None
+    exclude = ["fc8"] if source_classes not in (None, model.num_classes) else []
+    layers = "matching" if resolve_config(source_config) == cfg.config else cfg.warm_start_layers
+    variables, report = warm_start(
+        source_variables, source_config, cfg.config, init_key, layers=layers, exclude=exclude, image_size=cfg.image_size,
+        **{name: getattr(model, name) for name in ("num_classes", "dropout_rate", "batch_norm", "fc_width", "width_scale", "init_scheme", "dtype")},
+    )
+    log(f"--init-from {what}\n{report}")
+    if exclude:
+        log(f"fc8: the source has {source_classes} classes, this run {model.num_classes}: initialised anew")
+    return variables, report
+
+
+def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
+    """Reads every input of a run (data, warm-start source) and builds its model; writes nothing."""
+    train_source, val_source = data_lib.load_data(cfg.data, cfg.image_size, seed=cfg.seed)
+    source = None
+    if cfg.init_from and not resume:
+        if resolve.describe(cfg.init_from) == "run":  # a run written by a newer version is refused, as on --resume
+            read_config(runs.run_of(cfg.init_from)[0], "--init-from")
+        source = resolve.resolve(cfg.init_from, cfg.config, flag="--init-from")
+    if cfg.preprocess is None and source is not None and source.kind != "run" and source.preprocess in data_lib.NORMALIZE_MODES:
+        cfg = dataclasses.replace(cfg, preprocess=source.preprocess)
+        log(f"--init-from {cfg.init_from}: pixels as those weights expect (--preprocess {cfg.preprocess})")
+    plain = cfg.mean_rgb is not None or not cfg.subtract_mean or cfg.preprocess is not None
+    mean = cfg.mean_rgb if plain else list(data_lib.mean_rgb(train_source))
+    cfg = dataclasses.replace(cfg, config=resolve_config(cfg.config), mean_rgb=mean)
+    parallel.check_global_batch(cfg.batch_size, parallel.make_mesh(cfg.devices))
+    local_batch = cfg.batch_size // jax.process_count()  # each process loads its own rows of the global batch
+    steps_per_epoch = len(train_source) // jax.process_count() // local_batch
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch size {cfg.batch_size} is larger than the {len(train_source)} training images")
+    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    eval_every = cfg.eval_every or steps_per_epoch
+    model = build_model(cfg, train_source.num_classes)
+    init_key = jax.random.split(jax.random.key(cfg.seed))[0]
+    warm_report = None
+    if source is not None:
+        variables, warm_report = _warm_start(cfg, source, model, init_key, log)
+    else:
+        variables = jax.jit(model.init)(init_key, jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32))
+    return _Plan(cfg, train_source, val_source, model, variables, warm_report, local_batch, steps_per_epoch, total_steps,
+                 eval_every, cfg.checkpoint_every or eval_every, cfg.eval_scales or [cfg.image_size])
+
+
+def _start(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], None], given: Optional[Collection[str]] = None) -> _Plan:
+    """Validates, reads every input, and only then writes: --overwrite's removal of the old run, config.json.
+
+    A start that fails leaves nothing behind (or only what an earlier run had).
+    """
+    validate(cfg)
+    created = _first_missing(cfg.workdir)
+    try:
+        cfg = prepare_workdir(cfg, resume, overwrite, given)
+        validate(cfg)  # a resumed run's saved config, with this run's length and devices
+        plan = _plan(cfg, resume, log)
+    except BaseException:
+        _remove_created(cfg.workdir, created)
+        raise
+    parallel.barrier("vgg_jax.start.read")  # every process has read its inputs before process 0 deletes
+    if overwrite:
+        rundir.remove_run(cfg.workdir)
+    if parallel.is_primary():
+        write_text(os.path.join(cfg.workdir, "config.json"), json.dumps(dataclasses.asdict(plan.cfg), indent=2))
+        rundir.write_classes(cfg.workdir, getattr(plan.train_source, "classes", None))
+    parallel.barrier("vgg_jax.start.written")
+    return plan
+
+
+def restore(
+    manager: Any, workdir: str, state: Any, shardings: Any, iterator: Any, plateau: train_lib.Plateau, warn: Callable[[str], None]
+) -> tuple[Any, int, int]:
+    """The newest checkpoint that restores, into (state, step, skipped); the iterator and plateau are set in place."""
+    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), policy=ocp.args.JsonRestore())
+    step, restored = rundir.restore_newest(manager, workdir, lambda step: args, warn)
+    if step is None:
+        return state, 0, 0
+    iterator.set_state(_iterator_state(restored.data).encode())
+    plateau.state = restored.policy["plateau"]
+    return restored.state, int(restored.state.step), int(restored.policy["skipped_nonfinite"])
+
+
+def checkpoint(manager: Any, workdir: str, step: int, state: Any, position: bytes, plateau: train_lib.Plateau, skipped: int) -> None:
+    """Checkpoint `step`: the train state, every process's data-iterator position (`position`: the iterator's
+    state after the batch of `step`, not after the batches prefetched since) and the policy state."""
+    data = {"iterators": parallel.gather_strings(position.decode())}
+    rundir.save(manager, workdir, step, state, data, {"plateau": plateau.state, "skipped_nonfinite": skipped})
+
+
+def nonfinite_policy(metrics: dict[str, float], step: int, skipped: int, allowed: int, workdir: str, log: Callable[[str], None]) -> int:
+    """Counts a step that the train step's guard skipped; `NonFiniteError` once more than `allowed` were."""
+    name = next((n for n in ("loss", "grad_norm") if not math.isfinite(metrics[n])), "loss")
+    skipped += 1
+    if skipped > allowed:
+        good = (rundir.finished_steps(workdir) or [None])[-1]
+        raise NonFiniteError(
+            f"non-finite {name} ({metrics[name]}) at step {step}; training stopped"
+            + (f" after skipping {skipped - 1} such steps (--skip-nonfinite {allowed})" if allowed else "")
+            + ". "
+            + (f"The last good checkpoint is step {good} in {workdir}/checkpoints." if good is not None else "No checkpoint was written.")
+        )
+    log(f"step {step}: non-finite {name} ({metrics[name]}); step skipped ({skipped} of {allowed} allowed)")
+    return skipped
+
+
+def evaluate_state(plan: _Plan, state: Any, method: str, workers: int = 0) -> dict[str, Any]:
+    """Evaluates the state's variables: each process its shard of the validation set on one device, counts summed."""
+    mean = None if plan.cfg.mean_rgb is None else tuple(plan.cfg.mean_rgb)
+    val_loader = data_lib.make_loader(
+        plan.val_source, data_lib.EvalTransform(max(plan.eval_scales), mean, plan.cfg.preprocess), plan.cfg.batch_size,
+        seed=0, shuffle=False, num_epochs=1, drop_remainder=False, worker_count=workers,
+    )
+    variables = {"params": state.params, **({"batch_stats": state.batch_stats} if plan.cfg.batch_norm else {})}
+    return evaluate_lib.evaluate(
+        plan.model, parallel.to_local(variables), val_loader, method, plan.eval_scales, plan.cfg.image_size,
+        reduce=parallel.sum_over_processes,
+    )
+
+
+class _Window:
+    """The metrics of the steps since the last log line, and the images per second over them."""
+
+    def __init__(self) -> None:
+        self.metrics: list[dict[str, float]] = []
+        self.images, self.clock = 0, time.perf_counter()
+
+    def add(self, metrics: dict[str, float], images: int) -> None:
+        self.images += images
+        if not metrics["nonfinite"]:
+            self.metrics.append(metrics)
+
+    def flush(self, names: Sequence[str]) -> dict[str, float]:
+        """The window's means (NaN when every step in it was skipped) and its rate; starts a new window."""
+        mean = {n: float(np.mean([m[n] for m in self.metrics])) if self.metrics else math.nan for n in names if n != "nonfinite"}
+        mean["images_per_s"] = self.images / (time.perf_counter() - self.clock)
+        self.__init__()
+        return mean
+
+
+def _progress(total: int, completed: int, name: str) -> tuple[Progress, Any, bool]:
+    """A progress bar on a terminal (process 0); `plain` is True where log lines must stand in for it."""
+    console = Console()
+    plain = parallel.is_primary() and not console.is_terminal
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeRemainingColumn(), TextColumn("{task.fields[status]}"), transient=False, console=console,
+                        disable=plain or not parallel.is_primary())
+    return progress, progress.add_task(f"train {name}", total=total, completed=completed, status=""), plain
+
+
+def run(
+    cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = print,
+    warn: Optional[Callable[[str], None]] = None, given: Optional[Collection[str]] = None,
+) -> dict[str, Any]:
+    """Trains, evaluates and checkpoints one run; returns the final summary.
+
+    `given` names the fields the user gave on `--resume` (the command line's
+    flags; default: those set away from their defaults); the rest come from
+    the saved run. `warn` gets one line per repair on resume (default: a `RunWarning`). The
+    first SIGINT or SIGTERM stops the run after the current step and a
+    checkpoint, raising `StopRequested`.
+    """
+    warn = warn or (lambda message: warnings.warn(message, RunWarning, stacklevel=3))
+    plan = _start(cfg, resume, overwrite, log, given)
+    cfg, total = plan.cfg, plan.total_steps
+    mesh = parallel.make_mesh(cfg.devices)
+    labels = finetune.param_labels(cfg.config, cfg.freeze) if cfg.freeze else None
+    optimizer = train_lib.paper_optimizer(
+        train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total), cfg.momentum, cfg.weight_decay, param_labels=labels
+    )
+    state = parallel.put_state(train_lib.create_train_state(plan.model, optimizer, plan.variables), mesh, cfg.shard_fc)
+    shardings = parallel.state_sharding(state, mesh, cfg.shard_fc)
+    dropout_key = parallel.put(jax.random.split(jax.random.key(cfg.seed))[1], parallel.replicated(mesh))
+    plateau = train_lib.Plateau(patience=cfg.plateau_patience)
+    iterator = _train_iterator(plan)
+    if resume:
+        rundir.tidy(cfg.workdir, warn)
+    manager = rundir.manager(cfg.workdir, cfg.keep)
+    state, start, skipped = restore(manager, cfg.workdir, state, shardings, iterator, plateau, warn) if resume else (state, 0, 0)
+    if resume:
+        log(f"Resumed {cfg.workdir} at step {start}" if start else f"Resuming {cfg.workdir}: it holds no finished checkpoint yet, so training starts at step 0")
+    metrics_log = rundir.MetricsLog(os.path.join(cfg.workdir, "metrics.jsonl"), start if resume else None, warn)
+    pixels = data_lib.device_pixels(None if cfg.mean_rgb is None else tuple(cfg.mean_rgb), cfg.preprocess)
+    train_step = parallel.jit_train_step(train_lib.train_step(plan.model, optimizer, pixels), mesh, state, cfg.shard_fc)
+    progress, task, plain = _progress(total, start, cfg.config)
+    last, last_eval, window = {}, None, _Window()
+    try:
+        with interrupt.StopRequest() as stop, progress:
+            batches, pending = _prefetch(iterator, mesh), []
+            for step in range(start, total):
+                batch, position = next(batches)
+                state, metrics = train_step(state, batch, dropout_key)
+                done = step + 1
+                pending.append((done, metrics))  # on the device: fetched once per window, so the host never waits within one
+                if due(done, cfg.log_every, total) or due(done, plan.eval_every, total):
+                    drained, skipped = _drain(pending, window, skipped, cfg, log)
+                    last = drained or last
+                if due(done, cfg.log_every, total):
+                    _log_window(metrics_log, window.flush(list(last)), done, plan, skipped, progress, task, log if plain else None)
+                if due(done, plan.eval_every, total):
+                    state, last_eval = _evaluate_and_adapt(plan, state, shardings, plateau, metrics_log, done, log)
+                stopping = parallel.any_process(stop.requested)
+                if due(done, plan.checkpoint_every, total) or stopping:
+                    drained, skipped = _drain(pending, window, skipped, cfg, log)  # nothing is saved past a step that stops the run
+                    last = drained or last
+                    checkpoint(manager, cfg.workdir, done, state, position, plateau, skipped)
+                if stopping:
+                    raise StopRequested(_stopped_message(stop.name, done, cfg.workdir), stop.signum or 2)
+                progress.update(task, advance=1)
+        final = evaluate_state(plan, state, cfg.eval_method, cfg.workers) if cfg.eval_method != "center" or last_eval is None else last_eval
+        if cfg.eval_method != "center":
+            metrics_log.write({"step": total, "epoch": total / plan.steps_per_epoch, "eval": final})
+    finally:
+        metrics_log.close()
+        manager.wait_until_finished()
+    return _summary(plan, last, skipped, final, log)
+
+
+PREFETCH = 2  # batches put on the devices ahead of the step that uses them, as Flax's and big_vision's loops do
+
+
+def _prefetch(iterator: Any, mesh: Any, depth: int = PREFETCH) -> Iterator[tuple[dict[str, jax.Array], bytes]]:
+    """`(batch on the devices, the iterator's state after it)`, `depth` batches ahead.
+
+    The host reads and transfers the next batches while the device runs the
+    current step (the transfer is asynchronous). Each batch carries the
+    iterator's position right after it, so a checkpoint records the batches
+    consumed, not the ones prefetched: a resume continues the exact stream.
+    """
+    queue: collections.deque = collections.deque()
+    while True:
+        while len(queue) < depth:
+            batch = next(iterator)
+            queue.append((parallel.put_batch(batch, mesh), iterator.get_state()))
+        yield queue.popleft()
+
+
+def _drain(
+    pending: list, window: "_Window", skipped: int, cfg: TrainConfig, log: Callable[[str], None]
+) -> tuple[Optional[dict[str, float]], int]:
+    """Fetches the metrics of the steps since the last fetch in one transfer, and applies the per-step rules in order.
+
+    A non-finite step changed nothing on the device (the step's guard); here
+    it is counted, and `NonFiniteError` names the first step past
+    `--skip-nonfinite`, as before. The caller drains before every log line,
+    evaluation and checkpoint, so nothing is saved past a step that stops
+    the run. Returns the last step's metrics (None when nothing was
+    pending) and the count of skipped steps.
+    """
+    if not pending:
+        return None, skipped
+    fetched = jax.device_get([metrics for _, metrics in pending])
+    last = None
+    for (done, _), metrics in zip(pending, fetched):
+        last = {name: float(value) for name, value in metrics.items()}
+        if last["nonfinite"]:
+            skipped = nonfinite_policy(last, done, skipped, cfg.skip_nonfinite, cfg.workdir, log)
+        window.add(last, cfg.batch_size)
+    pending.clear()
+    return last, skipped
+
+
+def _train_iterator(plan: _Plan) -> Iterator[dict[str, np.ndarray]]:
+    cfg = plan.cfg
+    scale = None if cfg.scale is None else (cfg.scale[0] if len(cfg.scale) == 1 else tuple(cfg.scale))
+    mean = None if cfg.mean_rgb is None else tuple(cfg.mean_rgb)
+    transform = data_lib.TrainTransform(cfg.image_size, scale, cfg.flip, cfg.pca_std, mean, cfg.preprocess, on_device=True)  # uint8 over the wire
+    return iter(data_lib.make_loader(plan.train_source, transform, plan.local_batch, seed=cfg.seed, shuffle=True, worker_count=cfg.workers))
+
+
+def _log_window(metrics_log: rundir.MetricsLog, mean: dict[str, float], done: int, plan: _Plan, skipped: int,
+                progress: Progress, task: Any, plain_log: Optional[Callable[[str], None]]) -> None:
+    """One metrics.jsonl line for the window; the progress bar's status, or a plain line where there is no terminal."""
+    rate = mean.pop("images_per_s")
+    metrics_log.write({"step": done, "epoch": done / plan.steps_per_epoch, **mean, "skipped_nonfinite": skipped, "images_per_s": rate})
+    status = f"loss {mean['loss']:.3f} top1 {mean['top1']:.3f} {rate:.0f} img/s"
+    progress.update(task, status=status)
+    if plain_log is not None:
+        plain_log(f"step {done}/{plan.total_steps}: {status}")
+
+
+def _evaluate_and_adapt(plan: _Plan, state: Any, shardings: Any, plateau: train_lib.Plateau, metrics_log: rundir.MetricsLog,
+                        done: int, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+    """The periodic centre-crop evaluation, logged; the paper's policy divides the rate when accuracy stalls."""
+    result = evaluate_state(plan, state, "center", plan.cfg.workers)
+    metrics_log.write({"step": done, "epoch": done / plan.steps_per_epoch, "eval": result})
+    if plan.cfg.lr_policy == "paper" and plateau.update(1 - result["top1_error"]):
+        new_rate = float(train_lib.learning_rate(state.opt_state)) / plateau.factor
+        state = parallel.reshard(train_lib.set_learning_rate(state, new_rate), shardings)
+        log(f"step {done}: validation accuracy stopped improving; learning rate now {new_rate:g}")
+    return state, result
+
+
+def _stopped_message(signal_name: str, step: int, workdir: str) -> str:
+    return (f"stopped by {signal_name} after step {step}; its checkpoint is in {rundir.checkpoint_dir(workdir)}. "
+            f"Continue with: python scripts/train.py --workdir {workdir} --resume")
+
+
+def _summary(plan: _Plan, last: dict[str, float], skipped: int, final: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    summary = {
+        "workdir": plan.cfg.workdir,
+        "config": plan.cfg.config,
+        "steps": plan.total_steps,
+        "final_loss": last.get("loss"),
+        "skipped_nonfinite": skipped,
+        "final_train_top1": last.get("top1"),
+        "eval": final,
+        "warm_start": None if plan.warm_report is None else dataclasses.asdict(plan.warm_report),
+    }
+    log(
+        f"Done: {plan.cfg.config}, {plan.total_steps} steps; last loss {summary['final_loss']}; {final['method']} eval at Q={final['scales']}: "
+        f"top-1 error {final['top1_error']:.2%}, top-5 error {final['top5_error']:.2%} on {final['count']} image{'s' if final['count'] != 1 else ''}"
+    )
+    return summary
+
+
+def _iterator_state(saved: dict[str, Any]) -> str:
+    """This process's data-iterator state from a checkpoint's `data` item."""
+    states = saved["iterators"]
+    if len(states) != jax.process_count():
+        raise ValueError(
+            f"the checkpoint was written by {len(states)} processes and this run has {jax.process_count()}; "
+            "resume with the same number of processes (the data order depends on it)"
+        )
+    return states[jax.process_index()]

@@ -1,0 +1,231 @@
+"""Training: the train state, the pure jitted step, the paper's optimiser and learning-rate policies.
+
+The step is `(state, batch, rng) -> (state, metrics)`, jitted with the state
+donated; the dropout rng is folded with the step, so a run is a function of
+its seed. The host loop that drives it (checkpoints, evaluation, logs) is in
+`vgg_jax.training.loop`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from vgg_jax.model.vgg import VGG
+
+LR_POLICIES = ("paper", "step", "cosine")
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step changes: the step count, parameters, BN statistics and optimiser state."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def create_train_state(model: VGG, optimizer: optax.GradientTransformation, variables: dict[str, Any]) -> TrainState:
+    """A state at step 0 from initialised (or warm-started, or loaded) variables.
+
+    The arrays are copied: the train step donates its state, and the caller's
+    variables must survive that.
+    """
+    params = jax.tree.map(jnp.copy, variables["params"])
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=jax.tree.map(jnp.copy, variables.get("batch_stats", {})),
+        opt_state=optimizer.init(params),
+    )
+
+
+def kernel_mask(params: Any) -> Any:
+    """True for conv and FC kernels, False for biases and BN parameters."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+
+
+def paper_optimizer(
+    learning_rate: float | optax.Schedule = 1e-2,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    decay_biases: bool = False,
+    param_labels: Optional[Callable[[Any], Any]] = None,
+) -> optax.GradientTransformation:
+    """SGD with momentum and L2 weight decay, as Sec. 3.1 (batch 256, lr 1e-2, momentum 0.9, decay 5e-4).
+
+    The decay is added to the gradient before momentum (Caffe's and the
+    paper's L2 penalty, not decoupled AdamW-style decay). By default it applies
+    to conv and FC kernels only, the usual reading of the Caffe release (biases
+    had decay_mult 0); `decay_biases=True` decays biases and BN parameters too.
+    The learning rate lives in the optimiser state (`inject_hyperparams`), so
+    it is reported each step and the host can lower it on a plateau.
+    `param_labels` (params -> a tree of "train" / "frozen", as
+    `vgg_jax.training.finetune.param_labels` makes) freezes layers: theirs get no
+    update and no momentum state.
+    """
+
+    def sgd(learning_rate):
+        return paper_sgd(learning_rate, weight_decay, momentum, decay_biases, param_labels)
+
+    return optax.inject_hyperparams(sgd)(learning_rate=learning_rate)
+
+
+def paper_sgd(
+    learning_rate: Any,
+    weight_decay: Any = 5e-4,
+    momentum: float = 0.9,
+    decay_biases: bool = False,
+    param_labels: Optional[Callable[[Any], Any]] = None,
+) -> optax.GradientTransformation:
+    """The update `paper_optimizer` injects its rate into: L2 decay added to the gradient, then SGD with momentum.
+
+    For callers that inject more hyperparameters (`vgg_jax.experiments.coarse_to_fine.multiseed` injects
+    the weight decay too, one per run).
+    """
+    trainable = optax.chain(
+        optax.add_decayed_weights(weight_decay, mask=None if decay_biases else kernel_mask),
+        optax.sgd(learning_rate, momentum=momentum),
+    )
+    if param_labels is None:
+        return trainable
+    return optax.multi_transform({"train": trainable, "frozen": optax.set_to_zero()}, param_labels)
+
+
+def learning_rate_schedule(
+    policy: str, base: float, total_steps: int, step_every: Optional[int] = None, gamma: float = 0.1
+) -> float | optax.Schedule:
+    """The learning rate for a policy.
+
+    - "paper": constant; the host divides it by 10 when validation accuracy
+      stops improving (`Plateau`);
+    - "step": multiplied by `gamma` every `step_every` steps (default: a third of the run);
+    - "cosine": cosine decay from `base` to 0 over `total_steps`.
+    """
+    if policy == "paper":
+        return base
+    if policy == "step":
+        every = step_every or max(1, total_steps // 3)
+        return optax.exponential_decay(base, transition_steps=every, decay_rate=gamma, staircase=True)
+    if policy == "cosine":
+        return optax.cosine_decay_schedule(base, max(1, total_steps))
+    raise ValueError(f"unknown learning-rate policy {policy!r}; choose from {', '.join(LR_POLICIES)}")
+
+
+class Plateau:
+    """The paper's policy: divide the learning rate by `factor` when validation accuracy stops improving.
+
+    Driven from the host after each evaluation; at most `max_reductions` times
+    (the paper: 3). Its state is a small dict, saved with checkpoints.
+    """
+
+    def __init__(self, factor: float = 10.0, patience: int = 3, max_reductions: int = 3, min_delta: float = 0.0):
+        self.factor, self.patience, self.max_reductions, self.min_delta = factor, patience, max_reductions, min_delta
+        self.state = {"best": None, "bad_evals": 0, "reductions": 0}
+
+    def update(self, accuracy: float) -> bool:
+        """Records an evaluation; True when the learning rate should now be divided."""
+        state = self.state
+        if state["best"] is None or accuracy > state["best"] + self.min_delta:
+            state["best"], state["bad_evals"] = accuracy, 0
+            return False
+        state["bad_evals"] += 1
+        if state["bad_evals"] >= self.patience and state["reductions"] < self.max_reductions:
+            state["bad_evals"], state["reductions"] = 0, state["reductions"] + 1
+            return True
+        return False
+
+
+def learning_rate(opt_state: Any) -> jax.Array:
+    """The learning rate held by an `inject_hyperparams` optimiser state (NaN if there is none)."""
+    hyperparams = getattr(opt_state, "hyperparams", None)
+    if hyperparams is None or "learning_rate" not in hyperparams:
+        return jnp.asarray(jnp.nan, jnp.float32)
+    return jnp.asarray(hyperparams["learning_rate"], jnp.float32)
+
+
+def set_learning_rate(state: TrainState, value: float) -> TrainState:
+    """A state whose injected learning rate is `value` (for host-driven policies)."""
+    hyperparams = dict(state.opt_state.hyperparams)
+    hyperparams["learning_rate"] = jnp.asarray(value, jnp.asarray(hyperparams["learning_rate"]).dtype)
+    return state.replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def topk_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+    k = min(k, logits.shape[-1])
+    _, top = jax.lax.top_k(logits, k)
+    return jnp.mean(jnp.any(top == labels[:, None], axis=-1))
+
+
+def train_step(model: VGG, optimizer: optax.GradientTransformation, pixels: Optional[Callable[[Any], jax.Array]] = None) -> Callable:
+    """The train step: a pure `(state, batch, rng) -> (state, metrics)`, not yet jitted.
+
+    `batch` is `{"image": (N, H, W, 3) float, "label": (N,) int}`, or what
+    `pixels(batch)` turns into float images on the device (uint8 crops and
+    their colour shift: `vgg_jax.training.data.device_pixels`). The dropout
+    rng is `fold_in(rng, state.step)`. Metrics: loss, top1, top5 (accuracies),
+    grad_norm (global L2 norm), learning_rate, and nonfinite (1.0 when the loss
+    or the gradients were NaN or Inf: then the step left params, BN statistics
+    and optimizer state as they were and only counted the step).
+
+    This is the one step: `make_train_step` jits it for one device, the loop
+    and `vgg_jax.training.parallel.jit_train_step` for a mesh, and the benchmark's
+    train-step mode lowers it ahead of time.
+    """
+
+    def step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+        dropout_rng = jax.random.fold_in(rng, state.step)
+        images = batch["image"] if pixels is None else pixels(batch)
+
+        def loss_fn(params):
+            variables = {"params": params}
+            if model.batch_norm:
+                variables["batch_stats"] = state.batch_stats
+                logits, updates = model.apply(
+                    variables, images, train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"]
+                )
+                return cross_entropy(logits, batch["label"]), (logits, updates["batch_stats"])
+            logits = model.apply(variables, images, train=True, rngs={"dropout": dropout_rng})
+            return cross_entropy(logits, batch["label"]), (logits, state.batch_stats)
+
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        grad_norm = _global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        metrics = {
+            "loss": loss,
+            "top1": topk_accuracy(logits, batch["label"], 1),
+            "top5": topk_accuracy(logits, batch["label"], 5),
+            "grad_norm": grad_norm,
+            "learning_rate": learning_rate(opt_state),  # the rate this step used
+            "nonfinite": jnp.logical_not(finite).astype(jnp.float32),
+        }
+        # A step whose loss or gradients are not finite changes nothing but the step count:
+        # the host decides whether to stop or to go on (`--skip-nonfinite`).
+        updated = (optax.apply_updates(state.params, updates), batch_stats, opt_state)
+        kept = (state.params, state.batch_stats, state.opt_state)
+        params, batch_stats, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+        return new_state, metrics
+
+    return step
+
+
+def make_train_step(model: VGG, optimizer: optax.GradientTransformation) -> Callable:
+    """`train_step` jitted for one device, with the state donated."""
+    return jax.jit(train_step(model, optimizer), donate_argnums=0)
+
+
+def _global_norm(tree: Any) -> jax.Array:
+    """Global L2 norm (optax.tree.norm where this optax has it, else the older global_norm)."""
+    norm = getattr(getattr(optax, "tree", None), "norm", None)
+    return norm(tree) if norm is not None else optax.global_norm(tree)

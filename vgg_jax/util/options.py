@@ -1,0 +1,39 @@
+"""Config dataclass fields that carry their own command-line description.
+
+A library config (`TrainConfig`, `BenchSpec`) declares each field with
+`option(...)`: its default, help text, and where they differ from the field,
+its flag spelling, choices and metavar. `vgg_jax.cli.add_config_flags` makes
+the command line from them, so a field added to a config is a flag with no
+other edit, with the same default, and the library never parses flags itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional, Sequence
+
+
+def option(
+    default: Any,
+    help: str,
+    flag: Optional[str] = None,
+    choices: Optional[Sequence[Any]] = None,
+    metavar: Optional[str] = None,
+    each: Optional[Callable[[str], Any]] = None,
+    every: Optional[Sequence[Any]] = None,
+) -> Any:
+    """A dataclass field whose metadata makes it a flag.
+
+    Args:
+        default: the field's default (and the flag's).
+        help: the flag's help text; "(default: ...)" is added unless it says "default".
+        flag: the documented spelling when it is not `--field-name` (which stays accepted).
+        choices: the allowed values (of each item, for a tuple field).
+        metavar: the value's name in `--help`.
+        each: for a tuple field (a comma-separated flag): turns one item's text into its value,
+            raising ValueError for a bad one (aliases, spellings).
+        every: for a tuple field: what the word `all` stands for.
+    """
+    metadata = {"help": help, "flag": flag, "choices": None if choices is None else tuple(choices), "metavar": metavar,
+                "each": each, "every": None if every is None else tuple(every)}
+    return dataclasses.field(default=default, metadata=metadata)
