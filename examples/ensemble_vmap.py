@@ -21,7 +21,9 @@ import vgg_jax
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--out", default="examples_out", help="folder for ensemble.npz")
     args = parser.parse_args()
@@ -43,13 +45,24 @@ def main() -> None:
 
     all_logits = jax.jit(jax.vmap(logits))(ensemble)  # (members, batch, classes)
     all_grads = jax.jit(jax.vmap(jax.grad(loss)))(ensemble)
-    looped = jnp.stack([logits(jax.tree.map(lambda leaf, i=i: leaf[i], ensemble)) for i in range(args.members)])
+    looped = jnp.stack(
+        [logits(jax.tree.map(lambda leaf, i=i: leaf[i], ensemble)) for i in range(args.members)]
+    )
     np.testing.assert_allclose(all_logits, looped, rtol=1e-5, atol=1e-5)
     mean_probs = jax.nn.softmax(all_logits).mean(axis=0)
-    print(f"ensemble of {args.members}: logits {all_logits.shape}, per-member conv1_1 grads {all_grads['conv1_1']['kernel'].shape}")
-    print(f"ensemble prediction for the first image: class {int(mean_probs[0].argmax())}; vmap matches the loop")
+    print(
+        f"ensemble of {args.members}: logits {all_logits.shape}, per-member conv1_1 grads "
+        f"{all_grads['conv1_1']['kernel'].shape}"
+    )
+    print(
+        f"ensemble prediction for the first image: class {int(mean_probs[0].argmax())}; vmap matches the loop"
+    )
     os.makedirs(args.out, exist_ok=True)
-    np.savez(os.path.join(args.out, "ensemble.npz"), logits=np.asarray(all_logits), mean_probs=np.asarray(mean_probs))
+    np.savez(
+        os.path.join(args.out, "ensemble.npz"),
+        logits=np.asarray(all_logits),
+        mean_probs=np.asarray(mean_probs),
+    )
     print(f"wrote {os.path.join(args.out, 'ensemble.npz')}")
 
 

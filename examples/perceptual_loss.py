@@ -26,7 +26,9 @@ def save_png(image: jax.Array, path: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="examples_out")
     parser.add_argument("--weights", default=None, help="a torchvision .pth / Keras .h5 for config D")
     parser.add_argument("--steps", type=int, default=60)
@@ -42,11 +44,16 @@ def main() -> None:
     # A target with structure: stripes and a disc; the start is noise.
     grid = jnp.linspace(-1, 1, args.size)
     yy, xx = jnp.meshgrid(grid, grid, indexing="ij")
-    target = jnp.stack([0.5 + 0.5 * jnp.sin(8 * xx), (xx**2 + yy**2 < 0.4).astype(jnp.float32), 0.5 + 0.5 * jnp.cos(6 * yy)], -1)[None]
+    target = jnp.stack(
+        [0.5 + 0.5 * jnp.sin(8 * xx), (xx**2 + yy**2 < 0.4).astype(jnp.float32), 0.5 + 0.5 * jnp.cos(6 * yy)],
+        -1,
+    )[None]
     image = jax.random.uniform(jax.random.key(1), target.shape)
 
     def loss(image):
-        return vgg_jax.perceptual_loss(variables, vgg_jax.preprocess(image, "torch"), vgg_jax.preprocess(target, "torch"))
+        return vgg_jax.perceptual_loss(
+            variables, vgg_jax.preprocess(image, "torch"), vgg_jax.preprocess(target, "torch")
+        )
 
     value_and_grad = jax.jit(jax.value_and_grad(loss))
     save_png(target[0], os.path.join(args.out, "target.png"))
@@ -55,7 +62,9 @@ def main() -> None:
     for step in range(args.steps):
         value, grads = value_and_grad(image)
         first = float(value) if first is None else first
-        image = jnp.clip(image - 0.5 * grads / (jnp.abs(grads).mean() + 1e-12) * 0.01, 0.0, 1.0)  # normalised steps
+        image = jnp.clip(
+            image - 0.5 * grads / (jnp.abs(grads).mean() + 1e-12) * 0.01, 0.0, 1.0
+        )  # normalised steps
         if step % 10 == 0 or step == args.steps - 1:
             print(f"step {step:3d}: perceptual loss {float(value):.4f}")
     save_png(image[0], os.path.join(args.out, "result.png"))

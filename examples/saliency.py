@@ -22,7 +22,9 @@ from vgg_jax.training import step as train
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="examples_out")
     parser.add_argument("--steps", type=int, default=150)
     args = parser.parse_args()
@@ -32,15 +34,23 @@ def main() -> None:
         parser.exit(2, f"saliency.py: error: {error}\n")
     os.makedirs(args.out, exist_ok=True)
     mean = np.asarray(data.mean_rgb(train_source), np.float32)
-    model = vgg_jax.VGG(config="A", width_scale=0.25, fc_width=128, num_classes=10, init_scheme="kaiming", dropout_rate=0.0)
+    model = vgg_jax.VGG(
+        config="A", width_scale=0.25, fc_width=128, num_classes=10, init_scheme="kaiming", dropout_rate=0.0
+    )
     optimizer = train.paper_optimizer(1e-2)
-    state = train.create_train_state(model, optimizer, jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+    state = train.create_train_state(
+        model, optimizer, jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    )
     step = train.make_train_step(model, optimizer)
     rng = np.random.default_rng(0)
     for index in range(args.steps):
         batch = rng.integers(0, len(train_source), 32)
         images = train_source.images[batch].astype(np.float32) - mean
-        state, metrics = step(state, {"image": jnp.asarray(images), "label": jnp.asarray(train_source.labels[batch])}, jax.random.key(1))
+        state, metrics = step(
+            state,
+            {"image": jnp.asarray(images), "label": jnp.asarray(train_source.labels[batch])},
+            jax.random.key(1),
+        )
     print(f"trained A for {args.steps} steps: last loss {float(metrics['loss']):.3f}")
 
     example = val_source[0]
@@ -56,7 +66,9 @@ def main() -> None:
     big = lambda pixels: Image.fromarray(pixels).resize((128, 128), Image.NEAREST)  # noqa: E731
     big(example["image"]).save(os.path.join(args.out, "digit.png"))
     big(saliency).save(os.path.join(args.out, "digit_saliency.png"))
-    print(f"label {example['label']}, predicted {predicted}; wrote {args.out}/digit.png and digit_saliency.png")
+    print(
+        f"label {example['label']}, predicted {predicted}; wrote {args.out}/digit.png and digit_saliency.png"
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ def run(command: str) -> None:
     except ModuleNotFoundError as error:
         if error.name not in ("vgg_jax", "vgg_jax.cli"):
             raise
-        sys.exit(f"{command}.py: error: vgg_jax is not installed; run `pip install -e .` in the repository "
-                 "(or set PYTHONPATH to the repository)")
+        sys.exit(
+            f"{command}.py: error: vgg_jax is not installed; run `pip install -e .` in the repository "
+            "(or set PYTHONPATH to the repository)"
+        )
     sys.exit(module.main())

@@ -43,7 +43,8 @@ def tiny_a():
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The bad inputs the property tests tried (docs/reliability.md quotes them), summed from the tests' reports
+    """The bad inputs the property tests tried (docs/reliability.md quotes them), summed from the tests'
+    reports
     (so that pytest-xdist's workers count too)."""
     import collections
 
@@ -53,15 +54,18 @@ def pytest_terminal_summary(terminalreporter):
             if getattr(report, "when", None) == "teardown":
                 for name, value in getattr(report, "user_properties", ()):
                     if name.startswith("bad inputs: "):
-                        tried[name[len("bad inputs: "):]] += value
+                        tried[name[len("bad inputs: ") :]] += value
     if tried:
         counts = ", ".join(f"{name} {count}" for name, count in sorted(tried.items()))
-        terminalreporter.write_line(f"property tests: {sum(tried.values())} bad inputs refused cleanly ({counts})")
+        terminalreporter.write_line(
+            f"property tests: {sum(tried.values())} bad inputs refused cleanly ({counts})"
+        )
 
 
 @pytest.fixture(autouse=True)
 def _full_float32_precision_on_accelerators():
-    """Compare in true float32 on GPUs and TPUs, whose default float32 matmul and conv precision is TF32 or bf16.
+    """Compare in true float32 on GPUs and TPUs, whose default float32 matmul and conv precision is TF32 or
+    bf16.
 
     A no-op on the CPU (CI), where float32 is float32.
     """

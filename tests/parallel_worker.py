@@ -9,9 +9,8 @@ every process) to OUT.npz, plus a
 JSON line on stdout with what the test checks.
 """
 
-import json
-
 import argparse
+import json
 
 GLOBAL_BATCH, STEPS = 16, 3
 
@@ -52,7 +51,9 @@ def main() -> None:
     mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
     losses, flat = [], {}
     for index in range(STEPS):
-        state, metrics = step(state, parallel.put_batch({"image": images[mine], "label": labels[mine]}, mesh), key)
+        state, metrics = step(
+            state, parallel.put_batch({"image": images[mine], "label": labels[mine]}, mesh), key
+        )
         losses.append(float(metrics["loss"]))
         if index in (0, STEPS - 1):  # the state after the first and after the last step
             local = jax.device_get(parallel.to_local(state))
@@ -61,14 +62,18 @@ def main() -> None:
     np.savez(args.out, **flat)
     fc6 = state.params["fc6"]["kernel"]
     momentum = state.opt_state.inner_state[1][0].trace["fc6"]["kernel"]
-    print(json.dumps({
-        "devices": mesh.devices.size,
-        "processes": jax.process_count(),
-        "losses": losses,
-        "fc6_spec": list(fc6.sharding.spec),
-        "fc6_momentum_spec": list(momentum.sharding.spec),
-        "fc6_shard_shape": list(fc6.addressable_shards[0].data.shape),
-    }))
+    print(
+        json.dumps(
+            {
+                "devices": mesh.devices.size,
+                "processes": jax.process_count(),
+                "losses": losses,
+                "fc6_spec": list(fc6.sharding.spec),
+                "fc6_momentum_spec": list(momentum.sharding.spec),
+                "fc6_shard_shape": list(fc6.addressable_shards[0].data.shape),
+            }
+        )
+    )
     if args.num_processes:
         jax.distributed.shutdown()
 

@@ -1,4 +1,5 @@
-"""The package's parts import one way (docs/architecture.md): the model at the bottom, the commands at the top."""
+"""The package's parts import one way (docs/architecture.md): the model at the bottom, the commands at the
+top."""
 
 import ast
 import pathlib
@@ -24,7 +25,8 @@ def modules():
 
 
 def imported(path: pathlib.Path, name: str, top_level_only: bool = False) -> set[str]:
-    """The vgg_jax modules a module imports, anywhere in it (`from vgg_jax.x import y` counts y when it is a module)."""
+    """The vgg_jax modules a module imports, anywhere in it (`from vgg_jax.x import y` counts y when it is
+    a module)."""
     found = set()
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text())
@@ -34,12 +36,19 @@ def imported(path: pathlib.Path, name: str, top_level_only: bool = False) -> set
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([node.module] if node.module else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1]
+                    + ([node.module] if node.module else [])
+                )
             if base.startswith("vgg_jax"):
                 for alias in node.names:
                     candidate = f"{base}.{alias.name}"
                     as_module = PACKAGE.parent / (candidate.replace(".", "/") + ".py")
-                    found.add(candidate if as_module.exists() or (PACKAGE.parent / candidate.replace(".", "/")).is_dir() else base)
+                    found.add(
+                        candidate
+                        if as_module.exists() or (PACKAGE.parent / candidate.replace(".", "/")).is_dir()
+                        else base
+                    )
     return found
 
 
@@ -54,7 +63,9 @@ def test_every_part_imports_only_the_parts_below_it():
         here = part(name)
         if here == "":  # vgg_jax/__init__.py: the public names, from any part below the commands
             continue
-        assert here in MAY_IMPORT, f"{name} is in no known part; add its folder to docs/architecture.md and MAY_IMPORT"
+        assert here in MAY_IMPORT, (
+            f"{name} is in no known part; add its folder to docs/architecture.md and MAY_IMPORT"
+        )
         for target in imported(path, name):
             there = part(target)
             if there and there != here and there not in MAY_IMPORT[here]:
@@ -69,7 +80,7 @@ def test_no_import_cycles_between_modules():
 
     def visit(node):
         if node in stack:
-            raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(node):] + [node]))
+            raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(node) :] + [node]))
         if node in seen:
             return
         stack.append(node)

@@ -16,14 +16,16 @@ import jsonschema
 import pytest
 
 from vgg_jax import VGG, count_macs
-from vgg_jax.benchmark import bench
-from vgg_jax.benchmark import hardware
-from vgg_jax.benchmark import report
+from vgg_jax.benchmark import bench, hardware, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = ["--image-size", "32", "--width-scale", "0.0625", "--fc-width", "32", "--num-classes", "10"]
 TINY_SPEC = dict(image_size=32, width_scale=1 / 16, fc_width=32, num_classes=10, steps=3, warmup=1)
-SEED_LINE = re.compile(r"^\S+ \S+: (Forward|Forward-backward|Train-step) across \d+ steps, \d+\.\d{3} \+/- \d+\.\d{3} sec / batch$", re.M)
+SEED_LINE = re.compile(
+    r"^\S+ \S+: (Forward|Forward-backward|Train-step) across \d+ steps, \d+\.\d{3} \+/- \d+\.\d{3} sec / "
+    r"batch$",
+    re.M,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,12 @@ def test_every_field_with_sane_relations(tiny_records):
     records, lines = tiny_records
     jsonschema.validate(records, report.RECORDS_SCHEMA)
     (record,) = records
-    assert (record["config"], record["batch_size"], record["dtype"], record["backend"]) == ("A", 2, "float32", jax.default_backend())
+    assert (record["config"], record["batch_size"], record["dtype"], record["backend"]) == (
+        "A",
+        2,
+        "float32",
+        jax.default_backend(),
+    )
     assert record["versions"]["jax"] == jax.__version__ and record["dispatch_s"] > 0
     forward, backward, train = (record["results"][mode] for mode in bench.MODES)
     macs = count_macs("A", 32, num_classes=10, fc_width=32, width_scale=1 / 16)
@@ -51,20 +58,31 @@ def test_every_field_with_sane_relations(tiny_records):
         assert result["mfu"] == pytest.approx(result["tflops_per_s"])  # --peak-tflops 1.0
         assert result["compile_s"] >= result["lower_s"] > 0
         assert result["memory"]["argument_bytes"] > 0
-        # The process's peak where the device keeps memory statistics (GPU, TPU); null where it has none (CPU).
-        assert result["memory"]["peak_bytes"] == hardware.peak_bytes_in_use(jax.devices()[0]) or result["memory"]["peak_bytes"] > 0
-        assert 0.5 < result["xla_flops_per_step"] / result["flops_per_step"] <= 1.0  # padding skipped at 32 px
+        # The process's peak where the device keeps memory statistics (GPU, TPU); null where it has none
+        # (CPU).
+        assert (
+            result["memory"]["peak_bytes"] == hardware.peak_bytes_in_use(jax.devices()[0])
+            or result["memory"]["peak_bytes"] > 0
+        )
+        assert (
+            0.5 < result["xla_flops_per_step"] / result["flops_per_step"] <= 1.0
+        )  # padding skipped at 32 px
     # Forward-backward does about 3x the work of forward (what makes it take longer); the
     # times themselves are not compared, since a loaded machine can invert a 2 ms difference.
     assert 2.0 < backward["xla_flops_per_step"] / forward["xla_flops_per_step"] < 3.5
     assert train["xla_flops_per_step"] > backward["xla_flops_per_step"]  # plus the optimizer update
-    assert backward["memory"]["output_bytes"] > forward["memory"]["output_bytes"]  # gradients stay on the device
+    assert (
+        backward["memory"]["output_bytes"] > forward["memory"]["output_bytes"]
+    )  # gradients stay on the device
     assert len(SEED_LINE.findall("\n".join(lines))) == 3
 
 
 def test_unknown_device_gets_null_mfu(tiny_records):
     if hardware.peak_tflops(jax.devices()[0].device_kind, "float32")[0] is not None:
-        pytest.skip(f"{jax.devices()[0].device_kind} has a datasheet peak in vgg_jax.benchmark.hardware, so its MFU is not null")
+        pytest.skip(
+            f"{jax.devices()[0].device_kind} has a datasheet peak in vgg_jax.benchmark.hardware, so its MFU "
+            "is not null"
+        )
     spec = bench.BenchSpec(configs=("A",), batch_sizes=(1,), modes=("forward",), **{**TINY_SPEC, "steps": 1})
     (record,) = bench.run(spec, log=lambda line: None)
     assert record["results"]["forward"]["mfu"] is None and record["results"]["forward"]["peak_tflops"] is None
@@ -72,7 +90,8 @@ def test_unknown_device_gets_null_mfu(tiny_records):
 
 @pytest.mark.parametrize("mode, factor", [("forward", 1), ("forward_backward", 3)])
 def test_xla_flops_agree_with_count_macs_at_224(mode, factor):
-    """XLA skips padded positions, so it counts about 3% less than the paper's MACs; 5% is the stated tolerance."""
+    """XLA skips padded positions, so it counts about 3% less than the paper's MACs; 5% is the stated
+    tolerance."""
     model = VGG(config="D")
     images = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
     params = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
@@ -95,16 +114,44 @@ def test_cpu_defaults_and_notice():
 def test_flags_make_the_spec():
     from vgg_jax.cli.bench import bench_config
 
-    spec = bench_config(["--config", "vgg16, A,d", "--mode", "forward-backward,train_step", "--dtype", "bfloat16,float32",
-                         "--batch-size", "1,8,32", "--vs", "torch"]).spec
+    spec = bench_config(
+        [
+            "--config",
+            "vgg16, A,d",
+            "--mode",
+            "forward-backward,train_step",
+            "--dtype",
+            "bfloat16,float32",
+            "--batch-size",
+            "1,8,32",
+            "--vs",
+            "torch",
+        ]
+    ).spec
     assert (spec.configs, spec.modes, spec.dtypes, spec.batch_sizes, spec.peers) == (
-        ("D", "A"), ("forward_backward", "train_step"), ("bfloat16", "float32"), (1, 8, 32), ("torch",))
+        ("D", "A"),
+        ("forward_backward", "train_step"),
+        ("bfloat16", "float32"),
+        (1, 8, 32),
+        ("torch",),
+    )
     assert bench_config(["--config", "all"]).spec.configs == ("A", "A-LRN", "B", "C", "D", "E")
     assert bench_config([]) == bench.BenchConfig()  # the flags' defaults are the dataclass's
-    for flag, text in (("--config", "F"), ("--mode", "backward"), ("--dtype", "float16"), ("--batch-size", "0"), ("--vs", "tf")):
+    for flag, text in (
+        ("--config", "F"),
+        ("--mode", "backward"),
+        ("--dtype", "float16"),
+        ("--batch-size", "0"),
+        ("--vs", "tf"),
+    ):
         with pytest.raises(SystemExit):
             bench_config([flag, text])
-    for bad in (dict(configs=("F",)), dict(modes=("backward",)), dict(configs=()), dict(peers=("tf",))):  # library callers
+    for bad in (
+        dict(configs=("F",)),
+        dict(modes=("backward",)),
+        dict(configs=()),
+        dict(peers=("tf",)),
+    ):  # library callers
         with pytest.raises(bench.BenchError):
             bench.check_spec(bench.BenchSpec(**bad))
 
@@ -113,7 +160,9 @@ def test_a_batch_that_does_not_fit_says_what_to_try(monkeypatch):
     def out_of_memory(*args):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.1GiB")
 
-    monkeypatch.setattr(bench, "step_function", lambda *a: (out_of_memory, (jnp.zeros(1), jnp.zeros((64, 1))), False))
+    monkeypatch.setattr(
+        bench, "step_function", lambda *a: (out_of_memory, (jnp.zeros(1), jnp.zeros((64, 1))), False)
+    )
     spec = bench.BenchSpec(configs=("A",), batch_sizes=(64,), modes=("forward",), **TINY_SPEC)
     with pytest.raises(bench.BenchError, match="A batch 64 float32 forward does not fit.*--batch-size.*32"):
         bench.run(spec, log=lambda line: None)
@@ -127,7 +176,15 @@ def test_vs_torch_without_torchvision_names_the_extra(monkeypatch):
 
 def test_vs_torch_times_torchvision_in_the_same_run():
     pytest.importorskip("torchvision")
-    spec = bench.BenchSpec(configs=("A",), batch_sizes=(1,), modes=("forward", "train_step"), peers=("torch",), image_size=32, steps=2, warmup=1)
+    spec = bench.BenchSpec(
+        configs=("A",),
+        batch_sizes=(1,),
+        modes=("forward", "train_step"),
+        peers=("torch",),
+        image_size=32,
+        steps=2,
+        warmup=1,
+    )
     lines = []
     (record,) = bench.run(spec, log=lines.append)
     jsonschema.validate([record], report.RECORDS_SCHEMA)
@@ -140,21 +197,51 @@ def test_vs_torch_times_torchvision_in_the_same_run():
 
 def run_cli(*args, cwd=ROOT):
     return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "bench.py"), *args], capture_output=True, text=True, cwd=cwd, timeout=600
+        [sys.executable, os.path.join(ROOT, "scripts", "bench.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
     )
 
 
 def test_cli_end_to_end(tmp_path):
     out, plot = tmp_path / "out.json", tmp_path / "sweep.png"
-    done = run_cli("--config", "vgg11-lrn", "--batch-size", "1,2", "--steps", "2", "--warmup", "0", "--json", str(out), "--plot", str(plot),
-                   "--relu-impl", "output_mask", "--pool-impl", "reshape", "--profile", str(tmp_path / "profile"), *TINY_FLAGS)
+    done = run_cli(
+        "--config",
+        "vgg11-lrn",
+        "--batch-size",
+        "1,2",
+        "--steps",
+        "2",
+        "--warmup",
+        "0",
+        "--json",
+        str(out),
+        "--plot",
+        str(plot),
+        "--relu-impl",
+        "output_mask",
+        "--pool-impl",
+        "reshape",
+        "--profile",
+        str(tmp_path / "profile"),
+        *TINY_FLAGS,
+    )
     assert done.returncode == 0, done.stderr
     records = json.loads(out.read_text())
     jsonschema.validate(records, report.RECORDS_SCHEMA)
     assert {(r["relu_impl"], r["pool_impl"]) for r in records} == {("output_mask", "reshape")}
     profile = records[0]["results"]["forward"]["profile"]  # device time by kind, from a jax.profiler trace
-    assert profile and abs(sum(row["share"] for row in profile) - 1) < 1e-6 and "device time by kind" in done.stdout
-    assert [(r["config"], r["batch_size"]) for r in records] == [("A-LRN", 1), ("A-LRN", 2)]  # an alias, and a sweep
+    assert (
+        profile
+        and abs(sum(row["share"] for row in profile) - 1) < 1e-6
+        and "device time by kind" in done.stdout
+    )
+    assert [(r["config"], r["batch_size"]) for r in records] == [
+        ("A-LRN", 1),
+        ("A-LRN", 2),
+    ]  # an alias, and a sweep
     assert len(SEED_LINE.findall(done.stdout)) == 4
     assert "vgg_jax benchmark" in done.stdout and "img/s" in done.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -165,14 +252,20 @@ def test_cli_end_to_end(tmp_path):
     "args, message",
     [
         (["--config", "vgg17"], "unknown VGG config 'vgg17'"),
-        (["--mode", "backward"], "--mode/--modes: 'backward' is not one of forward, forward_backward, train_step"),
+        (
+            ["--mode", "backward"],
+            "--mode/--modes: 'backward' is not one of forward, forward_backward, train_step",
+        ),
         (["--dtype", "float16"], "'float16' is not one of float32, bfloat16"),
         (["--batch-size", "0"], "--batch-size/--batch-sizes: '0': expected a positive integer"),
         (["--batch-size", "two"], "'two': expected a positive integer"),
         (["--steps", "-3"], "--steps must be between 1 and 10000000, got -3"),
         (["--steps", "0"], "--steps must be between 1 and 10000000, got 0"),
         (["--image-size", "16"], "--image-size must be between 32 (five 2x2 pools) and 8192, got 16"),
-        (["--json", "/nonexistent-dir/out.json"], "--json /nonexistent-dir/out.json: directory /nonexistent-dir does not exist"),
+        (
+            ["--json", "/nonexistent-dir/out.json"],
+            "--json /nonexistent-dir/out.json: directory /nonexistent-dir does not exist",
+        ),
         (["--peak-tflops", "-1"], "--peak-tflops must be a positive finite number"),
         (["--vs", "tf"], "'tf' is not one of torch, torch-compile"),
     ],
@@ -189,12 +282,21 @@ def test_remat_reports_its_temp_memory_and_step_time():
     """--remat compiles remat=True beside the plain step and reports its temp memory and step time.
 
     On a GPU the recomputed activations cut temp memory by 30% (docs/benchmarks.md). XLA:CPU's scheduler keeps
-    about as much either way (D at 224, batch 2: 838 vs 841 MiB with reduce_window pooling, 746 vs 746 MiB with
+    about as much either way (D at 224, batch 2: 838 vs 841 MiB with reduce_window pooling, 746 vs 746 MiB
+    with
     the CPU's reshape pooling), so here it must only not grow.
     """
     spec = bench.BenchSpec(
-        configs=("D",), batch_sizes=(4,), modes=("forward", "forward_backward"), image_size=64, steps=2, warmup=1,
-        width_scale=1 / 8, fc_width=32, num_classes=10, remat=True,
+        configs=("D",),
+        batch_sizes=(4,),
+        modes=("forward", "forward_backward"),
+        image_size=64,
+        steps=2,
+        warmup=1,
+        width_scale=1 / 8,
+        fc_width=32,
+        num_classes=10,
+        remat=True,
     )
     lines = []
     (record,) = bench.run(spec, log=lines.append)
@@ -210,20 +312,40 @@ def test_remat_reports_its_temp_memory_and_step_time():
 @pytest.mark.slow
 def test_vs_torch_compile_times_the_compiled_peer():
     pytest.importorskip("torchvision")
-    spec = bench.BenchSpec(configs=("A",), batch_sizes=(1,), modes=("forward",), peers=("torch", "torch-compile"), image_size=32, steps=2, warmup=1)
+    spec = bench.BenchSpec(
+        configs=("A",),
+        batch_sizes=(1,),
+        modes=("forward",),
+        peers=("torch", "torch-compile"),
+        image_size=32,
+        steps=2,
+        warmup=1,
+    )
     (record,) = bench.run(spec, log=print)
     jsonschema.validate([record], report.RECORDS_SCHEMA)
     result = record["results"]["forward"]
-    assert "torch.compile" in result["compiled_peer"]["name"] and "torch.compile" not in result["peer"]["name"]
-    assert result["compiled_ratio"] == pytest.approx(result["images_per_s"] / result["compiled_peer"]["images_per_s"])
+    assert (
+        "torch.compile" in result["compiled_peer"]["name"] and "torch.compile" not in result["peer"]["name"]
+    )
+    assert result["compiled_ratio"] == pytest.approx(
+        result["images_per_s"] / result["compiled_peer"]["images_per_s"]
+    )
 
 
 def test_plot_writes_the_format_its_extension_names(tmp_path):
-    """--plot out.jpg used to hold PNG bytes; now the extension picks the format, and an unknown one is refused."""
+    """--plot out.jpg used to hold PNG bytes; now the extension picks the format, and an unknown one is
+    refused."""
     from vgg_jax.benchmark import report
 
-    record = {"config": "A", "dtype": "float32", "batch_size": 2, "device_kind": "cpu", "backend": "cpu", "image_size": 32,
-              "results": {"forward": {"images_per_s": 10.0}}}
+    record = {
+        "config": "A",
+        "dtype": "float32",
+        "batch_size": 2,
+        "device_kind": "cpu",
+        "backend": "cpu",
+        "image_size": 32,
+        "results": {"forward": {"images_per_s": 10.0}},
+    }
     magic = {"plot.png": b"\x89PNG", "plot.jpg": b"\xff\xd8\xff", "plot.svg": b"<?xml", "plot.pdf": b"%PDF"}
     for name, start in magic.items():
         report.write_plot([record], str(tmp_path / name))
@@ -233,7 +355,8 @@ def test_plot_writes_the_format_its_extension_names(tmp_path):
 
 
 def test_peers_and_remat_are_timed_beside_ours_and_reported(monkeypatch):
-    """The comparison plumbing without torch: stand-in peers go through the same warm-up, rounds, record and print."""
+    """The comparison plumbing without torch: stand-in peers go through the same warm-up, rounds, record
+    and print."""
     import time
 
     from vgg_jax.benchmark import peers
@@ -248,17 +371,34 @@ def test_peers_and_remat_are_timed_beside_ours_and_reported(monkeypatch):
 
     made = []
     monkeypatch.setattr(peers, "check_torch", lambda: None)
-    monkeypatch.setattr(bench, "_make_peer", lambda *args, compile=False: made.append(StandIn(compile)) or made[-1])
-    spec = bench.BenchSpec(configs=("A",), batch_sizes=(2,), modes=("forward", "train_step"), peers=("torch", "torch-compile"),
-                           remat=True, **TINY_SPEC)
+    monkeypatch.setattr(
+        bench, "_make_peer", lambda *args, compile=False: made.append(StandIn(compile)) or made[-1]
+    )
+    spec = bench.BenchSpec(
+        configs=("A",),
+        batch_sizes=(2,),
+        modes=("forward", "train_step"),
+        peers=("torch", "torch-compile"),
+        remat=True,
+        **TINY_SPEC,
+    )
     lines = []
     (record,) = bench.run(spec, log=lines.append)
     jsonschema.validate([record], report.RECORDS_SCHEMA)
-    assert [peer.calls for peer in made] == [TINY_SPEC["steps"] + TINY_SPEC["warmup"]] * 4  # two peers, two modes
+    assert [peer.calls for peer in made] == [
+        TINY_SPEC["steps"] + TINY_SPEC["warmup"]
+    ] * 4  # two peers, two modes
     for mode in ("forward", "train_step"):
         result = record["results"][mode]
         assert result["peer"]["name"] == "stand-in" and result["compiled_peer"]["name"] == "stand-in compiled"
         assert result["ratio"] == pytest.approx(result["images_per_s"] / result["peer"]["images_per_s"])
-        assert result["compiled_ratio"] == pytest.approx(result["images_per_s"] / result["compiled_peer"]["images_per_s"])
-    assert "remat" not in record["results"]["forward"] and record["results"]["train_step"]["remat"]["step_time_ratio"] > 0
-    assert sum("ours / peer" in line for line in lines) == 4 and sum("remat=True" in line for line in lines) == 1
+        assert result["compiled_ratio"] == pytest.approx(
+            result["images_per_s"] / result["compiled_peer"]["images_per_s"]
+        )
+    assert (
+        "remat" not in record["results"]["forward"]
+        and record["results"]["train_step"]["remat"]["step_time_ratio"] > 0
+    )
+    assert (
+        sum("ours / peer" in line for line in lines) == 4 and sum("remat=True" in line for line in lines) == 1
+    )

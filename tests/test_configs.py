@@ -64,7 +64,9 @@ def test_counts_follow_width_scale_fc_width_and_classes():
     assert count_macs("D", 32) * 40 < count_macs("D", 224)
 
 
-@pytest.mark.parametrize("alias, config", list(ALIASES.items()) + [("VGG16", "D"), ("Vgg11_LRN", "A-LRN"), ("a-lrn", "A-LRN")])
+@pytest.mark.parametrize(
+    "alias, config", list(ALIASES.items()) + [("VGG16", "D"), ("Vgg11_LRN", "A-LRN"), ("a-lrn", "A-LRN")]
+)
 def test_aliases_are_case_insensitive(alias, config):
     assert resolve_config(alias) == config
     assert count_params(alias) == PAPER[config][0]

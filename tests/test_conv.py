@@ -4,12 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_images, tiny_vgg
 from jax import lax
 
 from vgg_jax import VGG
 from vgg_jax.model.conv import DIMENSIONS, conv_same, flax_conv
-
-from conftest import random_images, tiny_vgg
 
 
 def reference(inputs, kernel):
@@ -35,8 +34,18 @@ def test_conv_same_value_and_gradients(shape, kernel_size):
 def test_flax_conv_falls_back_for_other_convolutions():
     inputs = jax.random.normal(jax.random.key(0), (1, 8, 8, 3))
     kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
-    strided = flax_conv(inputs, kernel, (2, 2), "SAME", dimension_numbers=lax.conv_dimension_numbers(inputs.shape, kernel.shape, DIMENSIONS))
-    np.testing.assert_allclose(strided, lax.conv_general_dilated(inputs, kernel, (2, 2), "SAME", dimension_numbers=DIMENSIONS), rtol=1e-6)
+    strided = flax_conv(
+        inputs,
+        kernel,
+        (2, 2),
+        "SAME",
+        dimension_numbers=lax.conv_dimension_numbers(inputs.shape, kernel.shape, DIMENSIONS),
+    )
+    np.testing.assert_allclose(
+        strided,
+        lax.conv_general_dilated(inputs, kernel, (2, 2), "SAME", dimension_numbers=DIMENSIONS),
+        rtol=1e-6,
+    )
 
 
 def test_model_gradients_agree_between_conv_impls(tiny_a):

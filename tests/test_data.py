@@ -27,7 +27,9 @@ def test_image_folder_reads_pngs_by_class(image_folder):
     labels = [source[i]["label"] for i in range(len(source))]
     assert labels == [0, 0, 0, 1, 1, 1, 1]
     assert source[0]["image"].shape == (40, 48, 3) and source[0]["image"].dtype == np.uint8
-    loader = data.make_loader(source, data.TrainTransform(32, scale=(34, 40)), 3, seed=0, shuffle=True, shard_index=0, shard_count=1)
+    loader = data.make_loader(
+        source, data.TrainTransform(32, scale=(34, 40)), 3, seed=0, shuffle=True, shard_index=0, shard_count=1
+    )
     batch = next(iter(loader))
     assert batch["image"].shape == (3, 32, 32, 3) and batch["image"].dtype == np.float32
     assert set(batch["label"]) <= {0, 1}
@@ -44,7 +46,10 @@ def test_bad_folders_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="no class sub-folders"):
         data.ImageFolderSource(str(tmp_path))
     (tmp_path / "empty_class").mkdir()
-    with pytest.warns(UserWarning, match="empty_class holds no usable images"), pytest.raises(ValueError, match="holds no"):
+    with (
+        pytest.warns(UserWarning, match="empty_class holds no usable images"),
+        pytest.raises(ValueError, match="holds no"),
+    ):
         data.ImageFolderSource(str(tmp_path))
     with pytest.raises(ValueError, match="unknown --data"):
         data.load_data("imagenet", 32)
@@ -68,42 +73,82 @@ def test_train_transform_augmentations():
     out = plain.random_map(element, np.random.default_rng(0))["image"]
     assert out.shape == (32, 32, 3) and out.dtype == np.float32
     short = data.rescale_short_side(image, 32)
-    assert short.shape == (32, 38, 3) and any(np.array_equal(out, short[:, l : l + 32].astype(np.float32)) for l in range(7))
-    flips = [data.TrainTransform(32, flip=True).random_map(element, np.random.default_rng(s))["image"] for s in range(20)]
+    assert short.shape == (32, 38, 3) and any(
+        np.array_equal(out, short[:, left : left + 32].astype(np.float32)) for left in range(7)
+    )
+    flips = [
+        data.TrainTransform(32, flip=True).random_map(element, np.random.default_rng(s))["image"]
+        for s in range(20)
+    ]
     assert any(f[0, 0, 0] > f[0, -1, 0] for f in flips)  # some are mirrored (the ramp runs backwards)
     jitter = data.TrainTransform(32, scale=(32, 48), flip=False)
     rescaled = data.rescale_short_side(image, 40)
     assert rescaled.shape == (40, 48, 3)
-    pca = data.TrainTransform(32, flip=False, pca_std=0.1).random_map(element, np.random.default_rng(0))["image"]
+    pca = data.TrainTransform(32, flip=False, pca_std=0.1).random_map(element, np.random.default_rng(0))[
+        "image"
+    ]
     shift = pca - plain.random_map(element, np.random.default_rng(0))["image"]
-    assert np.ptp(shift.reshape(-1, 3), axis=0).max() < 1e-3 and np.abs(shift).max() > 0  # one RGB shift per image
-    mean = data.TrainTransform(32, flip=False, mean_rgb=(10.0, 20.0, 30.0)).random_map(element, np.random.default_rng(0))["image"]
-    np.testing.assert_allclose(plain.random_map(element, np.random.default_rng(0))["image"] - mean, np.broadcast_to([10, 20, 30], (32, 32, 3)))
+    assert (
+        np.ptp(shift.reshape(-1, 3), axis=0).max() < 1e-3 and np.abs(shift).max() > 0
+    )  # one RGB shift per image
+    mean = data.TrainTransform(32, flip=False, mean_rgb=(10.0, 20.0, 30.0)).random_map(
+        element, np.random.default_rng(0)
+    )["image"]
+    np.testing.assert_allclose(
+        plain.random_map(element, np.random.default_rng(0))["image"] - mean,
+        np.broadcast_to([10, 20, 30], (32, 32, 3)),
+    )
     assert jitter.random_map(element, np.random.default_rng(1))["image"].shape == (32, 32, 3)
-    assert data.TrainTransform(64).random_map(element, np.random.default_rng(0))["image"].shape == (64, 64, 3)  # upscaled
+    assert data.TrainTransform(64).random_map(element, np.random.default_rng(0))["image"].shape == (
+        64,
+        64,
+        3,
+    )  # upscaled
 
 
-@pytest.mark.parametrize("normalize, mean_rgb", [(None, (120.0, 110.0, 100.0)), ("torch", None), ("caffe", None), (None, None)])
+@pytest.mark.parametrize(
+    "normalize, mean_rgb", [(None, (120.0, 110.0, 100.0)), ("torch", None), ("caffe", None), (None, None)]
+)
 def test_uint8_over_the_wire_equals_the_host_path_to_float32_rounding(normalize, mean_rgb):
-    """The loop hands the device uint8 crops and the PCA shift; the device half gives the host path's pixels."""
+    """The loop hands the device uint8 crops and the PCA shift; the device half gives the host path's
+    pixels."""
     import jax
 
     image = np.random.default_rng(1).integers(0, 256, (45, 60, 3), dtype=np.uint8)
     options = dict(scale=(40, 56), flip=True, pca_std=0.1, mean_rgb=mean_rgb, normalize=normalize)
     host, wire = [], []
     for seed in range(4):
-        host.append(data.TrainTransform(32, **options).random_map({"image": image, "label": 1}, np.random.default_rng(seed))["image"])
-        element = data.TrainTransform(32, on_device=True, **options).random_map({"image": image, "label": 1}, np.random.default_rng(seed))
+        host.append(
+            data.TrainTransform(32, **options).random_map(
+                {"image": image, "label": 1}, np.random.default_rng(seed)
+            )["image"]
+        )
+        element = data.TrainTransform(32, on_device=True, **options).random_map(
+            {"image": image, "label": 1}, np.random.default_rng(seed)
+        )
         assert element["image"].dtype == np.uint8 and element["shift"].shape == (3,)
         wire.append(element)
     batch = {"image": np.stack([w["image"] for w in wire]), "shift": np.stack([w["shift"] for w in wire])}
     device = jax.jit(data.device_pixels(mean_rgb, normalize))(batch)
-    np.testing.assert_allclose(np.asarray(device), np.stack(host), rtol=1e-6, atol=1e-4 if normalize is None else 1e-6)
+    np.testing.assert_allclose(
+        np.asarray(device), np.stack(host), rtol=1e-6, atol=1e-4 if normalize is None else 1e-6
+    )
 
 
 def test_stream_is_a_function_of_the_seed_and_resumes_exactly():
     source = data.SyntheticSource(40, 32, 5, seed=1)
-    make = lambda seed: data.make_loader(source, data.TrainTransform(32, pca_std=0.1), 4, seed=seed, shuffle=True, shard_index=0, shard_count=1)
+
+    def make(seed):
+        return data.make_loader(
+            source,
+            data.TrainTransform(32, pca_std=0.1),
+            4,
+            seed=seed,
+            shuffle=True,
+            shard_index=0,
+            shard_count=1,
+        )
+
     first = iter(make(7))
     batches = [next(first) for _ in range(3)]
     saved = first.get_state()
@@ -115,14 +160,25 @@ def test_stream_is_a_function_of_the_seed_and_resumes_exactly():
         np.testing.assert_array_equal(got["image"], expected["image"])
         np.testing.assert_array_equal(got["label"], expected["label"])
     other = next(iter(make(8)))
-    assert not np.array_equal(other["label"], batches[0]["label"]) or not np.array_equal(other["image"], batches[0]["image"])
+    assert not np.array_equal(other["label"], batches[0]["label"]) or not np.array_equal(
+        other["image"], batches[0]["image"]
+    )
 
 
 def test_shards_split_the_data():
     source = data.ArraySource(np.zeros((16, 32, 32, 3), np.uint8), np.arange(16), 16)  # label = record index
     seen = []
     for shard in range(2):
-        loader = data.make_loader(source, data.EvalTransform(32), 4, seed=0, shuffle=True, num_epochs=1, shard_index=shard, shard_count=2)
+        loader = data.make_loader(
+            source,
+            data.EvalTransform(32),
+            4,
+            seed=0,
+            shuffle=True,
+            num_epochs=1,
+            shard_index=shard,
+            shard_count=2,
+        )
         seen.append({int(label) for batch in loader for label in batch["label"]})
     assert len(seen[0]) == len(seen[1]) == 8 and not seen[0] & seen[1]
     assert seen[0] | seen[1] == set(range(16))

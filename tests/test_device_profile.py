@@ -8,12 +8,16 @@ from vgg_jax.benchmark import device_profile
 HLO = """HloModule jit_step, entry_computation_layout={...}
 
 ENTRY %main {
-  %custom-call.1 = (f32[8,8]{1,0}, u8[0]{0}) custom-call(f32[8,8]{1,0} %p0, f32[3,3]{1,0} %p1), custom_call_target="__cudnn$convBiasActivationForward"
-  %custom-call.2 = (f32[8,8]{1,0}, u8[0]{0}) custom-call(f32[8,8]{1,0} %a, f32[3,3]{1,0} %b), custom_call_target="__cudnn$convBackwardInput"
-  %custom-call.3 = (f32[3,3]{1,0}, u8[0]{0}) custom-call(f32[8,8]{1,0} %a, f32[8,8]{1,0} %b), custom_call_target="__cudnn$convBackwardFilter"
+  %custom-call.1 = (f32[8,8]{1,0}, u8[0]{0}) custom-call(f32[8,8]{1,0} %p0, f32[3,3]{1,0} %p1),
+  custom_call_target="__cudnn$convBiasActivationForward"
+  %custom-call.2 = (f32[8,8]{1,0}, u8[0]{0}) custom-call(f32[8,8]{1,0} %a, f32[3,3]{1,0} %b),
+  custom_call_target="__cudnn$convBackwardInput"
+  %custom-call.3 = (f32[3,3]{1,0}, u8[0]{0}) custom-call(f32[8,8]{1,0} %a, f32[8,8]{1,0} %b),
+  custom_call_target="__cudnn$convBackwardFilter"
   %select-and-scatter.4 = f32[8,8]{1,0} select-and-scatter(f32[8,8]{1,0} %x, f32[4,4]{1,0} %g, f32[] %z)
   %fusion.5 = f32[8,8]{1,0} fusion(f32[8,8]{1,0} %x), kind=kLoop, calls=%fused_computation
-  %custom-call.6 = f32[8,8]{1,0} custom-call(f32[8,8]{1,0} %x, f32[8,8]{1,0} %y), custom_call_target="__cublas$gemm"
+  %custom-call.6 = f32[8,8]{1,0} custom-call(f32[8,8]{1,0} %x, f32[8,8]{1,0} %y),
+  custom_call_target="__cublas$gemm"
   ROOT %transpose.7 = f32[8,8]{0,1} transpose(f32[8,8]{1,0} %x), dimensions={1,0}
 }
 """
@@ -29,10 +33,30 @@ def test_instructions_are_classified_by_what_they_compute():
 
 def test_events_are_summed_per_step_for_the_step_module_only():
     events = [
-        {"ph": "X", "name": "custom-call.1", "dur": 3000, "args": {"hlo_op": "custom-call.1", "hlo_module": "jit_step"}},
-        {"ph": "X", "name": "custom-call.1", "dur": 3000, "args": {"hlo_op": "custom-call.1", "hlo_module": "jit_step"}},
-        {"ph": "X", "name": "fusion.5", "dur": 2000, "args": {"hlo_op": "fusion.5", "hlo_module": "jit_step"}},
-        {"ph": "X", "name": "fusion.5", "dur": 9000, "args": {"hlo_op": "fusion.5", "hlo_module": "jit_other"}},
+        {
+            "ph": "X",
+            "name": "custom-call.1",
+            "dur": 3000,
+            "args": {"hlo_op": "custom-call.1", "hlo_module": "jit_step"},
+        },
+        {
+            "ph": "X",
+            "name": "custom-call.1",
+            "dur": 3000,
+            "args": {"hlo_op": "custom-call.1", "hlo_module": "jit_step"},
+        },
+        {
+            "ph": "X",
+            "name": "fusion.5",
+            "dur": 2000,
+            "args": {"hlo_op": "fusion.5", "hlo_module": "jit_step"},
+        },
+        {
+            "ph": "X",
+            "name": "fusion.5",
+            "dur": 9000,
+            "args": {"hlo_op": "fusion.5", "hlo_module": "jit_other"},
+        },
         {"ph": "X", "name": "Python call", "dur": 9000},
     ]
     rows = device_profile.summarise(events, device_profile.classify(HLO), steps=2, module="jit_step")
@@ -53,7 +77,8 @@ def test_a_fusion_takes_the_kind_of_what_it_computes():
 %fused_conv (p0: f32[1,8,8,3], p1: f32[3,3,3,4]) -> f32[1,8,8,4] {
   %p0 = f32[1,8,8,3]{3,2,1,0} parameter(0)
   %p1 = f32[3,3,3,4]{3,2,1,0} parameter(1)
-  ROOT %convolution.1 = f32[1,8,8,4]{3,2,1,0} convolution(f32[1,8,8,3]{3,2,1,0} %p0, f32[3,3,3,4]{3,2,1,0} %p1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f
+  ROOT %convolution.1 = f32[1,8,8,4]{3,2,1,0} convolution(f32[1,8,8,3]{3,2,1,0} %p0, f32[3,3,3,4]{3,2,1,0}
+  %p1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f
 }
 
 %fused_add (p0: f32[4]) -> f32[4] {
@@ -65,7 +90,8 @@ ENTRY %main (a: f32[1,8,8,3], b: f32[3,3,3,4]) -> f32[1,8,8,4] {
   %a = f32[1,8,8,3]{3,2,1,0} parameter(0)
   %b = f32[3,3,3,4]{3,2,1,0} parameter(1)
   %fusion.2 = f32[4]{0} fusion(f32[4]{0} %x), kind=kLoop, calls=%fused_add
-  ROOT %fusion.1 = f32[1,8,8,4]{3,2,1,0} fusion(f32[1,8,8,3]{3,2,1,0} %a, f32[3,3,3,4]{3,2,1,0} %b), kind=kCustom, calls=%fused_conv
+  ROOT %fusion.1 = f32[1,8,8,4]{3,2,1,0} fusion(f32[1,8,8,3]{3,2,1,0} %a, f32[3,3,3,4]{3,2,1,0} %b),
+  kind=kCustom, calls=%fused_conv
 }
 """
     kinds = device_profile.classify(hlo)
@@ -75,6 +101,9 @@ ENTRY %main (a: f32[1,8,8,3], b: f32[3,3,3,4]) -> f32[1,8,8,4] {
 def test_torch_kernel_and_operator_names_map_to_the_same_kinds():
     kind = device_profile.torch_kind
     assert kind("sm90_xmma_fprop_implicit_gemm_bf16") == "conv forward"
-    assert kind("sm90_xmma_dgrad_implicit_gemm") == "conv input-gradient" and kind("xmma_wgrad_nhwc") == "conv weight-gradient"
+    assert (
+        kind("sm90_xmma_dgrad_implicit_gemm") == "conv input-gradient"
+        and kind("xmma_wgrad_nhwc") == "conv weight-gradient"
+    )
     assert kind("triton_poi_fused_relu_threshold_backward_3") == "elementwise fusion"
     assert kind("aten::max_pool2d_with_indices_backward") == "pooling" and kind("aten::addmm") == "matmul"

@@ -4,10 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_images, tiny_vgg
 
 from vgg_jax import VGG
-
-from conftest import random_images, tiny_vgg
 
 
 @pytest.mark.parametrize(
@@ -32,8 +31,16 @@ def test_bad_fields(fields, error, message):
 @pytest.mark.parametrize(
     "images, error, message",
     [
-        (np.zeros((32, 32, 3), np.float32), ValueError, r"rank-4 NHWC \(N, H, W, C\), got shape \(32, 32, 3\)"),
-        (np.zeros((1, 32, 32, 1), np.float32), ValueError, r"must have 3 channels .* got shape \(1, 32, 32, 1\)"),
+        (
+            np.zeros((32, 32, 3), np.float32),
+            ValueError,
+            r"rank-4 NHWC \(N, H, W, C\), got shape \(32, 32, 3\)",
+        ),
+        (
+            np.zeros((1, 32, 32, 1), np.float32),
+            ValueError,
+            r"must have 3 channels .* got shape \(1, 32, 32, 1\)",
+        ),
         (np.zeros((1, 3, 64, 64), np.float32), ValueError, "at least 32x32.*look NCHW"),
         (np.zeros((1, 31, 40, 3), np.float32), ValueError, "at least 32x32 for five 2x2 pools, got 31x40"),
         (np.zeros((1, 32, 32, 3), np.uint8), TypeError, "must be floating point, got uint8"),
@@ -95,7 +102,8 @@ def test_batch_norm_training_without_mutable_stats():
 
 
 def test_variables_the_model_would_ignore_are_refused():
-    """A _bn file applied without batch_norm, or another config's layers, must not give silently wrong logits."""
+    """A _bn file applied without batch_norm, or another config's layers, must not give silently wrong
+    logits."""
     images = random_images((1, 32, 32, 3))
     bn_model = tiny_vgg("D", batch_norm=True)
     bn_variables = bn_model.init(jax.random.key(0), images)
@@ -103,8 +111,12 @@ def test_variables_the_model_would_ignore_are_refused():
     with pytest.raises(ValueError, match=r"batch-norm layers \(conv1_1_bn.*batch_norm=True"):
         plain.apply(bn_variables, images)
     with pytest.raises(ValueError, match="batch_stats collection"):
-        plain.apply({**plain.init(jax.random.key(0), images), "batch_stats": bn_variables["batch_stats"]}, images)
+        plain.apply(
+            {**plain.init(jax.random.key(0), images), "batch_stats": bn_variables["batch_stats"]}, images
+        )
     e_variables = tiny_vgg("E").init(jax.random.key(0), images)
-    with pytest.raises(ValueError, match=r"layers \['conv3_4', 'conv4_4', 'conv5_4'\] that config D does not have"):
+    with pytest.raises(
+        ValueError, match=r"layers \['conv3_4', 'conv4_4', 'conv5_4'\] that config D does not have"
+    ):
         plain.apply(e_variables, images)
     assert bn_model.apply(bn_variables, images).shape == (1, 10)  # the matching model is fine

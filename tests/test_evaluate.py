@@ -4,10 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_images, tiny_vgg
 
 from vgg_jax.training import evaluate as ev
-
-from conftest import random_images, tiny_vgg
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +57,11 @@ def test_evaluate_over_batches_and_bad_arguments(tiny_d):
     model, variables = tiny_d
     batches = [{"image": random_images((4, 32, 32, 3), seed=s), "label": np.arange(4)} for s in range(2)]
     result = ev.evaluate(model, variables, batches, "dense", [32], 32)
-    assert result["count"] == 8 and 0 <= result["top1_error"] <= 1 and result["top5_error"] <= result["top1_error"]
+    assert (
+        result["count"] == 8
+        and 0 <= result["top1_error"] <= 1
+        and result["top5_error"] <= result["top1_error"]
+    )
     with pytest.raises(ValueError, match="unknown evaluation method"):
         ev.make_predict(model, "ten-crop", [32], 32)
     with pytest.raises(ValueError, match="at least the crop size"):

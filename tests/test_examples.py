@@ -10,7 +10,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_example(name, *args):
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), *args], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", name), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
@@ -29,7 +34,9 @@ def test_saliency_example(tmp_path):
 
 
 def test_ensemble_example(tmp_path):
-    assert "vmap matches the loop" in run_example("ensemble_vmap.py", "--members", "3", "--out", str(tmp_path))
+    assert "vmap matches the loop" in run_example(
+        "ensemble_vmap.py", "--members", "3", "--out", str(tmp_path)
+    )
     import numpy as np
 
     saved = np.load(tmp_path / "ensemble.npz")

@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vgg_jax.training import finetune
-from vgg_jax.weights import resolve
-from vgg_jax.training import rundir
+from vgg_jax.model.vgg import VGG
+from vgg_jax.training import finetune, rundir
 from vgg_jax.training import step as train
 from vgg_jax.weights import formats as weights
-from vgg_jax.weights import zoo
-from vgg_jax.model.vgg import VGG
+from vgg_jax.weights import resolve, zoo
 
 TINY = dict(width_scale=1 / 16, fc_width=32)
 
@@ -45,13 +43,20 @@ def weights_file(tmp_path_factory):
 
 
 def test_frozen_layers_get_no_optimizer_state():
-    params = VGG(config="A", num_classes=10, **TINY).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+    params = VGG(config="A", num_classes=10, **TINY).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))[
+        "params"
+    ]
     labels = finetune.param_labels("A", "pool5")(params)
     assert labels["conv5_2"]["kernel"] == "frozen" and labels["fc6"]["kernel"] == "train"
     frozen = train.paper_optimizer(1e-2, param_labels=finetune.param_labels("A", "pool5")).init(params)
     full = train.paper_optimizer(1e-2).init(params)
-    momentum = lambda state: [leaf for leaf in jax.tree.leaves(state) if np.ndim(leaf) > 0]
-    assert len(momentum(frozen)) == 6 and len(momentum(full)) == len(jax.tree.leaves(params))  # fc6-fc8 kernel + bias only
+
+    def momentum(state):
+        return [leaf for leaf in jax.tree.leaves(state) if np.ndim(leaf) > 0]
+
+    assert len(momentum(frozen)) == 6 and len(momentum(full)) == len(
+        jax.tree.leaves(params)
+    )  # fc6-fc8 kernel + bias only
     assert finetune.frozen_layers("D", "relu2_2") == ["conv1_1", "conv1_2", "conv2_1", "conv2_2"]
 
 
@@ -60,20 +65,52 @@ def test_freeze_names_the_layers_it_takes():
         finetune.check_freeze("A", "pool9")
     with pytest.raises(ValueError, match="freezes every layer"):
         finetune.check_freeze("A", "fc8")
-    assert resolve.pretrained_spec("torchvision:vgg16") == ("torchvision", "vgg16") == resolve.pretrained_spec("vgg16")
+    assert (
+        resolve.pretrained_spec("torchvision:vgg16")
+        == ("torchvision", "vgg16")
+        == resolve.pretrained_spec("vgg16")
+    )
     assert resolve.pretrained_spec("keras:vgg16") == ("keras", "vgg16")
     assert resolve.pretrained_spec("runs/a") is None and resolve.pretrained_spec("C:/weights.pth") is None
 
 
 def test_fine_tune_from_a_weights_file_with_the_features_frozen(tmp_path, folder, weights_file, capsys):
-    """train.py --init-from FILE --freeze pool5 on an ImageFolder: frozen kernels bit-identical, new fc8, loss falls."""
+    """train.py --init-from FILE --freeze pool5 on an ImageFolder: frozen kernels bit-identical, new fc8,
+    loss falls."""
     from vgg_jax.cli.train import main
 
     path, source = weights_file
     workdir = tmp_path / "run"
-    argv = ["--config", "A", "--data", f"folder:{folder}", "--image-size", "32", "--width-scale", str(TINY["width_scale"]),
-            "--fc-width", "32", "--init-from", path, "--freeze", "pool5", "--epochs", "8", "--batch-size", "8", "--lr", "0.05",
-            "--lr-policy", "cosine", "--init", "glorot", "--log-every", "1", "--workdir", str(workdir)]
+    argv = [
+        "--config",
+        "A",
+        "--data",
+        f"folder:{folder}",
+        "--image-size",
+        "32",
+        "--width-scale",
+        str(TINY["width_scale"]),
+        "--fc-width",
+        "32",
+        "--init-from",
+        path,
+        "--freeze",
+        "pool5",
+        "--epochs",
+        "8",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.05",
+        "--lr-policy",
+        "cosine",
+        "--init",
+        "glorot",
+        "--log-every",
+        "1",
+        "--workdir",
+        str(workdir),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "fc8: the source has 1000 classes, this run 2: initialised anew" in out
@@ -84,16 +121,34 @@ def test_fine_tune_from_a_weights_file_with_the_features_frozen(tmp_path, folder
         np.testing.assert_array_equal(params[name]["bias"], source["params"][name]["bias"])
     assert not np.array_equal(params["fc7"]["kernel"], source["params"]["fc7"]["kernel"])
     assert np.shape(params["fc8"]["kernel"]) == (32, 2)
-    losses = [record["loss"] for record in map(json.loads, open(workdir / "metrics.jsonl")) if "loss" in record]
+    losses = [
+        record["loss"] for record in map(json.loads, open(workdir / "metrics.jsonl")) if "loss" in record
+    ]
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
 
 
 def test_init_from_refuses_what_it_cannot_read(tmp_path, folder, capsys):
     from vgg_jax.cli.train import main
 
-    common = ["--config", "A", "--data", f"folder:{folder}", "--image-size", "32", "--width-scale", "0.0625", "--fc-width", "32"]
-    assert main([*common, "--init-from", str(tmp_path / "nothing.bin"), "--workdir", str(tmp_path / "a")]) == 2
-    assert "is not a published name (vgg16, keras:vgg16, timm:vgg16_bn), a weights file" in capsys.readouterr().err
+    common = [
+        "--config",
+        "A",
+        "--data",
+        f"folder:{folder}",
+        "--image-size",
+        "32",
+        "--width-scale",
+        "0.0625",
+        "--fc-width",
+        "32",
+    ]
+    assert (
+        main([*common, "--init-from", str(tmp_path / "nothing.bin"), "--workdir", str(tmp_path / "a")]) == 2
+    )
+    assert (
+        "is not a published name (vgg16, keras:vgg16, timm:vgg16_bn), a weights file"
+        in capsys.readouterr().err
+    )
     assert main([*common, "--freeze", "pool7", "--workdir", str(tmp_path / "b")]) == 2
     assert "--freeze 'pool7' is not a layer of config A" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -105,6 +160,11 @@ def test_pretrained_pixel_conventions_match_preprocess():
 
     image = np.random.default_rng(0).integers(0, 256, (5, 6, 3)).astype(np.uint8)
     for mode in ("torch", "caffe"):
-        np.testing.assert_allclose(normalize_pixels(image.astype(np.float32), mode), weights.preprocess(image[None], mode)[0], rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(
+            normalize_pixels(image.astype(np.float32), mode),
+            weights.preprocess(image[None], mode)[0],
+            rtol=1e-5,
+            atol=1e-4,
+        )
     assert zoo.weights_info(*reversed(resolve.pretrained_spec("torchvision:vgg16"))).preprocess == "torch"
     assert zoo.weights_info(*reversed(resolve.pretrained_spec("keras:vgg19"))).preprocess == "caffe"

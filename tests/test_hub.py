@@ -59,7 +59,11 @@ def server(tmp_path, monkeypatch):
 
 def cache_files(tmp_path):
     directory = tmp_path / "cache"
-    return sorted(name for name in os.listdir(directory) if not name.startswith(".")) if directory.exists() else []  # not the .verified records
+    return (
+        sorted(name for name in os.listdir(directory) if not name.startswith("."))
+        if directory.exists()
+        else []
+    )  # not the .verified records
 
 
 def test_downloads_once_verifies_and_a_second_call_makes_no_request(server, tmp_path):
@@ -67,12 +71,17 @@ def test_downloads_once_verifies_and_a_second_call_makes_no_request(server, tmp_
     assert path == str(tmp_path / "cache" / f"vgg16-{SHA256[:8]}.pth") and open(path, "rb").read() == PAYLOAD
     assert hub.fetch(f"{server.url}/models/vgg16-{SHA256[:8]}.pth", sha256=SHA256[:8], progress=False) == path
     assert server.requests == [f"/models/vgg16-{SHA256[:8]}.pth"]  # one request in all
-    assert hub.fetch(f"{server.url}/other.h5", md5=hashlib.md5(PAYLOAD).hexdigest(), progress=False).endswith("other.h5")
+    assert hub.fetch(f"{server.url}/other.h5", md5=hashlib.md5(PAYLOAD).hexdigest(), progress=False).endswith(
+        "other.h5"
+    )
 
 
 def test_a_hash_mismatch_is_refused_removed_and_names_both_hashes(server, tmp_path):
     wrong = "0" * 64
-    with pytest.raises(hub.HashMismatch, match=rf"sha256 of the download is {SHA256}, the published one is {wrong}; the file was removed"):
+    with pytest.raises(
+        hub.HashMismatch,
+        match=rf"sha256 of the download is {SHA256}, the published one is {wrong}; the file was removed",
+    ):
         hub.fetch(f"{server.url}/vgg16.pth", sha256=wrong, progress=False)
     assert cache_files(tmp_path) == []
 
@@ -92,7 +101,11 @@ def test_offline_is_one_error_naming_the_url_the_cache_path_and_the_ways_out(ser
     with pytest.raises(hub.WeightsUnavailable) as error:
         hub.fetch(url, sha256=SHA256[:8], progress=False, timeout=5)
     message = str(error.value)
-    assert "\n" not in message and url in message and str(tmp_path / "cache" / f"vgg16-{SHA256[:8]}.pth") in message
+    assert (
+        "\n" not in message
+        and url in message
+        and str(tmp_path / "cache" / f"vgg16-{SHA256[:8]}.pth") in message
+    )
     assert hub.MIRROR_ENV in message and "vgg_jax.load(path)" in message
     # A file placed there by hand is used without a request (nothing is listening).
     os.makedirs(tmp_path / "cache", exist_ok=True)
@@ -128,21 +141,36 @@ def test_names_letters_and_sources_resolve_to_the_published_files():
     assert weights_info("D") == weights_info("VGG16") == weights_info("vgg16")
     assert weights_info("vgg19-bn").name == "vgg19_bn" and weights_info("E_bn").batch_norm
     keras = weights_info("vgg16_notop", "keras")
-    assert keras.md5 == "6d6bbae143d832006294945121d1f1fc" and not keras.include_top and keras.preprocess == "caffe"
-    for (name, source), entry in WEIGHTS.items():  # torchvision's file names carry the SHA-256 prefix checked on download
+    assert (
+        keras.md5 == "6d6bbae143d832006294945121d1f1fc"
+        and not keras.include_top
+        and keras.preprocess == "caffe"
+    )
+    for (
+        name,
+        source,
+    ), entry in WEIGHTS.items():  # torchvision's file names carry the SHA-256 prefix checked on download
         assert entry.sha256 is None or entry.url.endswith(f"-{entry.sha256}.pth")
-        assert (entry.sha256 or entry.md5 or entry.hash_from_server) and entry.licence and entry.preprocess in ("torch", "caffe")
+        assert (
+            (entry.sha256 or entry.md5 or entry.hash_from_server)
+            and entry.licence
+            and entry.preprocess in ("torch", "caffe")
+        )
     with pytest.raises(ValueError, match="takes num_classes from the weights"):
         vgg_jax.pretrained("vgg16", num_classes=10)
-    for bad, source, message in (("vgg17", "torchvision", "no torchvision weights named 'vgg17'; torchvision publishes vgg11"),
-                                 ("A-LRN", "torchvision", "no torchvision weights named"), ("vgg11", "keras", "keras publishes vgg16"),
-                                 ("vgg16", "hf", "unknown source .hf.")):
+    for bad, source, message in (
+        ("vgg17", "torchvision", "no torchvision weights named 'vgg17'; torchvision publishes vgg11"),
+        ("A-LRN", "torchvision", "no torchvision weights named"),
+        ("vgg11", "keras", "keras publishes vgg16"),
+        ("vgg16", "hf", "unknown source .hf."),
+    ):
         with pytest.raises(ValueError, match=message):
             weights_info(bad, source)
 
 
 def test_pretrained_downloads_converts_once_then_reads_one_local_file(server, tmp_path, monkeypatch):
-    """The whole path on a tiny model served from 127.0.0.1: fetch, verify, convert, cache; then no request at all."""
+    """The whole path on a tiny model served from 127.0.0.1: fetch, verify, convert, cache; then no request
+    at all."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -156,20 +184,38 @@ def test_pretrained_downloads_converts_once_then_reads_one_local_file(server, tm
     weights.save(variables, str(tmp_path / "tiny.safetensors"))
     server.body = (tmp_path / "tiny.safetensors").read_bytes()
     digest = hashlib.sha256(server.body).hexdigest()
-    entry = zoo.Weights("tiny", "torchvision", "A", False, f"{server.url}/models/tiny-{digest[:8]}.safetensors",
-                                   digest[:8], None, None, None, "torch", "test")
+    entry = zoo.Weights(
+        "tiny",
+        "torchvision",
+        "A",
+        False,
+        f"{server.url}/models/tiny-{digest[:8]}.safetensors",
+        digest[:8],
+        None,
+        None,
+        None,
+        "torch",
+        "test",
+    )
     monkeypatch.setitem(zoo.WEIGHTS, ("tiny", "torchvision"), entry)
     model, loaded = vgg_jax.pretrained("tiny", **tiny)
     assert model.config == "A" and model.num_classes == 10 and model.width_scale == 1 / 16
-    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, jax.device_get(variables)))
+    assert jax.tree.all(
+        jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, jax.device_get(variables))
+    )
     assert model.apply(loaded, jnp.zeros((1, 32, 32, 3))).shape == (1, 10)
     server.close()  # offline from now on: the converted file in the cache is all a second call needs
     os.unlink(tmp_path / "cache" / f"tiny-{digest[:8]}.safetensors")
-    again = vgg_jax.pretrained("tiny", **tiny)  # the convention travels with the weights: no second call to learn it
+    again = vgg_jax.pretrained(
+        "tiny", **tiny
+    )  # the convention travels with the weights: no second call to learn it
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), again.variables, loaded))
     assert (again.preprocess, again.image_size, again.classes, again.model) == ("torch", 224, None, model)
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    assert np.array_equal(again.prepare(images), vgg_jax.preprocess(images, "torch")) and again[1] is again.variables
+    assert (
+        np.array_equal(again.prepare(images), vgg_jax.preprocess(images, "torch"))
+        and again[1] is again.variables
+    )
     assert server.requests == [f"/models/tiny-{digest[:8]}.safetensors"]
 
 
@@ -183,13 +229,26 @@ def _serve_entry(server, monkeypatch, path, name, source, config, include_top, p
     if source == "torchvision":
         stem, extension = os.path.splitext(file)
         file = f"{stem}-{sha256[:8]}{extension}"
-    entry = zoo.Weights(name, source, config, False, f"{server.url}/models/{file}", sha256[:8] if source == "torchvision" else None,
-                        md5 if source == "keras" else None, None, None, preprocess, "test", include_top)
+    entry = zoo.Weights(
+        name,
+        source,
+        config,
+        False,
+        f"{server.url}/models/{file}",
+        sha256[:8] if source == "torchvision" else None,
+        md5 if source == "keras" else None,
+        None,
+        None,
+        preprocess,
+        "test",
+        include_top,
+    )
     monkeypatch.setitem(zoo.WEIGHTS, (name, source), entry)
 
 
 def test_keras_weights_need_no_torch_and_match_keras(server, tmp_path, monkeypatch):
-    """A real Keras .h5 (VGG-16 without its top) served and converted with torch hidden; features equal Keras's."""
+    """A real Keras .h5 (VGG-16 without its top) served and converted with torch hidden; features equal
+    Keras's."""
     import sys
 
     import jax.numpy as jnp
@@ -206,18 +265,30 @@ def test_keras_weights_need_no_torch_and_match_keras(server, tmp_path, monkeypat
     keras.utils.set_random_seed(1)
     reference = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
     reference.save_weights(str(tmp_path / "vgg16_notop.weights.h5"))
-    _serve_entry(server, monkeypatch, str(tmp_path / "vgg16_notop.weights.h5"), "kerasnotop", "keras", "D", False, "caffe")
+    _serve_entry(
+        server,
+        monkeypatch,
+        str(tmp_path / "vgg16_notop.weights.h5"),
+        "kerasnotop",
+        "keras",
+        "D",
+        False,
+        "caffe",
+    )
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails: this path must not need it
     model, variables = vgg_jax.pretrained("kerasnotop", source="keras")
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
     pixels = vgg_jax.preprocess(images, "caffe", scale=255)
     ours = model.apply(variables, pixels, layers=("pool5",), method=VGG.features)["pool5"]
-    np.testing.assert_allclose(np.asarray(ours), np.asarray(reference.predict(np.asarray(pixels), verbose=0)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(ours), np.asarray(reference.predict(np.asarray(pixels), verbose=0)), rtol=1e-4, atol=1e-4
+    )
     assert len(server.requests) == 1 and jnp.all(jnp.isfinite(ours))
 
 
 def test_torchvision_pth_served_and_converted(server, tmp_path, monkeypatch):
-    """A real torch .pth (torchvision's layout, file name with the SHA-256 prefix) through pretrained, exactly."""
+    """A real torch .pth (torchvision's layout, file name with the SHA-256 prefix) through pretrained,
+    exactly."""
     torch = pytest.importorskip("torch", reason="writing a .pth needs torch")
     import jax
     import jax.numpy as jnp
@@ -225,19 +296,31 @@ def test_torchvision_pth_served_and_converted(server, tmp_path, monkeypatch):
 
     import vgg_jax
 
-    tiny = dict(fc_width=32)  # torchvision's layout fixes the conv widths; small FC layers keep the file at 40 MB
+    tiny = dict(
+        fc_width=32
+    )  # torchvision's layout fixes the conv widths; small FC layers keep the file at 40 MB
     variables = vgg_jax.VGG("A", num_classes=10, **tiny).init(jax.random.key(3), jnp.zeros((1, 224, 224, 3)))
-    state = {key: torch.from_numpy(np.array(value)) for key, value in vgg_jax.to_torchvision(variables, "A").items()}
+    state = {
+        key: torch.from_numpy(np.array(value))
+        for key, value in vgg_jax.to_torchvision(variables, "A").items()
+    }
     torch.save(state, str(tmp_path / "tiny.pth"))
-    _serve_entry(server, monkeypatch, str(tmp_path / "tiny.pth"), "tinypth", "torchvision", "A", True, "torch")
+    _serve_entry(
+        server, monkeypatch, str(tmp_path / "tiny.pth"), "tinypth", "torchvision", "A", True, "torch"
+    )
     model, loaded = vgg_jax.pretrained("tinypth", **tiny)
-    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, jax.device_get(variables)))
+    assert jax.tree.all(
+        jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, jax.device_get(variables))
+    )
     assert model.num_classes == 10 and server.requests[0].endswith(".pth")
 
 
 def test_timm_safetensors_verified_by_the_hubs_published_sha256(server, tmp_path, monkeypatch):
-    """timm's layout (fc6 as a 7x7 conv) served as the Hugging Face hub serves it: the SHA-256 from X-Linked-Etag,
-    checked before use; a wrong or missing one is refused and leaves nothing in the cache. No torch involved."""
+    """timm's layout (fc6 as a 7x7 conv) served as the Hugging Face hub serves it.
+
+    The SHA-256 from X-Linked-Etag is checked before use; a wrong or missing one is refused and leaves
+    nothing in the cache. No torch involved.
+    """
     import sys
 
     import jax
@@ -249,10 +332,16 @@ def test_timm_safetensors_verified_by_the_hubs_published_sha256(server, tmp_path
     from vgg_jax.weights import zoo
 
     monkeypatch.setitem(sys.modules, "torch", None)
-    variables = vgg_jax.VGG("A", num_classes=10, fc_width=32).init(jax.random.key(5), jnp.zeros((1, 224, 224, 3)))
+    variables = vgg_jax.VGG("A", num_classes=10, fc_width=32).init(
+        jax.random.key(5), jnp.zeros((1, 224, 224, 3))
+    )
     timm = {}
     for key, value in vgg_jax.to_torchvision(variables, "A").items():
-        key = key.replace("classifier.0", "pre_logits.fc1").replace("classifier.3", "pre_logits.fc2").replace("classifier.6", "head.fc")
+        key = (
+            key.replace("classifier.0", "pre_logits.fc1")
+            .replace("classifier.3", "pre_logits.fc2")
+            .replace("classifier.6", "head.fc")
+        )
         value = np.asarray(value)
         if key.endswith("fc1.weight"):
             value = value.reshape(-1, 512, 7, 7)
@@ -261,8 +350,11 @@ def test_timm_safetensors_verified_by_the_hubs_published_sha256(server, tmp_path
         timm[key] = np.ascontiguousarray(value)
     save_file(timm, str(tmp_path / "model.safetensors"))
     server.body = (tmp_path / "model.safetensors").read_bytes()
-    entry = zoo.dataclasses.replace(zoo.weights_info("vgg11", "timm"), url=f"{server.url}/timm/tiny.tv_in1k/resolve/main/model.safetensors",
-                                    cache_name="timm-tiny.tv_in1k.safetensors")
+    entry = zoo.dataclasses.replace(
+        zoo.weights_info("vgg11", "timm"),
+        url=f"{server.url}/timm/tiny.tv_in1k/resolve/main/model.safetensors",
+        cache_name="timm-tiny.tv_in1k.safetensors",
+    )
     monkeypatch.setitem(zoo.WEIGHTS, ("tiny", "timm"), entry)
     server.etag = "0" * 64
     with pytest.raises(hub.HashMismatch, match="published one is 0000"):
@@ -273,6 +365,14 @@ def test_timm_safetensors_verified_by_the_hubs_published_sha256(server, tmp_path
     assert cache_files(tmp_path) == []
     server.etag = hashlib.sha256(server.body).hexdigest()
     model, loaded = vgg_jax.pretrained("tiny", source="timm")
-    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, jax.device_get(variables)))
-    assert model.num_classes == 10 and cache_files(tmp_path) == ["timm-tiny.tv_in1k.safetensors", "timm-tiny.tv_in1k.safetensors.vgg_jax.msgpack"]
-    assert zoo.weights_info("vgg16", "timm").url == "https://huggingface.co/timm/vgg16.tv_in1k/resolve/main/model.safetensors"
+    assert jax.tree.all(
+        jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, jax.device_get(variables))
+    )
+    assert model.num_classes == 10 and cache_files(tmp_path) == [
+        "timm-tiny.tv_in1k.safetensors",
+        "timm-tiny.tv_in1k.safetensors.vgg_jax.msgpack",
+    ]
+    assert (
+        zoo.weights_info("vgg16", "timm").url
+        == "https://huggingface.co/timm/vgg16.tv_in1k/resolve/main/model.safetensors"
+    )

@@ -12,7 +12,13 @@ def test_the_thousand_names_ship_in_the_weights_order():
     assert len(names) == 1000 and len(set(names)) == 1000  # the two duplicated WordNet names are told apart
     # Spot checks at indices anyone who has used ImageNet weights knows.
     assert (names[0], names[1], names[207], names[281], names[409], names[999]) == (
-        "tench", "goldfish", "golden retriever", "tabby", "analog clock", "toilet tissue")
+        "tench",
+        "goldfish",
+        "golden retriever",
+        "tabby",
+        "analog clock",
+        "toilet tissue",
+    )
 
 
 def test_decode_predictions_gives_the_top_classes_with_probabilities():
@@ -27,14 +33,17 @@ def test_decode_predictions_gives_the_top_classes_with_probabilities():
     assert vgg_jax.decode_predictions(logits[0], top=1) == [[first[0]]]  # one image as a 1-D vector
 
 
-@pytest.mark.parametrize("logits, top, message", [
-    (np.zeros((2, 10)), 5, r"shape \(N, 1000\)"),
-    (np.zeros((2, 3, 1000)), 5, r"shape \(N, 1000\)"),
-    (np.zeros((1, 1000)), 0, "top must be an integer from 1 to 1000"),
-    (np.zeros((1, 1000)), 1001, "top must be an integer"),
-    (np.zeros((1, 1000)), True, "top must be an integer"),
-    (np.full((1, 1000), np.nan), 5, "NaN or Inf"),
-])
+@pytest.mark.parametrize(
+    "logits, top, message",
+    [
+        (np.zeros((2, 10)), 5, r"shape \(N, 1000\)"),
+        (np.zeros((2, 3, 1000)), 5, r"shape \(N, 1000\)"),
+        (np.zeros((1, 1000)), 0, "top must be an integer from 1 to 1000"),
+        (np.zeros((1, 1000)), 1001, "top must be an integer"),
+        (np.zeros((1, 1000)), True, "top must be an integer"),
+        (np.full((1, 1000), np.nan), 5, "NaN or Inf"),
+    ],
+)
 def test_bad_input_is_a_clear_error(logits, top, message):
     with pytest.raises(ValueError, match=message):
         imagenet.decode_predictions(logits, top=top)

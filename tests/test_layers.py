@@ -1,9 +1,10 @@
-"""LocalResponseNorm against the formula and torch's convention; the fusion-friendly ReLU and pooling forms against the plain ones."""
+"""LocalResponseNorm against the formula and torch's convention; the fusion-friendly ReLU and pooling forms
+against the plain ones."""
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 from vgg_jax import LocalResponseNorm
 
@@ -19,7 +20,9 @@ def lrn_reference(a: np.ndarray, size: int, alpha: float, beta: float, k: float)
     return out
 
 
-@pytest.mark.parametrize("size, alpha, beta, k", [(5, 1e-4, 0.75, 2.0), (4, 0.3, 0.5, 1.0), (1, 1.0, 1.0, 1.0)])
+@pytest.mark.parametrize(
+    "size, alpha, beta, k", [(5, 1e-4, 0.75, 2.0), (4, 0.3, 0.5, 1.0), (1, 1.0, 1.0, 1.0)]
+)
 def test_lrn_matches_the_formula(size, alpha, beta, k):
     rng = np.random.default_rng(0)
     a = (rng.standard_normal((2, 5, 4, 11)) * 10).astype(np.float32)
@@ -53,8 +56,10 @@ def test_relu_with_the_output_mask_has_relus_values_and_gradients():
 
     x = jnp.array([-2.0, -0.0, 0.0, 0.5, 3.0])
     np.testing.assert_array_equal(relu_output_mask(x), jax.nn.relu(x))
-    np.testing.assert_array_equal(jax.grad(lambda v: (relu_output_mask(v) * jnp.arange(5.0)).sum())(x),
-                                  jax.grad(lambda v: (jax.nn.relu(v) * jnp.arange(5.0)).sum())(x))
+    np.testing.assert_array_equal(
+        jax.grad(lambda v: (relu_output_mask(v) * jnp.arange(5.0)).sum())(x),
+        jax.grad(lambda v: (jax.nn.relu(v) * jnp.arange(5.0)).sum())(x),
+    )
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (1, 7, 9, 2)])
@@ -64,10 +69,16 @@ def test_reshape_pooling_is_max_pool_forward_bit_for_bit_and_in_its_gradient_wit
     from vgg_jax.model.layers import max_pool_2x2
 
     x = jax.random.normal(jax.random.key(0), shape)  # continuous values: no ties
-    reference = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2), padding="VALID")
+
+    def reference(v):
+        return nn.max_pool(v, (2, 2), strides=(2, 2), padding="VALID")
+
     np.testing.assert_array_equal(max_pool_2x2(x), reference(x))
     weights = jax.random.normal(jax.random.key(1), reference(x).shape)
-    grad = lambda pool: jax.grad(lambda v: (pool(v) * weights).sum())(x)
+
+    def grad(pool):
+        return jax.grad(lambda v: (pool(v) * weights).sum())(x)
+
     np.testing.assert_array_equal(grad(max_pool_2x2), grad(reference))
 
 
@@ -77,12 +88,20 @@ def test_the_fusion_friendly_forms_keep_the_models_outputs_and_gradients():
     from conftest import tiny_vgg
 
     images = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
-    default, fast = tiny_vgg("D", pool_impl="reduce_window"), tiny_vgg("D", relu_impl="output_mask", pool_impl="reshape")
+    default, fast = (
+        tiny_vgg("D", pool_impl="reduce_window"),
+        tiny_vgg("D", relu_impl="output_mask", pool_impl="reshape"),
+    )
     variables = default.init(jax.random.key(3), images)
     np.testing.assert_array_equal(fast.apply(variables, images), default.apply(variables, images))
     with jax.default_matmul_precision("highest"):
-        grads = [jax.grad(lambda p, m=m: (m.apply({"params": p}, images) ** 2).sum())(variables["params"]) for m in (default, fast)]
-        saliency = [jax.grad(lambda x, m=m: m.apply(variables, x)[:, 3].sum())(images) for m in (default, fast)]
+        grads = [
+            jax.grad(lambda p, m=m: (m.apply({"params": p}, images) ** 2).sum())(variables["params"])
+            for m in (default, fast)
+        ]
+        saliency = [
+            jax.grad(lambda x, m=m: m.apply(variables, x)[:, 3].sum())(images) for m in (default, fast)
+        ]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
     np.testing.assert_allclose(*saliency, rtol=1e-5, atol=1e-7)  # ties after a ReLU are zeros its mask drops
     from vgg_jax.model.vgg import resolve_pool_impl

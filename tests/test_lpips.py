@@ -1,4 +1,5 @@
-"""LPIPS (VGG, v0.1): against the `lpips` package where it is installed, and its defining properties everywhere."""
+"""LPIPS (VGG, v0.1): against the `lpips` package where it is installed, and its defining properties
+everywhere."""
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,11 @@ def test_lpips_is_a_distance_jittable_and_differentiable(vgg16_variables):
     np.testing.assert_allclose(vgg_jax.lpips(a, a, vgg16_variables), 0.0, atol=1e-7)
     np.testing.assert_allclose(vgg_jax.lpips(b, a, vgg16_variables), distance, rtol=1e-5)
     gradient = jax.grad(lambda x: vgg_jax.lpips(x, b, vgg16_variables).sum())(a)
-    assert gradient.shape == a.shape and bool(jnp.all(jnp.isfinite(gradient))) and float(jnp.abs(gradient).max()) > 0
+    assert (
+        gradient.shape == a.shape
+        and bool(jnp.all(jnp.isfinite(gradient)))
+        and float(jnp.abs(gradient).max()) > 0
+    )
     with pytest.raises(ValueError, match="same shape"):
         vgg_jax.lpips(a, b[:1], vgg16_variables)
 
@@ -42,19 +47,38 @@ def test_lpips_is_a_distance_jittable_and_differentiable(vgg16_variables):
 def test_lpips_equals_the_reference_package(vgg16_variables):
     """The same VGG-16 weights in both: `lpips.LPIPS(net="vgg")` and ours agree to 1e-5 relative."""
     torch = pytest.importorskip("torch", reason="the reference comparison needs torch and the lpips package")
-    lpips_package = pytest.importorskip("lpips", reason="the reference comparison needs the lpips package (pip install lpips)")
+    lpips_package = pytest.importorskip(
+        "lpips", reason="the reference comparison needs the lpips package (pip install lpips)"
+    )
     reference = lpips_package.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False).eval()
     # The README's recipe: torchvision's layout, features.{i} under the package's five slices.
-    slice_of = {i: s for s, r in enumerate([range(4), range(4, 9), range(9, 16), range(16, 23), range(23, 30)], 1) for i in r}
-    params = dict(vgg16_variables["params"])  # torchvision's fc6 takes 7x7x512; these were initialised at 32 pixels
+    slice_of = {
+        i: s
+        for s, r in enumerate([range(4), range(4, 9), range(9, 16), range(16, 23), range(23, 30)], 1)
+        for i in r
+    }
+    params = dict(
+        vgg16_variables["params"]
+    )  # torchvision's fc6 takes 7x7x512; these were initialised at 32 pixels
     params["fc6"] = {"kernel": np.zeros((7 * 7 * 512, 16), np.float32), "bias": np.zeros(16, np.float32)}
     state = vgg_jax.to_torchvision({"params": params}, "D")
-    reference.net.load_state_dict({f"slice{slice_of[int(key.split('.')[1])]}.{key.split('.', 1)[1]}": torch.from_numpy(value)
-                                   for key, value in state.items() if key.startswith("features.")})
+    reference.net.load_state_dict(
+        {
+            f"slice{slice_of[int(key.split('.')[1])]}.{key.split('.', 1)[1]}": torch.from_numpy(value)
+            for key, value in state.items()
+            if key.startswith("features.")
+        }
+    )
     with torch.no_grad():
         a, b = _images(3, (3, 48, 48, 3)), _images(4, (3, 48, 48, 3))
-        expected = reference(torch.from_numpy(np.asarray(a).transpose(0, 3, 1, 2).copy()),
-                             torch.from_numpy(np.asarray(b).transpose(0, 3, 1, 2).copy())).numpy().reshape(-1)
+        expected = (
+            reference(
+                torch.from_numpy(np.asarray(a).transpose(0, 3, 1, 2).copy()),
+                torch.from_numpy(np.asarray(b).transpose(0, 3, 1, 2).copy()),
+            )
+            .numpy()
+            .reshape(-1)
+        )
     with jax.default_matmul_precision("highest"):
         ours = np.asarray(vgg_jax.lpips(a, b, vgg16_variables))
     np.testing.assert_allclose(ours, expected, rtol=1e-5)

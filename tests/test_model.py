@@ -4,11 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_images, tiny_vgg
 
 from vgg_jax import VGG
 from vgg_jax.model.configs import layer_names
-
-from conftest import random_images, tiny_vgg
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +48,9 @@ def test_dense_at_a_larger_size_averages_fc_over_every_window(tiny_d64):
     params = variables["params"]
 
     def fc_head(window):
-        hidden = jax.nn.relu(window.reshape(window.shape[0], -1) @ params["fc6"]["kernel"] + params["fc6"]["bias"])
+        hidden = jax.nn.relu(
+            window.reshape(window.shape[0], -1) @ params["fc6"]["kernel"] + params["fc6"]["bias"]
+        )
         hidden = jax.nn.relu(hidden @ params["fc7"]["kernel"] + params["fc7"]["bias"])
         return hidden @ params["fc8"]["kernel"] + params["fc8"]["bias"]
 
@@ -152,8 +153,12 @@ def test_batch_norm_updates_statistics_in_training_and_uses_them_in_eval():
     assert not np.allclose(old["mean"], new["mean"]) and not np.allclose(old["var"], new["var"])
     # torchvision's momentum: new = 0.9 * old + 0.1 * batch mean of conv1_1's output.
     kernel, bias = variables["params"]["conv1_1"]["kernel"], variables["params"]["conv1_1"]["bias"]
-    conv = jax.lax.conv_general_dilated(images, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(new["mean"], 0.9 * old["mean"] + 0.1 * (conv + bias).mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+    conv = jax.lax.conv_general_dilated(
+        images, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    np.testing.assert_allclose(
+        new["mean"], 0.9 * old["mean"] + 0.1 * (conv + bias).mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6
+    )
     # Eval uses the running statistics: one image's logits do not depend on the rest of the batch.
     updated = {"params": variables["params"], **updates}
     full = model.apply(updated, images)
@@ -168,7 +173,10 @@ def test_bfloat16_compute_returns_float32_logits_close_to_float32(tiny_a):
     model16 = tiny_vgg("A", dtype=jnp.bfloat16)
     logits16 = model16.apply(variables, images)
     assert logits16.dtype == jnp.float32
-    assert model16.apply(variables, images, layers="relu2_1", method=VGG.features)["relu2_1"].dtype == jnp.bfloat16
+    assert (
+        model16.apply(variables, images, layers="relu2_1", method=VGG.features)["relu2_1"].dtype
+        == jnp.bfloat16
+    )
     reference = tiny_vgg("A").apply(variables, images)
     scale = float(jnp.abs(reference).max())
     np.testing.assert_allclose(logits16, reference, atol=0.05 * scale)
@@ -203,23 +211,39 @@ def test_remaining_alias_models_initialise():
 
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_remat_gives_the_same_variables_outputs_and_gradients(batch_norm):
-    """remat=True recomputes activations per block: same tree, values and gradients, and the jaxpr has remat."""
+    """remat=True recomputes activations per block: same tree, values and gradients, and the jaxpr has
+    remat."""
     plain, remat = tiny_vgg("C", batch_norm=batch_norm), tiny_vgg("C", batch_norm=batch_norm, remat=True)
     images = random_images()
     variables = plain.init(jax.random.key(0), images)
-    assert jax.tree_util.tree_structure(remat.init(jax.random.key(0), images)) == jax.tree_util.tree_structure(variables)
+    assert jax.tree_util.tree_structure(
+        remat.init(jax.random.key(0), images)
+    ) == jax.tree_util.tree_structure(variables)
 
     def loss(model, params, images):
         logits, _ = model.apply(
-            {**variables, "params": params}, images, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["batch_stats"]
+            {**variables, "params": params},
+            images,
+            train=True,
+            rngs={"dropout": jax.random.key(1)},
+            mutable=["batch_stats"],
         )
         return jnp.sum(logits**2)
 
-    grads = [jax.grad(lambda p, x, m=m: loss(m, p, x), argnums=(0, 1))(variables["params"], images) for m in (plain, remat)]
+    grads = [
+        jax.grad(lambda p, x, m=m: loss(m, p, x), argnums=(0, 1))(variables["params"], images)
+        for m in (plain, remat)
+    ]
     flat = [jax.tree_util.tree_leaves(g) for g in grads]
     for a, b in zip(*flat):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     jaxpr = str(jax.make_jaxpr(jax.grad(lambda p: loss(remat, p, images)))(variables["params"]))
-    assert jaxpr.count("remat") >= 5 and "remat" not in str(jax.make_jaxpr(jax.grad(lambda p: loss(plain, p, images)))(variables["params"]))
+    assert jaxpr.count("remat") >= 5 and "remat" not in str(
+        jax.make_jaxpr(jax.grad(lambda p: loss(plain, p, images)))(variables["params"])
+    )
     features = remat.apply(variables, images, layers=("relu3_1", "pool3"), method=VGG.features)
-    np.testing.assert_allclose(features["pool3"], plain.apply(variables, images, layers="pool3", method=VGG.features)["pool3"], rtol=1e-6)
+    np.testing.assert_allclose(
+        features["pool3"],
+        plain.apply(variables, images, layers="pool3", method=VGG.features)["pool3"],
+        rtol=1e-6,
+    )

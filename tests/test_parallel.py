@@ -34,8 +34,11 @@ def environment(devices: int) -> dict:
 def run_worker(tmp_path, name: str, host_devices: int, devices: int, *extra: str) -> tuple[dict, dict]:
     out = tmp_path / f"{name}.npz"
     done = subprocess.run(
-        [sys.executable, WORKER, str(out), str(devices), *extra], env=environment(host_devices),
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, WORKER, str(out), str(devices), *extra],
+        env=environment(host_devices),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1]), dict(np.load(out))
@@ -98,13 +101,28 @@ def finish(procs: list) -> list[tuple[str, str]]:
 
 
 def test_two_processes_over_jax_distributed_match_one_process(tmp_path, one_device):
-    """Two processes of 2 CPU devices each (coordinator on 127.0.0.1), each feeding half of every global batch."""
+    """Two processes of 2 CPU devices each (coordinator on 127.0.0.1), each feeding half of every global
+    batch."""
     info1, state1 = one_device
     port = free_port()
     procs = [
         subprocess.Popen(
-            [sys.executable, WORKER, str(tmp_path / f"p{i}.npz"), "4", "--process-id", str(i), "--num-processes", "2", "--port", str(port)],
-            env=environment(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                WORKER,
+                str(tmp_path / f"p{i}.npz"),
+                "4",
+                "--process-id",
+                str(i),
+                "--num-processes",
+                "2",
+                "--port",
+                str(port),
+            ],
+            env=environment(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(2)
     ]
@@ -120,14 +138,23 @@ def test_a_global_batch_that_does_not_divide_names_both_numbers():
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), (parallel.DATA_AXIS,))
     parallel.check_global_batch(5, mesh)  # one device takes any batch
     fake = type("FakeMesh", (), {"devices": np.empty(8)})()
-    with pytest.raises(ValueError, match=r"global batch of 12 does not divide over 8 devices.*multiple of 8 \(for example 8 or 16\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"global batch of 12 does not divide over 8 devices.*multiple of 8 \(for example 8 or 16\)",
+    ):
         parallel.check_global_batch(12, fake)
     with pytest.raises(ValueError, match=r"--devices must be between 1 and the 1 devices available, got 3"):
         parallel.make_mesh(3)
 
 
 def test_initialize_needs_all_three_settings(monkeypatch):
-    for name in (parallel.ENV_COORDINATOR, parallel.ENV_NUM_PROCESSES, parallel.ENV_PROCESS_ID, "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+    for name in (
+        parallel.ENV_COORDINATOR,
+        parallel.ENV_NUM_PROCESSES,
+        parallel.ENV_PROCESS_ID,
+        "SLURM_NTASKS",
+        "OMPI_COMM_WORLD_SIZE",
+    ):
         monkeypatch.delenv(name, raising=False)
     assert parallel.initialize() is False  # one process, nothing asked: nothing started
     with pytest.raises(ValueError, match="coordinator address"):
@@ -148,14 +175,35 @@ def read_losses(workdir) -> list[float]:
 def test_train_script_on_eight_devices_follows_the_one_device_loss_curve(tmp_path):
     """scripts/train.py under 8 fake devices: the same losses as on 1 device (a batch that does not divide
     is refused by bench.py's test below and by check_global_batch's, with the same message)."""
-    common = ["--config", "A", "--data", "digits", "--image-size", "32", "--max-steps", "8", "--log-every", "2",
-              "--width-scale", "0.125", "--fc-width", "32", "--checkpoint-every", "4"]
+    common = [
+        "--config",
+        "A",
+        "--data",
+        "digits",
+        "--image-size",
+        "32",
+        "--max-steps",
+        "8",
+        "--log-every",
+        "2",
+        "--width-scale",
+        "0.125",
+        "--fc-width",
+        "32",
+        "--checkpoint-every",
+        "4",
+    ]
     script = os.path.join(ROOT, "scripts", "train.py")
     curves = {}
     for devices in (1, 8):
         workdir = tmp_path / f"d{devices}"
-        done = subprocess.run([sys.executable, script, *common, "--workdir", str(workdir), "--devices", str(devices)],
-                              env=environment(8), capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, script, *common, "--workdir", str(workdir), "--devices", str(devices)],
+            env=environment(8),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         curves[devices] = read_losses(workdir)
     assert len(curves[1]) == 4
@@ -165,36 +213,117 @@ def test_train_script_on_eight_devices_follows_the_one_device_loss_curve(tmp_pat
 def test_bench_scaling_reports_efficiency_per_device_count(tmp_path):
     out = tmp_path / "scaling.json"
     done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "bench.py"), "--config", "A", "--batch-size", "8", "--image-size", "32",
-         "--width-scale", "0.0625", "--fc-width", "32", "--steps", "2", "--warmup", "1", "--mode", "train-step", "--scaling",
-         "--json", str(out)],
-        env=environment(4), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "bench.py"),
+            "--config",
+            "A",
+            "--batch-size",
+            "8",
+            "--image-size",
+            "32",
+            "--width-scale",
+            "0.0625",
+            "--fc-width",
+            "32",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--mode",
+            "train-step",
+            "--scaling",
+            "--json",
+            str(out),
+        ],
+        env=environment(4),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     records = json.loads(out.read_text())
-    assert [(r["device_count"], r["batch_size"], r["per_device_batch"]) for r in records] == [(1, 2, 2), (2, 4, 2), (4, 8, 2)]
+    assert [(r["device_count"], r["batch_size"], r["per_device_batch"]) for r in records] == [
+        (1, 2, 2),
+        (2, 4, 2),
+        (4, 8, 2),
+    ]
     for record in records[1:]:
         result = record["results"]["train_step"]
         one = records[0]["results"]["train_step"]["images_per_s"]
-        assert result["scaling_efficiency"] == pytest.approx(result["images_per_s"] / (record["device_count"] * one))
-        assert result["images_per_s_per_device"] == pytest.approx(result["images_per_s"] / record["device_count"])
+        assert result["scaling_efficiency"] == pytest.approx(
+            result["images_per_s"] / (record["device_count"] * one)
+        )
+        assert result["images_per_s_per_device"] == pytest.approx(
+            result["images_per_s"] / record["device_count"]
+        )
     assert "efficiency" in done.stdout and "scaling eff." in done.stdout
     bad = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "bench.py"), "--config", "A", "--batch-size", "6", "--image-size", "32"],
-        env=environment(4), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "bench.py"),
+            "--config",
+            "A",
+            "--batch-size",
+            "6",
+            "--image-size",
+            "32",
+        ],
+        env=environment(4),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "global batch of 6 does not divide over 4 devices" in bad.stderr
+    assert (
+        bad.returncode == 2
+        and bad.stderr.count("\n") == 1
+        and "global batch of 6 does not divide over 4 devices" in bad.stderr
+    )
 
 
 def train_two_processes(workdir, steps: int, resume: bool = False) -> list[str]:
     """scripts/train.py as two processes over jax.distributed on localhost; returns their stderr."""
     port = free_port()
-    command = [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--config", "A", "--data", "synthetic",
-               "--image-size", "32", "--width-scale", "0.0625", "--fc-width", "32", "--batch-size", "8",
-               "--max-steps", str(steps), "--checkpoint-every", "2", "--eval-every", "2", "--log-every", "1",
-               "--workdir", str(workdir), "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"] + (["--resume"] if resume else [])
-    procs = [subprocess.Popen(command + ["--process-id", str(i)], env=environment(1), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "scripts", "train.py"),
+        "--config",
+        "A",
+        "--data",
+        "synthetic",
+        "--image-size",
+        "32",
+        "--width-scale",
+        "0.0625",
+        "--fc-width",
+        "32",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        str(steps),
+        "--checkpoint-every",
+        "2",
+        "--eval-every",
+        "2",
+        "--log-every",
+        "1",
+        "--workdir",
+        str(workdir),
+        "--coordinator",
+        f"127.0.0.1:{port}",
+        "--num-processes",
+        "2",
+    ] + (["--resume"] if resume else [])
+    procs = [
+        subprocess.Popen(
+            command + ["--process-id", str(i)],
+            env=environment(1),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     return [stderr for _, stderr in finish(procs)]
 
 
@@ -216,5 +345,7 @@ def test_train_script_in_two_processes_checkpoints_and_resumes_exactly(tmp_path)
 
     whole, split = params(tmp_path / "whole"), params(tmp_path / "split")
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(split)))
-    steps = [json.loads(line)["step"] for line in open(tmp_path / "split" / "metrics.jsonl") if "eval" not in line]
+    steps = [
+        json.loads(line)["step"] for line in open(tmp_path / "split" / "metrics.jsonl") if "eval" not in line
+    ]
     assert steps == [1, 2, 3, 4]  # process 0 alone writes, and the resume drops nothing and repeats nothing

@@ -1,4 +1,5 @@
-"""The README's "equal to torchvision / lpips" claims, checked in CI without torch, against recorded peer outputs.
+"""The README's "equal to torchvision / lpips" claims, checked in CI without torch, against recorded peer
+outputs.
 
 `tests/fixtures/make_peer_golden.py` recorded torchvision's and lpips's
 outputs on weights and images made from NumPy seeds; here the same seeds give
@@ -16,8 +17,8 @@ import numpy as np
 import pytest
 
 import vgg_jax
-from vgg_jax.weights import formats as weights
 from vgg_jax.model.vgg import VGG
+from vgg_jax.weights import formats as weights
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
 from make_peer_golden import MODELS, seeded_images, seeded_lpips_images, seeded_state  # noqa: E402
@@ -34,7 +35,9 @@ def relative_error(ours, theirs) -> float:
 @pytest.mark.parametrize("name, config, batch_norm", MODELS)
 def test_torchvision_logits_and_features_from_the_recorded_run(name, config, batch_norm):
     recorded = GOLDEN["models"][name]
-    variables = weights.from_torchvision(seeded_state(config, batch_norm, recorded["seed"]), config, batch_norm=batch_norm)
+    variables = weights.from_torchvision(
+        seeded_state(config, batch_norm, recorded["seed"]), config, batch_norm=batch_norm
+    )
     model = VGG(config=config, batch_norm=batch_norm)
     inputs = vgg_jax.preprocess(seeded_images(recorded["image_seed"]), "torch")
     relu4 = [n for n in vgg_jax.layer_names(config) if n.startswith("relu4_")][-1]
@@ -50,7 +53,9 @@ def test_torchvision_logits_and_features_from_the_recorded_run(name, config, bat
 def test_lpips_distances_from_the_recorded_run():
     recorded = GOLDEN["lpips"]
     variables = weights.from_torchvision(seeded_state("D", False, recorded["weights_seed"]), "D")
-    variables = {"params": {name: leaf for name, leaf in variables["params"].items() if not name.startswith("fc")}}
+    variables = {
+        "params": {name: leaf for name, leaf in variables["params"].items() if not name.startswith("fc")}
+    }
     a, b = (seeded_lpips_images(seed) for seed in recorded["image_seeds"])
     with jax.default_matmul_precision("highest"):
         distances = np.asarray(vgg_jax.lpips(a, b, variables))

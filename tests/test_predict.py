@@ -1,7 +1,9 @@
-"""scripts/predict.py on image files (its main, in-process), with a weights file (no download): top classes, JSON, dense, errors."""
+"""scripts/predict.py on image files (its main, in-process), with a weights file (no download): top
+classes, JSON, dense, errors."""
 
 import json
 import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +11,7 @@ import pytest
 from PIL import Image
 
 import vgg_jax
-from vgg_jax.weights import imagenet
-from vgg_jax.weights import predict
+from vgg_jax.weights import imagenet, predict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_IMAGENET = dict(width_scale=1 / 16, fc_width=32, num_classes=1000)
@@ -42,10 +43,14 @@ def test_classify_matches_the_model_on_the_centre_crops(weights_file, images):
     results = predict.classify(named.model, named.variables, images, named.preprocess, top=3, batch_size=1)
     views = np.stack([predict.centre_view(predict.read_image(p), 32) for p in images])
     expected = imagenet.decode_predictions(model.apply(variables, vgg_jax.preprocess(views, "torch")), top=3)
-    assert [[(b["index"], b["name"]) for b in r["top"]] for r in results] == [[(i, n) for i, n, _ in e] for e in expected]
+    assert [[(b["index"], b["name"]) for b in r["top"]] for r in results] == [
+        [(i, n) for i, n, _ in e] for e in expected
+    ]
     assert [r["image"] for r in results] == images
     for result, best in zip(results, expected):
-        np.testing.assert_allclose([b["probability"] for b in result["top"]], [p for _, _, p in best], rtol=1e-5)
+        np.testing.assert_allclose(
+            [b["probability"] for b in result["top"]], [p for _, _, p in best], rtol=1e-5
+        )
 
 
 def load_script():
@@ -71,8 +76,10 @@ def test_bad_inputs_are_one_line(weights_file, images, tmp_path, capsys):
     script = load_script()
     path, _, _ = weights_file
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    for argv, message in (([str(tmp_path / "missing.png"), "--model", path, "--config", "A"], "missing.png does not exist"),
-                          ([str(tmp_path / "broken.jpg"), "--model", path, "--config", "A"], "broken.jpg could not be read")):
+    for argv, message in (
+        ([str(tmp_path / "missing.png"), "--model", path, "--config", "A"], "missing.png does not exist"),
+        ([str(tmp_path / "broken.jpg"), "--model", path, "--config", "A"], "broken.jpg could not be read"),
+    ):
         assert script.main(argv) == 1  # reported, the rest (none here) classified
         err = capsys.readouterr().err
         assert err.count("\n") == 2 and message in err and "1 of 1 images could not be read" in err, err

@@ -15,15 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY, tiny_vgg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vgg_jax import VGG
-from vgg_jax.weights import formats as weights
 from vgg_jax.model.configs import ALIASES, CONFIGS, layer_names
 from vgg_jax.research.warm_start import warm_start
-
-from conftest import TINY, tiny_vgg
+from vgg_jax.weights import formats as weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = int(os.environ.get("VGG_JAX_HYPOTHESIS_EXAMPLES", "0"))
@@ -32,7 +31,8 @@ TRIED: collections.Counter = collections.Counter()  # bad inputs tried per entry
 
 @pytest.fixture(autouse=True)
 def _report_bad_inputs(record_property):
-    """Each test's count of bad inputs, as a user property: conftest sums them, in serial and in xdist runs."""
+    """Each test's count of bad inputs, as a user property: conftest sums them, in serial and in xdist
+    runs."""
     before = TRIED.copy()
     yield
     for name, count in (TRIED - before).items():
@@ -41,8 +41,14 @@ def _report_bad_inputs(record_property):
 
 def sweep(examples: int):
     return settings(
-        max_examples=EXAMPLES or examples, deadline=None, derandomize=not EXAMPLES,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much],
+        max_examples=EXAMPLES or examples,
+        deadline=None,
+        derandomize=not EXAMPLES,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.filter_too_much,
+        ],
     )
 
 
@@ -56,22 +62,35 @@ def refused(error: BaseException, *names: str) -> None:
 # ----------------------------------------------------------------------------- VGG(...) fields
 
 ANYTHING = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 5000), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=8), st.sampled_from([jnp.int32, jnp.float16, jnp.bfloat16, "float32", np.uint8, object()]),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from([jnp.int32, jnp.float16, jnp.bfloat16, "float32", np.uint8, object()]),
     st.lists(st.integers(), max_size=2),
 )
 FIELDS = {
     "config": st.one_of(st.sampled_from(list(CONFIGS) + list(ALIASES) + ["vgg17", "F", "", "d"]), ANYTHING),
-    "num_classes": ANYTHING, "dropout_rate": ANYTHING, "batch_norm": ANYTHING, "fc_width": ANYTHING,
-    "width_scale": ANYTHING, "init_scheme": st.one_of(st.sampled_from(["glorot", "paper", "kaiming", "he", "Glorot"]), ANYTHING),
-    "dtype": ANYTHING, "param_dtype": ANYTHING, "conv_impl": st.one_of(st.sampled_from(["auto", "xla", "custom_vjp", "cudnn"]), ANYTHING),
+    "num_classes": ANYTHING,
+    "dropout_rate": ANYTHING,
+    "batch_norm": ANYTHING,
+    "fc_width": ANYTHING,
+    "width_scale": ANYTHING,
+    "init_scheme": st.one_of(st.sampled_from(["glorot", "paper", "kaiming", "he", "Glorot"]), ANYTHING),
+    "dtype": ANYTHING,
+    "param_dtype": ANYTHING,
+    "conv_impl": st.one_of(st.sampled_from(["auto", "xla", "custom_vjp", "cudnn"]), ANYTHING),
     "remat": ANYTHING,
 }
 
 
 @sweep(150)
-@given(st.dictionaries(st.sampled_from(sorted(FIELDS)), st.none(), min_size=1, max_size=3).flatmap(
-    lambda keys: st.fixed_dictionaries({key: FIELDS[key] for key in keys})))
+@given(
+    st.dictionaries(st.sampled_from(sorted(FIELDS)), st.none(), min_size=1, max_size=3).flatmap(
+        lambda keys: st.fixed_dictionaries({key: FIELDS[key] for key in keys})
+    )
+)
 def test_vgg_fields(fields):
     try:
         model = VGG(**fields)
@@ -97,12 +116,19 @@ def tiny_a_shapes():
 @given(
     st.lists(st.integers(0, 70), min_size=0, max_size=5),
     st.sampled_from([jnp.float32, jnp.bfloat16, jnp.float16, jnp.int32, jnp.uint8, jnp.bool_, jnp.complex64]),
-    st.booleans(), st.booleans(),
+    st.booleans(),
+    st.booleans(),
 )
 def test_apply_with_any_shape_and_dtype(tiny_a_shapes, shape, dtype, train, dense):
     model, variables = tiny_a_shapes
     images = jax.ShapeDtypeStruct(tuple(shape), dtype)
-    valid = len(shape) == 4 and shape[0] >= 1 and shape[1] == shape[2] == 32 and shape[3] == 3 and jnp.issubdtype(dtype, jnp.floating)
+    valid = (
+        len(shape) == 4
+        and shape[0] >= 1
+        and shape[1] == shape[2] == 32
+        and shape[3] == 3
+        and jnp.issubdtype(dtype, jnp.floating)
+    )
     rngs = {"dropout": jax.random.key(1)}
     try:
         out = jax.eval_shape(lambda x: model.apply(variables, x, train=train, dense=dense, rngs=rngs), images)
@@ -119,11 +145,18 @@ def test_apply_with_any_shape_and_dtype(tiny_a_shapes, shape, dtype, train, dens
 
 
 @sweep(80)
-@given(st.one_of(st.text(max_size=10), st.lists(st.one_of(st.sampled_from(layer_names("A")), st.text(max_size=8)), max_size=4)))
+@given(
+    st.one_of(
+        st.text(max_size=10),
+        st.lists(st.one_of(st.sampled_from(layer_names("A")), st.text(max_size=8)), max_size=4),
+    )
+)
 def test_features_names(tiny_a_shapes, layers):
     model, variables = tiny_a_shapes
     try:
-        out = jax.eval_shape(lambda x: model.apply(variables, x, layers=layers, method=VGG.features), jnp.zeros((1, 32, 32, 3)))
+        out = jax.eval_shape(
+            lambda x: model.apply(variables, x, layers=layers, method=VGG.features), jnp.zeros((1, 32, 32, 3))
+        )
     except Exception as error:  # noqa: BLE001
         TRIED["features names"] += 1
         refused(error, "layer names")
@@ -143,13 +176,18 @@ def source_a():
 @sweep(12)
 @given(
     st.sampled_from(list(CONFIGS) + ["vgg17"]),
-    st.one_of(st.sampled_from(["paper", "matching", "sideways"]), st.lists(st.sampled_from(["conv1_1", "conv3_2", "fc6", "fc9", "lrn"]), max_size=3)),
+    st.one_of(
+        st.sampled_from(["paper", "matching", "sideways"]),
+        st.lists(st.sampled_from(["conv1_1", "conv3_2", "fc6", "fc9", "lrn"]), max_size=3),
+    ),
     st.sampled_from([{}, {"batch_norm": True}, {"width_scale": 1 / 8}, {"num_classes": 7}, {"fc_width": 16}]),
 )
 def test_warm_start_between_configs(source_a, target, layers, change):
     kwargs = {**TINY, **change}
     try:
-        variables, report = warm_start(source_a, "A", target, jax.random.key(1), layers=layers, image_size=32, **kwargs)
+        variables, report = warm_start(
+            source_a, "A", target, jax.random.key(1), layers=layers, image_size=32, **kwargs
+        )
     except Exception as error:  # noqa: BLE001
         TRIED["warm_start"] += 1
         refused(error, "layer", "config", "shape", "warm", "batch_norm", "width", "classes", "fc")
@@ -204,13 +242,28 @@ def test_loaders_with_wrong_truncated_or_mismatched_files(tmp_path_factory, good
         return
     # Accepted: it must be the real file, loaded whole (a flip inside a float is still a float).
     assert suffix in good_files and config == "A"
-    assert jax.tree.structure(loaded["params"]) == jax.tree.structure(jax.device_get(tiny_vgg("A").init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]))
+    assert jax.tree.structure(loaded["params"]) == jax.tree.structure(
+        jax.device_get(tiny_vgg("A").init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"])
+    )
 
 
 @sweep(40)
-@given(st.dictionaries(
-    st.sampled_from(["features.0.weight", "features.0.bias", "classifier.0.weight", "classifier.6.weight", "junk", "features.99.weight"]),
-    st.lists(st.integers(1, 4), min_size=1, max_size=4), max_size=5))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "features.0.weight",
+                "features.0.bias",
+                "classifier.0.weight",
+                "classifier.6.weight",
+                "junk",
+                "features.99.weight",
+            ]
+        ),
+        st.lists(st.integers(1, 4), min_size=1, max_size=4),
+        max_size=5,
+    )
+)
 def test_from_torchvision_with_mismatched_state_dicts(state_shapes):
     state = {key: np.zeros(shape, np.float32) for key, shape in state_shapes.items()}
     with pytest.raises((ValueError, TypeError)) as error:
@@ -269,18 +322,36 @@ def run_cli(main, argv, capsys):
 
 
 TRAIN_FLAGS = {
-    "--image-size": st.sampled_from(["16", "31", "-1", "abc", "", "99999", "3.5"]), "--epochs": POSITIVE_INTS,
-    "--max-steps": POSITIVE_INTS, "--batch-size": POSITIVE_INTS, "--lr": POSITIVE_FLOATS,
-    "--plateau-patience": POSITIVE_INTS, "--weight-decay": NON_NEGATIVE_FLOATS, "--width-scale": POSITIVE_FLOATS,
-    "--fc-width": POSITIVE_INTS, "--dropout": st.sampled_from(["1", "1.5", "-0.1", "nan", "x"]),
+    "--image-size": st.sampled_from(["16", "31", "-1", "abc", "", "99999", "3.5"]),
+    "--epochs": POSITIVE_INTS,
+    "--max-steps": POSITIVE_INTS,
+    "--batch-size": POSITIVE_INTS,
+    "--lr": POSITIVE_FLOATS,
+    "--plateau-patience": POSITIVE_INTS,
+    "--weight-decay": NON_NEGATIVE_FLOATS,
+    "--width-scale": POSITIVE_FLOATS,
+    "--fc-width": POSITIVE_INTS,
+    "--dropout": st.sampled_from(["1", "1.5", "-0.1", "nan", "x"]),
     "--seed": st.sampled_from(["-1", "abc", "", "3.5", "99999999999999999999"]),
-    "--scale": st.sampled_from(["8", "64,32", "a,b", "", "1,2,3", "-5"]), "--pca-std": NON_NEGATIVE_FLOATS,
-    "--eval-scales": st.sampled_from(["8", "", "x", "16,8"]), "--eval-every": NON_NEGATIVE_INTS,
-    "--checkpoint-every": NON_NEGATIVE_INTS, "--keep": POSITIVE_INTS, "--log-every": POSITIVE_INTS,
-    "--workers": NON_NEGATIVE_INTS, "--skip-nonfinite": NON_NEGATIVE_INTS, "--devices": POSITIVE_INTS,
-    "--config": BAD_WORDS, "--data": BAD_WORDS, "--lr-policy": BAD_WORDS, "--dtype": BAD_WORDS, "--init": BAD_WORDS,
-    "--eval": BAD_WORDS, "--init-from": st.sampled_from(["", "no/such/run"]),
-    "--num-processes": POSITIVE_INTS, "--process-id": NON_NEGATIVE_INTS | st.just("0"),
+    "--scale": st.sampled_from(["8", "64,32", "a,b", "", "1,2,3", "-5"]),
+    "--pca-std": NON_NEGATIVE_FLOATS,
+    "--eval-scales": st.sampled_from(["8", "", "x", "16,8"]),
+    "--eval-every": NON_NEGATIVE_INTS,
+    "--checkpoint-every": NON_NEGATIVE_INTS,
+    "--keep": POSITIVE_INTS,
+    "--log-every": POSITIVE_INTS,
+    "--workers": NON_NEGATIVE_INTS,
+    "--skip-nonfinite": NON_NEGATIVE_INTS,
+    "--devices": POSITIVE_INTS,
+    "--config": BAD_WORDS,
+    "--data": BAD_WORDS,
+    "--lr-policy": BAD_WORDS,
+    "--dtype": BAD_WORDS,
+    "--init": BAD_WORDS,
+    "--eval": BAD_WORDS,
+    "--init-from": st.sampled_from(["", "no/such/run"]),
+    "--num-processes": POSITIVE_INTS,
+    "--process-id": NON_NEGATIVE_INTS | st.just("0"),
 }
 
 
@@ -296,16 +367,29 @@ def test_train_cli_bad_flags(tmp_path_factory, capsys, flag_value):
     TRIED["train.py flags"] += 1
     assert status not in (0, None), f"{flag} {value!r} was accepted"
     assert len(lines) == 1 and lines[0].startswith("train.py: error:"), lines
-    assert not workdir.exists() or not any(workdir.iterdir()), f"{flag} {value!r} left files: {list(workdir.iterdir())}"
+    assert not workdir.exists() or not any(workdir.iterdir()), (
+        f"{flag} {value!r} left files: {list(workdir.iterdir())}"
+    )
 
 
 BENCH_FLAGS = {
-    "--config": BAD_WORDS, "--batch-size": st.sampled_from(["0", "-2", "two", "", "4,0", "3.5", "99999999999"]),
-    "--steps": POSITIVE_INTS, "--warmup": NON_NEGATIVE_INTS, "--image-size": st.sampled_from(["16", "-1", "abc", "99999", "3.5"]),
-    "--dtype": BAD_WORDS, "--mode": BAD_WORDS, "--vs": BAD_WORDS, "--peak-tflops": POSITIVE_FLOATS, "--conv-impl": BAD_WORDS,
-    "--width-scale": POSITIVE_FLOATS | st.just("1000"), "--fc-width": POSITIVE_INTS, "--num-classes": POSITIVE_INTS,
-    "--devices": POSITIVE_INTS, "--cache-dir": st.just(""),
-    "--json": st.sampled_from(["/nonexistent-dir/x.json", "", "."]), "--plot": st.sampled_from(["/nonexistent-dir/x.png", "", "plot.bmp", "plot"]),
+    "--config": BAD_WORDS,
+    "--batch-size": st.sampled_from(["0", "-2", "two", "", "4,0", "3.5", "99999999999"]),
+    "--steps": POSITIVE_INTS,
+    "--warmup": NON_NEGATIVE_INTS,
+    "--image-size": st.sampled_from(["16", "-1", "abc", "99999", "3.5"]),
+    "--dtype": BAD_WORDS,
+    "--mode": BAD_WORDS,
+    "--vs": BAD_WORDS,
+    "--peak-tflops": POSITIVE_FLOATS,
+    "--conv-impl": BAD_WORDS,
+    "--width-scale": POSITIVE_FLOATS | st.just("1000"),
+    "--fc-width": POSITIVE_INTS,
+    "--num-classes": POSITIVE_INTS,
+    "--devices": POSITIVE_INTS,
+    "--cache-dir": st.just(""),
+    "--json": st.sampled_from(["/nonexistent-dir/x.json", "", "."]),
+    "--plot": st.sampled_from(["/nonexistent-dir/x.png", "", "plot.bmp", "plot"]),
 }
 
 
@@ -314,7 +398,20 @@ BENCH_FLAGS = {
 def test_bench_cli_bad_flags(tmp_path, capsys, monkeypatch, flag_value):
     flag, value = flag_value
     monkeypatch.chdir(tmp_path)
-    argv = ["--config", "A", "--image-size", "32", "--width-scale", "0.0625", "--fc-width", "8", "--steps", "1", flag, value]
+    argv = [
+        "--config",
+        "A",
+        "--image-size",
+        "32",
+        "--width-scale",
+        "0.0625",
+        "--fc-width",
+        "8",
+        "--steps",
+        "1",
+        flag,
+        value,
+    ]
 
     status, lines = run_cli(bench_cli.main, argv, capsys)
     TRIED["bench.py flags"] += 1
@@ -327,17 +424,26 @@ def test_bench_cli_bad_flags(tmp_path, capsys, monkeypatch, flag_value):
 @given(
     st.sampled_from(["missing.pth", "x.h5", "", "dir/", "same"]),
     st.sampled_from(["out.msgpack", "out.safetensors", "", "existing.msgpack", "out_dir"]),
-    st.sampled_from([[], ["--config", "Z"], ["--config", "C"], ["--batch-norm", "--no-batch-norm"], ["--bogus"]]),
+    st.sampled_from(
+        [[], ["--config", "Z"], ["--config", "C"], ["--batch-norm", "--no-batch-norm"], ["--bogus"]]
+    ),
 )
 def test_convert_weights_cli_bad_input(tmp_path_factory, capsys, good_files, src, dst, extra):
     directory = tmp_path_factory.mktemp("convert")
     (directory / "existing.msgpack").write_bytes(b"keep me")
     (directory / "x.h5").write_bytes(b"not hdf5")
-    src_path = str(directory / src) if src not in ("", "same") else (src if src == "" else str(directory / "existing.msgpack"))
+    src_path = (
+        str(directory / src)
+        if src not in ("", "same")
+        else (src if src == "" else str(directory / "existing.msgpack"))
+    )
     dst_path = str(directory / dst) if dst else ""
     before = sorted(os.listdir(directory))
     status, lines = run_cli(convert_cli.main, [src_path, dst_path, *extra], capsys)
     TRIED["convert_weights.py flags"] += 1
     assert status not in (0, None)
     assert len(lines) == 1 and "error" in lines[0], lines
-    assert sorted(os.listdir(directory)) == before and (directory / "existing.msgpack").read_bytes() == b"keep me"
+    assert (
+        sorted(os.listdir(directory)) == before
+        and (directory / "existing.msgpack").read_bytes() == b"keep me"
+    )

@@ -1,4 +1,5 @@
-"""The README and docs/ as written: the research example runs, every command's flags parse, every link resolves."""
+"""The README and docs/ as written: the research example runs, every command's flags parse, every link
+resolves."""
 
 import importlib
 import pathlib
@@ -10,7 +11,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
-COMMAND = re.compile(r"python scripts/([a-z_]+)\.py((?:\\\n|[^\n`#&|;\[])*)")  # to the end of the command, continuations included
+COMMAND = re.compile(
+    r"python scripts/([a-z_]+)\.py((?:\\\n|[^\n`#&|;\[])*)"
+)  # to the end of the command, continuations included
 
 
 def test_readme_is_short():
@@ -30,9 +33,15 @@ def test_gradient_example_runs():
 def test_pretrained_table_lists_every_name_with_its_accuracy():
     from vgg_jax.weights import zoo
 
-    assert README.read_text().index("vgg_jax.pretrained(") < README.read_text().index("## Quickstart")  # the usage opens with it
+    assert README.read_text().index("vgg_jax.pretrained(") < README.read_text().index(
+        "## Quickstart"
+    )  # the usage opens with it
     text = (ROOT / "docs" / "weights.md").read_text()
-    rows = {tuple(cell.strip(" `") for cell in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| `vgg")}
+    rows = {
+        tuple(cell.strip(" `") for cell in line.split("|")[1:3]): line
+        for line in text.splitlines()
+        if line.startswith("| `vgg")
+    }
     assert set(rows) == set(zoo.WEIGHTS)
     for (name, source), entry in zoo.WEIGHTS.items():
         if entry.top1 is not None:
@@ -46,7 +55,11 @@ def commands():
     for page in PAGES:
         for match in COMMAND.finditer(page.read_text()):
             arguments = shlex.split(match.group(2).replace("\\\n", " ").replace("...", ""))
-            found.append(pytest.param(match.group(1), arguments, id=f"{page.name}:{match.group(1)}:{' '.join(arguments)[:40]}"))
+            found.append(
+                pytest.param(
+                    match.group(1), arguments, id=f"{page.name}:{match.group(1)}:{' '.join(arguments)[:40]}"
+                )
+            )
     return found
 
 
@@ -70,7 +83,9 @@ def test_every_documented_command_parses(script, arguments):
             continue
         for each in value.strip("{}").split(",") if value.startswith("{") else [value]:
             converted = action.type(each) if action.type else each
-            assert action.choices is None or converted in action.choices, f"{flag} {each} is not one of {action.choices}"
+            assert action.choices is None or converted in action.choices, (
+                f"{flag} {each} is not one of {action.choices}"
+            )
 
 
 def test_every_local_link_resolves():

@@ -10,12 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import random_images, tiny_vgg
 
 from vgg_jax.training import loop
 from vgg_jax.training import step as train
 from vgg_jax.training.step import Plateau, create_train_state, make_train_step, paper_optimizer
-
-from conftest import random_images, tiny_vgg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_RUN = dict(config="A", data="synthetic", width_scale=1 / 16, fc_width=32, batch_size=8, log_every=1)
@@ -40,7 +39,9 @@ def test_a_tiny_model_overfits_one_batch():
     assert float(metrics["nonfinite"]) == 0.0
     assert float(metrics["top1"]) == 1.0 and float(metrics["learning_rate"]) == pytest.approx(0.05)
     assert int(state.step) == 40
-    assert float(jnp.abs(state.batch_stats["conv1_1_bn"]["mean"]).max()) > 0  # BN statistics follow the batches
+    assert (
+        float(jnp.abs(state.batch_stats["conv1_1_bn"]["mean"]).max()) > 0
+    )  # BN statistics follow the batches
     _, _, plain = overfit(tiny_vgg("A", dropout_rate=0.0, width_scale=1 / 8), 0.05)
     assert np.mean(plain[-5:]) < plain[0] - 0.2  # without BN the loss falls too, more slowly
 
@@ -75,7 +76,15 @@ def test_learning_rate_policies():
     with pytest.raises(ValueError, match="unknown learning-rate policy"):
         train.learning_rate_schedule("warmup", 0.01, 10)
     plateau = Plateau(patience=2, max_reductions=1)
-    assert [plateau.update(a) for a in (0.5, 0.6, 0.6, 0.55, 0.4, 0.3, 0.2)] == [False, False, False, True, False, False, False]
+    assert [plateau.update(a) for a in (0.5, 0.6, 0.6, 0.55, 0.4, 0.3, 0.2)] == [
+        False,
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_host_can_lower_the_learning_rate(tiny_a):
@@ -96,10 +105,16 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     common = dict(TINY_RUN, eval_every=3, checkpoint_every=3)
     loop.run(loop.TrainConfig(workdir=str(tmp_path / "whole"), max_steps=9, **common), log=lambda line: None)
     loop.run(loop.TrainConfig(workdir=str(tmp_path / "split"), max_steps=6, **common), log=lambda line: None)
-    loop.run(loop.TrainConfig(workdir=str(tmp_path / "split"), max_steps=9, **common), resume=True, log=lambda line: None)
+    loop.run(
+        loop.TrainConfig(workdir=str(tmp_path / "split"), max_steps=9, **common),
+        resume=True,
+        log=lambda line: None,
+    )
     whole, split = params_of(tmp_path / "whole"), params_of(tmp_path / "split")
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), whole, split))
-    steps = [json.loads(line)["step"] for line in open(tmp_path / "split" / "metrics.jsonl") if "eval" not in line]
+    steps = [
+        json.loads(line)["step"] for line in open(tmp_path / "split" / "metrics.jsonl") if "eval" not in line
+    ]
     assert steps == list(range(1, 10))  # no step logged twice
 
 
@@ -123,28 +138,51 @@ def test_non_finite_loss_stops_the_loop_and_keeps_the_last_good_checkpoint(tmp_p
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(params_of(tmp_path)))
 
 
-def test_metrics_are_fetched_once_per_window_and_a_non_finite_step_inside_one_still_stops_the_run(tmp_path, monkeypatch):
-    """The loop never waits for the device within a log window; the first non-finite step is still the one named."""
+def test_metrics_are_fetched_once_per_window_and_a_non_finite_step_inside_one_still_stops_the_run(
+    tmp_path, monkeypatch
+):
+    """The loop never waits for the device within a log window; the first non-finite step is still the one
+    named."""
     fetches = []
     real = loop.jax.device_get
     monkeypatch.setattr(loop.jax, "device_get", lambda tree: fetches.append(1) or real(tree))
     quiet = dict(TINY_RUN, log_every=4, eval_every=100, checkpoint_every=100)
     loop.run(loop.TrainConfig(workdir=str(tmp_path / "fine"), max_steps=12, **quiet), log=lambda line: None)
     assert len(fetches) == 3  # steps 4, 8 and 12, not 12 times
-    cfg = loop.TrainConfig(workdir=str(tmp_path / "bad"), max_steps=40, learning_rate=1e12, **{**quiet, "checkpoint_every": 4})
+    cfg = loop.TrainConfig(
+        workdir=str(tmp_path / "bad"), max_steps=40, learning_rate=1e12, **{**quiet, "checkpoint_every": 4}
+    )
     with pytest.raises(loop.NonFiniteError, match=r"at step (\d+)") as error:
         loop.run(cfg, log=lambda line: None)
     failed = int(error.value.args[0].split("at step ")[1].split(";")[0])
     saved = sorted(int(name) for name in os.listdir(tmp_path / "bad" / "checkpoints") if name.isdigit())
     assert all(step < failed for step in saved)  # nothing saved past the step that stopped the run
-    steps = [json.loads(line)["step"] for line in open(tmp_path / "bad" / "metrics.jsonl") if "eval" not in line]
+    steps = [
+        json.loads(line)["step"] for line in open(tmp_path / "bad" / "metrics.jsonl") if "eval" not in line
+    ]
     assert all(step < failed for step in steps)
 
 
 def test_train_script_end_to_end(tmp_path):
     workdir = tmp_path / "run"
-    command = [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--config", "A", "--data", "synthetic",
-               "--width-scale", "0.0625", "--fc-width", "32", "--batch-size", "8", "--max-steps", "4", "--workdir", str(workdir)]
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "scripts", "train.py"),
+        "--config",
+        "A",
+        "--data",
+        "synthetic",
+        "--width-scale",
+        "0.0625",
+        "--fc-width",
+        "32",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "4",
+        "--workdir",
+        str(workdir),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "Done: A, 4 steps" in done.stdout
@@ -152,15 +190,28 @@ def test_train_script_end_to_end(tmp_path):
     records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     assert {"step", "loss", "top1", "top5", "grad_norm", "learning_rate", "images_per_s"} <= set(records[0])
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and "already holds a run" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    assert (
+        again.returncode == 2
+        and "already holds a run" in again.stderr
+        and len(again.stderr.strip().splitlines()) == 1
+    )
 
 
 def test_remat_run_follows_the_plain_run(tmp_path):
     """TrainConfig(remat=True) (train.py --remat) trains the same model: the same losses, step by step."""
     losses = []
     for name, remat in (("plain", False), ("remat", True)):
-        loop.run(loop.TrainConfig(workdir=str(tmp_path / name), max_steps=3, remat=remat, **TINY_RUN), log=lambda line: None)
-        losses.append([json.loads(line)["loss"] for line in open(tmp_path / name / "metrics.jsonl") if "eval" not in line])
+        loop.run(
+            loop.TrainConfig(workdir=str(tmp_path / name), max_steps=3, remat=remat, **TINY_RUN),
+            log=lambda line: None,
+        )
+        losses.append(
+            [
+                json.loads(line)["loss"]
+                for line in open(tmp_path / name / "metrics.jsonl")
+                if "eval" not in line
+            ]
+        )
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
 
 
@@ -170,9 +221,15 @@ def train_cli():
     return train
 
 
-# A value other than the default for each kind of field, as typed on the command line and as the config holds it.
-OTHER_VALUE = {int: ("7", 7), float: ("0.25", 0.25), str: (None, None), "list[int]": ("40,48", [40, 48]),
-               "list[float]": ("1,2.5,3", [1.0, 2.5, 3.0])}
+# A value other than the default for each kind of field, as typed on the command line and as the config holds
+# it.
+OTHER_VALUE = {
+    int: ("7", 7),
+    float: ("0.25", 0.25),
+    str: (None, None),
+    "list[int]": ("40,48", [40, 48]),
+    "list[float]": ("1,2.5,3", [1.0, 2.5, 3.0]),
+}
 
 
 def test_every_train_config_field_is_a_train_py_flag_with_the_same_default():
@@ -207,15 +264,37 @@ def test_every_train_config_field_is_a_train_py_flag_with_the_same_default():
         if field.name != "workdir":
             assert getattr(parsed, field.name) == expected, (field.name, argv)
     # Today's documented spellings keep working, and the derived ones are accepted too.
-    for documented, derived, value, name in (("--lr", "--learning-rate", "0.5", "learning_rate"), ("--dropout", "--dropout-rate", "0.25", "dropout_rate"),
-                                            ("--init", "--init-scheme", "paper", "init_scheme"), ("--eval", "--eval-method", "dense", "eval_method")):
+    for documented, derived, value, name in (
+        ("--lr", "--learning-rate", "0.5", "learning_rate"),
+        ("--dropout", "--dropout-rate", "0.25", "dropout_rate"),
+        ("--init", "--init-scheme", "paper", "init_scheme"),
+        ("--eval", "--eval-method", "dense", "eval_method"),
+    ):
         for spelling in (documented, derived):
-            assert str(getattr(cli.config_from_args(parser.parse_args(["--workdir", "w", spelling, value]), loop.TrainConfig), name)) == value
+            assert (
+                str(
+                    getattr(
+                        cli.config_from_args(
+                            parser.parse_args(["--workdir", "w", spelling, value]), loop.TrainConfig
+                        ),
+                        name,
+                    )
+                )
+                == value
+            )
     assert parser.parse_args(["--workdir", "w", "--no-flip"]).flip is False
 
 
 def test_run_does_not_change_the_callers_config(tmp_path):
-    cfg = loop.TrainConfig(workdir=str(tmp_path), config="vgg11", data="synthetic", width_scale=1 / 16, fc_width=32, batch_size=8, max_steps=1)
+    cfg = loop.TrainConfig(
+        workdir=str(tmp_path),
+        config="vgg11",
+        data="synthetic",
+        width_scale=1 / 16,
+        fc_width=32,
+        batch_size=8,
+        max_steps=1,
+    )
     before = dict(vars(cfg))
     loop.run(cfg, log=lambda line: None)
     assert vars(cfg) == before and json.load(open(tmp_path / "config.json"))["config"] == "A"

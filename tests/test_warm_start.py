@@ -6,12 +6,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY, random_images, tiny_vgg
 
 import vgg_jax
 from vgg_jax.research.warm_start import warm_start
-from conftest import TINY, random_images, tiny_vgg
 
-ws = importlib.import_module("vgg_jax.research.warm_start")  # the module: `vgg_jax.research.warm_start` is the function
+ws = importlib.import_module(
+    "vgg_jax.research.warm_start"
+)  # the module: `vgg_jax.research.warm_start` is the function
 
 
 def test_warm_start_is_exported_at_the_top_level():

@@ -8,12 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY, random_images, tiny_vgg
 
 import vgg_jax
 from vgg_jax import VGG
 from vgg_jax.weights import formats as weights
-
-from conftest import TINY, random_images, tiny_vgg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -56,9 +55,13 @@ def test_keras_vgg16_equivalence(keras_vgg16, file_name):
     theirs = np.asarray(model(theirs_input))
     assert relative_error(ours, theirs) < 1e-5
     assert (np.argsort(-np.asarray(ours))[:, :5] == np.argsort(-theirs)[:, :5]).all()
-    probe = keras.Model(model.input, [model.get_layer("block1_conv2").output, model.get_layer("block4_conv3").output])
+    probe = keras.Model(
+        model.input, [model.get_layer("block1_conv2").output, model.get_layer("block4_conv3").output]
+    )
     relu1_2, relu4_3 = probe(theirs_input)
-    features = VGG(config="D").apply(variables, ours_input, layers=("relu1_2", "relu4_3"), method=VGG.features)
+    features = VGG(config="D").apply(
+        variables, ours_input, layers=("relu1_2", "relu4_3"), method=VGG.features
+    )
     assert relative_error(features["relu1_2"], relu1_2) < 1e-5
     assert relative_error(features["relu4_3"], relu4_3) < 1e-5
 
@@ -81,7 +84,9 @@ def test_keras_no_top_loads_the_convs_and_says_so(keras_vgg16, tmp_path):
     with pytest.warns(UserWarning, match="no classifier.*conv layers only"):
         variables = weights.from_keras(str(tmp_path / "notop.weights.h5"), "D")
     assert set(variables["params"]) == {name for name, _, _ in vgg_jax.model.configs.conv_layers("D")}
-    features = VGG(config="D").apply(variables, random_images((1, 64, 64, 3)), layers="pool5", method=VGG.features)
+    features = VGG(config="D").apply(
+        variables, random_images((1, 64, 64, 3)), layers="pool5", method=VGG.features
+    )
     assert features["pool5"].shape == (1, 2, 2, 512)
 
 
@@ -96,7 +101,13 @@ def test_keras_file_for_the_wrong_config_suggests_the_right_one(keras_vgg16):
 # torchvision: heavy, so run where it is installed (pip here serves it from local files).
 
 TORCH_CASES = [("vgg11", "A", False), ("vgg16", "D", False), ("vgg16_bn", "D", True)]
-SLOW_TORCH_CASES = [("vgg13", "B", False), ("vgg19", "E", False), ("vgg11_bn", "A", True), ("vgg13_bn", "B", True), ("vgg19_bn", "E", True)]
+SLOW_TORCH_CASES = [
+    ("vgg13", "B", False),
+    ("vgg19", "E", False),
+    ("vgg11_bn", "A", True),
+    ("vgg13_bn", "B", True),
+    ("vgg19_bn", "E", True),
+]
 
 
 def torchvision_case(name, config, batch_norm, tmp_path):
@@ -117,7 +128,9 @@ def torchvision_case(name, config, batch_norm, tmp_path):
     theirs_input = torchvision.transforms.Normalize(weights.TORCH_MEAN, weights.TORCH_STD)(
         torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     )
-    np.testing.assert_allclose(np.asarray(ours_input), theirs_input.permute(0, 2, 3, 1).numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(ours_input), theirs_input.permute(0, 2, 3, 1).numpy(), rtol=0, atol=1e-6
+    )
     ours_model = VGG(config=config, batch_norm=batch_norm)
     with torch.no_grad():
         theirs = model(theirs_input).numpy()
@@ -126,8 +139,13 @@ def torchvision_case(name, config, batch_norm, tmp_path):
     assert (np.argsort(-np.asarray(ours))[:, :5] == np.argsort(-theirs)[:, :5]).all()
     # Intermediate features: the first block's last ReLU and the fourth's.
     convs = [n for n, _, _ in vgg_jax.model.configs.conv_layers(config)]
-    prefixes = dict((ours_name, prefix) for prefix, ours_name in weights._torchvision_names(config, batch_norm))
-    for layer in ([n for n in convs if n.startswith("conv1_")][-1], [n for n in convs if n.startswith("conv4_")][-1]):
+    prefixes = dict(
+        (ours_name, prefix) for prefix, ours_name in weights._torchvision_names(config, batch_norm)
+    )
+    for layer in (
+        [n for n in convs if n.startswith("conv1_")][-1],
+        [n for n in convs if n.startswith("conv4_")][-1],
+    ):
         index = int(prefixes[layer].split(".")[1]) + (2 if batch_norm else 1)
         with torch.no_grad():
             theirs_feature = model.features[: index + 1](theirs_input).permute(0, 2, 3, 1).numpy()
@@ -136,7 +154,9 @@ def torchvision_case(name, config, batch_norm, tmp_path):
         assert relative_error(ours_feature, theirs_feature) < 1e-5, relu
     # The exact inverse: back into torchvision, strictly, and round trip bit for bit.
     state = weights.to_torchvision(variables, config)
-    model.load_state_dict({key: torch.from_numpy(np.array(value)) for key, value in state.items()}, strict=True)
+    model.load_state_dict(
+        {key: torch.from_numpy(np.array(value)) for key, value in state.items()}, strict=True
+    )
     again = weights.from_torchvision(state, config, batch_norm=batch_norm)
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), again, variables))
 
@@ -157,13 +177,20 @@ def test_torchvision_equivalence_other_variants(name, config, batch_norm, tmp_pa
 
 @pytest.fixture(scope="module")
 def tiny_d_state():
-    variables = jax.jit(VGG(config="D", batch_norm=False).init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+    variables = jax.jit(VGG(config="D", batch_norm=False).init)(
+        jax.random.key(0), jnp.zeros((1, 224, 224, 3))
+    )
     return variables, weights.to_torchvision(variables, "D")
 
 
 def test_round_trip_is_bit_for_bit_without_torch(tiny_d_state):
     variables, state = tiny_d_state
-    assert state["classifier.0.weight"].shape == (4096, 25088) and state["features.0.weight"].shape == (64, 3, 3, 3)
+    assert state["classifier.0.weight"].shape == (4096, 25088) and state["features.0.weight"].shape == (
+        64,
+        3,
+        3,
+        3,
+    )
     again = weights.from_torchvision(state, "D")
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), again, variables))
 
@@ -178,18 +205,28 @@ def test_fc6_rows_are_permuted_from_chw_to_hwc():
 
 def test_wrong_config_bn_and_classes_name_the_problem(tiny_d_state):
     _, state = tiny_d_state
-    with pytest.raises(ValueError, match=r"missing: features\.34\.weight(.|\n)*torchvision's vgg16: pass config='D', batch_norm=False"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing: features\.34\.weight(.|\n)*torchvision's vgg16: pass config='D', batch_norm=False",
+    ):
         weights.from_torchvision(state, "E")
     with pytest.raises(ValueError, match="pass config='D', batch_norm=False"):
         weights.from_torchvision(state, "D", batch_norm=True)
-    with pytest.raises(ValueError, match=r"wrong shape: classifier\.6\.weight: expected \(10, 4096\), file has \(1000, 4096\)(.|\n)*pass num_classes=1000"):
+    with pytest.raises(
+        ValueError,
+        match=r"wrong shape: classifier\.6\.weight: expected \(10, 4096\), file has \(1000, "
+        r"4096\)(.|\n)*pass num_classes=1000",
+    ):
         weights.from_torchvision(state, "D", num_classes=10)
     with pytest.raises(ValueError, match="torchvision has no config C"):
         weights.from_torchvision(state, "C")
     partial, report = weights.from_torchvision(state, "E", strict=False)
     assert "features.34.weight" in report.missing and not report.ok
     bn_state = {**state, "features.1.running_mean": np.zeros(64, np.float32)}
-    with pytest.raises(ValueError, match="unexpected: features.1.running_mean(.|\n)*vgg16_bn: pass config='D', batch_norm=True"):
+    with pytest.raises(
+        ValueError,
+        match="unexpected: features.1.running_mean(.|\n)*vgg16_bn: pass config='D', batch_norm=True",
+    ):
         weights.from_torchvision(bn_state, "D")
 
 
@@ -200,7 +237,9 @@ def test_save_and_load_our_formats(tmp_path):
         path = str(tmp_path / name)
         weights.save(variables, path)
         loaded = vgg_jax.load(path, "C")
-        assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, jax.device_get(variables)))
+        assert jax.tree.all(
+            jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, jax.device_get(variables))
+        )
         with pytest.raises(ValueError, match="already exists"):
             weights.save(variables, path)
     with pytest.raises(ValueError, match="missing: conv3_4"):
@@ -232,8 +271,14 @@ def test_preprocess_modes():
     images = np.array([[[[0, 128, 255]]]], np.uint8)
     floats = images.astype(np.float32) / 255
     torch_mode = np.asarray(vgg_jax.preprocess(images, "torch"))[0, 0, 0]
-    np.testing.assert_allclose(torch_mode, (floats[0, 0, 0] - weights.TORCH_MEAN) / weights.TORCH_STD, rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(vgg_jax.preprocess(floats, "torch")), np.asarray(vgg_jax.preprocess(images, "torch")), atol=1e-6)
+    np.testing.assert_allclose(
+        torch_mode, (floats[0, 0, 0] - weights.TORCH_MEAN) / weights.TORCH_STD, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.asarray(vgg_jax.preprocess(floats, "torch")),
+        np.asarray(vgg_jax.preprocess(images, "torch")),
+        atol=1e-6,
+    )
     caffe = np.asarray(vgg_jax.preprocess(images, "caffe"))[0, 0, 0]
     np.testing.assert_allclose(caffe, [255 - 103.939, 128 - 116.779, 0 - 123.68], rtol=1e-6)
     paper = np.asarray(vgg_jax.preprocess(images, "paper", mean_rgb=(1, 2, 3)))[0, 0, 0]
@@ -257,7 +302,9 @@ def test_perceptual_loss_and_its_gradient():
     loss = vgg_jax.perceptual_loss(variables, x, y, layers=("relu1_2", "relu3_3"), weights=(1.0, 2.0))
     feats_x = model.apply(variables, x, layers=("relu1_2", "relu3_3"), method=VGG.features)
     feats_y = model.apply(variables, y, layers=("relu1_2", "relu3_3"), method=VGG.features)
-    expected = jnp.mean((feats_x["relu1_2"] - feats_y["relu1_2"]) ** 2) + 2 * jnp.mean((feats_x["relu3_3"] - feats_y["relu3_3"]) ** 2)
+    expected = jnp.mean((feats_x["relu1_2"] - feats_y["relu1_2"]) ** 2) + 2 * jnp.mean(
+        (feats_x["relu3_3"] - feats_y["relu3_3"]) ** 2
+    )
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
     assert float(vgg_jax.perceptual_loss(variables, x, x)) == 0.0
     grads = jax.grad(lambda image: vgg_jax.perceptual_loss(variables, image, y))(x)
@@ -272,26 +319,59 @@ def test_convert_weights_cli(tmp_path):
     variables = jax.jit(tiny_vgg("A").init)(jax.random.key(0), random_images((1, 32, 32, 3)))
     weights.save(variables, str(tmp_path / "a.msgpack"))
     script = os.path.join(ROOT, "scripts", "convert_weights.py")
-    done = subprocess.run([sys.executable, script, str(tmp_path / "a.msgpack"), str(tmp_path / "a_orbax"), "--config", "vgg11"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, script, str(tmp_path / "a.msgpack"), str(tmp_path / "a_orbax"), "--config", "vgg11"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "config A, " in done.stdout and " parameters" in done.stdout
-    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), vgg_jax.load(str(tmp_path / "a_orbax"), "A"), jax.device_get(variables)))
-    again = subprocess.run([sys.executable, script, str(tmp_path / "a.msgpack"), str(tmp_path / "a_orbax"), "--config", "A"], capture_output=True, text=True, timeout=300)
+    assert jax.tree.all(
+        jax.tree.map(
+            lambda a, b: bool(np.array_equal(a, b)),
+            vgg_jax.load(str(tmp_path / "a_orbax"), "A"),
+            jax.device_get(variables),
+        )
+    )
+    again = subprocess.run(
+        [sys.executable, script, str(tmp_path / "a.msgpack"), str(tmp_path / "a_orbax"), "--config", "A"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 2 and "already exists" in again.stderr
-    wrong = subprocess.run([sys.executable, script, str(tmp_path / "a.msgpack"), str(tmp_path / "b.msgpack"), "--config", "D"], capture_output=True, text=True, timeout=300)
-    assert wrong.returncode == 2 and "does not match the model" in wrong.stderr and not (tmp_path / "b.msgpack").exists()
-    assert wrong.stderr.count("\n") == 1 and "(missing: conv1_2; missing: conv2_2;" in wrong.stderr  # the report, on one line
+    wrong = subprocess.run(
+        [sys.executable, script, str(tmp_path / "a.msgpack"), str(tmp_path / "b.msgpack"), "--config", "D"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (
+        wrong.returncode == 2
+        and "does not match the model" in wrong.stderr
+        and not (tmp_path / "b.msgpack").exists()
+    )
+    assert (
+        wrong.stderr.count("\n") == 1 and "(missing: conv1_2; missing: conv2_2;" in wrong.stderr
+    )  # the report, on one line
 
 
 def test_timm_layout_loads_like_torchvision_without_torch(tiny_d_state, tmp_path):
-    """timm republished torchvision's weights as .safetensors with fc6 as a 7x7 conv (`pre_logits.fc1`), fc7 as a
+    """timm republished torchvision's weights as .safetensors with fc6 as a 7x7 conv (`pre_logits.fc1`), fc7
+    as a
     1x1 conv and fc8 as `head.fc`; they load bit for bit like the torchvision file, with safetensors alone."""
     from safetensors.numpy import save_file
 
     variables, state = tiny_d_state
-    timm = {}  # the layout timm's checkpoint filter writes (classifier.0 -> pre_logits.fc1, reshaped to 512x7x7)
+    # the layout timm's checkpoint filter writes (classifier.0 -> pre_logits.fc1, reshaped to 512x7x7)
+    timm = {}
     for key, value in state.items():
-        key = key.replace("classifier.0", "pre_logits.fc1").replace("classifier.3", "pre_logits.fc2").replace("classifier.6", "head.fc")
+        key = (
+            key.replace("classifier.0", "pre_logits.fc1")
+            .replace("classifier.3", "pre_logits.fc2")
+            .replace("classifier.6", "head.fc")
+        )
         if key == "pre_logits.fc1.weight":
             value = value.reshape(-1, 512, 7, 7)
         elif key == "pre_logits.fc2.weight":
@@ -306,19 +386,29 @@ def test_timm_layout_loads_like_torchvision_without_torch(tiny_d_state, tmp_path
 
 
 def test_float_0_255_images_give_keras_numbers_with_scale_or_a_clear_error():
-    """Keras users pass float 0-255 images: refused as [0, 1] floats (they used to give values up to 65,000), and
+    """Keras users pass float 0-255 images: refused as [0, 1] floats (they used to give values up to 65,000),
+    and
     with scale=255 equal to keras.applications.vgg16.preprocess_input to the bit."""
     keras_vgg16 = pytest.importorskip("keras.applications.vgg16")
     images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
-    with pytest.raises(ValueError, match=r"float images in \[0, 1\], got values from .* to 25\d\.\d+: pass uint8 .* scale=255"):
+    with pytest.raises(
+        ValueError,
+        match=r"float images in \[0, 1\], got values from .* to 25\d\.\d+: pass uint8 .* scale=255",
+    ):
         vgg_jax.preprocess(images, "caffe")
     ours = np.asarray(vgg_jax.preprocess(images, "caffe", scale=255))
     np.testing.assert_array_equal(ours, keras_vgg16.preprocess_input(images.copy()))
-    np.testing.assert_allclose(np.asarray(vgg_jax.preprocess(images, "torch", scale=255)),
-                               np.asarray(vgg_jax.preprocess(images / 255, "torch")), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(vgg_jax.preprocess(images, "torch", scale=255)),
+        np.asarray(vgg_jax.preprocess(images / 255, "torch")),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match=r"values from -1 to 1"):  # [-1, 1] images too
         vgg_jax.preprocess(np.linspace(-1, 1, 2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3), "torch")
     with pytest.raises(ValueError, match="scale must be a positive number"):
         vgg_jax.preprocess(images, "caffe", scale=0)
-    traced = jax.jit(lambda x: vgg_jax.preprocess(x, "caffe"))(images)  # under jit the contract is the caller's
+    traced = jax.jit(lambda x: vgg_jax.preprocess(x, "caffe"))(
+        images
+    )  # under jit the contract is the caller's
     assert traced.shape == images.shape

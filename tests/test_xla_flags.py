@@ -5,13 +5,19 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROBE = "import os, vgg_jax; print(repr(vgg_jax.util.xla_flags.APPLIED)); print(os.environ.get('XLA_FLAGS', ''))"
+PROBE = (
+    "import os, vgg_jax; print(repr(vgg_jax.util.xla_flags.APPLIED)); print(os.environ.get('XLA_FLAGS', ''))"
+)
 
 
 def probe(code=PROBE, **env):
-    environment = {key: value for key, value in os.environ.items() if key not in ("XLA_FLAGS", "VGG_JAX_XLA_CPU_FLAGS")}
+    environment = {
+        key: value for key, value in os.environ.items() if key not in ("XLA_FLAGS", "VGG_JAX_XLA_CPU_FLAGS")
+    }
     environment.update(env, PYTHONPATH=ROOT)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 
@@ -36,13 +42,29 @@ def test_a_users_own_setting_wins_and_a_started_backend_is_left_alone():
 
 
 def test_a_started_cpu_backend_warns_once_and_a_moved_private_name_is_safe():
-    environment = {key: value for key, value in os.environ.items() if key not in ("XLA_FLAGS", "VGG_JAX_XLA_CPU_FLAGS")}
+    environment = {
+        key: value for key, value in os.environ.items() if key not in ("XLA_FLAGS", "VGG_JAX_XLA_CPU_FLAGS")
+    }
     environment.update(PYTHONPATH=ROOT, VGG_JAX_XLA_CPU_FLAGS="1", JAX_PLATFORMS="cpu")
-    started = "import jax; jax.devices(); import vgg_jax, vgg_jax.util.xla_flags; print(vgg_jax.util.xla_flags.APPLIED)"
-    done = subprocess.run([sys.executable, "-c", started], capture_output=True, text=True, env=environment, timeout=120)
+    started = (
+        "import jax; jax.devices(); import vgg_jax, vgg_jax.util.xla_flags; "
+        "print(vgg_jax.util.xla_flags.APPLIED)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", started], capture_output=True, text=True, env=environment, timeout=120
+    )
     assert done.returncode == 0 and done.stdout.strip() == "()", done.stderr
-    assert done.stderr.count("FlagsNotApplied") == 1 and "import vgg_jax before running anything in JAX" in done.stderr
-    moved = ("from jax._src import xla_bridge; del xla_bridge.backends_are_initialized; del xla_bridge._backends; "
-             "import os, vgg_jax; print(vgg_jax.util.xla_flags.APPLIED, repr(os.environ.get('XLA_FLAGS', '')))")
-    done = subprocess.run([sys.executable, "-c", moved], capture_output=True, text=True, env=environment, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "() ''" and "Warning" not in done.stderr, done.stderr
+    assert (
+        done.stderr.count("FlagsNotApplied") == 1
+        and "import vgg_jax before running anything in JAX" in done.stderr
+    )
+    moved = (
+        "from jax._src import xla_bridge; del xla_bridge.backends_are_initialized; del xla_bridge._backends; "
+        "import os, vgg_jax; print(vgg_jax.util.xla_flags.APPLIED, repr(os.environ.get('XLA_FLAGS', '')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", moved], capture_output=True, text=True, env=environment, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "() ''" and "Warning" not in done.stderr, (
+        done.stderr
+    )

@@ -22,14 +22,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vgg_jax.benchmark import device_profile
-from vgg_jax.benchmark import hardware
-from vgg_jax.training import parallel
-from vgg_jax.benchmark import peers
-from vgg_jax.benchmark import timing
-from vgg_jax.training import step as train
+from vgg_jax.benchmark import device_profile, hardware, peers, timing
 from vgg_jax.model.configs import CONFIGS, MIN_IMAGE_SIZE, count_macs, resolve_config
-from vgg_jax.model.vgg import COMPUTE_DTYPES, CONV_IMPLS, POOL_IMPLS, RELU_IMPLS, VGG, resolve_conv_impl, resolve_pool_impl
+from vgg_jax.model.vgg import (
+    COMPUTE_DTYPES,
+    CONV_IMPLS,
+    POOL_IMPLS,
+    RELU_IMPLS,
+    VGG,
+    resolve_conv_impl,
+    resolve_pool_impl,
+)
+from vgg_jax.training import parallel
+from vgg_jax.training import step as train
 from vgg_jax.util.options import option
 
 MODES = ("forward", "forward_backward", "train_step")
@@ -38,7 +43,12 @@ CPU_DEFAULTS = {"batch_size": 4, "steps": 5, "warmup": 1}
 # XLA's cost_analysis() skips the zero-padded positions of SAME convs, so at 224
 # pixels it counts about 3% fewer FLOPs than 2 x count_macs (the paper's count).
 XLA_FLOPS_TOLERANCE = 0.05
-MAX_IMAGE_SIZE, MAX_STEPS, MAX_BATCH, MAX_WIDTH = 8192, 10**7, 2**20, 2**20  # beyond these, a typo, not a benchmark
+MAX_IMAGE_SIZE, MAX_STEPS, MAX_BATCH, MAX_WIDTH = (
+    8192,
+    10**7,
+    2**20,
+    2**20,
+)  # beyond these, a typo, not a benchmark
 SEED_LABELS = {"forward": "Forward", "forward_backward": "Forward-backward", "train_step": "Train-step"}
 
 
@@ -69,38 +79,96 @@ PEERS = ("torch", "torch-compile")  # torchvision eager, and under torch.compile
 
 @dataclasses.dataclass(frozen=True)
 class BenchSpec:
-    """What to benchmark; one field per `scripts/bench.py` flag. Sizes left as None take the backend's defaults."""
+    """What to benchmark; one field per `scripts/bench.py` flag. Sizes left as None take the backend's
+    defaults."""
 
-    configs: tuple[str, ...] = option(("D",), "configs or aliases (vgg16), comma-separated", flag="--config",
-                                      choices=tuple(CONFIGS), each=_config, every=tuple(CONFIGS), metavar="CONFIG[,CONFIG]")
+    configs: tuple[str, ...] = option(
+        ("D",),
+        "configs or aliases (vgg16), comma-separated",
+        flag="--config",
+        choices=tuple(CONFIGS),
+        each=_config,
+        every=tuple(CONFIGS),
+        metavar="CONFIG[,CONFIG]",
+    )
     batch_sizes: Optional[tuple[int, ...]] = option(
-        None, f"global batch size (split over the devices), or a comma-separated sweep (default "
-        f"{ACCELERATOR_DEFAULTS['batch_size']}; CPU {CPU_DEFAULTS['batch_size']})", flag="--batch-size", each=_positive, metavar="N[,N]")
-    steps: Optional[int] = option(None, f"timed steps (default {ACCELERATOR_DEFAULTS['steps']}; CPU {CPU_DEFAULTS['steps']})")
-    warmup: Optional[int] = option(None, f"untimed steps after compiling (default {ACCELERATOR_DEFAULTS['warmup']}; CPU {CPU_DEFAULTS['warmup']})")
+        None,
+        f"global batch size (split over the devices), or a comma-separated sweep (default "
+        f"{ACCELERATOR_DEFAULTS['batch_size']}; CPU {CPU_DEFAULTS['batch_size']})",
+        flag="--batch-size",
+        each=_positive,
+        metavar="N[,N]",
+    )
+    steps: Optional[int] = option(
+        None, f"timed steps (default {ACCELERATOR_DEFAULTS['steps']}; CPU {CPU_DEFAULTS['steps']})"
+    )
+    warmup: Optional[int] = option(
+        None,
+        f"untimed steps after compiling (default {ACCELERATOR_DEFAULTS['warmup']}; CPU "
+        f"{CPU_DEFAULTS['warmup']})",
+    )
     image_size: int = option(224, "square image size in pixels")
-    dtypes: tuple[str, ...] = option(("float32",), "compute dtypes, comma-separated", flag="--dtype", choices=tuple(COMPUTE_DTYPES),
-                                     each=str.lower, metavar="DTYPE[,DTYPE]")
-    modes: tuple[str, ...] = option(("forward", "forward_backward"), "what to time, comma-separated (- or _ alike)",
-                                    flag="--mode", choices=MODES, each=_mode, metavar="MODE[,MODE]")
-    peers: tuple[str, ...] = option((), "also time torchvision in the same run, eager (torch) or compiled (torch-compile), comma-separated",
-                                    flag="--vs", choices=PEERS, each=str.lower, metavar="PEER[,PEER]")
+    dtypes: tuple[str, ...] = option(
+        ("float32",),
+        "compute dtypes, comma-separated",
+        flag="--dtype",
+        choices=tuple(COMPUTE_DTYPES),
+        each=str.lower,
+        metavar="DTYPE[,DTYPE]",
+    )
+    modes: tuple[str, ...] = option(
+        ("forward", "forward_backward"),
+        "what to time, comma-separated (- or _ alike)",
+        flag="--mode",
+        choices=MODES,
+        each=_mode,
+        metavar="MODE[,MODE]",
+    )
+    peers: tuple[str, ...] = option(
+        (),
+        "also time torchvision in the same run, eager (torch) or compiled (torch-compile), comma-separated",
+        flag="--vs",
+        choices=PEERS,
+        each=str.lower,
+        metavar="PEER[,PEER]",
+    )
     width_scale: float = option(1.0, "multiply conv channels (small experiments)")
     fc_width: int = option(4096, "width of fc6 and fc7")
     num_classes: int = option(1000, "outputs of fc8")
     peak_tflops: Optional[float] = option(None, "peak TFLOP/s for MFU on a device the table lacks")
     seed: int = option(0, "seeds the parameters and the images")
-    conv_impl: str = option("auto", "the model's conv implementation (auto: custom_vjp on CPU, xla elsewhere)", choices=CONV_IMPLS)
-    relu_impl: str = option("jax", "jax.nn.relu, or output_mask (its gradient masked by the output)", choices=RELU_IMPLS)
-    pool_impl: str = option("auto", "auto (reshape on CPU, else reduce_window), reduce_window (nn.max_pool) or reshape (a reshape and a max)",
-                            choices=POOL_IMPLS)
-    freeze: Optional[str] = option(None, "fine-tuning cost: the layers up to LAYER frozen, as train.py --freeze (pool5: the classifier alone)",
-                                   metavar="LAYER")
-    profile_dir: Optional[str] = option(None, "trace 3 steps of each case with jax.profiler into DIR and print device time by kind",
-                                        flag="--profile", metavar="DIR")
-    remat: bool = option(False, "also time remat=True (jax.checkpoint per conv block) and report its temp memory and step time")
-    devices: Optional[int] = option(None, "use this many devices (default: all); the batch sizes are global, split over them")
-    scaling: bool = option(False, "also time 1, 2, 4, ... devices at the same per-device batch; report scaling efficiency")
+    conv_impl: str = option(
+        "auto", "the model's conv implementation (auto: custom_vjp on CPU, xla elsewhere)", choices=CONV_IMPLS
+    )
+    relu_impl: str = option(
+        "jax", "jax.nn.relu, or output_mask (its gradient masked by the output)", choices=RELU_IMPLS
+    )
+    pool_impl: str = option(
+        "auto",
+        "auto (reshape on CPU, else reduce_window), reduce_window (nn.max_pool) or reshape (a reshape and a "
+        "max)",
+        choices=POOL_IMPLS,
+    )
+    freeze: Optional[str] = option(
+        None,
+        "fine-tuning cost: the layers up to LAYER frozen, as train.py --freeze (pool5: the classifier alone)",
+        metavar="LAYER",
+    )
+    profile_dir: Optional[str] = option(
+        None,
+        "trace 3 steps of each case with jax.profiler into DIR and print device time by kind",
+        flag="--profile",
+        metavar="DIR",
+    )
+    remat: bool = option(
+        False, "also time remat=True (jax.checkpoint per conv block) and report its temp memory and step time"
+    )
+    devices: Optional[int] = option(
+        None, "use this many devices (default: all); the batch sizes are global, split over them"
+    )
+    scaling: bool = option(
+        False, "also time 1, 2, 4, ... devices at the same per-device batch; report scaling efficiency"
+    )
 
     @property
     def vs_torch(self) -> bool:
@@ -113,13 +181,23 @@ class BenchSpec:
 
 def check_spec(spec: BenchSpec) -> None:
     """Refuses a spec that cannot run, before anything is compiled."""
-    for flag, values, allowed in (("--config", spec.configs, CONFIGS), ("--dtype", spec.dtypes, COMPUTE_DTYPES),
-                                  ("--mode", spec.modes, MODES), ("--vs", spec.peers, PEERS)):
+    for flag, values, allowed in (
+        ("--config", spec.configs, CONFIGS),
+        ("--dtype", spec.dtypes, COMPUTE_DTYPES),
+        ("--mode", spec.modes, MODES),
+        ("--vs", spec.peers, PEERS),
+    ):
         unknown = [value for value in values if value not in allowed]
         if unknown or (not values and flag != "--vs"):
-            raise BenchError(f"{flag} takes {', '.join(allowed)} (comma-separated), got {', '.join(map(str, unknown)) or 'nothing'}")
+            raise BenchError(
+                f"{flag} takes {', '.join(allowed)} (comma-separated), got "
+                f"{', '.join(map(str, unknown)) or 'nothing'}"
+            )
     if not MIN_IMAGE_SIZE <= spec.image_size <= MAX_IMAGE_SIZE:
-        raise BenchError(f"--image-size must be between {MIN_IMAGE_SIZE} (five 2x2 pools) and {MAX_IMAGE_SIZE}, got {spec.image_size}")
+        raise BenchError(
+            f"--image-size must be between {MIN_IMAGE_SIZE} (five 2x2 pools) and {MAX_IMAGE_SIZE}, got "
+            f"{spec.image_size}"
+        )
     for flag, value, minimum in (("--steps", spec.steps, 1), ("--warmup", spec.warmup, 0)):
         if value is not None and not minimum <= value <= MAX_STEPS:
             raise BenchError(f"{flag} must be between {minimum} and {MAX_STEPS}, got {value}")
@@ -150,12 +228,21 @@ def resolve_sizes(spec: BenchSpec, backend: str) -> tuple[BenchSpec, Optional[st
         steps=spec.steps if spec.steps is not None else defaults["steps"],
         warmup=spec.warmup if spec.warmup is not None else defaults["warmup"],
     )
-    unset = [flag for flag, value in (("--batch-size", spec.batch_sizes), ("--steps", spec.steps), ("--warmup", spec.warmup)) if value is None]
+    unset = [
+        flag
+        for flag, value in (
+            ("--batch-size", spec.batch_sizes),
+            ("--steps", spec.steps),
+            ("--warmup", spec.warmup),
+        )
+        if value is None
+    ]
     notice = None
     if backend == "cpu" and unset:
         used = {"--batch-size": filled.batch_sizes[0], "--steps": filled.steps, "--warmup": filled.warmup}
         notice = (
-            f"Running on CPU, so the CPU defaults apply: {' '.join(f'{flag} {used[flag]}' for flag in unset)} "
+            "Running on CPU, so the CPU defaults apply: "
+            f"{' '.join(f'{flag} {used[flag]}' for flag in unset)} "
             "(the original benchmark's accelerator defaults are 32 / 100 / 10); pass the flags to override."
         )
     return filled, notice
@@ -187,14 +274,20 @@ def step_function(model: VGG, mode: str, images: jax.Array, labels: jax.Array, p
     if model.freeze is not None:  # frozen layers: no update and no optimiser state, as train.py --freeze
         from vgg_jax.training import finetune
 
-        optimizer = optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, finetune.param_labels(model.config, model.freeze))
+        optimizer = optax.multi_transform(
+            {"train": optimizer, "frozen": optax.set_to_zero()},
+            finetune.param_labels(model.config, model.freeze),
+        )
     state = train.create_train_state(model, optimizer, {"params": params})
     return train.train_step(model, optimizer), (state, {"image": images, "label": labels}, key), True
 
 
 def _seed_line(label: str, steps: int, stats: dict[str, float]) -> str:
     """The original TF1 benchmark's summary line, kept so its users recognise it."""
-    return f"{datetime.datetime.now()}: {label} across {steps} steps, {stats['mean_s']:.3f} +/- {stats['std_s']:.3f} sec / batch"
+    return (
+        f"{datetime.datetime.now()}: {label} across {steps} steps, {stats['mean_s']:.3f} +/- "
+        f"{stats['std_s']:.3f} sec / batch"
+    )
 
 
 class _Progress:
@@ -222,8 +315,15 @@ class _Progress:
 
 def _model(spec: BenchSpec, config: str, dtype: str, remat: bool = False) -> VGG:
     return VGG(
-        config=config, num_classes=spec.num_classes, fc_width=spec.fc_width, width_scale=spec.width_scale,
-        dtype=COMPUTE_DTYPES[dtype], conv_impl=spec.conv_impl, remat=remat, relu_impl=spec.relu_impl, pool_impl=spec.pool_impl,
+        config=config,
+        num_classes=spec.num_classes,
+        fc_width=spec.fc_width,
+        width_scale=spec.width_scale,
+        dtype=COMPUTE_DTYPES[dtype],
+        conv_impl=spec.conv_impl,
+        remat=remat,
+        relu_impl=spec.relu_impl,
+        pool_impl=spec.pool_impl,
         freeze=spec.freeze,
     )
 
@@ -251,7 +351,8 @@ class _Timed:
 
 @dataclasses.dataclass
 class _Case:
-    """One config, global batch and dtype on a mesh: the model and the device-resident inputs every mode uses."""
+    """One config, global batch and dtype on a mesh: the model and the device-resident inputs every mode
+    uses."""
 
     spec: BenchSpec
     config: str
@@ -270,20 +371,37 @@ class _Case:
 
     def name(self, mode: str) -> str:
         return f"{self.config} batch {self.batch_size} {self.dtype} {mode.replace('_', '-')}" + (
-            f" on {self.devices} devices" if self.devices > 1 else "")
+            f" on {self.devices} devices" if self.devices > 1 else ""
+        )
 
 
 def _make_case(spec: BenchSpec, config: str, batch_size: int, dtype: str, mesh: Any, params: Any) -> _Case:
     device = mesh.devices.flat[0]
     image_key, label_key, dropout_key = jax.random.split(jax.random.key(spec.seed + 1), 3)
     with jax.default_device(device):
-        images = 0.1 * jax.random.normal(image_key, (batch_size, spec.image_size, spec.image_size, 3), jnp.float32)  # the original's N(0, 0.1)
+        images = 0.1 * jax.random.normal(
+            image_key, (batch_size, spec.image_size, spec.image_size, 3), jnp.float32
+        )  # the original's N(0, 0.1)
         labels = jax.random.randint(label_key, (batch_size,), 0, spec.num_classes)
-    return _Case(spec, config, batch_size, dtype, mesh, params, images, labels, dropout_key, hardware.device_info(device))
+    return _Case(
+        spec,
+        config,
+        batch_size,
+        dtype,
+        mesh,
+        params,
+        images,
+        labels,
+        dropout_key,
+        hardware.device_info(device),
+    )
 
 
-def _time_mode(case: _Case, mode: str, log: Callable[[str], None]) -> tuple[_Timed, Optional[_Timed], list[tuple[str, Any, _Timed]]]:
-    """Compiles our step (and the remat variant and the torchvision peers asked for), warms up, and times them all
+def _time_mode(
+    case: _Case, mode: str, log: Callable[[str], None]
+) -> tuple[_Timed, Optional[_Timed], list[tuple[str, Any, _Timed]]]:
+    """Compiles our step (and the remat variant and the torchvision peers asked for), warms up, and times them
+    all
     in alternating rounds: (ours, remat or None, [(peer kind, peer, timed)])."""
     spec = case.spec
     try:
@@ -293,7 +411,9 @@ def _time_mode(case: _Case, mode: str, log: Callable[[str], None]) -> tuple[_Tim
         if spec.remat and mode != "forward":  # remat changes nothing without a backward pass
             remat = _compile(case, _model(spec, case.config, case.dtype, remat=True), mode)
             timed.append(remat)
-        peer_list = [(kind, peer, _Timed(peer.name, 0.0, 0.0, None, [0])) for kind, peer in _peers(case, mode, log)]
+        peer_list = [
+            (kind, peer, _Timed(peer.name, 0.0, 0.0, None, [0])) for kind, peer in _peers(case, mode, log)
+        ]
         steps = [t.stepper.step for t in timed] + [peer.step for _, peer, _ in peer_list]
         timing.warm_up(steps, spec.warmup or 0)
         if spec.vs_torch_compile and not spec.warmup:
@@ -303,7 +423,8 @@ def _time_mode(case: _Case, mode: str, log: Callable[[str], None]) -> tuple[_Tim
     except Exception as error:
         if timing.is_out_of_memory(error):
             raise BenchError(
-                f"{case.name(mode)} does not fit in device memory; try a smaller --batch-size (for example {max(1, case.batch_size // 2)})"
+                f"{case.name(mode)} does not fit in device memory; try a smaller --batch-size (for example "
+                f"{max(1, case.batch_size // 2)})"
             ) from None
         raise
     for entry, seconds in zip(timed + [t for _, _, t in peer_list], times):
@@ -313,7 +434,9 @@ def _time_mode(case: _Case, mode: str, log: Callable[[str], None]) -> tuple[_Tim
         ours.profile = device_profile.profile(ours.stepper.step, ours.compiled.as_text(), directory)
         log(f"  device time by kind ({directory}):\n" + device_profile.render(ours.profile))
         for _, peer, peer_timed in peer_list:  # the same split for torchvision, from torch.profiler
-            peer_timed.profile = device_profile.profile_torch(peer.step, 3, os.path.join(directory, peer.name.replace(" ", "_")))
+            peer_timed.profile = device_profile.profile_torch(
+                peer.step, 3, os.path.join(directory, peer.name.replace(" ", "_"))
+            )
             log(f"  {peer.name}, device time by kind:\n" + device_profile.render(peer_timed.profile))
     return ours, remat, peer_list
 
@@ -324,39 +447,80 @@ def _peers(case: _Case, mode: str, log: Callable[[str], None]) -> list[tuple[str
     if wanted and case.devices > 1:
         log(f"  torchvision: skipped, it runs on one device and this case uses {case.devices}")
         return []
-    made = [(kind, _make_peer(case.spec, case.config, case.batch_size, case.dtype, mode, case.info["backend"], log,
-                              compile=kind == "torch-compile")) for kind in wanted]
+    made = [
+        (
+            kind,
+            _make_peer(
+                case.spec,
+                case.config,
+                case.batch_size,
+                case.dtype,
+                mode,
+                case.info["backend"],
+                log,
+                compile=kind == "torch-compile",
+            ),
+        )
+        for kind in wanted
+    ]
     return [(kind, peer) for kind, peer in made if peer is not None]
 
 
-def _mode_result(case: _Case, mode: str, ours: _Timed, remat: Optional[_Timed], peer_list: list, baseline: Optional[dict]) -> dict[str, Any]:
-    """The record of one mode (docs/bench.md's schema): throughput, FLOPs, MFU, memory, and the comparisons."""
+def _mode_result(
+    case: _Case, mode: str, ours: _Timed, remat: Optional[_Timed], peer_list: list, baseline: Optional[dict]
+) -> dict[str, Any]:
+    """The record of one mode (docs/bench.md's schema): throughput, FLOPs, MFU, memory, and the
+    comparisons."""
     spec, batch_size, devices = case.spec, case.batch_size, case.devices
     stats = timing.summarise(ours.times)
-    macs = count_macs(case.config, spec.image_size, num_classes=spec.num_classes, fc_width=spec.fc_width, width_scale=spec.width_scale)
-    peak, peak_name = (spec.peak_tflops, "--peak-tflops") if spec.peak_tflops else hardware.peak_tflops(case.info["device_kind"], case.dtype)
+    macs = count_macs(
+        case.config,
+        spec.image_size,
+        num_classes=spec.num_classes,
+        fc_width=spec.fc_width,
+        width_scale=spec.width_scale,
+    )
+    peak, peak_name = (
+        (spec.peak_tflops, "--peak-tflops")
+        if spec.peak_tflops
+        else hardware.peak_tflops(case.info["device_kind"], case.dtype)
+    )
     analytic = 2.0 * macs * batch_size * (1 if mode == "forward" else 3)
     source = "count_macs (2 FLOPs per MAC, x3 for a backward pass)"
     if spec.freeze is not None and mode != "forward" and timing.xla_flops(ours.compiled):
-        analytic, source = timing.xla_flops(ours.compiled), f"XLA's cost analysis (--freeze {spec.freeze}: no backward pass below it)"
+        analytic, source = (
+            timing.xla_flops(ours.compiled),
+            f"XLA's cost analysis (--freeze {spec.freeze}: no backward pass below it)",
+        )
     tflops = analytic / stats["median_s"] / 1e12
     memory = timing.memory(ours.compiled)
     memory["peak_bytes"] = hardware.peak_bytes_in_use(case.mesh.devices.flat[0])
     result = {
-        "compile_s": ours.compile_s, "lower_s": ours.lower_s, **stats,
+        "compile_s": ours.compile_s,
+        "lower_s": ours.lower_s,
+        **stats,
         "images_per_s": batch_size / stats["median_s"],
-        "flops_per_step": analytic, "flops_source": source,
+        "flops_per_step": analytic,
+        "flops_source": source,
         "xla_flops_per_step": timing.xla_flops(ours.compiled),
-        "tflops_per_s": tflops, "peak_tflops": peak, "peak_source": peak_name,
+        "tflops_per_s": tflops,
+        "peak_tflops": peak,
+        "peak_source": peak_name,
         "mfu": tflops / (peak * devices) if peak else None,
         "images_per_s_per_device": batch_size / stats["median_s"] / devices,
-        "memory": memory, "traces": ours.traces[0], "steps": spec.steps, "warmup": spec.warmup,
+        "memory": memory,
+        "traces": ours.traces[0],
+        "steps": spec.steps,
+        "warmup": spec.warmup,
     }
     if remat is not None:
         remat_median = timing.summarise(remat.times)["median_s"]
         result["remat"] = {
-            "compile_s": remat.compile_s, "median_s": remat_median, "images_per_s": batch_size / remat_median,
-            "temp_bytes": timing.memory(remat.compiled)["temp_bytes"], "step_time_ratio": remat_median / stats["median_s"],
+            "compile_s": remat.compile_s,
+            "median_s": remat_median,
+            "images_per_s": batch_size / remat_median,
+            "temp_bytes": timing.memory(remat.compiled)["temp_bytes"],
+            "step_time_ratio": remat_median / stats["median_s"],
         }
     for kind, peer, timed in peer_list:
         peer_median = timing.summarise(timed.times)["median_s"]
@@ -364,41 +528,69 @@ def _mode_result(case: _Case, mode: str, ours: _Timed, remat: Optional[_Timed], 
         result[key] = {"name": peer.name, "median_s": peer_median, "images_per_s": batch_size / peer_median}
         if timed.profile is not None:
             result[key]["profile"] = device_profile.records(timed.profile)
-        result["ratio" if kind == "torch" else "compiled_ratio"] = result["images_per_s"] / result[key]["images_per_s"]
+        result["ratio" if kind == "torch" else "compiled_ratio"] = (
+            result["images_per_s"] / result[key]["images_per_s"]
+        )
     if baseline is not None and mode in baseline["results"]:
-        result["scaling_efficiency"] = result["images_per_s"] / (devices * baseline["results"][mode]["images_per_s"])
+        result["scaling_efficiency"] = result["images_per_s"] / (
+            devices * baseline["results"][mode]["images_per_s"]
+        )
     if ours.profile is not None:
         result["profile"] = device_profile.records(ours.profile)
     return result
 
 
-def _print_mode(case: _Case, mode: str, result: dict[str, Any], remat: Optional[_Timed], peer_list: list, log: Callable[[str], None]) -> None:
+def _print_mode(
+    case: _Case,
+    mode: str,
+    result: dict[str, Any],
+    remat: Optional[_Timed],
+    peer_list: list,
+    log: Callable[[str], None],
+) -> None:
     """The original benchmark's line, then ours: throughput, MFU, compile time, and each comparison."""
     steps = case.spec.steps
     log(_seed_line(SEED_LABELS[mode], steps, result))
     mfu_text = "n/a (unknown peak)" if result["mfu"] is None else f"{result['mfu']:.1%}"
     log(
-        f"  {case.name(mode)}: median {result['median_s']:.4f} s, min {result['min_s']:.4f} s, {result['images_per_s']:.1f} img/s, "
+        f"  {case.name(mode)}: median {result['median_s']:.4f} s, min {result['min_s']:.4f} s, "
+        f"{result['images_per_s']:.1f} img/s, "
         f"{result['tflops_per_s']:.3f} TFLOP/s, MFU {mfu_text}, compile {result['compile_s']:.2f} s"
     )
     if remat is not None:
         before, after = result["memory"]["temp_bytes"], result["remat"]["temp_bytes"]
         drop = "" if not before or after is None else f" ({after / before:.2f}x)"
         log(
-            f"  remat=True: temp {_mib(before)} -> {_mib(after)} MiB{drop}, median {result['remat']['median_s']:.4f} s "
+            f"  remat=True: temp {_mib(before)} -> {_mib(after)} MiB{drop}, median "
+            f"{result['remat']['median_s']:.4f} s "
             f"({result['remat']['step_time_ratio']:.2f}x the step time), compile {remat.compile_s:.2f} s"
         )
     for kind, peer, timed in peer_list:
         ratio = result["ratio" if kind == "torch" else "compiled_ratio"]
-        log(f"  {peer.name}: {_seed_line(SEED_LABELS[mode], steps, timing.summarise(timed.times)).split(': ', 1)[1]}; ours / peer = {ratio:.2f}x")
+        log(
+            f"  {peer.name}: "
+            f"{_seed_line(SEED_LABELS[mode], steps, timing.summarise(timed.times)).split(': ', 1)[1]}; ours "
+            f"/ peer = {ratio:.2f}x"
+        )
     if "scaling_efficiency" in result:
-        log(f"  scaling: {case.devices} devices x {case.batch_size // case.devices} images = {result['images_per_s']:.1f} img/s, "
-            f"{result['images_per_s_per_device']:.1f} per device, efficiency {result['scaling_efficiency']:.1%} against 1 device")
+        log(
+            f"  scaling: {case.devices} devices x {case.batch_size // case.devices} images = "
+            f"{result['images_per_s']:.1f} img/s, "
+            f"{result['images_per_s_per_device']:.1f} per device, efficiency "
+            f"{result['scaling_efficiency']:.1%} against 1 device"
+        )
 
 
 def benchmark_case(
-    spec: BenchSpec, config: str, batch_size: int, dtype: str, mesh: Any, params: Any, dispatch_s: float,
-    log: Callable[[str], None] = print, baseline: Optional[dict[str, Any]] = None,
+    spec: BenchSpec,
+    config: str,
+    batch_size: int,
+    dtype: str,
+    mesh: Any,
+    params: Any,
+    dispatch_s: float,
+    log: Callable[[str], None] = print,
+    baseline: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """One record: every mode of one config, global batch and dtype on a mesh (docs/bench.md has the schema).
 
@@ -412,27 +604,43 @@ def benchmark_case(
         results[mode] = _mode_result(case, mode, ours, remat, peer_list, baseline)
         _print_mode(case, mode, results[mode], remat, peer_list, log)
     return {
-        "config": config, "batch_size": batch_size, "image_size": spec.image_size, "dtype": dtype, **case.info,
-        "device_count": case.devices, "per_device_batch": batch_size // case.devices,
-        "versions": hardware.versions(), "xla_flags": hardware.xla_flags(), "dispatch_s": dispatch_s,
+        "config": config,
+        "batch_size": batch_size,
+        "image_size": spec.image_size,
+        "dtype": dtype,
+        **case.info,
+        "device_count": case.devices,
+        "per_device_batch": batch_size // case.devices,
+        "versions": hardware.versions(),
+        "xla_flags": hardware.xla_flags(),
+        "dispatch_s": dispatch_s,
         "width_scale": spec.width_scale,
         "conv_impl": resolve_conv_impl(spec.conv_impl),  # what ran: "auto" resolved
-        "relu_impl": spec.relu_impl, "pool_impl": resolve_pool_impl(spec.pool_impl), "freeze": spec.freeze,
-        "fc_width": spec.fc_width, "num_classes": spec.num_classes, "results": results,
+        "relu_impl": spec.relu_impl,
+        "pool_impl": resolve_pool_impl(spec.pool_impl),
+        "freeze": spec.freeze,
+        "fc_width": spec.fc_width,
+        "num_classes": spec.num_classes,
+        "results": results,
     }
 
 
 def _compile(case: _Case, model: VGG, mode: str) -> _Timed:
     """Lowers and compiles one mode's step on the case's mesh with explicit shardings."""
-    function, args, carries_state = step_function(model, mode, case.images, case.labels, case.params, case.dropout_key)
+    function, args, carries_state = step_function(
+        model, mode, case.images, case.labels, case.params, case.dropout_key
+    )
     in_shardings, out_shardings = _shardings(mode, args, case.mesh)
     begin = time.perf_counter()
-    stepper, compiled, lower_s, traces = timing.compile_step(function, parallel.put(args, in_shardings), in_shardings, out_shardings, carries_state)
+    stepper, compiled, lower_s, traces = timing.compile_step(
+        function, parallel.put(args, in_shardings), in_shardings, out_shardings, carries_state
+    )
     return _Timed(case.name(mode), time.perf_counter() - begin, lower_s, compiled, traces, stepper=stepper)
 
 
 def _shardings(mode: str, args: tuple, mesh: Any) -> tuple[Any, Any]:
-    """Data-parallel in and out shardings of a mode's arguments and outputs: batches split, the rest replicated."""
+    """Data-parallel in and out shardings of a mode's arguments and outputs: batches split, the rest
+    replicated."""
     whole, rows = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     if mode == "forward":
         return (whole, rows), rows
@@ -447,7 +655,13 @@ def _mib(value: Optional[int]) -> str:
 
 
 def _make_peer(
-    spec: BenchSpec, config: str, batch_size: int, dtype: str, mode: str, backend: str, log: Callable[[str], None],
+    spec: BenchSpec,
+    config: str,
+    batch_size: int,
+    dtype: str,
+    mode: str,
+    backend: str,
+    log: Callable[[str], None],
     compile: bool = False,
 ):
     if spec.width_scale != 1.0 or spec.fc_width != 4096:
@@ -455,7 +669,14 @@ def _make_peer(
         return None
     try:
         return peers.TorchVisionPeer(
-            config, batch_size, spec.image_size, dtype, mode, spec.num_classes, use_cuda=backend == "gpu", compile=compile
+            config,
+            batch_size,
+            spec.image_size,
+            dtype,
+            mode,
+            spec.num_classes,
+            use_cuda=backend == "gpu",
+            compile=compile,
         )
     except peers.PeerUnavailable as error:
         log(f"  torchvision: skipped, {error}")
@@ -463,7 +684,8 @@ def _make_peer(
 
 
 def run(spec: BenchSpec, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Benchmarks every config, batch size and dtype of `spec`; one record each (and per device count with `scaling`)."""
+    """Benchmarks every config, batch size and dtype of `spec`; one record each (and per device count with
+    `scaling`)."""
     check_spec(spec)
     try:
         mesh = parallel.make_mesh(spec.devices)
@@ -474,14 +696,19 @@ def run(spec: BenchSpec, log: Callable[[str], None] = print) -> list[dict[str, A
     if notice:
         log(notice)
     info = hardware.device_info(device)
-    log(f"Device: {info['device_kind']} ({info['backend']}), jax {jax.__version__}, XLA_FLAGS={' '.join(hardware.xla_flags()) or '(none)'}")
+    log(
+        f"Device: {info['device_kind']} ({info['backend']}), jax {jax.__version__}, "
+        f"XLA_FLAGS={' '.join(hardware.xla_flags()) or '(none)'}"
+    )
     if (spec.vs_torch or spec.vs_torch_compile) and spec.image_size != 224:
         log("Note: torchvision pools to 7x7 before fc6, so its work equals ours only at --image-size 224.")
     dispatch_s = timing.dispatch_overhead(device)
     log(f"Host dispatch of a trivial jitted call: {dispatch_s * 1e6:.0f} us per step")
     devices = mesh.devices.size
     if spec.scaling and jax.process_count() > 1:
-        raise BenchError("--scaling compares against one device, so it runs in one process; run it on one host")
+        raise BenchError(
+            "--scaling compares against one device, so it runs in one process; run it on one host"
+        )
     for batch_size in spec.batch_sizes:
         try:
             parallel.check_global_batch(batch_size, mesh)
@@ -499,7 +726,14 @@ def run(spec: BenchSpec, log: Callable[[str], None] = print) -> list[dict[str, A
                 for count in counts:
                     submesh = parallel.make_mesh(count) if count != devices else mesh
                     record = benchmark_case(
-                        spec, config, batch_size // devices * count, dtype, submesh, params, dispatch_s, log,
+                        spec,
+                        config,
+                        batch_size // devices * count,
+                        dtype,
+                        submesh,
+                        params,
+                        dispatch_s,
+                        log,
                         baseline=baseline if count > 1 else None,
                     )
                     baseline = record if count == 1 else baseline
@@ -522,8 +756,12 @@ class BenchConfig:
     """One command line's work, as `scripts/bench.py` builds it: what to time, and where the outputs go."""
 
     spec: BenchSpec = BenchSpec()
-    json: Optional[str] = option(None, "write the records as JSON (schema in docs/benchmarks.md)", metavar="PATH")
-    plot: Optional[str] = option(None, "write images/s per config and batch (.png, .jpg, .svg or .pdf)", metavar="PATH")
+    json: Optional[str] = option(
+        None, "write the records as JSON (schema in docs/benchmarks.md)", metavar="PATH"
+    )
+    plot: Optional[str] = option(
+        None, "write images/s per config and batch (.png, .jpg, .svg or .pdf)", metavar="PATH"
+    )
     cache_dir: Optional[str] = option(None, "JAX's persistent compilation cache directory", metavar="DIR")
 
 
@@ -543,7 +781,8 @@ def check_outputs(config: BenchConfig) -> None:
 
 
 def execute(config: BenchConfig) -> list[dict[str, Any]]:
-    """Checks the config, times every case, prints the table and writes the outputs it asks for; returns the records.
+    """Checks the config, times every case, prints the table and writes the outputs it asks for; returns the
+    records.
 
     Bad input and a batch that does not fit raise `BenchError` (or ValueError,
     OSError) with a one-line message, before anything is written.

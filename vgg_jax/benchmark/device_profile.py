@@ -21,13 +21,18 @@ from typing import Any, Callable, Iterable
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*[^=]*?\s([a-z][\w\-]*)\(")
 _CUSTOM_TARGETS = {
-    "convForward": "conv forward", "convBiasActivationForward": "conv forward", "convBackwardInput": "conv input-gradient",
-    "convBackwardFilter": "conv weight-gradient", "gemm": "matmul", "matmul": "matmul",
+    "convForward": "conv forward",
+    "convBiasActivationForward": "conv forward",
+    "convBackwardInput": "conv input-gradient",
+    "convBackwardFilter": "conv weight-gradient",
+    "gemm": "matmul",
+    "matmul": "matmul",
 }
 
 
 def _conv_kind(line: str) -> str:
-    """A `convolution`'s role from its dimension labels: a weight gradient writes a kernel-shaped (spatial-first) output."""
+    """A `convolution`'s role from its dimension labels: a weight gradient writes a kernel-shaped
+    (spatial-first) output."""
     labels = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", line)
     if labels and labels.group(3)[0] in "0123456789":
         return "conv weight-gradient"
@@ -80,7 +85,9 @@ def classify(hlo_text: str) -> dict[str, str]:
         name, opcode = match.groups()
         if opcode == "custom-call":
             target = re.search(r'custom_call_target="([^"]+)"', line)
-            kind = next((k for key, k in _CUSTOM_TARGETS.items() if target and key in target.group(1)), "other")
+            kind = next(
+                (k for key, k in _CUSTOM_TARGETS.items() if target and key in target.group(1)), "other"
+            )
         elif opcode == "convolution":
             kind = _conv_kind(line)
         elif opcode in ("select-and-scatter", "reduce-window"):
@@ -99,7 +106,10 @@ def classify(hlo_text: str) -> dict[str, str]:
 
 def trace_events(directory: str) -> list[dict[str, Any]]:
     """The complete ("X") events of the newest Perfetto trace under `directory`."""
-    paths = sorted(glob.glob(os.path.join(directory, "**", "perfetto_trace.json.gz"), recursive=True), key=os.path.getmtime)
+    paths = sorted(
+        glob.glob(os.path.join(directory, "**", "perfetto_trace.json.gz"), recursive=True),
+        key=os.path.getmtime,
+    )
     if not paths:
         raise ValueError(f"no perfetto_trace.json.gz under {directory}: the trace was not written")
     with gzip.open(paths[-1], "rt") as file:
@@ -114,8 +124,11 @@ def module_name(hlo_text: str) -> str:
     return match.group(1) if match else ""
 
 
-def summarise(events: Iterable[dict[str, Any]], kinds: dict[str, str], steps: int, module: str = "") -> list[tuple[str, float, float]]:
-    """(kind, milliseconds per step, share) for the events that are HLO instructions of the step, largest first.
+def summarise(
+    events: Iterable[dict[str, Any]], kinds: dict[str, str], steps: int, module: str = ""
+) -> list[tuple[str, float, float]]:
+    """(kind, milliseconds per step, share) for the events that are HLO instructions of the step, largest
+    first.
 
     Events of other modules are left out when `module` is given. Times add up
     over threads and streams: on a CPU, whose thunks run on several threads at
@@ -134,7 +147,9 @@ def summarise(events: Iterable[dict[str, Any]], kinds: dict[str, str], steps: in
     return sorted(((kind, ms / steps, ms / grand) for kind, ms in totals.items()), key=lambda row: -row[1])
 
 
-def profile(run_step: Callable[[], Any], hlo_text: str, directory: str, steps: int = 3) -> list[tuple[str, float, float]]:
+def profile(
+    run_step: Callable[[], Any], hlo_text: str, directory: str, steps: int = 3
+) -> list[tuple[str, float, float]]:
     """Traces `steps` calls of `run_step` (each blocking) into `directory`; the summary by kind."""
     import jax
 
@@ -161,20 +176,28 @@ def render(rows: list[tuple[str, float, float]]) -> str:
 
 
 # torch.profiler's kernel (GPU) or operator (CPU) names -> kinds, first match wins: cuDNN's fprop/dgrad/wgrad
-# kernels and aten's convolution ops, pooling, GEMMs, copies and layout changes, and Triton/elementwise kernels.
+# kernels and aten's convolution ops, pooling, GEMMs, copies and layout changes, and Triton/elementwise
+# kernels.
 _TORCH_KINDS = (
     (("dgrad", "convolution_backward_input"), "conv input-gradient"),
     (("wgrad", "convolution_backward_weight"), "conv weight-gradient"),
-    (("fprop", "aten::convolution", "aten::_convolution", "aten::conv2d", "mkldnn_convolution"), "conv forward"),
+    (
+        ("fprop", "aten::convolution", "aten::_convolution", "aten::conv2d", "mkldnn_convolution"),
+        "conv forward",
+    ),
     (("max_pool",), "pooling"),
     (("gemm", "aten::mm", "aten::addmm", "aten::linear", "aten::matmul"), "matmul"),
     (("copy", "transpose", "nchwtonhwc", "nhwctonchw", "aten::contiguous", "aten::clone"), "copy/transpose"),
-    (("triton", "elementwise", "vectorized", "aten::relu", "aten::threshold", "aten::add", "aten::mul"), "elementwise fusion"),
+    (
+        ("triton", "elementwise", "vectorized", "aten::relu", "aten::threshold", "aten::add", "aten::mul"),
+        "elementwise fusion",
+    ),
 )
 
 
 def torch_kind(name: str) -> str:
-    """The kind of a torch.profiler kernel or operator, from its name (`convolution_backward` counts as input-gradient
+    """The kind of a torch.profiler kernel or operator, from its name (`convolution_backward` counts as
+    input-gradient
     on a CPU, where aten does not split it)."""
     lower = name.lower()
     if lower == "aten::convolution_backward":
@@ -182,11 +205,15 @@ def torch_kind(name: str) -> str:
     return next((kind for keys, kind in _TORCH_KINDS if any(key in lower for key in keys)), "other")
 
 
-def profile_torch(run_step: Callable[[], Any], steps: int = 3, directory: str = "") -> list[tuple[str, float, float]]:
-    """The same summary for a torch step (torchvision under `torch.compile`): CUDA kernels where there are any,
+def profile_torch(
+    run_step: Callable[[], Any], steps: int = 3, directory: str = ""
+) -> list[tuple[str, float, float]]:
+    """The same summary for a torch step (torchvision under `torch.compile`): CUDA kernels where there are
+    any,
     else the CPU's top-level aten operators. Writes a Chrome trace into `directory` when given."""
     import torch
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     cuda = torch.cuda.is_available()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])

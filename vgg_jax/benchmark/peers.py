@@ -19,7 +19,9 @@ def check_torch() -> None:
         import torch  # noqa: F401
         import torchvision  # noqa: F401
     except Exception as error:  # ImportError, or a broken torch/torchvision pair
-        raise PeerUnavailable(f"--vs torch needs torchvision, which did not import ({error}); install it with {INSTALL_HINT}") from error
+        raise PeerUnavailable(
+            f"--vs torch needs torchvision, which did not import ({error}); install it with {INSTALL_HINT}"
+        ) from error
 
 
 class TorchVisionPeer:
@@ -34,7 +36,14 @@ class TorchVisionPeer:
     """
 
     def __init__(
-        self, config: str, batch_size: int, image_size: int, dtype: str, mode: str, num_classes: int, use_cuda: bool,
+        self,
+        config: str,
+        batch_size: int,
+        image_size: int,
+        dtype: str,
+        mode: str,
+        num_classes: int,
+        use_cuda: bool,
         compile: bool = False,
     ):
         check_torch()
@@ -42,23 +51,31 @@ class TorchVisionPeer:
         import torchvision
 
         if config not in TORCHVISION_NAMES:
-            raise PeerUnavailable(f"torchvision has no config {config} (it has {', '.join(TORCHVISION_NAMES)})")
+            raise PeerUnavailable(
+                f"torchvision has no config {config} (it has {', '.join(TORCHVISION_NAMES)})"
+            )
         self.torch = torch
-        self.name = f"torchvision.models.{TORCHVISION_NAMES[config]}{' torch.compile' if compile else ''} {torch.__version__}"
+        self.name = (
+            f"torchvision.models.{TORCHVISION_NAMES[config]}{' torch.compile' if compile else ''} "
+            f"{torch.__version__}"
+        )
         self.device = torch.device("cuda" if use_cuda and torch.cuda.is_available() else "cpu")
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels, as users do
+            # fixed shapes: let cuDNN pick its fastest kernels, as users do
+            torch.backends.cudnn.benchmark = True
         torch.manual_seed(0)
         model = getattr(torchvision.models, TORCHVISION_NAMES[config])(weights=None, num_classes=num_classes)
         self.model = model.to(self.device, memory_format=torch.channels_last)
         self.module = self.model
         if compile:  # compiled lazily, by the first (warm-up) step
             self.model = torch.compile(self.model)
-        self.images = (0.1 * torch.randn(batch_size, 3, image_size, image_size, device=self.device)).contiguous(
-            memory_format=torch.channels_last
-        )
+        self.images = (
+            0.1 * torch.randn(batch_size, 3, image_size, image_size, device=self.device)
+        ).contiguous(memory_format=torch.channels_last)
         self.labels = torch.randint(0, num_classes, (batch_size,), device=self.device)
-        self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+        self.autocast = lambda: torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"
+        )
         self.optimizer = torch.optim.SGD(self.module.parameters(), lr=1e-2, momentum=0.9)
         self._run: Callable[[], None] = {
             "forward": self._forward,

@@ -25,11 +25,33 @@ _PEER = {
 _RESULT = {
     "type": "object",
     "required": [
-        "compile_s", "median_s", "mean_s", "std_s", "min_s", "images_per_s", "flops_per_step",
-        "flops_source", "tflops_per_s", "mfu", "memory",
+        "compile_s",
+        "median_s",
+        "mean_s",
+        "std_s",
+        "min_s",
+        "images_per_s",
+        "flops_per_step",
+        "flops_source",
+        "tflops_per_s",
+        "mfu",
+        "memory",
     ],
     "properties": {
-        **{key: _NUMBER for key in ("compile_s", "lower_s", "median_s", "mean_s", "std_s", "min_s", "images_per_s", "flops_per_step", "tflops_per_s")},
+        **{
+            key: _NUMBER
+            for key in (
+                "compile_s",
+                "lower_s",
+                "median_s",
+                "mean_s",
+                "std_s",
+                "min_s",
+                "images_per_s",
+                "flops_per_step",
+                "tflops_per_s",
+            )
+        },
         "flops_source": {"type": "string"},
         "xla_flops_per_step": _NULLABLE_NUMBER,
         "peak_tflops": _NULLABLE_NUMBER,
@@ -38,7 +60,9 @@ _RESULT = {
         "memory": {
             "type": "object",
             "required": ["argument_bytes", "output_bytes", "temp_bytes", "peak_bytes"],
-            "properties": {key: _NULLABLE_INT for key in ("argument_bytes", "output_bytes", "temp_bytes", "peak_bytes")},
+            "properties": {
+                key: _NULLABLE_INT for key in ("argument_bytes", "output_bytes", "temp_bytes", "peak_bytes")
+            },
         },
         "traces": {"type": "integer"},
         "images_per_s_per_device": _NUMBER,
@@ -59,7 +83,10 @@ _RESULT = {
         },
     },
     "dependentRequired": {
-        "peer": ["ratio"], "ratio": ["peer"], "compiled_peer": ["compiled_ratio"], "compiled_ratio": ["compiled_peer"],
+        "peer": ["ratio"],
+        "ratio": ["peer"],
+        "compiled_peer": ["compiled_ratio"],
+        "compiled_ratio": ["compiled_peer"],
     },
 }
 
@@ -70,8 +97,16 @@ RECORDS_SCHEMA: dict[str, Any] = {
     "items": {
         "type": "object",
         "required": [
-            "config", "batch_size", "image_size", "dtype", "backend", "device_kind", "device_count",
-            "versions", "xla_flags", "results",
+            "config",
+            "batch_size",
+            "image_size",
+            "dtype",
+            "backend",
+            "device_kind",
+            "device_count",
+            "versions",
+            "xla_flags",
+            "results",
         ],
         "properties": {
             "config": {"enum": ["A", "A-LRN", "B", "C", "D", "E"]},
@@ -85,7 +120,11 @@ RECORDS_SCHEMA: dict[str, Any] = {
             "devices_available": {"type": "integer"},
             "host_cpu": {"type": ["string", "null"]},
             "host_cores": _NULLABLE_INT,
-            "versions": {"type": "object", "required": ["jax", "jaxlib", "flax"], "additionalProperties": {"type": "string"}},
+            "versions": {
+                "type": "object",
+                "required": ["jax", "jaxlib", "flax"],
+                "additionalProperties": {"type": "string"},
+            },
             "xla_flags": {"type": "array", "items": {"type": "string"}},
             "dispatch_s": _NUMBER,
             "width_scale": _NUMBER,
@@ -132,12 +171,15 @@ def plot_format(path: str) -> str:
     """The image format a plot path's extension names; a ValueError for any other extension."""
     extension = os.path.splitext(path)[1].lower()
     if extension not in PLOT_FORMATS:
-        raise ValueError(f"--plot {path}: name a file ending in {', '.join(PLOT_FORMATS)} (the extension picks the format)")
+        raise ValueError(
+            f"--plot {path}: name a file ending in {', '.join(PLOT_FORMATS)} (the extension picks the format)"
+        )
     return PLOT_FORMATS[extension]
 
 
 def write_plot(records: Sequence[dict[str, Any]], path: str) -> None:
-    """Images per second against batch size: one line per config, dtype and mode, in the format the extension names."""
+    """Images per second against batch size: one line per config, dtype and mode, in the format the
+    extension names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,18 +218,44 @@ def render_table(records: Sequence[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="vgg_jax benchmark (seconds per batch; FLOPs from count_macs)")
-    columns = ["config", "batch", "dtype", "mode", "compile s", "median s", "mean ± sd s", "min s", "img/s", "TFLOP/s", "MFU", "temp MiB"]
+    columns = [
+        "config",
+        "batch",
+        "dtype",
+        "mode",
+        "compile s",
+        "median s",
+        "mean ± sd s",
+        "min s",
+        "img/s",
+        "TFLOP/s",
+        "MFU",
+        "temp MiB",
+    ]
     results = [result for record in records for result in record["results"].values()]
     extras = [
         (key, label, cells)
         for key, label, cells in (
-            ("peer", ["peer img/s", "ours/peer"], lambda r: [f"{r['peer']['images_per_s']:.1f}", f"{r['ratio']:.2f}x"]),
-            ("compiled_peer", ["compiled img/s", "ours/compiled"],
-             lambda r: [f"{r['compiled_peer']['images_per_s']:.1f}", f"{r['compiled_ratio']:.2f}x"]),
-            ("scaling_efficiency", ["img/s/device", "scaling eff."],
-             lambda r: [f"{r['images_per_s_per_device']:.1f}", f"{r['scaling_efficiency']:.1%}"]),
-            ("remat", ["remat temp MiB", "remat time"],
-             lambda r: [_bytes(r["remat"]["temp_bytes"]), f"{r['remat']['step_time_ratio']:.2f}x"]),
+            (
+                "peer",
+                ["peer img/s", "ours/peer"],
+                lambda r: [f"{r['peer']['images_per_s']:.1f}", f"{r['ratio']:.2f}x"],
+            ),
+            (
+                "compiled_peer",
+                ["compiled img/s", "ours/compiled"],
+                lambda r: [f"{r['compiled_peer']['images_per_s']:.1f}", f"{r['compiled_ratio']:.2f}x"],
+            ),
+            (
+                "scaling_efficiency",
+                ["img/s/device", "scaling eff."],
+                lambda r: [f"{r['images_per_s_per_device']:.1f}", f"{r['scaling_efficiency']:.1%}"],
+            ),
+            (
+                "remat",
+                ["remat temp MiB", "remat time"],
+                lambda r: [_bytes(r["remat"]["temp_bytes"]), f"{r['remat']['step_time_ratio']:.2f}x"],
+            ),
         )
         if any(key in result for result in results)
     ]
@@ -200,7 +268,11 @@ def render_table(records: Sequence[dict[str, Any]]) -> None:
         table.add_column(column, justify="left" if column in ("config", "dtype", "mode") else "right")
     for record in records:
         for mode, r in record["results"].items():
-            extra_cells = [cell for key, label, cells in extras for cell in (cells(r) if key in r else ["-"] * len(label))]
+            extra_cells = [
+                cell
+                for key, label, cells in extras
+                for cell in (cells(r) if key in r else ["-"] * len(label))
+            ]
             table.add_row(
                 record["config"],
                 str(record["batch_size"]),

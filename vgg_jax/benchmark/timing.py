@@ -46,7 +46,12 @@ def compile_step(
         traces[0] += 1
         return function(*inputs)
 
-    jitted = jax.jit(counted, in_shardings=in_shardings, out_shardings=out_shardings, donate_argnums=(0,) if carries_state else ())
+    jitted = jax.jit(
+        counted,
+        in_shardings=in_shardings,
+        out_shardings=out_shardings,
+        donate_argnums=(0,) if carries_state else (),
+    )
     begin = time.perf_counter()
     lowered = jitted.lower(*args)
     lower_s = time.perf_counter() - begin
@@ -61,7 +66,9 @@ def warm_up(steps: Sequence[Callable[[], None]], count: int) -> None:
             step()
 
 
-def time_interleaved(steps: Sequence[Callable[[], None]], count: int, progress: Optional[Callable[[], None]] = None) -> list[list[float]]:
+def time_interleaved(
+    steps: Sequence[Callable[[], None]], count: int, progress: Optional[Callable[[], None]] = None
+) -> list[list[float]]:
     """Times `count` calls of each step, alternating between them in rounds; seconds per call, per step.
 
     Alternation spreads the machine's drift (other load, clocks) over every
@@ -112,7 +119,8 @@ def xla_flops(compiled: Any) -> Optional[float]:
 
 
 def memory(compiled: Any) -> dict[str, Optional[int]]:
-    """XLA's memory analysis of a compiled program: argument, output and temporary bytes (None where unknown)."""
+    """XLA's memory analysis of a compiled program: argument, output and temporary bytes (None where
+    unknown)."""
     try:
         stats = compiled.memory_analysis()
     except Exception:

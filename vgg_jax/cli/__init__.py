@@ -21,7 +21,8 @@ from vgg_jax.util.images import NORMALIZE_MODES
 
 
 def prog_name(script: str) -> str:
-    """The name a command reports itself by: the console command that ran it (`vgg-jax-train`), else `script` (train.py)."""
+    """The name a command reports itself by: the console command that ran it (`vgg-jax-train`), else
+    `script` (train.py)."""
     invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     return invoked if invoked.startswith("vgg-jax-") else script
 
@@ -96,7 +97,8 @@ _TYPES = {int: _integer, float: _number, str: str, list[int]: int_list, list[flo
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """One flag per field of a config dataclass (`TrainConfig`, `BenchConfig`), with its default, help and choices.
+    """One flag per field of a config dataclass (`TrainConfig`, `BenchConfig`), with its default, help and
+    choices.
 
     Field metadata comes from `vgg_jax.util.options.option`. The flag is
     `--field-name`, or the spelling the metadata gives (then the documented
@@ -121,14 +123,20 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
         text = field.metadata.get("help", "")
         is_list = typing.get_origin(kind) is tuple
         if is_list and field.metadata.get("choices"):
-            text += f"; from {', '.join(map(str, field.metadata['choices']))}" + (" or all" if field.metadata.get("every") else "")
+            text += f"; from {', '.join(map(str, field.metadata['choices']))}" + (
+                " or all" if field.metadata.get("every") else ""
+            )
         if not required and kind is not bool and "default" not in text:
             text += f" (default: {_shown(default)})"
         options: dict[str, Any] = dict(dest=field.name, help=text)
         if kind is bool:
             options.update(action=argparse.BooleanOptionalAction, default=default)
         else:
-            options.update(type=_list_type(kind, field.metadata) if is_list else _TYPES[kind], default=default, required=required)
+            options.update(
+                type=_list_type(kind, field.metadata) if is_list else _TYPES[kind],
+                default=default,
+                required=required,
+            )
             if field.metadata.get("choices") and not is_list:
                 options["choices"] = field.metadata["choices"]
             if field.metadata.get("metavar"):
@@ -137,7 +145,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
 
 
 def _list_type(kind: Any, metadata: Any) -> Callable[[str], tuple]:
-    """The argparse type of a tuple field: comma-separated items, each converted and checked, duplicates dropped."""
+    """The argparse type of a tuple field: comma-separated items, each converted and checked, duplicates
+    dropped."""
     item = typing.get_args(kind)[0]
     convert = metadata.get("each") or _TYPES[item]
     choices, every = metadata.get("choices"), metadata.get("every")
@@ -164,10 +173,17 @@ def _list_type(kind: Any, metadata: Any) -> Callable[[str], tuple]:
 
 def add_weights_flags(parser: argparse.ArgumentParser, recorded: bool = False) -> None:
     """--config and --preprocess, for the commands that take a model spec (a name, a weights file, a run)."""
-    parser.add_argument("--config", default=None, help="the config of a weights file that does not say (default: its metadata, else read off the file)")
     parser.add_argument(
-        "--preprocess", default=None, choices=NORMALIZE_MODES,
-        help="the pixels the weights expect" + (", recorded in the output" if recorded else "")
+        "--config",
+        default=None,
+        help="the config of a weights file that does not say (default: its metadata, else read off the file)",
+    )
+    parser.add_argument(
+        "--preprocess",
+        default=None,
+        choices=NORMALIZE_MODES,
+        help="the pixels the weights expect"
+        + (", recorded in the output" if recorded else "")
         + " (default: what the name, the run or the file's metadata says)",
     )
 
@@ -191,7 +207,9 @@ def _shown(value: Any) -> str:
     return "none" if value is None or value == () or value == [] else str(value)
 
 
-def given_fields(build_parser: Callable[[], argparse.ArgumentParser], argv: Optional[Sequence[str]], config_class: type) -> set[str]:
+def given_fields(
+    build_parser: Callable[[], argparse.ArgumentParser], argv: Optional[Sequence[str]], config_class: type
+) -> set[str]:
     """The fields of `config_class` whose flags appear in `argv` (not filled in from defaults).
 
     `--resume` takes every other field from the saved run, so it must know
@@ -201,26 +219,47 @@ def given_fields(build_parser: Callable[[], argparse.ArgumentParser], argv: Opti
     probe = build_parser()
     names = {field.name for field in dataclasses.fields(config_class)}
     probe.set_defaults(**{name: unset for name in names})
-    return {name for name, value in vars(probe.parse_args(argv)).items() if name in names and value is not unset}
+    return {
+        name for name, value in vars(probe.parse_args(argv)).items() if name in names and value is not unset
+    }
 
 
 def config_from_args(args: argparse.Namespace, config_class: type) -> Any:
     """The dataclass built from the parsed flags that `add_config_flags` added."""
     hints = typing.get_type_hints(config_class)
-    return config_class(**{
-        field.name: config_from_args(args, hints[field.name]) if dataclasses.is_dataclass(hints[field.name]) else getattr(args, field.name)
-        for field in dataclasses.fields(config_class)
-    })
+    return config_class(
+        **{
+            field.name: config_from_args(args, hints[field.name])
+            if dataclasses.is_dataclass(hints[field.name])
+            else getattr(args, field.name)
+            for field in dataclasses.fields(config_class)
+        }
+    )
 
 
 def add_parallel_flags(parser: argparse.ArgumentParser, devices: bool = True) -> None:
-    """--devices (unless a config's field gives it) and the jax.distributed flags, shared by train.py and bench.py."""
+    """--devices (unless a config's field gives it) and the jax.distributed flags, shared by train.py and
+    bench.py."""
     if devices:
-        parser.add_argument("--devices", type=positive_int, default=None, help="use this many devices (default: all; an equal share per process)")
+        parser.add_argument(
+            "--devices",
+            type=positive_int,
+            default=None,
+            help="use this many devices (default: all; an equal share per process)",
+        )
     group = parser.add_argument_group("several processes (jax.distributed; see docs/scaling.md)")
-    group.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address (or JAX_COORDINATOR_ADDRESS)")
-    group.add_argument("--num-processes", type=positive_int, default=None, help="number of processes (or JAX_NUM_PROCESSES)")
-    group.add_argument("--process-id", type=non_negative_int, default=None, help="this process's index (or JAX_PROCESS_ID)")
+    group.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="process 0's address (or JAX_COORDINATOR_ADDRESS)",
+    )
+    group.add_argument(
+        "--num-processes", type=positive_int, default=None, help="number of processes (or JAX_NUM_PROCESSES)"
+    )
+    group.add_argument(
+        "--process-id", type=non_negative_int, default=None, help="this process's index (or JAX_PROCESS_ID)"
+    )
 
 
 def start_distributed(args: argparse.Namespace, prog: str) -> bool:

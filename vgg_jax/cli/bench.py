@@ -15,13 +15,23 @@ import argparse
 from typing import Optional, Sequence
 
 from vgg_jax.benchmark import bench
-from vgg_jax.cli import OneLineParser, add_config_flags, add_parallel_flags, config_from_args, fail, prog_name, start_distributed
+from vgg_jax.cli import (
+    OneLineParser,
+    add_config_flags,
+    add_parallel_flags,
+    config_from_args,
+    fail,
+    prog_name,
+    start_distributed,
+)
 
 PROG = "bench.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_flags(parser, bench.BenchConfig)
     add_parallel_flags(parser, devices=False)  # --devices is a BenchSpec field
     return parser

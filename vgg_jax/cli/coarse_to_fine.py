@@ -17,25 +17,57 @@ import json
 import os
 import sys
 
-
-from vgg_jax.experiments.coarse_to_fine import study as c2f
-from vgg_jax.experiments.coarse_to_fine import report as report
 from vgg_jax.cli import OneLineParser, fail, names, prog_name
+from vgg_jax.experiments.coarse_to_fine import report as report
+from vgg_jax.experiments.coarse_to_fine import study as c2f
 from vgg_jax.util.files import write_text
 
 PROG = "coarse_to_fine.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(c2f.PRESETS), default="cpu", help="model size and step budgets (default cpu)")
-    parser.add_argument("--workdir", default="runs/coarse_to_fine", help="where results.json, the plot and the table go")
-    parser.add_argument("--targets", type=names(c2f.TARGETS), default=c2f.TARGETS, help="comma-separated, from D,E (default both)")
-    parser.add_argument("--arms", type=names(c2f.ARM_NAMES), default=tuple(c2f.ARM_NAMES), help=f"comma-separated, from {','.join(c2f.ARM_NAMES)} (default all)")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default the preset's 3)")
-    parser.add_argument("--tiny", action="store_true", help="a tiny width and a few steps: checks the whole pipeline in seconds")
-    parser.add_argument("--sweep", action="store_true", help="run the recipe sweep on A (tuning split) and write sweep.json and sweep.md")
-    parser.add_argument("--render", action="store_true", help="only redraw the plot and the table from --workdir's results.json")
+    parser = OneLineParser(
+        prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(c2f.PRESETS),
+        default="cpu",
+        help="model size and step budgets (default cpu)",
+    )
+    parser.add_argument(
+        "--workdir", default="runs/coarse_to_fine", help="where results.json, the plot and the table go"
+    )
+    parser.add_argument(
+        "--targets",
+        type=names(c2f.TARGETS),
+        default=c2f.TARGETS,
+        help="comma-separated, from D,E (default both)",
+    )
+    parser.add_argument(
+        "--arms",
+        type=names(c2f.ARM_NAMES),
+        default=tuple(c2f.ARM_NAMES),
+        help=f"comma-separated, from {','.join(c2f.ARM_NAMES)} (default all)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default the preset's 3)"
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a tiny width and a few steps: checks the whole pipeline in seconds",
+    )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="run the recipe sweep on A (tuning split) and write sweep.json and sweep.md",
+    )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only redraw the plot and the table from --workdir's results.json",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier experiment in --workdir")
     return parser
 
@@ -55,7 +87,9 @@ def main(argv=None) -> int:
         if args.render:
             print(report.markdown(report.render(args.workdir)))
             return 0
-        c2f.run_experiment(preset, args.workdir, targets=args.targets, arms=args.arms, overwrite=args.overwrite)
+        c2f.run_experiment(
+            preset, args.workdir, targets=args.targets, arms=args.arms, overwrite=args.overwrite
+        )
     except (ValueError, OSError) as error:
         return fail(prog_name(PROG), error)
     return 0

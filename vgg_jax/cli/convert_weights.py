@@ -20,19 +20,26 @@ an existing output is never replaced.
 import argparse
 import sys
 
-
 from vgg_jax.cli import OneLineParser, add_weights_flags, fail, prog_name
 
 PROG = "convert_weights.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("src")
     parser.add_argument("dst")
     add_weights_flags(parser, recorded=True)
     bn = parser.add_mutually_exclusive_group()
-    bn.add_argument("--batch-norm", dest="batch_norm", action="store_true", default=None, help="a _bn variant (default: read from the file)")
+    bn.add_argument(
+        "--batch-norm",
+        dest="batch_norm",
+        action="store_true",
+        default=None,
+        help="a _bn variant (default: read from the file)",
+    )
     bn.add_argument("--no-batch-norm", dest="batch_norm", action="store_false")
     return parser
 
@@ -43,7 +50,10 @@ def main(argv=None) -> int:
 
     try:
         resolve.export(args.src, args.dst, args.config, args.preprocess, batch_norm=args.batch_norm)
-    except (ValueError, OSError) as error:  # a strict load's report (missing, unexpected, wrong-shape tensors) as one line
+    except (
+        ValueError,
+        OSError,
+    ) as error:  # a strict load's report (missing, unexpected, wrong-shape tensors) as one line
         return fail(prog_name(PROG), error)
     return 0
 

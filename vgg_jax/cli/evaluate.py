@@ -14,27 +14,61 @@ import argparse
 import json
 import sys
 
-
+from vgg_jax.cli import (
+    OneLineParser,
+    add_weights_flags,
+    fail,
+    int_list,
+    non_negative_int,
+    positive_int,
+    prog_name,
+)
 from vgg_jax.training import evaluate as evaluate_lib
 from vgg_jax.training import evaluate_model
-from vgg_jax.cli import OneLineParser, add_weights_flags, fail, int_list, non_negative_int, positive_int, prog_name
 
 PROG = "evaluate.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="a run's workdir, a weights file (.pth, .safetensors, .h5, .msgpack) or a published name (vgg16, keras:vgg16)")
+    parser = OneLineParser(
+        prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "model",
+        help="a run's workdir, a weights file (.pth, .safetensors, .h5, .msgpack) or a published name "
+        "(vgg16, keras:vgg16)",
+    )
     add_weights_flags(parser)
-    parser.add_argument("--data", default=None, help="digits or folder:PATH (default: a run's own validation split)")
-    parser.add_argument("--eval", dest="method", choices=evaluate_lib.METHODS, default="center",
-                        help="the paper's Sec. 3.2 method. Cost per image and test scale, in centre crops: center 1, dense 2 "
-                             "(the image and its flip at full size), multi-crop 50 (5x5 crops, each flipped), dense+multi-crop 52; "
-                             "the bar counts these views")
-    parser.add_argument("--eval-scales", type=int_list, default=None, metavar="Q[,Q...]", help="test scales Q (default: the crop size)")
-    parser.add_argument("--image-size", type=positive_int, default=None, help="the crop the model was trained at (default: the run's, else 224)")
+    parser.add_argument(
+        "--data", default=None, help="digits or folder:PATH (default: a run's own validation split)"
+    )
+    parser.add_argument(
+        "--eval",
+        dest="method",
+        choices=evaluate_lib.METHODS,
+        default="center",
+        help="the paper's Sec. 3.2 method. Cost per image and test scale, in centre crops: center 1, dense 2 "
+        "(the image and its flip at full size), multi-crop 50 (5x5 crops, each flipped), dense+multi-crop "
+        "52; "
+        "the bar counts these views",
+    )
+    parser.add_argument(
+        "--eval-scales",
+        type=int_list,
+        default=None,
+        metavar="Q[,Q...]",
+        help="test scales Q (default: the crop size)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=None,
+        help="the crop the model was trained at (default: the run's, else 224)",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default 32)")
-    parser.add_argument("--workers", type=non_negative_int, default=0, help="Grain worker processes (default 0)")
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=0, help="Grain worker processes (default 0)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser
 
@@ -46,7 +80,9 @@ def main(argv=None) -> int:
         images = evaluate_model.evaluation_images(target, args.data)
         progress = _progress(args)
         try:
-            result = evaluate_model.run(target, images, args.method, args.eval_scales, args.batch_size, args.workers, progress)
+            result = evaluate_model.run(
+                target, images, args.method, args.eval_scales, args.batch_size, args.workers, progress
+            )
         finally:
             progress.stop()
     except (ValueError, OSError) as error:
@@ -54,20 +90,31 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['model']}: {result['method']} at Q={','.join(map(str, result['scales']))} on {result['count']} image{'s' if result['count'] != 1 else ''}: "
-              f"top-1 error {result['top1_error']:.2%}, top-5 error {result['top5_error']:.2%}")
+        print(
+            f"{result['model']}: {result['method']} at Q={','.join(map(str, result['scales']))} on "
+            f"{result['count']} image{'s' if result['count'] != 1 else ''}: "
+            f"top-1 error {result['top1_error']:.2%}, top-5 error {result['top5_error']:.2%}"
+        )
     return 0
 
 
 def _progress(args: argparse.Namespace):
-    """A bar counting the views the network has seen (50 per image and scale for multi-crop), on a terminal."""
+    """A bar counting the views the network has seen (50 per image and scale for multi-crop), on a
+    terminal."""
+
     def start(total: int):
         if args.json or not sys.stderr.isatty():
             return lambda done: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        bar = Progress(TextColumn(f"evaluating ({args.method})"), BarColumn(), MofNCompleteColumn(), TextColumn("views"),
-                       TimeRemainingColumn(), transient=True)
+        bar = Progress(
+            TextColumn(f"evaluating ({args.method})"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("views"),
+            TimeRemainingColumn(),
+            transient=True,
+        )
         task = bar.add_task("views", total=total)
         bar.start()
         bars.append(bar)

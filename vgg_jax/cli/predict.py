@@ -18,23 +18,35 @@ import argparse
 import json
 import sys
 
-
-from vgg_jax.weights import predict
 from vgg_jax.cli import OneLineParser, add_weights_flags, fail, positive_int, prog_name
+from vgg_jax.weights import predict
 from vgg_jax.weights.zoo import SOURCES
 
 PROG = "predict.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("images", nargs="+", help="JPEG or PNG files")
-    parser.add_argument("--model", default="vgg16",
-                        help="a published name (vgg11 ... vgg19, _bn, a paper letter; keras:vgg16, timm:vgg16), a weights file or a run's workdir")
-    parser.add_argument("--source", default="torchvision", choices=SOURCES, help="the source of a name without a prefix (keras:vgg16 says it)")
+    parser.add_argument(
+        "--model",
+        default="vgg16",
+        help="a published name (vgg11 ... vgg19, _bn, a paper letter; keras:vgg16, timm:vgg16), a weights "
+        "file or a run's workdir",
+    )
+    parser.add_argument(
+        "--source",
+        default="torchvision",
+        choices=SOURCES,
+        help="the source of a name without a prefix (keras:vgg16 says it)",
+    )
     add_weights_flags(parser)
     parser.add_argument("--top", type=positive_int, default=5, help="classes per image (default 5)")
-    parser.add_argument("--dense", action="store_true", help="the paper's dense evaluation at the image's own size")
+    parser.add_argument(
+        "--dense", action="store_true", help="the paper's dense evaluation at the image's own size"
+    )
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON, for scripts")
     return parser
@@ -44,8 +56,17 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         named = predict.load_model(args.model, args.source, args.config, args.preprocess)
-        results = predict.classify(named.model, named.variables, args.images, named.preprocess, top=min(args.top, named.model.num_classes),
-                                   dense=args.dense, batch_size=args.batch_size, mean_rgb=named.mean_rgb, classes=named.classes)
+        results = predict.classify(
+            named.model,
+            named.variables,
+            args.images,
+            named.preprocess,
+            top=min(args.top, named.model.num_classes),
+            dense=args.dense,
+            batch_size=args.batch_size,
+            mean_rgb=named.mean_rgb,
+            classes=named.classes,
+        )
     except (ValueError, OSError) as error:
         return fail(prog_name(PROG), error)
     failed = [result for result in results if "error" in result]

@@ -1,7 +1,8 @@
 """Train a VGG config, evaluate it the paper's way, and checkpoint it.
 
     python scripts/train.py --config A --data digits --image-size 32 --epochs 1 --workdir runs/a
-    python scripts/train.py --config D --data digits --image-size 32 --epochs 1 --workdir runs/d --init-from runs/a
+    python scripts/train.py --config D --data digits --image-size 32 --epochs 1 --workdir runs/d --init-from
+    runs/a
     python scripts/train.py --workdir runs/a --resume               # the run as it was started
     python scripts/train.py --workdir runs/a --epochs 3 --resume    # longer
     python scripts/train.py ... --devices 4        # data parallel over 4 devices (default: all)
@@ -42,11 +43,17 @@ PROG = "train.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_flags(parser, TrainConfig)
     add_parallel_flags(parser, devices=False)  # --devices is a TrainConfig field
     parser.add_argument("--resume", action="store_true", help="continue the run in --workdir exactly")
-    parser.add_argument("--overwrite", action="store_true", help="replace the run in --workdir (deleted once the new run's inputs are read)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --workdir (deleted once the new run's inputs are read)",
+    )
     return parser
 
 
@@ -55,11 +62,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not start_distributed(args, prog_name(PROG)):
         return 2
     given = given_fields(build_parser, argv, TrainConfig)  # on --resume, every other field comes from the run
-    return train(config_from_args(args, TrainConfig), resume=args.resume, overwrite=args.overwrite, given=given)
+    return train(
+        config_from_args(args, TrainConfig), resume=args.resume, overwrite=args.overwrite, given=given
+    )
 
 
-def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, given: Optional[Collection[str]] = None) -> int:
-    """Runs `vgg_jax.training.loop.run`; the exit status, after one line on stderr for bad input, signals or non-finite numbers.
+def train(
+    cfg: TrainConfig, resume: bool = False, overwrite: bool = False, given: Optional[Collection[str]] = None
+) -> int:
+    """Runs `vgg_jax.training.loop.run`; the exit status, after one line on stderr for bad input, signals or
+    non-finite numbers.
 
     0: done; 1: non-finite numbers or a checkpoint that could not be
     written; 2: bad input; 130 or 143: stopped by Ctrl-C or SIGTERM, with a
@@ -75,7 +87,11 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, given
     def warn(message: str) -> None:
         print(f"{prog}: warning: {message}", file=sys.stderr, flush=True)
 
-    previous = signal.signal(signal.SIGINT, signal.SIG_DFL) if threading.current_thread() is threading.main_thread() else None
+    previous = (
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if threading.current_thread() is threading.main_thread()
+        else None
+    )
     try:
         loop.run(cfg, resume=resume, overwrite=overwrite, log=say, warn=warn, given=given)
     except loop.StopRequested as stopped:
@@ -86,7 +102,10 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, given
     except (ValueError, OSError) as error:
         return fail(prog, error)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; the last finished checkpoint stays; continue with --resume", file=sys.stderr)
+        print(
+            f"{prog}: interrupted; the last finished checkpoint stays; continue with --resume",
+            file=sys.stderr,
+        )
         return 130
     finally:
         if previous is not None:

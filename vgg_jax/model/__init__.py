@@ -9,13 +9,45 @@ The bottom of the package: it imports nothing from vgg_jax but itself.
 - `infer`: the model a parameter tree belongs to (`infer_model`) and the image size it was built for.
 """
 
-from vgg_jax.model.configs import ALIASES, CONFIGS, LRN, Conv, count_macs, count_params, layer_names, resolve_config
+from vgg_jax.model.configs import (
+    ALIASES,
+    CONFIGS,
+    LRN,
+    Conv,
+    count_macs,
+    count_params,
+    layer_names,
+    resolve_config,
+)
+from vgg_jax.model.infer import infer_model, init_image_size
 from vgg_jax.model.layers import LocalResponseNorm
-from vgg_jax.model.vgg import CLASSIFIER, COMPUTE_DTYPES, CONV_IMPLS, INIT_SCHEMES, POOL_IMPLS, RELU_IMPLS, VGG
-from vgg_jax.model.infer import infer_model, init_image_size  # noqa: I001 (after VGG, which it builds)
+from vgg_jax.model.vgg import (
+    CLASSIFIER,
+    COMPUTE_DTYPES,
+    CONV_IMPLS,
+    INIT_SCHEMES,
+    POOL_IMPLS,
+    RELU_IMPLS,
+    VGG,
+)
 
 __all__ = [
-    "ALIASES", "CLASSIFIER", "COMPUTE_DTYPES", "CONFIGS", "CONV_IMPLS", "Conv", "INIT_SCHEMES", "LRN", "LocalResponseNorm",
-    "POOL_IMPLS", "RELU_IMPLS", "VGG", "count_macs", "count_params", "infer_model", "init_image_size", "layer_names",
+    "ALIASES",
+    "CLASSIFIER",
+    "COMPUTE_DTYPES",
+    "CONFIGS",
+    "CONV_IMPLS",
+    "Conv",
+    "INIT_SCHEMES",
+    "LRN",
+    "LocalResponseNorm",
+    "POOL_IMPLS",
+    "RELU_IMPLS",
+    "VGG",
+    "count_macs",
+    "count_params",
+    "infer_model",
+    "init_image_size",
+    "layer_names",
     "resolve_config",
 ]

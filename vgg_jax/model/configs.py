@@ -77,7 +77,12 @@ ALIASES: Mapping[str, str] = {
 
 NUM_POOLS = 5
 MIN_IMAGE_SIZE = 2**NUM_POOLS  # five 2x2 pools need at least 32 pixels
-TORCHVISION_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}  # the configs torchvision (and Keras, D and E) publish
+TORCHVISION_NAMES = {
+    "A": "vgg11",
+    "B": "vgg13",
+    "D": "vgg16",
+    "E": "vgg19",
+}  # the configs torchvision (and Keras, D and E) publish
 
 
 def _normalise(name: str) -> str:
@@ -144,8 +149,7 @@ def feature_map_size(image_size: int) -> int:
 def _check_image_size(image_size: int) -> None:
     if not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
         raise ValueError(
-            f"image_size must be an int of at least {MIN_IMAGE_SIZE} "
-            f"(five 2x2 pools), got {image_size!r}"
+            f"image_size must be an int of at least {MIN_IMAGE_SIZE} (five 2x2 pools), got {image_size!r}"
         )
 
 

@@ -48,7 +48,9 @@ def _conv_same_bwd(residuals, grad_out):
         [padded[:, i : i + height, j : j + width, :] for i in range(kh) for j in range(kw)], axis=3
     )  # (N, H, W, kh*kw, C)
     rows = patches.reshape(-1, kh * kw * channels)  # (N*H*W, kh*kw*C), contiguous
-    grad_kernel = jnp.dot(rows.T, grad_out.reshape(-1, features).astype(rows.dtype), preferred_element_type=jnp.float32)
+    grad_kernel = jnp.dot(
+        rows.T, grad_out.reshape(-1, features).astype(rows.dtype), preferred_element_type=jnp.float32
+    )
     return grad_in, grad_kernel.reshape(kh, kw, channels, features).astype(kernel.dtype)
 
 
@@ -68,7 +70,8 @@ def flax_conv(
     precision: Any = None,
     preferred_element_type: Any = None,
 ) -> jax.Array:
-    """A drop-in for `lax.conv_general_dilated` in `flax.linen.Conv` that uses `conv_same` where it applies."""
+    """A drop-in for `lax.conv_general_dilated` in `flax.linen.Conv` that uses `conv_same` where it
+    applies."""
     simple = (
         tuple(window_strides) == (1, 1)
         and (lhs_dilation is None or tuple(lhs_dilation) == (1, 1))
@@ -78,13 +81,25 @@ def flax_conv(
         and rhs.shape[0] % 2 == 1
         and rhs.shape[1] % 2 == 1
         and _is_same(padding, rhs.shape)
-        and (dimension_numbers is None or tuple(getattr(dimension_numbers, "lhs_spec", ())) in ((0, 3, 1, 2), ()))
+        and (
+            dimension_numbers is None
+            or tuple(getattr(dimension_numbers, "lhs_spec", ())) in ((0, 3, 1, 2), ())
+        )
     )
     if simple:
         return conv_same(lhs, rhs)
     return lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-        feature_group_count, batch_group_count, precision, preferred_element_type,
+        lhs,
+        rhs,
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
+        dimension_numbers,
+        feature_group_count,
+        batch_group_count,
+        precision,
+        preferred_element_type,
     )
 
 
@@ -92,4 +107,7 @@ def _is_same(padding: Any, kernel_shape: tuple) -> bool:
     if isinstance(padding, str):
         return padding.upper() == "SAME"
     pads = [tuple(p) for p in padding]
-    return pads == [(kernel_shape[0] // 2, kernel_shape[0] // 2), (kernel_shape[1] // 2, kernel_shape[1] // 2)]
+    return pads == [
+        (kernel_shape[0] // 2, kernel_shape[0] // 2),
+        (kernel_shape[1] // 2, kernel_shape[1] // 2),
+    ]

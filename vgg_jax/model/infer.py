@@ -1,4 +1,5 @@
-"""Reading a model off its parameters: the config, widths, classes and training image size a tree belongs to."""
+"""Reading a model off its parameters: the config, widths, classes and training image size a tree belongs
+to."""
 
 from __future__ import annotations
 
@@ -17,8 +18,14 @@ def infer_model(variables: Any, config: Optional[str] = None, **model_kwargs: An
     """
     params = variables["params"]
     if config is None:
-        convs = {name: params[name]["kernel"].shape[0] for name in params if name.startswith("conv") and not name.endswith("_bn")}
-        config = next((c for c in CONFIGS if convs == {n: spec.kernel_size for n, _, spec in conv_layers(c)}), None)
+        convs = {
+            name: params[name]["kernel"].shape[0]
+            for name in params
+            if name.startswith("conv") and not name.endswith("_bn")
+        }
+        config = next(
+            (c for c in CONFIGS if convs == {n: spec.kernel_size for n, _, spec in conv_layers(c)}), None
+        )
         if config is None:
             raise ValueError(f"these parameters match no VGG config (convs {sorted(convs)}); pass config=")
     config = resolve_config(config)

@@ -16,22 +16,42 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgg_jax.model.configs import CONFIGS, LRN, MIN_IMAGE_SIZE, Conv, conv_layers, layer_names, resolve_config, scaled
+from vgg_jax.model.configs import (
+    CONFIGS,
+    LRN,
+    MIN_IMAGE_SIZE,
+    Conv,
+    conv_layers,
+    layer_names,
+    resolve_config,
+    scaled,
+)
 from vgg_jax.model.conv import flax_conv
 from vgg_jax.model.layers import LocalResponseNorm, max_pool_2x2, relu_output_mask
 
 Initializer = Callable[..., jax.Array]
 INIT_SCHEMES = ("glorot", "paper", "kaiming")
 CONV_IMPLS = ("auto", "xla", "custom_vjp")
-RELU_IMPLS = ("jax", "output_mask")  # jax.nn.relu, or layers.relu_output_mask (the gradient masked by the output)
+RELU_IMPLS = (
+    "jax",
+    "output_mask",
+)  # jax.nn.relu, or layers.relu_output_mask (the gradient masked by the output)
 POOL_IMPLS = ("auto", "reduce_window", "reshape")  # auto: reshape on CPU; nn.max_pool, or layers.max_pool_2x2
 CLASSIFIER = ("fc6", "fc7", "fc8")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # by name, for configs and flags
 
 
 _INITIALIZERS: dict[str, dict[str, Initializer]] = {  # built once; INIT_SCHEMES names them
-    "glorot": {"conv": nn.initializers.glorot_uniform(), "fc": nn.initializers.glorot_uniform(), "bias": nn.initializers.zeros},
-    "paper": {"conv": nn.initializers.normal(stddev=0.01), "fc": nn.initializers.normal(stddev=0.01), "bias": nn.initializers.zeros},
+    "glorot": {
+        "conv": nn.initializers.glorot_uniform(),
+        "fc": nn.initializers.glorot_uniform(),
+        "bias": nn.initializers.zeros,
+    },
+    "paper": {
+        "conv": nn.initializers.normal(stddev=0.01),
+        "fc": nn.initializers.normal(stddev=0.01),
+        "bias": nn.initializers.zeros,
+    },
     "kaiming": {
         "conv": nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
         "fc": nn.initializers.normal(stddev=0.01),
@@ -179,8 +199,15 @@ class VGG(nn.Module):
         if self.freeze is not None:
             names = layer_names(resolve_config(self.config))
             if self.freeze not in names[:-1]:
-                raise ValueError(f"freeze must be a layer of config {resolve_config(self.config)} before fc8 ({', '.join(names[:-1])}), got {self.freeze!r}")
-        for field, choices in (("conv_impl", CONV_IMPLS), ("relu_impl", RELU_IMPLS), ("pool_impl", POOL_IMPLS)):
+                raise ValueError(
+                    f"freeze must be a layer of config {resolve_config(self.config)} before fc8 "
+                    f"({', '.join(names[:-1])}), got {self.freeze!r}"
+                )
+        for field, choices in (
+            ("conv_impl", CONV_IMPLS),
+            ("relu_impl", RELU_IMPLS),
+            ("pool_impl", POOL_IMPLS),
+        ):
             if getattr(self, field) not in choices:
                 raise ValueError(f"{field} must be one of {choices}, got {getattr(self, field)!r}")
         for field in ("dtype", "param_dtype"):
@@ -190,7 +217,9 @@ class VGG(nn.Module):
             except TypeError:
                 floating = False
             if not floating:
-                raise TypeError(f"{field} must be a floating dtype such as jnp.float32 or jnp.bfloat16, got {value!r}")
+                raise TypeError(
+                    f"{field} must be a floating dtype such as jnp.float32 or jnp.bfloat16, got {value!r}"
+                )
         super().__post_init__()
 
     def __call__(self, images: jax.Array, train: bool = False, dense: bool = False) -> jax.Array:
@@ -239,7 +268,9 @@ class VGG(nn.Module):
         return self._forward(images, train, dense, wanted)
 
     @nn.compact
-    def _forward(self, images: jax.Array, train: bool, dense: bool, wanted: tuple[str, ...]) -> dict[str, jax.Array]:
+    def _forward(
+        self, images: jax.Array, train: bool, dense: bool, wanted: tuple[str, ...]
+    ) -> dict[str, jax.Array]:
         config = resolve_config(self.config)
         names = layer_names(config)
         last = max(names.index(name) for name in wanted)
@@ -285,8 +316,11 @@ class VGG(nn.Module):
             x = self._frozen_output(name, x, train)
         raise AssertionError("unreachable: fc8 is always the last layer")
 
-    def _block(self, x: jax.Array, config: str, block_index: int, train: bool, wanted: tuple[str, ...], last: str):
-        """Conv block `block_index` of the canonical `config` (convs, BN, ReLU, LRN, pool), stopping at `last`.
+    def _block(
+        self, x: jax.Array, config: str, block_index: int, train: bool, wanted: tuple[str, ...], last: str
+    ):
+        """Conv block `block_index` of the canonical `config` (convs, BN, ReLU, LRN, pool), stopping at
+        `last`.
 
         A function of the module so that `remat=True` can wrap it in
         `nn.remat` (one `jax.checkpoint` per block) while its layers keep their
@@ -296,7 +330,9 @@ class VGG(nn.Module):
             (output, the wanted activations of this block).
         """
         init = initializers(self.init_scheme)
-        conv_function = flax_conv if resolve_conv_impl(self.conv_impl) == "custom_vjp" else jax.lax.conv_general_dilated
+        conv_function = (
+            flax_conv if resolve_conv_impl(self.conv_impl) == "custom_vjp" else jax.lax.conv_general_dilated
+        )
         outputs: dict[str, jax.Array] = {}
 
         def emit(name: str, value: jax.Array) -> bool:
@@ -396,19 +432,28 @@ class VGG(nn.Module):
         if not params:
             return
         convs = [name for name, _, _ in conv_layers(config)]
-        known = set(convs) | set(CLASSIFIER) | ({f"{name}_bn" for name in convs} if self.batch_norm else set())
+        known = (
+            set(convs) | set(CLASSIFIER) | ({f"{name}_bn" for name in convs} if self.batch_norm else set())
+        )
         unknown = sorted(set(params) - known, key=str)
         batch_norm_entries = [name for name in unknown if str(name).endswith("_bn")]
         if not self.batch_norm and (batch_norm_entries or self.variables.get("batch_stats")):
-            held = ", ".join(batch_norm_entries[:3]) + ", ..." if batch_norm_entries else "a batch_stats collection"
+            held = (
+                ", ".join(batch_norm_entries[:3]) + ", ..."
+                if batch_norm_entries
+                else "a batch_stats collection"
+            )
             raise ValueError(
-                f"the variables hold batch-norm layers ({held}) but this model has batch_norm=False, so they would "
-                f"be ignored and the outputs wrong; use VGG(config={config!r}, batch_norm=True) (vgg_jax.pretrained "
+                f"the variables hold batch-norm layers ({held}) but this model has batch_norm=False, so they "
+                "would "
+                f"be ignored and the outputs wrong; use VGG(config={config!r}, batch_norm=True) "
+                "(vgg_jax.pretrained "
                 "returns the model that matches its variables)"
             )
         if unknown:
             raise ValueError(
-                f"the variables hold layers {unknown} that config {config} does not have; they come from another "
+                f"the variables hold layers {unknown} that config {config} does not have; they come from "
+                "another "
                 "config: build the model with the config the variables were made for"
             )
 
@@ -442,7 +487,8 @@ def resolve_conv_impl(conv_impl: str) -> str:
 
 
 def resolve_pool_impl(pool_impl: str) -> str:
-    """The pooling "auto" stands for: a reshape and a max on the CPU (measured faster there), reduce_window elsewhere."""
+    """The pooling "auto" stands for: a reshape and a max on the CPU (measured faster there), reduce_window
+    elsewhere."""
     if pool_impl != "auto":
         return pool_impl
     return "reshape" if jax.default_backend() == "cpu" else "reduce_window"

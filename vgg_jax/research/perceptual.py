@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgg_jax.model.vgg import VGG
 from vgg_jax.model.infer import infer_model
+from vgg_jax.model.vgg import VGG
 
 PERCEPTUAL_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 
@@ -40,7 +40,6 @@ def perceptual_loss(
     return sum(w * jnp.mean(jnp.square(features_x[n] - features_y[n])) for n, w in zip(layers, weights))
 
 
-
 LPIPS_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 # LPIPS v0.1's input scaling (its ScalingLayer): images in [-1, 1] become (x - shift) / scale.
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
@@ -50,13 +49,17 @@ LPIPS_WEIGHTS_FILE = "lpips_vgg_v0.1.npz"
 
 @functools.lru_cache(maxsize=1)
 def lpips_weights() -> dict[str, np.ndarray]:
-    """LPIPS v0.1's linear calibration for VGG-16: one non-negative weight per channel of each of the 5 layers.
+    """LPIPS v0.1's linear calibration for VGG-16: one non-negative weight per channel of each of the 5
+    layers.
 
     1,472 numbers, converted from the `lpips` package's `weights/v0.1/vgg.pth`
     (Zhang et al. 2018, BSD-2-Clause licence) and shipped with vgg_jax. Read
     once per process (read-only arrays), not at every `lpips` call.
     """
-    with resources.files("vgg_jax.research").joinpath(LPIPS_WEIGHTS_FILE).open("rb") as file, np.load(file) as arrays:
+    with (
+        resources.files("vgg_jax.research").joinpath(LPIPS_WEIGHTS_FILE).open("rb") as file,
+        np.load(file) as arrays,
+    ):
         weights = {name: np.asarray(arrays[name], np.float32) for name in LPIPS_LAYERS}
     for array in weights.values():
         array.setflags(write=False)
@@ -88,7 +91,9 @@ def lpips(
     """
     images_a, images_b = _lpips_images(images_a, "images_a"), _lpips_images(images_b, "images_b")
     if images_a.shape != images_b.shape:
-        raise ValueError(f"images_a and images_b must have the same shape, got {images_a.shape} and {images_b.shape}")
+        raise ValueError(
+            f"images_a and images_b must have the same shape, got {images_a.shape} and {images_b.shape}"
+        )
     model = infer_model(variables, "D")
     weights = lpips_weights() if weights is None else weights
     shift, scale = jnp.asarray(LPIPS_SHIFT, jnp.float32), jnp.asarray(LPIPS_SCALE, jnp.float32)
@@ -105,10 +110,14 @@ def lpips(
 
 
 def _lpips_images(images: Any, name: str) -> jax.Array:
-    """Float images in [-1, 1], or a ValueError that says how to get there (0-255 and uint8 images give wrong distances)."""
+    """Float images in [-1, 1], or a ValueError that says how to get there (0-255 and uint8 images give
+    wrong distances)."""
     array = jnp.asarray(images)
     if not jnp.issubdtype(array.dtype, jnp.floating):
-        raise ValueError(f"lpips takes float images in [-1, 1], got {name} of dtype {array.dtype}: pass x / 127.5 - 1 for uint8 images")
+        raise ValueError(
+            f"lpips takes float images in [-1, 1], got {name} of dtype {array.dtype}: pass x / 127.5 - 1 for "
+            "uint8 images"
+        )
     try:
         finite = bool(jnp.all(jnp.isfinite(array)))
         low, high = (float(jnp.min(array)), float(jnp.max(array))) if array.size and finite else (0.0, 0.0)

@@ -21,7 +21,6 @@ from vgg_jax.model.vgg import CLASSIFIER, VGG
 LAYER_CHOICES = ("paper", "matching")  # the named choices of `layers`; explicit layer names work too
 
 
-
 @dataclasses.dataclass
 class WarmStartReport:
     """What `warm_start` copied from the source and what the target initialised itself."""
@@ -93,11 +92,17 @@ def warm_start(
     if layers == "paper":
         source_convs, target_convs = conv_layers(source), conv_layers(target)
         if len(source_convs) > len(target_convs):
-            raise ValueError(f"coarse-to-fine goes from a shallower config to a deeper one; {source} has more convs than {target}")
+            raise ValueError(
+                f"coarse-to-fine goes from a shallower config to a deeper one; {source} has more convs than "
+                f"{target}"
+            )
         wanted = [name for name, _, _ in source_convs[:4]] + list(CLASSIFIER)
     elif layers == "matching":
         wanted = [
-            name for name in source_params if name in target_params and not name.endswith("_bn")
+            name
+            for name in source_params
+            if name in target_params
+            and not name.endswith("_bn")
             and _shapes(source_params[name]) == _shapes(target_params[name])
         ]
     elif isinstance(layers, str):
@@ -121,8 +126,13 @@ def warm_start(
     for name in wanted:
         for collection in ("params", "batch_stats"):
             for key in (name, f"{name}_bn"):
-                if key in source_variables.get(collection, {}) and key in target_variables.get(collection, {}):
-                    target_variables[collection] = {**target_variables[collection], key: source_variables[collection][key]}
+                if key in source_variables.get(collection, {}) and key in target_variables.get(
+                    collection, {}
+                ):
+                    target_variables[collection] = {
+                        **target_variables[collection],
+                        key: source_variables[collection][key],
+                    }
         copied.append(name)
     initialised = [name for name in target_params if name not in copied and not name.endswith("_bn")]
     return target_variables, WarmStartReport(source, target, copied, initialised, excluded)

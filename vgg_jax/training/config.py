@@ -15,15 +15,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from vgg_jax.training import data as data_lib
-from vgg_jax.training import evaluate as evaluate_lib
-from vgg_jax.training import finetune
-from vgg_jax.weights import resolve, runs
-from vgg_jax.training import step as train_lib
 from vgg_jax.model.configs import MIN_IMAGE_SIZE, resolve_config
 from vgg_jax.model.vgg import COMPUTE_DTYPES, INIT_SCHEMES
 from vgg_jax.research.warm_start import LAYER_CHOICES
+from vgg_jax.training import data as data_lib
+from vgg_jax.training import evaluate as evaluate_lib
+from vgg_jax.training import finetune
+from vgg_jax.training import step as train_lib
 from vgg_jax.util.options import option
+from vgg_jax.weights import resolve, runs
 
 
 @dataclasses.dataclass
@@ -42,8 +42,14 @@ class TrainConfig:
     batch_size: int = option(16, "the global batch, split over the devices")
     max_steps: Optional[int] = option(None, "stop after this many steps (before the epochs are done)")
     learning_rate: float = option(1e-2, "learning rate (the paper's 1e-2)", flag="--lr")
-    lr_policy: str = option("paper", "paper (divide by 10 when validation accuracy stalls), step or cosine", choices=train_lib.LR_POLICIES)
-    plateau_patience: int = option(3, "evaluations without improvement before --lr-policy paper divides the rate by 10")
+    lr_policy: str = option(
+        "paper",
+        "paper (divide by 10 when validation accuracy stalls), step or cosine",
+        choices=train_lib.LR_POLICIES,
+    )
+    plateau_patience: int = option(
+        3, "evaluations without improvement before --lr-policy paper divides the rate by 10"
+    )
     momentum: float = option(0.9, "SGD momentum (the paper's 0.9)")
     weight_decay: float = option(5e-4, "L2 weight decay on kernels (the paper's 5e-4)")
     dtype: str = option("float32", "compute dtype; parameters stay float32", choices=tuple(COMPUTE_DTYPES))
@@ -52,39 +58,77 @@ class TrainConfig:
     dropout_rate: float = option(0.5, "dropout before fc7 and fc8", flag="--dropout")
     batch_norm: bool = option(False, "conv, BN, ReLU as torchvision's _bn variants")
     init_scheme: str = option(
-        "kaiming", "kaiming (torchvision's; it trained A on digits fastest, see docs/coarse_to_fine.md), glorot, or paper (N(0, 0.01))",
-        flag="--init", choices=INIT_SCHEMES,
+        "kaiming",
+        "kaiming (torchvision's; it trained A on digits fastest, see docs/coarse_to_fine.md), glorot, or "
+        "paper (N(0, 0.01))",
+        flag="--init",
+        choices=INIT_SCHEMES,
     )
     seed: int = option(0, "seeds the init, the dropout and the data order")
-    scale: Optional[list[int]] = option(None, "training short side S, or S_min,S_max for scale jittering (default: the image size)", metavar="S[,S_MAX]")
+    scale: Optional[list[int]] = option(
+        None,
+        "training short side S, or S_min,S_max for scale jittering (default: the image size)",
+        metavar="S[,S_MAX]",
+    )
     flip: bool = option(True, "random horizontal flips (--no-flip turns them off)")
     pca_std: float = option(0.0, "AlexNet's PCA colour shift std (the paper's 0.1)")
-    subtract_mean: bool = option(True, "subtract the training set's mean RGB (--no-subtract-mean keeps the pixels as they are)")
-    preprocess: Optional[str] = option(
-        None, "the pixel convention of pretrained weights, torch or caffe, instead of mean subtraction "
-        "(default with a pretrained --init-from: the weights' own)", choices=data_lib.NORMALIZE_MODES,
+    subtract_mean: bool = option(
+        True, "subtract the training set's mean RGB (--no-subtract-mean keeps the pixels as they are)"
     )
-    mean_rgb: Optional[list[float]] = option(None, "the mean RGB to subtract, 0-255 (default: computed from the training set)", metavar="R,G,B")
-    eval_method: str = option("center", "the final evaluation: the paper's Sec. 3.2 methods", flag="--eval", choices=evaluate_lib.METHODS)
-    eval_scales: Optional[list[int]] = option(None, "test scales Q (default: the image size)", metavar="Q[,Q...]")
+    preprocess: Optional[str] = option(
+        None,
+        "the pixel convention of pretrained weights, torch or caffe, instead of mean subtraction "
+        "(default with a pretrained --init-from: the weights' own)",
+        choices=data_lib.NORMALIZE_MODES,
+    )
+    mean_rgb: Optional[list[float]] = option(
+        None, "the mean RGB to subtract, 0-255 (default: computed from the training set)", metavar="R,G,B"
+    )
+    eval_method: str = option(
+        "center",
+        "the final evaluation: the paper's Sec. 3.2 methods",
+        flag="--eval",
+        choices=evaluate_lib.METHODS,
+    )
+    eval_scales: Optional[list[int]] = option(
+        None, "test scales Q (default: the image size)", metavar="Q[,Q...]"
+    )
     eval_every: int = option(0, "steps between evaluations (0: once per epoch)")
     checkpoint_every: int = option(0, "steps between checkpoints (0: at each evaluation)")
     keep: int = option(3, "checkpoints kept")
-    log_every: int = option(10, "steps between metrics.jsonl lines (and plain progress lines without a terminal)")
+    log_every: int = option(
+        10, "steps between metrics.jsonl lines (and plain progress lines without a terminal)"
+    )
     workers: int = option(0, "Grain worker processes (0: load in this process)")
     init_from: Optional[str] = option(
-        None, "start from a run's newest checkpoint (coarse-to-fine), a weights file (.pth, .safetensors, .h5, .msgpack) "
-        "or a pretrained name (torchvision:vgg16); fc8 is initialised anew when the class counts differ", metavar="WORKDIR|FILE|NAME",
+        None,
+        "start from a run's newest checkpoint (coarse-to-fine), a weights file (.pth, .safetensors, .h5, "
+        ".msgpack) "
+        "or a pretrained name (torchvision:vgg16); fc8 is initialised anew when the class counts differ",
+        metavar="WORKDIR|FILE|NAME",
     )
-    freeze: Optional[str] = option(None, "train only the layers after LAYER (pool5: the classifier alone); the rest get no update", metavar="LAYER")
+    freeze: Optional[str] = option(
+        None,
+        "train only the layers after LAYER (pool5: the classifier alone); the rest get no update",
+        metavar="LAYER",
+    )
     warm_start_layers: str = option(
-        "paper", "which layers --init-from copies: paper (the first 4 convs and the 3 FC layers) or matching (every shared one)",
+        "paper",
+        "which layers --init-from copies: paper (the first 4 convs and the 3 FC layers) or matching (every "
+        "shared one)",
         choices=LAYER_CHOICES,
     )
-    skip_nonfinite: int = option(0, "skip (and count) up to N steps whose loss or gradients are NaN/Inf before stopping (0: stop at the first)", metavar="N")
+    skip_nonfinite: int = option(
+        0,
+        "skip (and count) up to N steps whose loss or gradients are NaN/Inf before stopping (0: stop at the "
+        "first)",
+        metavar="N",
+    )
     devices: Optional[int] = option(None, "use this many devices (default: all; an equal share per process)")
     shard_fc: bool = option(False, "split the FC kernels and their optimizer state over the devices")
-    remat: bool = option(False, "recompute each conv block in the backward pass: less activation memory, more time")
+    remat: bool = option(
+        False, "recompute each conv block in the backward pass: less activation memory, more time"
+    )
 
 
 def flag_of(field: str) -> str:
@@ -95,24 +139,43 @@ def flag_of(field: str) -> str:
 
 def validate(cfg: TrainConfig) -> None:
     """Refuses a config that cannot run, before anything is written; the message names the flag."""
+
     def integer(field: str, minimum: int, optional: bool = False, maximum: int = 2**31 - 1) -> None:
         value = getattr(cfg, field)
         if optional and value is None:
             return
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
-            raise ValueError(f"{flag_of(field)} must be an integer from {minimum} to {maximum}, got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, np.integer))
+            or not minimum <= value <= maximum
+        ):
+            raise ValueError(
+                f"{flag_of(field)} must be an integer from {minimum} to {maximum}, got {value!r}"
+            )
 
-    def number(field: str, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = True) -> None:
+    def number(
+        field: str, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = True
+    ) -> None:
         value = getattr(cfg, field)
-        ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
-        ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        ok = (
+            isinstance(value, (int, float, np.floating))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        )
+        ok = (
+            ok
+            and (value > low if low_open else value >= low)
+            and (value < high if high_open else value <= high)
+        )
         if not ok:
             interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
             raise ValueError(f"{flag_of(field)} must be a finite number in {interval}, got {value!r}")
 
     def choice(field: str, options: Sequence[str]) -> None:
         if getattr(cfg, field) not in options:
-            raise ValueError(f"{flag_of(field)} must be one of {', '.join(options)}, got {getattr(cfg, field)!r}")
+            raise ValueError(
+                f"{flag_of(field)} must be one of {', '.join(options)}, got {getattr(cfg, field)!r}"
+            )
 
     if not isinstance(cfg.workdir, str) or not cfg.workdir.strip():
         raise ValueError(f"--workdir must be a directory path, got {cfg.workdir!r}")
@@ -138,28 +201,47 @@ def validate(cfg: TrainConfig) -> None:
     choice("warm_start_layers", LAYER_CHOICES)
     if cfg.scale is not None:
         scale = list(cfg.scale)
-        if not 1 <= len(scale) <= 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < cfg.image_size for s in scale) or scale != sorted(scale):
-            raise ValueError(f"--scale must be S or S_min,S_max with {cfg.image_size} (the image size) <= S_min <= S_max, got {cfg.scale!r}")
+        if (
+            not 1 <= len(scale) <= 2
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < cfg.image_size for s in scale)
+            or scale != sorted(scale)
+        ):
+            raise ValueError(
+                f"--scale must be S or S_min,S_max with {cfg.image_size} (the image size) <= S_min <= S_max, "
+                f"got {cfg.scale!r}"
+            )
     if cfg.eval_scales is not None and (
-        not cfg.eval_scales or any(isinstance(q, bool) or not isinstance(q, int) or q < cfg.image_size for q in cfg.eval_scales)
+        not cfg.eval_scales
+        or any(isinstance(q, bool) or not isinstance(q, int) or q < cfg.image_size for q in cfg.eval_scales)
     ):
-        raise ValueError(f"--eval-scales must be test scales Q of at least the image size {cfg.image_size}, got {cfg.eval_scales!r}")
-    if cfg.mean_rgb is not None and (len(cfg.mean_rgb) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in cfg.mean_rgb)):
+        raise ValueError(
+            f"--eval-scales must be test scales Q of at least the image size {cfg.image_size}, got "
+            f"{cfg.eval_scales!r}"
+        )
+    if cfg.mean_rgb is not None and (
+        len(cfg.mean_rgb) != 3
+        or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in cfg.mean_rgb)
+    ):
         raise ValueError(f"--mean-rgb must be three finite numbers (0-255), got {cfg.mean_rgb!r}")
     if cfg.mean_rgb is not None and not cfg.subtract_mean:
         raise ValueError("--mean-rgb and --no-subtract-mean contradict each other; pick one")
     if cfg.init_from is not None and (not isinstance(cfg.init_from, str) or not cfg.init_from.strip()):
-        raise ValueError(f"--init-from needs a run's workdir, a weights file or a pretrained name, got {cfg.init_from!r}")
+        raise ValueError(
+            f"--init-from needs a run's workdir, a weights file or a pretrained name, got {cfg.init_from!r}"
+        )
     if cfg.init_from and resolve.describe(cfg.init_from) is None:
         raise resolve.unknown_spec(cfg.init_from, "--init-from")
     if cfg.freeze is not None:
         finetune.check_freeze(cfg.config, cfg.freeze)
-    if not isinstance(cfg.data, str) or not (cfg.data in ("digits", "synthetic") or cfg.data.startswith("folder:")):
+    if not isinstance(cfg.data, str) or not (
+        cfg.data in ("digits", "synthetic") or cfg.data.startswith("folder:")
+    ):
         raise ValueError(f"unknown --data {cfg.data!r}; use digits, synthetic or folder:PATH")
 
 
 def read_config(workdir: str, flag: str = "--resume") -> TrainConfig:
-    """A run's saved TrainConfig; one-line errors naming the file for garbled JSON or keys this version lacks."""
+    """A run's saved TrainConfig; one-line errors naming the file for garbled JSON or keys this version
+    lacks."""
     path = os.path.join(workdir, runs.CONFIG)
     saved = runs.read_config(workdir, flag)
     known = {field.name for field in dataclasses.fields(TrainConfig)}
@@ -168,6 +250,7 @@ def read_config(workdir: str, flag: str = "--resume") -> TrainConfig:
         raise ValueError(
             f"{flag}: {path} has a key this version of vgg_jax does not know: {unknown[0]!r}"
             + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
-            + "; it was written by a newer version or edited by hand: remove the key, or use the version that wrote it"
+            + "; it was written by a newer version or edited by hand: remove the key, or use the version "
+            "that wrote it"
         )
     return TrainConfig(**{**saved, "workdir": workdir})

@@ -23,7 +23,14 @@ import numpy as np
 from PIL import Image
 
 from vgg_jax.util.images import (  # noqa: F401 (center_crop, read_image, rescale_short_side re-exported)
-    NORMALIZE_MODES, center_crop, normalize_pixels, read_image, rescale_short_side, resize_rule, square_view, to_rgb8,
+    NORMALIZE_MODES,
+    center_crop,
+    normalize_pixels,
+    read_image,
+    rescale_short_side,
+    resize_rule,
+    square_view,
+    to_rgb8,
 )
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -39,7 +46,13 @@ DIGITS_VALIDATION = 297  # fixed held-out digits; 1,500 remain for training
 class ArraySource:
     """Images and labels held in memory (small data: digits, tests)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, classes: Optional[Sequence[str]] = None):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        num_classes: int,
+        classes: Optional[Sequence[str]] = None,
+    ):
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
         if len(images) != len(labels):
@@ -61,7 +74,12 @@ class SyntheticSource:
     """Random images and labels, made on demand from the index (benchmarks, smoke tests)."""
 
     def __init__(self, num_examples: int, image_size: int, num_classes: int, seed: int = 0):
-        self.num_examples, self.image_size, self.num_classes, self.seed = num_examples, image_size, num_classes, seed
+        self.num_examples, self.image_size, self.num_classes, self.seed = (
+            num_examples,
+            image_size,
+            num_classes,
+            seed,
+        )
 
     def __len__(self) -> int:
         return self.num_examples
@@ -72,7 +90,9 @@ class SyntheticSource:
         return {"image": image, "label": int(rng.integers(self.num_classes))}
 
     def __repr__(self) -> str:
-        return f"SyntheticSource({self.num_examples}, {self.image_size}, {self.num_classes}, seed={self.seed})"
+        return (
+            f"SyntheticSource({self.num_examples}, {self.image_size}, {self.num_classes}, seed={self.seed})"
+        )
 
 
 class DataWarning(UserWarning):
@@ -123,18 +143,29 @@ class ImageFolderSource:
         if not os.path.isdir(root):
             raise ValueError(f"image folder {root} does not exist or is not a directory")
         self.root = root
-        self.classes = list(classes) if classes is not None else sorted(
-            entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+        self.classes = (
+            list(classes)
+            if classes is not None
+            else sorted(
+                entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+            )
         )
         if not self.classes:
-            raise ValueError(f"image folder {root} has no class sub-folders (expected {root}/<class>/<image>.png)")
+            raise ValueError(
+                f"image folder {root} has no class sub-folders (expected {root}/<class>/<image>.png)"
+            )
         self.files: list[tuple[str, int]] = []
         self.skipped: list[str] = []
         self._failed: set[int] = set()
         for label, name in enumerate(self.classes):
             directory = os.path.join(root, name)
             if not os.path.isdir(directory):
-                warnings.warn(f"class folder {directory} is missing; class {name!r} keeps label {label} and has no images", DataWarning, stacklevel=2)
+                warnings.warn(
+                    f"class folder {directory} is missing; class {name!r} keeps label {label} and has no "
+                    "images",
+                    DataWarning,
+                    stacklevel=2,
+                )
                 continue
             found = 0
             for file in sorted(os.listdir(directory)):
@@ -147,7 +178,11 @@ class ImageFolderSource:
                 self.files.append((path, label))
                 found += 1
             if not found:
-                warnings.warn(f"class folder {directory} holds no usable images; class {name!r} keeps label {label}", DataWarning, stacklevel=2)
+                warnings.warn(
+                    f"class folder {directory} holds no usable images; class {name!r} keeps label {label}",
+                    DataWarning,
+                    stacklevel=2,
+                )
         if not self.files:
             raise ValueError(
                 f"image folder {root} holds no usable {'/'.join(IMAGE_EXTENSIONS)} files in its class folders"
@@ -173,7 +208,10 @@ class ImageFolderSource:
                 self._failed.add(index)
                 self._skip(path, f"{type(error).__name__}: {error}")
             if len(self._failed) == len(self.files):
-                raise ValueError(f"no image in {self.root} could be read ({len(self._failed)} failed; the first was {self.skipped[0]})") from None
+                raise ValueError(
+                    f"no image in {self.root} could be read ({len(self._failed)} failed; the first was "
+                    f"{self.skipped[0]})"
+                ) from None
             return None
         return {"image": pixels, "label": label}
 
@@ -196,7 +234,10 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
             with np.load(path) as arrays:
                 return arrays["images"], arrays["target"]
         except (OSError, KeyError, ValueError) as error:
-            raise ValueError(f"VGG_JAX_DIGITS={path} is not a digits file from vgg_jax.training.data.export_digits ({error})") from None
+            raise ValueError(
+                f"VGG_JAX_DIGITS={path} is not a digits file from vgg_jax.training.data.export_digits "
+                f"({error})"
+            ) from None
     try:
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError:
@@ -209,7 +250,8 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def export_digits(path: str) -> None:
-    """Saves scikit-learn's digits (images and labels, about 45 KB) to `path`, for machines without scikit-learn.
+    """Saves scikit-learn's digits (images and labels, about 45 KB) to `path`, for machines without
+    scikit-learn.
 
     There, set `VGG_JAX_DIGITS=path`; `load_digits` then reads this file.
     """
@@ -234,13 +276,17 @@ def load_digits(image_size: int = 32) -> tuple[ArraySource, ArraySource]:
     """
     images_8x8, target = _digits_arrays()
     grey = (np.asarray(images_8x8, np.float64) * (255.0 / 16.0)).round().astype(np.uint8)
-    resized = np.stack([np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.BILINEAR)) for im in grey])
+    resized = np.stack(
+        [np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.BILINEAR)) for im in grey]
+    )
     images = np.repeat(resized[..., None], 3, axis=-1)
     order = np.random.RandomState(0).permutation(len(images))
     val, train = order[:DIGITS_VALIDATION], order[DIGITS_VALIDATION:]
     labels = np.asarray(target).astype(np.int32)
     names = [str(digit) for digit in range(10)]
-    return ArraySource(images[train], labels[train], 10, names), ArraySource(images[val], labels[val], 10, names)
+    return ArraySource(images[train], labels[train], 10, names), ArraySource(
+        images[val], labels[val], 10, names
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,11 +321,20 @@ class TrainTransform(grain.transforms.RandomMap):
 
     def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         image = element["image"]
-        low, high = (self.image_size,) * 2 if self.scale is None else (self.scale,) * 2 if isinstance(self.scale, int) else self.scale
+        low, high = (
+            (self.image_size,) * 2
+            if self.scale is None
+            else (self.scale,) * 2
+            if isinstance(self.scale, int)
+            else self.scale
+        )
         image = rescale_short_side(image, int(rng.integers(low, high + 1)))
         height, width = image.shape[:2]
         if min(height, width) < self.image_size:
-            raise ValueError(f"image of {height}x{width} is smaller than the crop {self.image_size}; set a scale S >= {self.image_size}")
+            raise ValueError(
+                f"image of {height}x{width} is smaller than the crop {self.image_size}; set a scale S >= "
+                f"{self.image_size}"
+            )
         top = int(rng.integers(0, height - self.image_size + 1))
         left = int(rng.integers(0, width - self.image_size + 1))
         image = image[top : top + self.image_size, left : left + self.image_size]
@@ -384,7 +439,10 @@ def make_loader(
 
         shard_index, shard_count = jax.process_index(), jax.process_count()
     if len(source) < shard_count * (batch_size if drop_remainder else 1):
-        raise ValueError(f"a dataset of {len(source)} examples cannot fill a batch of {batch_size} on {shard_count} processes")
+        raise ValueError(
+            f"a dataset of {len(source)} examples cannot fill a batch of {batch_size} on {shard_count} "
+            "processes"
+        )
     sampler = grain.samplers.IndexSampler(
         num_records=len(source),
         shard_options=grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True),
@@ -395,7 +453,11 @@ def make_loader(
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,
-        operations=[SkipUnreadable(), transform, grain.transforms.Batch(batch_size, drop_remainder=drop_remainder)],
+        operations=[
+            SkipUnreadable(),
+            transform,
+            grain.transforms.Batch(batch_size, drop_remainder=drop_remainder),
+        ],
         worker_count=worker_count,
         read_options=grain.ReadOptions(prefetch_buffer_size=read_ahead(batch_size)),
     )

@@ -28,7 +28,12 @@ def views_per_image(method: str, scales: Sequence[int], flip: bool = False) -> i
     full size), multi-crop 50 (5x5 crops, each flipped), dense+multi-crop 52;
     times the number of test scales.
     """
-    per_scale = {"center": 2 if flip else 1, "dense": 2, "multi-crop": 2 * GRID * GRID, "dense+multi-crop": 2 + 2 * GRID * GRID}
+    per_scale = {
+        "center": 2 if flip else 1,
+        "dense": 2,
+        "multi-crop": 2 * GRID * GRID,
+        "dense+multi-crop": 2 + 2 * GRID * GRID,
+    }
     if method not in per_scale:
         raise ValueError(f"unknown evaluation method {method!r}; choose from {', '.join(METHODS)}")
     return per_scale[method] * len(scales)
@@ -37,7 +42,9 @@ def views_per_image(method: str, scales: Sequence[int], flip: bool = False) -> i
 def _rescale(images: jax.Array, size: int) -> jax.Array:
     if images.shape[1] == size and images.shape[2] == size:
         return images
-    return jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "bilinear", antialias=True)
+    return jax.image.resize(
+        images, (images.shape[0], size, size, images.shape[3]), "bilinear", antialias=True
+    )
 
 
 def _flip(images: jax.Array) -> jax.Array:
@@ -49,12 +56,14 @@ def multi_crop_views(images: jax.Array, crop_size: int) -> jax.Array:
     _, height, width, _ = images.shape
     tops = np.linspace(0, height - crop_size, GRID).round().astype(int)
     lefts = np.linspace(0, width - crop_size, GRID).round().astype(int)
-    crops = [images[:, t : t + crop_size, l : l + crop_size] for t in tops for l in lefts]
+    crops = [images[:, top : top + crop_size, left : left + crop_size] for top in tops for left in lefts]
     views = crops + [_flip(crop) for crop in crops]
     return jnp.stack(views, axis=1)
 
 
-def make_predict(model: VGG, method: str, scales: Sequence[int], crop_size: int, flip: bool = False) -> Callable:
+def make_predict(
+    model: VGG, method: str, scales: Sequence[int], crop_size: int, flip: bool = False
+) -> Callable:
     """A jitted `(variables, images) -> probabilities` for one method over test scales Q.
 
     - "center": the centre `crop_size` crop at each Q (and its flip, if `flip`);

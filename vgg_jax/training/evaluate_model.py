@@ -18,10 +18,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from vgg_jax.model.vgg import VGG
 from vgg_jax.training import data as data_lib
 from vgg_jax.training import evaluate as evaluate_lib
 from vgg_jax.weights import resolve
-from vgg_jax.model.vgg import VGG
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,13 +38,25 @@ class Target:
     classes: Optional[list[str]] = None  # the model's class names, where known
 
 
-def open_target(spec: str, config: Optional[str] = None, preprocess: Optional[str] = None, crop_size: Optional[int] = None) -> Target:
-    """The model and variables `spec` names (`vgg_jax.weights.resolve`: a run's workdir, a weights file, or a published name)."""
+def open_target(
+    spec: str, config: Optional[str] = None, preprocess: Optional[str] = None, crop_size: Optional[int] = None
+) -> Target:
+    """The model and variables `spec` names (`vgg_jax.weights.resolve`: a run's workdir, a weights file, or
+    a published name)."""
     named = resolve.require_pixels(resolve.resolve(spec, config, preprocess))
     run_data = named.run["data"] if named.run else None
     mean = named.mean_rgb if named.preprocess == "paper" else None
     normalize = named.preprocess if named.preprocess in data_lib.NORMALIZE_MODES else None
-    return Target(named.model, named.variables, named.description, crop_size or named.image_size, normalize, mean, run_data, named.classes)
+    return Target(
+        named.model,
+        named.variables,
+        named.description,
+        crop_size or named.image_size,
+        normalize,
+        mean,
+        run_data,
+        named.classes,
+    )
 
 
 def label_map(target: Target, images: Any) -> Optional[np.ndarray]:
@@ -56,7 +68,11 @@ def label_map(target: Target, images: Any) -> Optional[np.ndarray]:
     """
     classes = getattr(images, "classes", None)
     count = getattr(images, "num_classes", None)
-    if count is None or count == target.model.num_classes and (classes is None or target.classes is None or classes == target.classes):
+    if (
+        count is None
+        or count == target.model.num_classes
+        and (classes is None or target.classes is None or classes == target.classes)
+    ):
         return None
     if classes is not None and target.classes is not None:
         index = {_key(name): position for position, name in enumerate(target.classes)}
@@ -66,14 +82,17 @@ def label_map(target: Target, images: Any) -> Optional[np.ndarray]:
         if count == target.model.num_classes:
             return None  # same count, other names (a run's own folder, renamed): scored by position
         raise ValueError(
-            f"{target.description} has {target.model.num_classes} classes and the images {count}, and the images' classes "
-            f"{', '.join(repr(name) for name in missing[:3])}{' ...' if len(missing) > 3 else ''} are not among the model's; "
+            f"{target.description} has {target.model.num_classes} classes and the images {count}, and the "
+            "images' classes "
+            f"{', '.join(repr(name) for name in missing[:3])}{' ...' if len(missing) > 3 else ''} are not "
+            "among the model's; "
             "evaluate on images of the model's own classes"
         )
     if count == target.model.num_classes:
         return None
     raise ValueError(
-        f"{target.description} has {target.model.num_classes} classes and the images {count}; the scores would be meaningless: "
+        f"{target.description} has {target.model.num_classes} classes and the images {count}; the scores "
+        "would be meaningless: "
         "evaluate on images of the model's own classes (or fine-tune it on these with train.py --init-from)"
     )
 
@@ -92,7 +111,9 @@ def evaluation_images(target: Target, data: Optional[str]) -> Any:
     if not spec.startswith("folder:"):
         raise ValueError(f"unknown --data {spec!r}; use digits or folder:PATH")
     root = spec[len("folder:") :]
-    return data_lib.ImageFolderSource(os.path.join(root, "val") if os.path.isdir(os.path.join(root, "val")) else root)
+    return data_lib.ImageFolderSource(
+        os.path.join(root, "val") if os.path.isdir(os.path.join(root, "val")) else root
+    )
 
 
 def run(
@@ -104,7 +125,8 @@ def run(
     workers: int = 0,
     progress: Callable[[int], Callable[[int], None]] = lambda total: lambda done: None,
 ) -> dict[str, Any]:
-    """Top-1 and top-5 error of `target` on `images` by one of the paper's methods, as `vgg_jax.training.evaluate.evaluate`.
+    """Top-1 and top-5 error of `target` on `images` by one of the paper's methods, as
+    `vgg_jax.training.evaluate.evaluate`.
 
     `progress(total_views)` returns the callback the evaluation calls with
     the views done after each call of the network (`evaluate.views_per_image`
@@ -115,10 +137,22 @@ def run(
     scales = list(scales or [target.crop_size])
     mapping = label_map(target, images)
     loader = data_lib.make_loader(
-        images, data_lib.EvalTransform(max(scales), target.mean_rgb, target.preprocess), batch_size,
-        seed=0, shuffle=False, num_epochs=1, drop_remainder=False, worker_count=workers,
+        images,
+        data_lib.EvalTransform(max(scales), target.mean_rgb, target.preprocess),
+        batch_size,
+        seed=0,
+        shuffle=False,
+        num_epochs=1,
+        drop_remainder=False,
+        worker_count=workers,
     )
-    batches = loader if mapping is None else ({**batch, "label": mapping[np.asarray(batch["label"])]} for batch in loader)
+    batches = (
+        loader
+        if mapping is None
+        else ({**batch, "label": mapping[np.asarray(batch["label"])]} for batch in loader)
+    )
     advance = progress(len(images) * evaluate_lib.views_per_image(method, scales))
-    result = evaluate_lib.evaluate(target.model, target.variables, batches, method, scales, target.crop_size, progress=advance)
+    result = evaluate_lib.evaluate(
+        target.model, target.variables, batches, method, scales, target.crop_size, progress=advance
+    )
     return {"model": target.description, **result}

@@ -21,6 +21,7 @@ import jax
 from vgg_jax.model.configs import conv_layers, layer_names, resolve_config
 from vgg_jax.model.vgg import CLASSIFIER
 
+
 def _layer_position(config: str) -> dict[str, int]:
     names = layer_names(config)
     return {name: names.index(name) for name in [n for n, _, _ in conv_layers(config)] + list(CLASSIFIER)}
@@ -32,9 +33,15 @@ def check_freeze(config: str, freeze: Optional[str]) -> None:
         return
     names = layer_names(resolve_config(config))
     if freeze not in names:
-        raise ValueError(f"--freeze {freeze!r} is not a layer of config {resolve_config(config)}; choose one of {', '.join(names)}")
+        raise ValueError(
+            f"--freeze {freeze!r} is not a layer of config {resolve_config(config)}; choose one of "
+            f"{', '.join(names)}"
+        )
     if freeze == names[-1]:
-        raise ValueError(f"--freeze {freeze} freezes every layer; choose an earlier one (pool5 trains the classifier alone)")
+        raise ValueError(
+            f"--freeze {freeze} freezes every layer; choose an earlier one (pool5 trains the classifier "
+            "alone)"
+        )
 
 
 def frozen_layers(config: str, freeze: Optional[str]) -> list[str]:

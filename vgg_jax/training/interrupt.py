@@ -55,7 +55,11 @@ class StopRequest:
         self.signum = signum
         self._restore()
         # os.write, not print: a handler may run in the middle of another write to the same stream.
-        os.write(2, f"\n{signal.Signals(signum).name} received: {self.announce}; send it again to stop at once without saving\n".encode())
+        os.write(
+            2,
+            f"\n{signal.Signals(signum).name} received: {self.announce}; send it again to stop at once "
+            "without saving\n".encode(),
+        )
 
     def _restore(self) -> None:
         for signum, previous in self._previous.items():

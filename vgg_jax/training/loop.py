@@ -27,21 +27,18 @@ import orbax.checkpoint as ocp
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from vgg_jax.model.configs import resolve_config
+from vgg_jax.model.vgg import COMPUTE_DTYPES, VGG
+from vgg_jax.research.warm_start import warm_start
 from vgg_jax.training import data as data_lib
 from vgg_jax.training import evaluate as evaluate_lib
-from vgg_jax.training import finetune
-from vgg_jax.training import interrupt
-from vgg_jax.training import parallel
-from vgg_jax.weights import resolve, runs
-from vgg_jax.training import rundir
+from vgg_jax.training import finetune, interrupt, parallel, rundir
 from vgg_jax.training import step as train_lib
-from vgg_jax.model.configs import resolve_config
-from vgg_jax.util.files import write_text
-from vgg_jax.training.interrupt import StopRequested
-from vgg_jax.model.vgg import COMPUTE_DTYPES, VGG
-from vgg_jax.training.rundir import CheckpointReadError, CheckpointWriteError  # noqa: F401 (re-exported)
 from vgg_jax.training.config import TrainConfig, flag_of, read_config, validate  # noqa: F401 (re-exported: loop.TrainConfig)
-from vgg_jax.research.warm_start import warm_start
+from vgg_jax.training.interrupt import StopRequested
+from vgg_jax.training.rundir import CheckpointReadError, CheckpointWriteError  # noqa: F401 (re-exported)
+from vgg_jax.util.files import write_text
+from vgg_jax.weights import resolve, runs
 
 
 class NonFiniteError(RuntimeError):
@@ -55,21 +52,35 @@ class RunWarning(UserWarning):
 # What a resumed run may change: its length, its evaluation and logging, and the hardware. Everything
 # else defines the run; a flag that changes it on --resume is refused.
 RESUME_MAY_CHANGE = (
-    "epochs", "max_steps", "devices", "shard_fc", "remat", "eval_method", "eval_scales", "eval_every",
-    "checkpoint_every", "keep", "log_every", "workers", "skip_nonfinite",
+    "epochs",
+    "max_steps",
+    "devices",
+    "shard_fc",
+    "remat",
+    "eval_method",
+    "eval_scales",
+    "eval_every",
+    "checkpoint_every",
+    "keep",
+    "log_every",
+    "workers",
+    "skip_nonfinite",
 )
 
 
 def set_fields(cfg: TrainConfig) -> set[str]:
-    """The fields of a TrainConfig built in code that differ from their defaults (what a library caller set)."""
+    """The fields of a TrainConfig built in code that differ from their defaults (what a library caller
+    set)."""
     return {
-        field.name for field in dataclasses.fields(TrainConfig)
+        field.name
+        for field in dataclasses.fields(TrainConfig)
         if field.default is dataclasses.MISSING or getattr(cfg, field.name) != field.default
     }
 
 
 def resumed_config(cfg: TrainConfig, given: Optional[Collection[str]] = None) -> TrainConfig:
-    """The saved run's config, with the fields the user gave on --resume (`given`; default: those set away from their defaults).
+    """The saved run's config, with the fields the user gave on --resume (`given`; default: those set away
+    from their defaults).
 
     A field the user did not give comes from the run, never from a default.
     A given field that defines the run (config, data, model, optimiser, ...)
@@ -87,11 +98,15 @@ def resumed_config(cfg: TrainConfig, given: Optional[Collection[str]] = None) ->
     for field in sorted(given - set(RESUME_MAY_CHANGE)):
         if not same(field):
             raise ValueError(
-                f"--resume: {flag_of(field)} {_shown(getattr(cfg, field))} differs from the run's {_shown(getattr(saved, field))} "
-                f"({os.path.join(cfg.workdir, 'config.json')}); a resumed run keeps its settings: drop {flag_of(field)}, "
+                f"--resume: {flag_of(field)} {_shown(getattr(cfg, field))} differs from the run's "
+                f"{_shown(getattr(saved, field))} "
+                f"({os.path.join(cfg.workdir, 'config.json')}); a resumed run keeps its settings: drop "
+                f"{flag_of(field)}, "
                 "or start a new run with --overwrite or another --workdir"
             )
-    return dataclasses.replace(saved, workdir=cfg.workdir, **{field: getattr(cfg, field) for field in given & set(RESUME_MAY_CHANGE)})
+    return dataclasses.replace(
+        saved, workdir=cfg.workdir, **{field: getattr(cfg, field) for field in given & set(RESUME_MAY_CHANGE)}
+    )
 
 
 def _shown(value: Any) -> str:
@@ -100,8 +115,11 @@ def _shown(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def prepare_workdir(cfg: TrainConfig, resume: bool, overwrite: bool, given: Optional[Collection[str]] = None) -> TrainConfig:
-    """Refuses to touch an existing run unless told; on resume the saved config wins but for the fields given (`resumed_config`).
+def prepare_workdir(
+    cfg: TrainConfig, resume: bool, overwrite: bool, given: Optional[Collection[str]] = None
+) -> TrainConfig:
+    """Refuses to touch an existing run unless told; on resume the saved config wins but for the fields given
+    (`resumed_config`).
 
     Nothing is deleted here: `--overwrite` removes the old run only once the
     new run's inputs have been read (`run`).
@@ -112,7 +130,10 @@ def prepare_workdir(cfg: TrainConfig, resume: bool, overwrite: bool, given: Opti
     if holds_run and resume:
         return resumed_config(cfg, given)
     if holds_run and not overwrite:
-        raise ValueError(f"workdir {cfg.workdir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+        raise ValueError(
+            f"workdir {cfg.workdir} already holds a run; pass --resume to continue it or --overwrite to "
+            "replace it"
+        )
     if resume:
         raise ValueError(f"--resume: workdir {cfg.workdir} holds no run to resume")
     try:
@@ -213,8 +234,11 @@ class _Plan:
     eval_scales: list[int]
 
 
-def _warm_start(cfg: TrainConfig, source: Any, model: VGG, init_key: jax.Array, log: Callable[[str], None]) -> tuple[Any, Any]:
-    """The run's first variables from --init-from (`source`, resolved): a run (coarse-to-fine), a weights file or a name.
+def _warm_start(
+    cfg: TrainConfig, source: Any, model: VGG, init_key: jax.Array, log: Callable[[str], None]
+) -> tuple[Any, Any]:
+    """The run's first variables from --init-from (`source`, resolved): a run (coarse-to-fine), a weights file
+    or a name.
 
     From the same config every layer of the same shape is copied (`matching`);
     fc8 is left out, and initialised anew, when the class counts differ.
@@ -222,13 +246,32 @@ def _warm_start(cfg: TrainConfig, source: Any, model: VGG, init_key: jax.Array, 
     source_variables, source_config, what = source.variables, source.config, source.description
     source_params = source_variables["params"]
     if any(name.endswith("_bn") for name in source_params) and not cfg.batch_norm:
-        raise ValueError(f"--init-from {what} has batch norm; add --batch-norm so that its BN layers are used")
+        raise ValueError(
+            f"--init-from {what} has batch norm; add --batch-norm so that its BN layers are used"
+        )
     source_classes = source_params["fc8"]["kernel"].shape[-1] if "fc8" in source_params else None
     exclude = ["fc8"] if source_classes not in (None, model.num_classes) else []
     layers = "matching" if resolve_config(source_config) == cfg.config else cfg.warm_start_layers
     variables, report = warm_start(
-        source_variables, source_config, cfg.config, init_key, layers=layers, exclude=exclude, image_size=cfg.image_size,
-        **{name: getattr(model, name) for name in ("num_classes", "dropout_rate", "batch_norm", "fc_width", "width_scale", "init_scheme", "dtype")},
+        source_variables,
+        source_config,
+        cfg.config,
+        init_key,
+        layers=layers,
+        exclude=exclude,
+        image_size=cfg.image_size,
+        **{
+            name: getattr(model, name)
+            for name in (
+                "num_classes",
+                "dropout_rate",
+                "batch_norm",
+                "fc_width",
+                "width_scale",
+                "init_scheme",
+                "dtype",
+            )
+        },
     )
     log(f"--init-from {what}\n{report}")
     if exclude:
@@ -241,10 +284,17 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     train_source, val_source = data_lib.load_data(cfg.data, cfg.image_size, seed=cfg.seed)
     source = None
     if cfg.init_from and not resume:
-        if resolve.describe(cfg.init_from) == "run":  # a run written by a newer version is refused, as on --resume
+        if (
+            resolve.describe(cfg.init_from) == "run"
+        ):  # a run written by a newer version is refused, as on --resume
             read_config(runs.run_of(cfg.init_from)[0], "--init-from")
         source = resolve.resolve(cfg.init_from, cfg.config, flag="--init-from")
-    if cfg.preprocess is None and source is not None and source.kind != "run" and source.preprocess in data_lib.NORMALIZE_MODES:
+    if (
+        cfg.preprocess is None
+        and source is not None
+        and source.kind != "run"
+        and source.preprocess in data_lib.NORMALIZE_MODES
+    ):
         cfg = dataclasses.replace(cfg, preprocess=source.preprocess)
         log(f"--init-from {cfg.init_from}: pixels as those weights expect (--preprocess {cfg.preprocess})")
     plain = cfg.mean_rgb is not None or not cfg.subtract_mean or cfg.preprocess is not None
@@ -254,8 +304,14 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     local_batch = cfg.batch_size // jax.process_count()  # each process loads its own rows of the global batch
     steps_per_epoch = len(train_source) // jax.process_count() // local_batch
     if steps_per_epoch < 1:
-        raise ValueError(f"batch size {cfg.batch_size} is larger than the {len(train_source)} training images")
-    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+        raise ValueError(
+            f"batch size {cfg.batch_size} is larger than the {len(train_source)} training images"
+        )
+    total_steps = (
+        cfg.epochs * steps_per_epoch
+        if cfg.max_steps is None
+        else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    )
     eval_every = cfg.eval_every or steps_per_epoch
     model = build_model(cfg, train_source.num_classes)
     init_key = jax.random.split(jax.random.key(cfg.seed))[0]
@@ -263,12 +319,32 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     if source is not None:
         variables, warm_report = _warm_start(cfg, source, model, init_key, log)
     else:
-        variables = jax.jit(model.init)(init_key, jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32))
-    return _Plan(cfg, train_source, val_source, model, variables, warm_report, local_batch, steps_per_epoch, total_steps,
-                 eval_every, cfg.checkpoint_every or eval_every, cfg.eval_scales or [cfg.image_size])
+        variables = jax.jit(model.init)(
+            init_key, jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
+        )
+    return _Plan(
+        cfg,
+        train_source,
+        val_source,
+        model,
+        variables,
+        warm_report,
+        local_batch,
+        steps_per_epoch,
+        total_steps,
+        eval_every,
+        cfg.checkpoint_every or eval_every,
+        cfg.eval_scales or [cfg.image_size],
+    )
 
 
-def _start(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], None], given: Optional[Collection[str]] = None) -> _Plan:
+def _start(
+    cfg: TrainConfig,
+    resume: bool,
+    overwrite: bool,
+    log: Callable[[str], None],
+    given: Optional[Collection[str]] = None,
+) -> _Plan:
     """Validates, reads every input, and only then writes: --overwrite's removal of the old run, config.json.
 
     A start that fails leaves nothing behind (or only what an earlier run had).
@@ -286,18 +362,29 @@ def _start(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str],
     if overwrite:
         rundir.remove_run(cfg.workdir)
     if parallel.is_primary():
-        write_text(os.path.join(cfg.workdir, "config.json"), json.dumps(dataclasses.asdict(plan.cfg), indent=2))
+        write_text(
+            os.path.join(cfg.workdir, "config.json"), json.dumps(dataclasses.asdict(plan.cfg), indent=2)
+        )
         rundir.write_classes(cfg.workdir, getattr(plan.train_source, "classes", None))
     parallel.barrier("vgg_jax.start.written")
     return plan
 
 
 def restore(
-    manager: Any, workdir: str, state: Any, shardings: Any, iterator: Any, plateau: train_lib.Plateau, warn: Callable[[str], None]
+    manager: Any,
+    workdir: str,
+    state: Any,
+    shardings: Any,
+    iterator: Any,
+    plateau: train_lib.Plateau,
+    warn: Callable[[str], None],
 ) -> tuple[Any, int, int]:
-    """The newest checkpoint that restores, into (state, step, skipped); the iterator and plateau are set in place."""
+    """The newest checkpoint that restores, into (state, step, skipped); the iterator and plateau are set
+    in place."""
     target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
-    args = ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), policy=ocp.args.JsonRestore())
+    args = ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), policy=ocp.args.JsonRestore()
+    )
     step, restored = rundir.restore_newest(manager, workdir, lambda step: args, warn)
     if step is None:
         return state, 0, 0
@@ -306,14 +393,24 @@ def restore(
     return restored.state, int(restored.state.step), int(restored.policy["skipped_nonfinite"])
 
 
-def checkpoint(manager: Any, workdir: str, step: int, state: Any, position: bytes, plateau: train_lib.Plateau, skipped: int) -> None:
+def checkpoint(
+    manager: Any,
+    workdir: str,
+    step: int,
+    state: Any,
+    position: bytes,
+    plateau: train_lib.Plateau,
+    skipped: int,
+) -> None:
     """Checkpoint `step`: the train state, every process's data-iterator position (`position`: the iterator's
     state after the batch of `step`, not after the batches prefetched since) and the policy state."""
     data = {"iterators": parallel.gather_strings(position.decode())}
     rundir.save(manager, workdir, step, state, data, {"plateau": plateau.state, "skipped_nonfinite": skipped})
 
 
-def nonfinite_policy(metrics: dict[str, float], step: int, skipped: int, allowed: int, workdir: str, log: Callable[[str], None]) -> int:
+def nonfinite_policy(
+    metrics: dict[str, float], step: int, skipped: int, allowed: int, workdir: str, log: Callable[[str], None]
+) -> int:
     """Counts a step that the train step's guard skipped; `NonFiniteError` once more than `allowed` were."""
     name = next((n for n in ("loss", "grad_norm") if not math.isfinite(metrics[n])), "loss")
     skipped += 1
@@ -323,22 +420,41 @@ def nonfinite_policy(metrics: dict[str, float], step: int, skipped: int, allowed
             f"non-finite {name} ({metrics[name]}) at step {step}; training stopped"
             + (f" after skipping {skipped - 1} such steps (--skip-nonfinite {allowed})" if allowed else "")
             + ". "
-            + (f"The last good checkpoint is step {good} in {workdir}/checkpoints." if good is not None else "No checkpoint was written.")
+            + (
+                f"The last good checkpoint is step {good} in {workdir}/checkpoints."
+                if good is not None
+                else "No checkpoint was written."
+            )
         )
     log(f"step {step}: non-finite {name} ({metrics[name]}); step skipped ({skipped} of {allowed} allowed)")
     return skipped
 
 
 def evaluate_state(plan: _Plan, state: Any, method: str, workers: int = 0) -> dict[str, Any]:
-    """Evaluates the state's variables: each process its shard of the validation set on one device, counts summed."""
+    """Evaluates the state's variables: each process its shard of the validation set on one device, counts
+    summed."""
     mean = None if plan.cfg.mean_rgb is None else tuple(plan.cfg.mean_rgb)
     val_loader = data_lib.make_loader(
-        plan.val_source, data_lib.EvalTransform(max(plan.eval_scales), mean, plan.cfg.preprocess), plan.cfg.batch_size,
-        seed=0, shuffle=False, num_epochs=1, drop_remainder=False, worker_count=workers,
+        plan.val_source,
+        data_lib.EvalTransform(max(plan.eval_scales), mean, plan.cfg.preprocess),
+        plan.cfg.batch_size,
+        seed=0,
+        shuffle=False,
+        num_epochs=1,
+        drop_remainder=False,
+        worker_count=workers,
     )
-    variables = {"params": state.params, **({"batch_stats": state.batch_stats} if plan.cfg.batch_norm else {})}
+    variables = {
+        "params": state.params,
+        **({"batch_stats": state.batch_stats} if plan.cfg.batch_norm else {}),
+    }
     return evaluate_lib.evaluate(
-        plan.model, parallel.to_local(variables), val_loader, method, plan.eval_scales, plan.cfg.image_size,
+        plan.model,
+        parallel.to_local(variables),
+        val_loader,
+        method,
+        plan.eval_scales,
+        plan.cfg.image_size,
         reduce=parallel.sum_over_processes,
     )
 
@@ -357,7 +473,11 @@ class _Window:
 
     def flush(self, names: Sequence[str]) -> dict[str, float]:
         """The window's means (NaN when every step in it was skipped) and its rate; starts a new window."""
-        mean = {n: float(np.mean([m[n] for m in self.metrics])) if self.metrics else math.nan for n in names if n != "nonfinite"}
+        mean = {
+            n: float(np.mean([m[n] for m in self.metrics])) if self.metrics else math.nan
+            for n in names
+            if n != "nonfinite"
+        }
         mean["images_per_s"] = self.images / (time.perf_counter() - self.clock)
         self.__init__()
         return mean
@@ -367,15 +487,26 @@ def _progress(total: int, completed: int, name: str) -> tuple[Progress, Any, boo
     """A progress bar on a terminal (process 0); `plain` is True where log lines must stand in for it."""
     console = Console()
     plain = parallel.is_primary() and not console.is_terminal
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeRemainingColumn(), TextColumn("{task.fields[status]}"), transient=False, console=console,
-                        disable=plain or not parallel.is_primary())
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        transient=False,
+        console=console,
+        disable=plain or not parallel.is_primary(),
+    )
     return progress, progress.add_task(f"train {name}", total=total, completed=completed, status=""), plain
 
 
 def run(
-    cfg: TrainConfig, resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = print,
-    warn: Optional[Callable[[str], None]] = None, given: Optional[Collection[str]] = None,
+    cfg: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+    warn: Optional[Callable[[str], None]] = None,
+    given: Optional[Collection[str]] = None,
 ) -> dict[str, Any]:
     """Trains, evaluates and checkpoints one run; returns the final summary.
 
@@ -391,9 +522,14 @@ def run(
     mesh = parallel.make_mesh(cfg.devices)
     labels = finetune.param_labels(cfg.config, cfg.freeze) if cfg.freeze else None
     optimizer = train_lib.paper_optimizer(
-        train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total), cfg.momentum, cfg.weight_decay, param_labels=labels
+        train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total),
+        cfg.momentum,
+        cfg.weight_decay,
+        param_labels=labels,
     )
-    state = parallel.put_state(train_lib.create_train_state(plan.model, optimizer, plan.variables), mesh, cfg.shard_fc)
+    state = parallel.put_state(
+        train_lib.create_train_state(plan.model, optimizer, plan.variables), mesh, cfg.shard_fc
+    )
     shardings = parallel.state_sharding(state, mesh, cfg.shard_fc)
     dropout_key = parallel.put(jax.random.split(jax.random.key(cfg.seed))[1], parallel.replicated(mesh))
     plateau = train_lib.Plateau(patience=cfg.plateau_patience)
@@ -401,12 +537,22 @@ def run(
     if resume:
         rundir.tidy(cfg.workdir, warn)
     manager = rundir.manager(cfg.workdir, cfg.keep)
-    state, start, skipped = restore(manager, cfg.workdir, state, shardings, iterator, plateau, warn) if resume else (state, 0, 0)
+    state, start, skipped = (
+        restore(manager, cfg.workdir, state, shardings, iterator, plateau, warn) if resume else (state, 0, 0)
+    )
     if resume:
-        log(f"Resumed {cfg.workdir} at step {start}" if start else f"Resuming {cfg.workdir}: it holds no finished checkpoint yet, so training starts at step 0")
-    metrics_log = rundir.MetricsLog(os.path.join(cfg.workdir, "metrics.jsonl"), start if resume else None, warn)
+        log(
+            f"Resumed {cfg.workdir} at step {start}"
+            if start
+            else f"Resuming {cfg.workdir}: it holds no finished checkpoint yet, so training starts at step 0"
+        )
+    metrics_log = rundir.MetricsLog(
+        os.path.join(cfg.workdir, "metrics.jsonl"), start if resume else None, warn
+    )
     pixels = data_lib.device_pixels(None if cfg.mean_rgb is None else tuple(cfg.mean_rgb), cfg.preprocess)
-    train_step = parallel.jit_train_step(train_lib.train_step(plan.model, optimizer, pixels), mesh, state, cfg.shard_fc)
+    train_step = parallel.jit_train_step(
+        train_lib.train_step(plan.model, optimizer, pixels), mesh, state, cfg.shard_fc
+    )
     progress, task, plain = _progress(total, start, cfg.config)
     last, last_eval, window = {}, None, _Window()
     try:
@@ -416,23 +562,42 @@ def run(
                 batch, position = next(batches)
                 state, metrics = train_step(state, batch, dropout_key)
                 done = step + 1
-                pending.append((done, metrics))  # on the device: fetched once per window, so the host never waits within one
+                pending.append(
+                    (done, metrics)
+                )  # on the device: fetched once per window, so the host never waits within one
                 if due(done, cfg.log_every, total) or due(done, plan.eval_every, total):
                     drained, skipped = _drain(pending, window, skipped, cfg, log)
                     last = drained or last
                 if due(done, cfg.log_every, total):
-                    _log_window(metrics_log, window.flush(list(last)), done, plan, skipped, progress, task, log if plain else None)
+                    _log_window(
+                        metrics_log,
+                        window.flush(list(last)),
+                        done,
+                        plan,
+                        skipped,
+                        progress,
+                        task,
+                        log if plain else None,
+                    )
                 if due(done, plan.eval_every, total):
-                    state, last_eval = _evaluate_and_adapt(plan, state, shardings, plateau, metrics_log, done, log)
+                    state, last_eval = _evaluate_and_adapt(
+                        plan, state, shardings, plateau, metrics_log, done, log
+                    )
                 stopping = parallel.any_process(stop.requested)
                 if due(done, plan.checkpoint_every, total) or stopping:
-                    drained, skipped = _drain(pending, window, skipped, cfg, log)  # nothing is saved past a step that stops the run
+                    drained, skipped = _drain(
+                        pending, window, skipped, cfg, log
+                    )  # nothing is saved past a step that stops the run
                     last = drained or last
                     checkpoint(manager, cfg.workdir, done, state, position, plateau, skipped)
                 if stopping:
                     raise StopRequested(_stopped_message(stop.name, done, cfg.workdir), stop.signum or 2)
                 progress.update(task, advance=1)
-        final = evaluate_state(plan, state, cfg.eval_method, cfg.workers) if cfg.eval_method != "center" or last_eval is None else last_eval
+        final = (
+            evaluate_state(plan, state, cfg.eval_method, cfg.workers)
+            if cfg.eval_method != "center" or last_eval is None
+            else last_eval
+        )
         if cfg.eval_method != "center":
             metrics_log.write({"step": total, "epoch": total / plan.steps_per_epoch, "eval": final})
     finally:
@@ -441,10 +606,13 @@ def run(
     return _summary(plan, last, skipped, final, log)
 
 
-PREFETCH = 2  # batches put on the devices ahead of the step that uses them, as Flax's and big_vision's loops do
+# batches put on the devices ahead of the step that uses them, as Flax's and big_vision's loops do
+PREFETCH = 2
 
 
-def _prefetch(iterator: Any, mesh: Any, depth: int = PREFETCH) -> Iterator[tuple[dict[str, jax.Array], bytes]]:
+def _prefetch(
+    iterator: Any, mesh: Any, depth: int = PREFETCH
+) -> Iterator[tuple[dict[str, jax.Array], bytes]]:
     """`(batch on the devices, the iterator's state after it)`, `depth` batches ahead.
 
     The host reads and transfers the next batches while the device runs the
@@ -463,7 +631,8 @@ def _prefetch(iterator: Any, mesh: Any, depth: int = PREFETCH) -> Iterator[tuple
 def _drain(
     pending: list, window: "_Window", skipped: int, cfg: TrainConfig, log: Callable[[str], None]
 ) -> tuple[Optional[dict[str, float]], int]:
-    """Fetches the metrics of the steps since the last fetch in one transfer, and applies the per-step rules in order.
+    """Fetches the metrics of the steps since the last fetch in one transfer, and applies the per-step rules
+    in order.
 
     A non-finite step changed nothing on the device (the step's guard); here
     it is counted, and `NonFiniteError` names the first step past
@@ -489,24 +658,60 @@ def _train_iterator(plan: _Plan) -> Iterator[dict[str, np.ndarray]]:
     cfg = plan.cfg
     scale = None if cfg.scale is None else (cfg.scale[0] if len(cfg.scale) == 1 else tuple(cfg.scale))
     mean = None if cfg.mean_rgb is None else tuple(cfg.mean_rgb)
-    transform = data_lib.TrainTransform(cfg.image_size, scale, cfg.flip, cfg.pca_std, mean, cfg.preprocess, on_device=True)  # uint8 over the wire
-    return iter(data_lib.make_loader(plan.train_source, transform, plan.local_batch, seed=cfg.seed, shuffle=True, worker_count=cfg.workers))
+    transform = data_lib.TrainTransform(
+        cfg.image_size, scale, cfg.flip, cfg.pca_std, mean, cfg.preprocess, on_device=True
+    )  # uint8 over the wire
+    return iter(
+        data_lib.make_loader(
+            plan.train_source,
+            transform,
+            plan.local_batch,
+            seed=cfg.seed,
+            shuffle=True,
+            worker_count=cfg.workers,
+        )
+    )
 
 
-def _log_window(metrics_log: rundir.MetricsLog, mean: dict[str, float], done: int, plan: _Plan, skipped: int,
-                progress: Progress, task: Any, plain_log: Optional[Callable[[str], None]]) -> None:
-    """One metrics.jsonl line for the window; the progress bar's status, or a plain line where there is no terminal."""
+def _log_window(
+    metrics_log: rundir.MetricsLog,
+    mean: dict[str, float],
+    done: int,
+    plan: _Plan,
+    skipped: int,
+    progress: Progress,
+    task: Any,
+    plain_log: Optional[Callable[[str], None]],
+) -> None:
+    """One metrics.jsonl line for the window; the progress bar's status, or a plain line where there is no
+    terminal."""
     rate = mean.pop("images_per_s")
-    metrics_log.write({"step": done, "epoch": done / plan.steps_per_epoch, **mean, "skipped_nonfinite": skipped, "images_per_s": rate})
+    metrics_log.write(
+        {
+            "step": done,
+            "epoch": done / plan.steps_per_epoch,
+            **mean,
+            "skipped_nonfinite": skipped,
+            "images_per_s": rate,
+        }
+    )
     status = f"loss {mean['loss']:.3f} top1 {mean['top1']:.3f} {rate:.0f} img/s"
     progress.update(task, status=status)
     if plain_log is not None:
         plain_log(f"step {done}/{plan.total_steps}: {status}")
 
 
-def _evaluate_and_adapt(plan: _Plan, state: Any, shardings: Any, plateau: train_lib.Plateau, metrics_log: rundir.MetricsLog,
-                        done: int, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
-    """The periodic centre-crop evaluation, logged; the paper's policy divides the rate when accuracy stalls."""
+def _evaluate_and_adapt(
+    plan: _Plan,
+    state: Any,
+    shardings: Any,
+    plateau: train_lib.Plateau,
+    metrics_log: rundir.MetricsLog,
+    done: int,
+    log: Callable[[str], None],
+) -> tuple[Any, dict[str, Any]]:
+    """The periodic centre-crop evaluation, logged; the paper's policy divides the rate when accuracy
+    stalls."""
     result = evaluate_state(plan, state, "center", plan.cfg.workers)
     metrics_log.write({"step": done, "epoch": done / plan.steps_per_epoch, "eval": result})
     if plan.cfg.lr_policy == "paper" and plateau.update(1 - result["top1_error"]):
@@ -517,11 +722,15 @@ def _evaluate_and_adapt(plan: _Plan, state: Any, shardings: Any, plateau: train_
 
 
 def _stopped_message(signal_name: str, step: int, workdir: str) -> str:
-    return (f"stopped by {signal_name} after step {step}; its checkpoint is in {rundir.checkpoint_dir(workdir)}. "
-            f"Continue with: python scripts/train.py --workdir {workdir} --resume")
+    return (
+        f"stopped by {signal_name} after step {step}; its checkpoint is in {rundir.checkpoint_dir(workdir)}. "
+        f"Continue with: python scripts/train.py --workdir {workdir} --resume"
+    )
 
 
-def _summary(plan: _Plan, last: dict[str, float], skipped: int, final: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+def _summary(
+    plan: _Plan, last: dict[str, float], skipped: int, final: dict[str, Any], log: Callable[[str], None]
+) -> dict[str, Any]:
     summary = {
         "workdir": plan.cfg.workdir,
         "config": plan.cfg.config,
@@ -533,8 +742,10 @@ def _summary(plan: _Plan, last: dict[str, float], skipped: int, final: dict[str,
         "warm_start": None if plan.warm_report is None else dataclasses.asdict(plan.warm_report),
     }
     log(
-        f"Done: {plan.cfg.config}, {plan.total_steps} steps; last loss {summary['final_loss']}; {final['method']} eval at Q={final['scales']}: "
-        f"top-1 error {final['top1_error']:.2%}, top-5 error {final['top5_error']:.2%} on {final['count']} image{'s' if final['count'] != 1 else ''}"
+        f"Done: {plan.cfg.config}, {plan.total_steps} steps; last loss {summary['final_loss']}; "
+        f"{final['method']} eval at Q={final['scales']}: "
+        f"top-1 error {final['top1_error']:.2%}, top-5 error {final['top5_error']:.2%} on {final['count']} "
+        f"image{'s' if final['count'] != 1 else ''}"
     )
     return summary
 

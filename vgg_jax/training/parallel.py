@@ -33,7 +33,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from vgg_jax.model.vgg import CLASSIFIER
 
 DATA_AXIS = "data"
-ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
+ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = (
+    "JAX_COORDINATOR_ADDRESS",
+    "JAX_NUM_PROCESSES",
+    "JAX_PROCESS_ID",
+)
 
 
 def initialize(
@@ -56,11 +60,17 @@ def initialize(
         return False
     if not cluster and None in (coordinator_address, num_processes, process_id):
         raise ValueError(
-            "a multi-process run needs the coordinator address (host:port of process 0), the number of processes "
-            f"and this process's id: pass all three flags or set {ENV_COORDINATOR}, {ENV_NUM_PROCESSES} and {ENV_PROCESS_ID}"
+            "a multi-process run needs the coordinator address (host:port of process 0), the number of "
+            "processes "
+            f"and this process's id: pass all three flags or set {ENV_COORDINATOR}, {ENV_NUM_PROCESSES} and "
+            f"{ENV_PROCESS_ID}"
         )
-    if num_processes is not None and (num_processes < 1 or process_id is None or not 0 <= process_id < num_processes):
-        raise ValueError(f"process id must be in [0, {num_processes}) for {num_processes} processes, got {process_id}")
+    if num_processes is not None and (
+        num_processes < 1 or process_id is None or not 0 <= process_id < num_processes
+    ):
+        raise ValueError(
+            f"process id must be in [0, {num_processes}) for {num_processes} processes, got {process_id}"
+        )
     if num_processes == 1:
         return False
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
@@ -88,10 +98,18 @@ def make_mesh(devices: Optional[int] = None) -> Mesh:
     available = jax.device_count()
     if devices is None:
         devices = available
-    if isinstance(devices, bool) or not isinstance(devices, (int, np.integer)) or not 1 <= devices <= available:
-        raise ValueError(f"--devices must be between 1 and the {available} devices available, got {devices!r}")
+    if (
+        isinstance(devices, bool)
+        or not isinstance(devices, (int, np.integer))
+        or not 1 <= devices <= available
+    ):
+        raise ValueError(
+            f"--devices must be between 1 and the {available} devices available, got {devices!r}"
+        )
     if devices % processes:
-        raise ValueError(f"--devices {devices} does not divide among {processes} processes; use a multiple of {processes}")
+        raise ValueError(
+            f"--devices {devices} does not divide among {processes} processes; use a multiple of {processes}"
+        )
     per_process = devices // processes
     chosen = [device for index in range(processes) for device in _process_devices(index)[:per_process]]
     return Mesh(np.array(chosen), (DATA_AXIS,))
@@ -117,7 +135,8 @@ def check_global_batch(batch_size: int, mesh: Mesh) -> None:
     if batch_size % devices:
         lower = max(devices, batch_size // devices * devices)
         raise ValueError(
-            f"the global batch of {batch_size} does not divide over {devices} devices; use a multiple of {devices} "
+            f"the global batch of {batch_size} does not divide over {devices} devices; use a multiple of "
+            f"{devices} "
             f"(for example {lower} or {lower + devices}) or change --devices"
         )
 
@@ -135,7 +154,14 @@ def state_sharding(tree: Any, mesh: Mesh, shard_fc: bool = False) -> Any:
     def spec(path: tuple, leaf: Any) -> NamedSharding:
         keys = [getattr(entry, "key", None) for entry in path]
         shape = np.shape(leaf)
-        if shard_fc and devices > 1 and len(shape) == 2 and keys and keys[-1] == "kernel" and any(k in CLASSIFIER for k in keys):
+        if (
+            shard_fc
+            and devices > 1
+            and len(shape) == 2
+            and keys
+            and keys[-1] == "kernel"
+            and any(k in CLASSIFIER for k in keys)
+        ):
             if shape[1] % devices == 0:
                 return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
             if shape[0] % devices == 0:
@@ -155,19 +181,25 @@ def put(tree: Any, shardings: Any) -> Any:
 
     def place(value: Any, sharding: NamedSharding) -> jax.Array:
         if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(place(jax.random.key_data(value), sharding), impl=jax.random.key_impl(value))
+            return jax.random.wrap_key_data(
+                place(jax.random.key_data(value), sharding), impl=jax.random.key_impl(value)
+            )
         if jax.process_count() == 1 or (isinstance(value, jax.Array) and not value.is_fully_addressable):
             return jax.device_put(value, sharding)
         host = np.asarray(jax.device_get(value))
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
-    return jax.tree.map(lambda sharding, subtree: jax.tree.map(lambda v: place(v, sharding), subtree), shardings, tree)
+    return jax.tree.map(
+        lambda sharding, subtree: jax.tree.map(lambda v: place(v, sharding), subtree), shardings, tree
+    )
 
 
 def reshard(tree: Any, shardings: Any) -> Any:
     """`put`, leaving alone the leaves already placed as asked (after a host-side change to a few leaves)."""
     return jax.tree.map(
-        lambda value, sharding: value if isinstance(value, jax.Array) and value.sharding == sharding else put(value, sharding),
+        lambda value, sharding: (
+            value if isinstance(value, jax.Array) and value.sharding == sharding else put(value, sharding)
+        ),
         tree,
         shardings,
     )
@@ -248,7 +280,8 @@ def sum_over_processes(values: np.ndarray) -> np.ndarray:
 
 
 def any_process(flag: bool) -> bool:
-    """Whether `flag` is set on any process (itself with one process): a stop request every process acts on."""
+    """Whether `flag` is set on any process (itself with one process): a stop request every process acts
+    on."""
     if jax.process_count() == 1:
         return bool(flag)
     from jax.experimental import multihost_utils

@@ -53,7 +53,9 @@ class CheckpointWriteError(OSError):
 
 
 def holds_run(workdir: str) -> bool:
-    return any(os.path.exists(os.path.join(workdir, name)) for name in ("config.json", CHECKPOINTS, "metrics.jsonl"))
+    return any(
+        os.path.exists(os.path.join(workdir, name)) for name in ("config.json", CHECKPOINTS, "metrics.jsonl")
+    )
 
 
 def remove_run(workdir: str) -> None:
@@ -81,16 +83,26 @@ def tidy(workdir: str, warn: Warn) -> None:
     finished = set(finished_steps(workdir))
     for step in _step_folders(workdir):
         if step not in finished:
-            warn(f"removed {os.path.join(directory, str(step))}: an unfinished checkpoint (no {FINISHED_MARKER}; left by a killed run)")
+            warn(
+                f"removed {os.path.join(directory, str(step))}: an unfinished checkpoint (no "
+                f"{FINISHED_MARKER}; left by a killed run)"
+            )
             shutil.rmtree(os.path.join(directory, str(step)), ignore_errors=True)
 
 
-def save(checkpoints: ocp.CheckpointManager, workdir: str, step: int, state: Any, data: dict, policy: dict) -> None:
-    """Writes checkpoint `step` and waits for it; `CheckpointWriteError` (one line, previous kept) on failure."""
+def save(
+    checkpoints: ocp.CheckpointManager, workdir: str, step: int, state: Any, data: dict, policy: dict
+) -> None:
+    """Writes checkpoint `step` and waits for it; `CheckpointWriteError` (one line, previous kept) on
+    failure."""
     try:
         checkpoints.save(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data), policy=ocp.args.JsonSave(policy)),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=ocp.args.JsonSave(data),
+                policy=ocp.args.JsonSave(policy),
+            ),
             force=True,
         )
         checkpoints.wait_until_finished()
@@ -98,14 +110,20 @@ def save(checkpoints: ocp.CheckpointManager, workdir: str, step: int, state: Any
         good = ([s for s in finished_steps(workdir) if s != step] or [None])[-1]
         raise CheckpointWriteError(
             f"could not write the checkpoint of step {step} under {checkpoint_dir(workdir)}: {short(error)}; "
-            + (f"the last complete checkpoint, step {good}, is kept. " if good is not None else "no checkpoint was written before. ")
+            + (
+                f"the last complete checkpoint, step {good}, is kept. "
+                if good is not None
+                else "no checkpoint was written before. "
+            )
             + "Free space or make the directory writable, then continue with --resume"
         ) from error
     if parallel.is_primary():
         shutil.rmtree(os.path.join(checkpoint_dir(workdir), TRASH), ignore_errors=True)
 
 
-def restore_newest(checkpoints: ocp.CheckpointManager, workdir: str, args_for: Callable[[int], Any], warn: Warn) -> tuple[Optional[int], Any]:
+def restore_newest(
+    checkpoints: ocp.CheckpointManager, workdir: str, args_for: Callable[[int], Any], warn: Warn
+) -> tuple[Optional[int], Any]:
     """The newest checkpoint that restores, as (step, restored); (None, None) when there is none.
 
     A finished step that fails to restore (deleted or overwritten files,
@@ -121,12 +139,16 @@ def restore_newest(checkpoints: ocp.CheckpointManager, workdir: str, args_for: C
         except Exception as error:  # whatever Orbax, tensorstore or JSON raise for damaged files
             moved = _move_aside(workdir, step)
             damaged.append(step)
-            warn(f"checkpoint step {step} in {checkpoint_dir(workdir)} could not be restored ({short(error)}); "
-                 f"moved it to {moved} and trying the previous one")
+            warn(
+                f"checkpoint step {step} in {checkpoint_dir(workdir)} could not be restored "
+                f"({short(error)}); "
+                f"moved it to {moved} and trying the previous one"
+            )
             checkpoints.reload()
     if damaged:
         raise CheckpointReadError(
-            f"no checkpoint in {checkpoint_dir(workdir)} could be restored (steps {', '.join(map(str, damaged))} are damaged, "
+            f"no checkpoint in {checkpoint_dir(workdir)} could be restored (steps "
+            f"{', '.join(map(str, damaged))} are damaged, "
             f"now in {os.path.join(workdir, DAMAGED)}); start the run again with --overwrite"
         )
     return None, None
@@ -143,10 +165,9 @@ def _move_aside(workdir: str, step: int) -> str:
     return target
 
 
-
-
 def write_classes(workdir: str, classes: Optional[list[str]]) -> None:
-    """Records the run's class names (an ImageFolder's sub-folders, the digits), so that its weights can name their outputs."""
+    """Records the run's class names (an ImageFolder's sub-folders, the digits), so that its weights can
+    name their outputs."""
     if classes is not None and parallel.is_primary():
         write_text(os.path.join(workdir, CLASSES), json.dumps([str(name) for name in classes]))
 
@@ -170,10 +191,14 @@ def read_metrics(path: str, warn: Warn) -> list[dict[str, Any]]:
         except ValueError:
             if index < len(numbered) - 1:
                 raise ValueError(
-                    f"{path} line {number} is not a metrics record ({line[:60]!r}); the file is damaged in the middle: "
+                    f"{path} line {number} is not a metrics record ({line[:60]!r}); the file is damaged in "
+                    "the middle: "
                     "fix or delete that line, then --resume"
                 ) from None
-            warn(f"dropped the torn last line of {path} (line {number}, {line[:60]!r}): the run was stopped while writing it")
+            warn(
+                f"dropped the torn last line of {path} (line {number}, {line[:60]!r}): the run was stopped "
+                "while writing it"
+            )
             continue
         records.append(record)
     return records
@@ -187,7 +212,8 @@ class MetricsLog:
         if not parallel.is_primary():
             return
         if keep_up_to_step is not None and os.path.exists(path):
-            # A resumed run repeats the steps after its checkpoint: drop their old lines (and a torn last one).
+            # A resumed run repeats the steps after its checkpoint: drop their old lines (and a torn last
+            # one).
             kept = [record for record in read_metrics(path, warn) if record["step"] <= keep_up_to_step]
             write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
         self.file = open(path, "a")

@@ -30,7 +30,9 @@ class TrainState:
     opt_state: Any
 
 
-def create_train_state(model: VGG, optimizer: optax.GradientTransformation, variables: dict[str, Any]) -> TrainState:
+def create_train_state(
+    model: VGG, optimizer: optax.GradientTransformation, variables: dict[str, Any]
+) -> TrainState:
     """A state at step 0 from initialised (or warm-started, or loaded) variables.
 
     The arrays are copied: the train step donates its state, and the caller's
@@ -47,7 +49,9 @@ def create_train_state(model: VGG, optimizer: optax.GradientTransformation, vari
 
 def kernel_mask(params: Any) -> Any:
     """True for conv and FC kernels, False for biases and BN parameters."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[-1], "key", None) == "kernel", params
+    )
 
 
 def paper_optimizer(
@@ -83,7 +87,8 @@ def paper_sgd(
     decay_biases: bool = False,
     param_labels: Optional[Callable[[Any], Any]] = None,
 ) -> optax.GradientTransformation:
-    """The update `paper_optimizer` injects its rate into: L2 decay added to the gradient, then SGD with momentum.
+    """The update `paper_optimizer` injects its rate into: L2 decay added to the gradient, then SGD with
+    momentum.
 
     For callers that inject more hyperparameters (`vgg_jax.experiments.coarse_to_fine.multiseed` injects
     the weight decay too, one per run).
@@ -124,8 +129,15 @@ class Plateau:
     (the paper: 3). Its state is a small dict, saved with checkpoints.
     """
 
-    def __init__(self, factor: float = 10.0, patience: int = 3, max_reductions: int = 3, min_delta: float = 0.0):
-        self.factor, self.patience, self.max_reductions, self.min_delta = factor, patience, max_reductions, min_delta
+    def __init__(
+        self, factor: float = 10.0, patience: int = 3, max_reductions: int = 3, min_delta: float = 0.0
+    ):
+        self.factor, self.patience, self.max_reductions, self.min_delta = (
+            factor,
+            patience,
+            max_reductions,
+            min_delta,
+        )
         self.state = {"best": None, "bad_evals": 0, "reductions": 0}
 
     def update(self, accuracy: float) -> bool:
@@ -166,7 +178,9 @@ def topk_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     return jnp.mean(jnp.any(top == labels[:, None], axis=-1))
 
 
-def train_step(model: VGG, optimizer: optax.GradientTransformation, pixels: Optional[Callable[[Any], jax.Array]] = None) -> Callable:
+def train_step(
+    model: VGG, optimizer: optax.GradientTransformation, pixels: Optional[Callable[[Any], jax.Array]] = None
+) -> Callable:
     """The train step: a pure `(state, batch, rng) -> (state, metrics)`, not yet jitted.
 
     `batch` is `{"image": (N, H, W, 3) float, "label": (N,) int}`, or what
@@ -182,7 +196,9 @@ def train_step(model: VGG, optimizer: optax.GradientTransformation, pixels: Opti
     train-step mode lowers it ahead of time.
     """
 
-    def step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    def step(
+        state: TrainState, batch: dict[str, jax.Array], rng: jax.Array
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
         dropout_rng = jax.random.fold_in(rng, state.step)
         images = batch["image"] if pixels is None else pixels(batch)
 
@@ -213,8 +229,12 @@ def train_step(model: VGG, optimizer: optax.GradientTransformation, pixels: Opti
         # the host decides whether to stop or to go on (`--skip-nonfinite`).
         updated = (optax.apply_updates(state.params, updates), batch_stats, opt_state)
         kept = (state.params, state.batch_stats, state.opt_state)
-        params, batch_stats, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept)
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+        params, batch_stats, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old), updated, kept
+        )
+        new_state = state.replace(
+            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+        )
         return new_state, metrics
 
     return step

@@ -33,7 +33,8 @@ _TIFF_BITS_PER_SAMPLE = 258
 
 
 def to_rgb8(image: Image.Image) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB array from a Pillow image of any mode, with high-bit-depth modes scaled, not clipped.
+    """An (H, W, 3) uint8 RGB array from a Pillow image of any mode, with high-bit-depth modes scaled, not
+    clipped.
 
     Raises:
         ValueError: a float image with values outside [0, 1] or not finite
@@ -50,7 +51,9 @@ def to_rgb8(image: Image.Image) -> np.ndarray:
             raise ValueError("a float image with NaN or Inf pixels")
         low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
         if low < 0 or high > 1:
-            raise ValueError(f"a float image with values from {low:g} to {high:g}; float images are read as [0, 1]")
+            raise ValueError(
+                f"a float image with values from {low:g} to {high:g}; float images are read as [0, 1]"
+            )
         return _grey_to_rgb(values, 1.0)
     if mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # Pillow warns when a palette with transparency goes to RGB directly
@@ -71,7 +74,8 @@ def _grey_to_rgb(values: np.ndarray, full_scale: float) -> np.ndarray:
 
 
 def read_image(path: str) -> np.ndarray:
-    """An RGB uint8 array from an image file; a ValueError naming the file and the reason when it cannot be read."""
+    """An RGB uint8 array from an image file; a ValueError naming the file and the reason when it cannot be
+    read."""
     try:
         with Image.open(path) as image:
             image.load()  # decodes fully: a truncated file fails here, not later
@@ -85,14 +89,16 @@ def read_image(path: str) -> np.ndarray:
 
 
 def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """(height, width) with the short side `size` and the long side `int(size * long / short)`, as torchvision's `Resize(size)`."""
+    """(height, width) with the short side `size` and the long side `int(size * long / short)`, as
+    torchvision's `Resize(size)`."""
     if height <= width:
         return size, int(size * width / height)
     return int(size * height / width), size
 
 
 def rescale_short_side(image: np.ndarray, size: int) -> np.ndarray:
-    """Isotropic bilinear rescale so that the shorter side is `size`, with torchvision's sizes (`short_side_size`)."""
+    """Isotropic bilinear rescale so that the shorter side is `size`, with torchvision's sizes
+    (`short_side_size`)."""
     height, width = image.shape[:2]
     new_height, new_width = short_side_size(height, width, size)
     if (new_height, new_width) == (height, width):
@@ -114,7 +120,8 @@ def square_view(image: np.ndarray, size: int, rule: str = "torch") -> np.ndarray
 
     "torch": short side to `size` (`rescale_short_side`), then the centre
     crop; "keras": the centre square of the source (floor offsets), resized
-    to `size` x `size` in one step, as Keras's `load_img(..., keep_aspect_ratio=True, interpolation="bilinear")`.
+    to `size` x `size` in one step, as Keras's `load_img(..., keep_aspect_ratio=True,
+    interpolation="bilinear")`.
     """
     if rule == "torch":
         return center_crop(rescale_short_side(image, size), size)
@@ -132,21 +139,27 @@ def resize_rule(mode: Optional[str]) -> str:
     return "keras" if mode == "caffe" else "torch"
 
 
-def centre_view(image: np.ndarray, crop: int, resize: Optional[int] = None, rule: str = "torch") -> np.ndarray:
-    """The usual evaluation view: the centre square at `resize` (default crop * 256 / 224), then its centre `crop` crop."""
+def centre_view(
+    image: np.ndarray, crop: int, resize: Optional[int] = None, rule: str = "torch"
+) -> np.ndarray:
+    """The usual evaluation view: the centre square at `resize` (default crop * 256 / 224), then its centre
+    `crop` crop."""
     resize = round(crop * 256 / 224) if resize is None else resize
     return center_crop(square_view(image, resize, rule), crop)
 
 
 def normalize_pixels(image: np.ndarray, mode: str) -> np.ndarray:
-    """An RGB float image on the 0-255 scale in the convention of pretrained weights (NumPy, for data workers).
+    """An RGB float image on the 0-255 scale in the convention of pretrained weights (NumPy, for data
+    workers).
 
     "torch": [0, 1], then ImageNet's mean and std (torchvision's weights);
     "caffe": BGR, 0-255, minus the ImageNet mean (Keras's and the Caffe
     release's). `vgg_jax.preprocess` is the same on the device.
     """
     if mode == "torch":
-        return ((image / 255.0 - np.asarray(TORCH_MEAN, np.float32)) / np.asarray(TORCH_STD, np.float32)).astype(np.float32)
+        return (
+            (image / 255.0 - np.asarray(TORCH_MEAN, np.float32)) / np.asarray(TORCH_STD, np.float32)
+        ).astype(np.float32)
     if mode == "caffe":
         return (image[..., ::-1] - np.asarray(CAFFE_MEAN_BGR, np.float32)).astype(np.float32)
     raise ValueError(f"unknown pixel convention {mode!r}; choose from {', '.join(NORMALIZE_MODES)}")

@@ -34,6 +34,12 @@ def option(
             raising ValueError for a bad one (aliases, spellings).
         every: for a tuple field: what the word `all` stands for.
     """
-    metadata = {"help": help, "flag": flag, "choices": None if choices is None else tuple(choices), "metavar": metavar,
-                "each": each, "every": None if every is None else tuple(every)}
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "choices": None if choices is None else tuple(choices),
+        "metavar": metavar,
+        "each": each,
+        "every": None if every is None else tuple(every),
+    }
     return dataclasses.field(default=default, metadata=metadata)

@@ -32,7 +32,8 @@ class FlagsNotApplied(RuntimeWarning):
 
 
 def _backend_started() -> Optional[bool]:
-    """Whether JAX has started a backend; None when JAX's private registry is not where it was (then nothing is done).
+    """Whether JAX has started a backend; None when JAX's private registry is not where it was (then nothing
+    is done).
 
     JAX has no public way to ask, so this reads `jax._src.xla_bridge`
     (`backends_are_initialized()`, else the `_backends` dict); any change
@@ -86,8 +87,10 @@ def apply() -> tuple[str, ...]:
     if started:
         if _cpu_is_default():
             warnings.warn(
-                f"vgg_jax was imported after JAX started its CPU backend, so XLA:CPU's faster convolutions are off "
-                f"({' '.join(missing)}): import vgg_jax before running anything in JAX, or put the flag in XLA_FLAGS yourself "
+                "vgg_jax was imported after JAX started its CPU backend, so XLA:CPU's faster convolutions "
+                "are off "
+                f"({' '.join(missing)}): import vgg_jax before running anything in JAX, or put the flag in "
+                "XLA_FLAGS yourself "
                 f"({ENVIRONMENT_SWITCH}=0 silences this)",
                 FlagsNotApplied,
                 stacklevel=3,

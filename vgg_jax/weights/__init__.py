@@ -23,5 +23,13 @@ from vgg_jax.weights.formats import (
 )
 
 __all__ = [
-    "PIXEL_MODES", "LoadReport", "from_keras", "from_torchvision", "load", "preprocess", "read_metadata", "save", "to_torchvision",
+    "PIXEL_MODES",
+    "LoadReport",
+    "from_keras",
+    "from_torchvision",
+    "load",
+    "preprocess",
+    "read_metadata",
+    "save",
+    "to_torchvision",
 ]

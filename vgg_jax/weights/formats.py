@@ -25,7 +25,9 @@ import numpy as np
 from vgg_jax.model.configs import CONFIGS, LRN, TORCHVISION_NAMES, conv_layers, resolve_config
 from vgg_jax.util.images import CAFFE_MEAN_BGR, TORCH_MEAN, TORCH_STD  # noqa: F401 (re-exported)
 
-CONVS_TO_CONFIG = {len(conv_layers(config)): config for config in TORCHVISION_NAMES}  # 8: A, 10: B, 13: D, 16: E
+CONVS_TO_CONFIG = {
+    len(conv_layers(config)): config for config in TORCHVISION_NAMES
+}  # 8: A, 10: B, 13: D, 16: E
 FC_WINDOW = 7  # torchvision pools to 7x7 before fc6; Keras's top expects 224 images
 
 
@@ -46,7 +48,9 @@ class LoadReport:
     def problems(self) -> str:
         lines = [f"  missing: {name}" for name in self.missing]
         lines += [f"  unexpected: {name}" for name in self.unexpected]
-        lines += [f"  wrong shape: {name}: expected {want}, file has {got}" for name, want, got in self.mismatched]
+        lines += [
+            f"  wrong shape: {name}: expected {want}, file has {got}" for name, want, got in self.mismatched
+        ]
         return "\n".join(lines + [f"  note: {note}" for note in self.notes])
 
     def summary(self) -> str:
@@ -76,9 +80,15 @@ def _torchvision_names(config: str, batch_norm: bool) -> list[tuple[str, str]]:
         conv_index = 0
         for layer in block:
             if isinstance(layer, LRN):
-                raise ValueError(f"torchvision has no config {config} (no LRN); it has {', '.join(TORCHVISION_NAMES.values())}")
+                raise ValueError(
+                    f"torchvision has no config {config} (no LRN); it has "
+                    f"{', '.join(TORCHVISION_NAMES.values())}"
+                )
             if layer.kernel_size != 3:
-                raise ValueError(f"torchvision has no config {config} (no 1x1 convs); it has {', '.join(TORCHVISION_NAMES.values())}")
+                raise ValueError(
+                    f"torchvision has no config {config} (no 1x1 convs); it has "
+                    f"{', '.join(TORCHVISION_NAMES.values())}"
+                )
             conv_index += 1
             names.append((f"features.{index}", f"conv{block_index}_{conv_index}"))
             if batch_norm:
@@ -89,7 +99,8 @@ def _torchvision_names(config: str, batch_norm: bool) -> list[tuple[str, str]]:
 
 
 def guess_torchvision_config(state_dict: Mapping[str, Any]) -> tuple[Optional[str], bool]:
-    """(config, batch_norm) that a torchvision state_dict holds, from its conv count; config None if unknown."""
+    """(config, batch_norm) that a torchvision state_dict holds, from its conv count; config None if
+    unknown."""
     convs = [k for k in state_dict if k.startswith("features.") and len(_shape_of(state_dict[k])) == 4]
     batch_norm = any(k.endswith("running_mean") for k in state_dict)
     return CONVS_TO_CONFIG.get(len(convs)), batch_norm
@@ -113,7 +124,9 @@ def _fc6_to_torch(kernel: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def variable_shapes(config: str, batch_norm: bool = False, num_classes: int = 1000, fc_width: int = 4096) -> dict[str, Any]:
+def variable_shapes(
+    config: str, batch_norm: bool = False, num_classes: int = 1000, fc_width: int = 4096
+) -> dict[str, Any]:
     """`{collection: {layer: {leaf: shape}}}` of a model initialised at 224 pixels (fc6 takes 7x7xC).
 
     From `jax.eval_shape(model.init, ...)`: the model itself says what its
@@ -127,12 +140,17 @@ def variable_shapes(config: str, batch_norm: bool = False, num_classes: int = 10
     from vgg_jax.model.vgg import VGG
 
     model = VGG(config=config, batch_norm=batch_norm, num_classes=num_classes, fc_width=fc_width)
-    abstract = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))
+    abstract = jax.eval_shape(
+        model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
+    )
     return jax.tree.map(lambda leaf: tuple(leaf.shape), unfreeze(abstract))
 
 
-def _expected_torch_shapes(config: str, batch_norm: bool, num_classes: int, fc_width: int = 4096) -> dict[str, tuple]:
-    """torchvision's key -> shape for a config: ours, in torch's layouts (O,I,H,W convs, (out, in) linears)."""
+def _expected_torch_shapes(
+    config: str, batch_norm: bool, num_classes: int, fc_width: int = 4096
+) -> dict[str, tuple]:
+    """torchvision's key -> shape for a config: ours, in torch's layouts (O,I,H,W convs, (out, in)
+    linears)."""
     params = variable_shapes(config, batch_norm, num_classes, fc_width)["params"]
     shapes = {}
     for prefix, name in _torchvision_names(config, batch_norm):
@@ -142,7 +160,9 @@ def _expected_torch_shapes(config: str, batch_norm: bool, num_classes: int, fc_w
             shapes[f"{prefix}.num_batches_tracked"] = ()
             continue
         kernel = params[name]["kernel"]
-        shapes[f"{prefix}.weight"] = kernel[::-1] if len(kernel) == 2 else (kernel[3], kernel[2], kernel[0], kernel[1])
+        shapes[f"{prefix}.weight"] = (
+            kernel[::-1] if len(kernel) == 2 else (kernel[3], kernel[2], kernel[0], kernel[1])
+        )
         shapes[f"{prefix}.bias"] = params[name]["bias"]
     return shapes
 
@@ -158,7 +178,11 @@ def _finish(variables: dict, report: LoadReport, strict: bool, source: str, hint
 
 
 def from_torchvision(
-    state_dict: Mapping[str, Any], config: str, batch_norm: bool = False, strict: bool = True, num_classes: Optional[int] = None
+    state_dict: Mapping[str, Any],
+    config: str,
+    batch_norm: bool = False,
+    strict: bool = True,
+    num_classes: Optional[int] = None,
 ):
     """vgg_jax variables from a torchvision `vgg11/13/16/19` (or `_bn`) state_dict.
 
@@ -180,16 +204,28 @@ def from_torchvision(
     report = LoadReport()
     report.missing = [key for key in expected if key not in state]
     report.unexpected = [key for key in state if key not in expected]
-    report.mismatched = [(key, expected[key], _shape_of(state[key])) for key in expected if key in state and _shape_of(state[key]) != expected[key]]
-    hint = f"\nThe file's fc8 has {file_classes} classes, not {num_classes}: pass num_classes={file_classes}, or strict=False and re-initialise fc8" if file_classes != num_classes else ""
+    report.mismatched = [
+        (key, expected[key], _shape_of(state[key]))
+        for key in expected
+        if key in state and _shape_of(state[key]) != expected[key]
+    ]
+    hint = (
+        f"\nThe file's fc8 has {file_classes} classes, not {num_classes}: pass num_classes={file_classes}, "
+        "or strict=False and re-initialise fc8"
+        if file_classes != num_classes
+        else ""
+    )
     guessed, guessed_bn = guess_torchvision_config(state)
     if not report.ok:
         if guessed is not None and (guessed, guessed_bn) != (config, batch_norm):
             variant = TORCHVISION_NAMES[guessed] + ("_bn" if guessed_bn else "")
-            hint += f"\nThe file holds torchvision's {variant}: pass config={guessed!r}" + (", batch_norm=True" if guessed_bn else ", batch_norm=False")
+            hint += f"\nThe file holds torchvision's {variant}: pass config={guessed!r}" + (
+                ", batch_norm=True" if guessed_bn else ", batch_norm=False"
+            )
     variables: dict[str, dict] = {"params": {}}
     wrong = {key for key, _, _ in report.mismatched}
     for prefix, name in _torchvision_names(config, batch_norm):
+
         def get(suffix):
             key = f"{prefix}.{suffix}"
             if key in state and key not in wrong:
@@ -201,20 +237,33 @@ def from_torchvision(
             scale, bias, mean, var = (get(s) for s in ("weight", "bias", "running_mean", "running_var"))
             if f"{prefix}.num_batches_tracked" in state:
                 report.mapped.append((f"{prefix}.num_batches_tracked", "(unused)"))
-            for collection, leaf, value in (("params", "scale", scale), ("params", "bias", bias), ("batch_stats", "mean", mean), ("batch_stats", "var", var)):
+            for collection, leaf, value in (
+                ("params", "scale", scale),
+                ("params", "bias", bias),
+                ("batch_stats", "mean", mean),
+                ("batch_stats", "var", var),
+            ):
                 if value is not None:
                     _set(variables, (collection, name, leaf), value)
             continue
         weight, bias = get("weight"), get("bias")
         if weight is not None:
-            kernel = _fc6_from_torch(weight) if name == "fc6" else (weight.T if name.startswith("fc") else weight.transpose(2, 3, 1, 0))
+            kernel = (
+                _fc6_from_torch(weight)
+                if name == "fc6"
+                else (weight.T if name.startswith("fc") else weight.transpose(2, 3, 1, 0))
+            )
             _set(variables, ("params", name, "kernel"), np.ascontiguousarray(kernel))
         if bias is not None:
             _set(variables, ("params", name, "bias"), bias)
     return _finish(variables, report, strict, "the torchvision state_dict", hint)
 
 
-TIMM_CLASSIFIER = {"pre_logits.fc1": "classifier.0", "pre_logits.fc2": "classifier.3", "head.fc": "classifier.6"}
+TIMM_CLASSIFIER = {
+    "pre_logits.fc1": "classifier.0",
+    "pre_logits.fc2": "classifier.3",
+    "head.fc": "classifier.6",
+}
 
 
 def is_timm_state(state_dict: Mapping[str, Any]) -> bool:
@@ -256,12 +305,22 @@ def to_torchvision(variables: Mapping[str, Any], config: str) -> dict[str, np.nd
     for prefix, name in _torchvision_names(config, batch_norm):
         if name.endswith("_bn"):
             stats = variables["batch_stats"][name]
-            state[f"{prefix}.weight"], state[f"{prefix}.bias"] = np.asarray(params[name]["scale"]), np.asarray(params[name]["bias"])
-            state[f"{prefix}.running_mean"], state[f"{prefix}.running_var"] = np.asarray(stats["mean"]), np.asarray(stats["var"])
+            state[f"{prefix}.weight"], state[f"{prefix}.bias"] = (
+                np.asarray(params[name]["scale"]),
+                np.asarray(params[name]["bias"]),
+            )
+            state[f"{prefix}.running_mean"], state[f"{prefix}.running_var"] = (
+                np.asarray(stats["mean"]),
+                np.asarray(stats["var"]),
+            )
             state[f"{prefix}.num_batches_tracked"] = np.array(0, np.int64)
             continue
         kernel = np.asarray(params[name]["kernel"])
-        weight = _fc6_to_torch(kernel) if name == "fc6" else (kernel.T if name.startswith("fc") else kernel.transpose(3, 2, 0, 1))
+        weight = (
+            _fc6_to_torch(kernel)
+            if name == "fc6"
+            else (kernel.T if name.startswith("fc") else kernel.transpose(3, 2, 0, 1))
+        )
         state[f"{prefix}.weight"] = np.ascontiguousarray(weight)
         state[f"{prefix}.bias"] = np.asarray(params[name]["bias"])
     return state
@@ -284,11 +343,15 @@ def _read_keras(path: str) -> list[tuple[str, list[np.ndarray]]]:
             layers = []
             for raw in group.attrs["layer_names"]:
                 name = raw.decode() if isinstance(raw, bytes) else str(raw)
-                weight_names = [w.decode() if isinstance(w, bytes) else str(w) for w in group[name].attrs.get("weight_names", [])]
+                weight_names = [
+                    w.decode() if isinstance(w, bytes) else str(w)
+                    for w in group[name].attrs.get("weight_names", [])
+                ]
                 if weight_names:
                     layers.append((name, [np.asarray(group[name][w]) for w in weight_names]))
             return layers
         if "layers" in file:  # Keras 3 .weights.h5: layers named by class, in creation order
+
             def order(name):
                 match = re.fullmatch(r"(.*?)(?:_(\d+))?", name)
                 return (match.group(1), int(match.group(2) or 0)) if match else (name, 0)
@@ -297,9 +360,13 @@ def _read_keras(path: str) -> list[tuple[str, list[np.ndarray]]]:
             for name in sorted(file["layers"], key=order):
                 vars_group = file["layers"][name].get("vars")
                 if vars_group is not None and len(vars_group):
-                    layers.append((name, [np.asarray(vars_group[key]) for key in sorted(vars_group, key=int)]))
+                    layers.append(
+                        (name, [np.asarray(vars_group[key]) for key in sorted(vars_group, key=int)])
+                    )
             return layers
-    raise ValueError(f"{path} is an HDF5 file but not a Keras weights file (no layer_names and no layers group)")
+    raise ValueError(
+        f"{path} is an HDF5 file but not a Keras weights file (no layer_names and no layers group)"
+    )
 
 
 def from_keras(path: str, config: str = "D", strict: bool = True, num_classes: Optional[int] = None):
@@ -329,16 +396,31 @@ def from_keras(path: str, config: str = "D", strict: bool = True, num_classes: O
         for name, weights in keras_dense:
             targets.append((name, KERAS_TOP.get(name, name), weights))
     else:  # Keras 3 names by class: the k-th conv is our k-th conv
-        for (name, weights), ours in zip(keras_convs, convs + [f"extra_conv_{i}" for i in range(len(keras_convs))]):
+        for (name, weights), ours in zip(
+            keras_convs, convs + [f"extra_conv_{i}" for i in range(len(keras_convs))]
+        ):
             targets.append((name, ours, weights))
-        for (name, weights), ours in zip(keras_dense, ["fc6", "fc7", "fc8"] + [f"extra_dense_{i}" for i in range(len(keras_dense))]):
+        for (name, weights), ours in zip(
+            keras_dense, ["fc6", "fc7", "fc8"] + [f"extra_dense_{i}" for i in range(len(keras_dense))]
+        ):
             targets.append((name, ours, weights))
-    fc_width, classes = (keras_dense[0][1][0].shape[1], keras_dense[-1][1][0].shape[1]) if keras_dense else (4096, 1000)
-    if keras_dense and num_classes is not None and num_classes != classes:  # the top's widths come from the file
-        report.notes.append(f"the file's predictions layer has {classes} classes, not {num_classes}: pass num_classes={classes}, or strict=False")
+    fc_width, classes = (
+        (keras_dense[0][1][0].shape[1], keras_dense[-1][1][0].shape[1]) if keras_dense else (4096, 1000)
+    )
+    if (
+        keras_dense and num_classes is not None and num_classes != classes
+    ):  # the top's widths come from the file
+        report.notes.append(
+            f"the file's predictions layer has {classes} classes, not {num_classes}: pass "
+            f"num_classes={classes}, or strict=False"
+        )
         classes = num_classes
     params = variable_shapes(config, num_classes=classes, fc_width=fc_width)["params"]
-    shapes = {name: (leaf["kernel"], leaf["bias"]) for name, leaf in params.items() if keras_dense or not name.startswith("fc")}
+    shapes = {
+        name: (leaf["kernel"], leaf["bias"])
+        for name, leaf in params.items()
+        if keras_dense or not name.startswith("fc")
+    }
     variables: dict[str, dict] = {"params": {}}
     found = set()
     for keras_name, ours, (kernel, bias) in targets:
@@ -353,17 +435,30 @@ def from_keras(path: str, config: str = "D", strict: bool = True, num_classes: O
     report.missing = [name for name in convs if name not in found]
     top = [name for name in ("fc6", "fc7", "fc8") if name in found]
     if not keras_dense:
-        report.notes.append(f"{path} has no classifier (a Keras include_top=False file): loaded the {len(found)} conv layers only; fc6, fc7 and fc8 are not in the variables")
+        report.notes.append(
+            f"{path} has no classifier (a Keras include_top=False file): loaded the {len(found)} conv layers "
+            "only; fc6, fc7 and fc8 are not in the variables"
+        )
     elif len(top) != 3:
         report.missing += [name for name in ("fc6", "fc7", "fc8") if name not in found]
     hint = ""
     if len(keras_convs) != len(convs):
-        holds = {13: "VGG16: pass config='D'", 16: "VGG19: pass config='E'"}.get(len(keras_convs), "an unknown VGG")
-        hint = f"\nThe file holds {len(keras_convs)} convs, config {config} has {len(convs)}; it is Keras's {holds}."
+        holds = {13: "VGG16: pass config='D'", 16: "VGG19: pass config='E'"}.get(
+            len(keras_convs), "an unknown VGG"
+        )
+        hint = (
+            f"\nThe file holds {len(keras_convs)} convs, config {config} has {len(convs)}; it is Keras's "
+            f"{holds}."
+        )
     return _finish(variables, report, strict, f"Keras file {path}", hint)
 
 
-def preprocess(images: Any, mode: str = "torch", mean_rgb: Optional[tuple[float, float, float]] = None, scale: float = 1.0):
+def preprocess(
+    images: Any,
+    mode: str = "torch",
+    mean_rgb: Optional[tuple[float, float, float]] = None,
+    scale: float = 1.0,
+):
     """Images for the weights' convention, from uint8 (0-255) or float [0, `scale`] RGB NHWC.
 
     Float images are taken as [0, 1]; pass `scale=255` for float 0-255 images
@@ -394,19 +489,26 @@ def preprocess(images: Any, mode: str = "torch", mean_rgb: Optional[tuple[float,
         unit = pixels / 255.0
     elif jnp.issubdtype(array.dtype, jnp.floating):
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
-            raise ValueError(f"preprocess scale must be a positive number (1 for [0, 1] images, 255 for 0-255), got {scale!r}")
+            raise ValueError(
+                "preprocess scale must be a positive number (1 for [0, 1] images, 255 for 0-255), got "
+                f"{scale!r}"
+            )
         values = array.astype(jnp.float32)
         try:
             finite = bool(jnp.all(jnp.isfinite(values)))
-            low, high = (float(jnp.min(values)), float(jnp.max(values))) if values.size and finite else (0.0, 0.0)
+            low, high = (
+                (float(jnp.min(values)), float(jnp.max(values))) if values.size and finite else (0.0, 0.0)
+            )
         except jax.errors.ConcretizationTypeError:  # traced under jit: values unknown
             finite, low, high = True, 0.0, 0.0
         if not finite:
             raise ValueError("preprocess got NaN or Inf pixels; clean the images first")
         if low < -0.01 * scale or high > 1.01 * scale:
             raise ValueError(
-                f"preprocess takes float images in [0, {scale:g}], got values from {low:g} to {high:g}: pass uint8 images, "
-                f"divide by the range, or pass scale=255 for float 0-255 images (what Keras's preprocess_input takes)"
+                f"preprocess takes float images in [0, {scale:g}], got values from {low:g} to {high:g}: pass "
+                "uint8 images, "
+                "divide by the range, or pass scale=255 for float 0-255 images (what Keras's "
+                "preprocess_input takes)"
             )
         unit = values / scale
         pixels = values * (255.0 / scale)  # exact when scale is 255
@@ -418,7 +520,9 @@ def preprocess(images: Any, mode: str = "torch", mean_rgb: Optional[tuple[float,
         return pixels[..., ::-1] - jnp.asarray(CAFFE_MEAN_BGR)
     if mode == "paper":
         if mean_rgb is None:
-            raise ValueError("preprocess mode 'paper' needs mean_rgb, the training set's mean RGB on the 0-255 scale")
+            raise ValueError(
+                "preprocess mode 'paper' needs mean_rgb, the training set's mean RGB on the 0-255 scale"
+            )
         return pixels - jnp.asarray(mean_rgb, jnp.float32)
     raise ValueError(f"unknown preprocess mode {mode!r}; choose 'torch', 'caffe' or 'paper'")
 
@@ -457,19 +561,28 @@ def save(variables: Mapping[str, Any], path: str, metadata: Optional[Mapping[str
 
     if os.path.exists(path):
         raise ValueError(f"{path} already exists; choose another output or remove it first")
-    variables = {collection: dict(value) for collection, value in variables.items() if collection != METADATA_KEY}
+    variables = {
+        collection: dict(value) for collection, value in variables.items() if collection != METADATA_KEY
+    }
     text = json.dumps(dict(metadata or {}), sort_keys=True)
     if path.endswith(".msgpack"):
         from flax import serialization
 
         # The metadata goes first, so that `read_metadata` reads a few bytes, not the whole file.
-        data = serialization.msgpack_serialize({**({METADATA_KEY: text} if metadata else {}), **_unflatten(_flatten(variables))})
+        data = serialization.msgpack_serialize(
+            {**({METADATA_KEY: text} if metadata else {}), **_unflatten(_flatten(variables))}
+        )
         atomic_write(path, lambda temporary: open(temporary, "wb").write(data))
     elif path.endswith(".safetensors"):
         from safetensors.numpy import save_file
 
         tensors = {k: np.ascontiguousarray(v) for k, v in _flatten(variables).items()}
-        atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata={METADATA_KEY: text} if metadata else None))
+        atomic_write(
+            path,
+            lambda temporary: save_file(
+                tensors, temporary, metadata={METADATA_KEY: text} if metadata else None
+            ),
+        )
     else:
         import shutil
         import tempfile
@@ -477,7 +590,9 @@ def save(variables: Mapping[str, Any], path: str, metadata: Optional[Mapping[str
         import orbax.checkpoint as ocp
 
         target = os.path.abspath(path)
-        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=os.path.dirname(target))
+        staging = tempfile.mkdtemp(
+            prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=os.path.dirname(target)
+        )
         try:
             with ocp.StandardCheckpointer() as checkpointer:
                 checkpointer.save(os.path.join(staging, "checkpoint"), _unflatten(_flatten(variables)))
@@ -490,11 +605,14 @@ def save(variables: Mapping[str, Any], path: str, metadata: Optional[Mapping[str
 
 
 def read_metadata(path: str) -> dict[str, Any]:
-    """The metadata `save` wrote into a file (empty for files that carry none: torchvision's, Keras's, older ones)."""
+    """The metadata `save` wrote into a file (empty for files that carry none: torchvision's, Keras's,
+    older ones)."""
     lower = path.lower()
     text = None
     try:
-        if lower.endswith(".msgpack"):  # `save` writes the metadata as the map's first entry: only that is read
+        if lower.endswith(
+            ".msgpack"
+        ):  # `save` writes the metadata as the map's first entry: only that is read
             import msgpack
 
             with open(path, "rb") as file:
@@ -510,7 +628,9 @@ def read_metadata(path: str) -> dict[str, Any]:
             with open(os.path.join(path, METADATA_FILE)) as file:
                 text = file.read()
     except Exception as error:
-        raise ValueError(f"{path}: its metadata could not be read ({type(error).__name__}: {error})") from None
+        raise ValueError(
+            f"{path}: its metadata could not be read ({type(error).__name__}: {error})"
+        ) from None
     if not text:
         return {}
     try:
@@ -522,7 +642,13 @@ def read_metadata(path: str) -> dict[str, Any]:
     return metadata
 
 
-def load(path: str, config: str = "D", batch_norm: Optional[bool] = None, strict: bool = True, num_classes: Optional[int] = None):
+def load(
+    path: str,
+    config: str = "D",
+    batch_norm: Optional[bool] = None,
+    strict: bool = True,
+    num_classes: Optional[int] = None,
+):
     """Variables from any supported file, by its extension.
 
     - `.pth` / `.pt`: a torchvision state_dict (needs torch);
@@ -543,11 +669,16 @@ def load(path: str, config: str = "D", batch_norm: Optional[bool] = None, strict
         try:
             import torch
         except ImportError:
-            raise ValueError(f"reading {path} needs torch: pip install -e '.[torch]' (or convert it to .safetensors elsewhere)") from None
+            raise ValueError(
+                f"reading {path} needs torch: pip install -e '.[torch]' (or convert it to .safetensors "
+                "elsewhere)"
+            ) from None
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
-            raise ValueError(f"{path} is not a readable torch file ({type(error).__name__}: {str(error)[:200]})") from None
+            raise ValueError(
+                f"{path} is not a readable torch file ({type(error).__name__}: {str(error)[:200]})"
+            ) from None
         if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
             state = state["state_dict"]
         if not isinstance(state, Mapping):
@@ -581,10 +712,19 @@ def load(path: str, config: str = "D", batch_norm: Optional[bool] = None, strict
 
         with ocp.StandardCheckpointer() as checkpointer:
             return _checked(checkpointer.restore(os.path.abspath(path)), config, path, strict)
-    raise ValueError(f"cannot tell the format of {path}: expected .pth, .pt, .safetensors, .h5, .msgpack or an Orbax directory")
+    raise ValueError(
+        f"cannot tell the format of {path}: expected .pth, .pt, .safetensors, .h5, .msgpack or an Orbax "
+        "directory"
+    )
 
 
-def _from_state_dict(state: Mapping[str, Any], config: str, batch_norm: Optional[bool], strict: bool, num_classes: Optional[int]):
+def _from_state_dict(
+    state: Mapping[str, Any],
+    config: str,
+    batch_norm: Optional[bool],
+    strict: bool,
+    num_classes: Optional[int],
+):
     if is_timm_state(state):
         state = timm_to_torchvision(state)
     if batch_norm is None:

@@ -53,7 +53,8 @@ def cache_dir() -> str:
 
 
 def mirrored(url: str, mirror: Optional[str] = None, filename: Optional[str] = None) -> str:
-    """The URL with its base replaced by the mirror (argument, else `$VGG_JAX_WEIGHTS_MIRROR`): mirror + '/' + file name.
+    """The URL with its base replaced by the mirror (argument, else `$VGG_JAX_WEIGHTS_MIRROR`): mirror + '/' +
+    file name.
 
     The file name is `filename` where given (the cache's name: timm's files are all model.safetensors).
     """
@@ -67,7 +68,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def server_sha256(url: str, timeout: float = 60.0) -> str:
-    """The SHA-256 the server publishes for `url` in its `X-Linked-Etag` header (the Hugging Face hub's, for LFS files).
+    """The SHA-256 the server publishes for `url` in its `X-Linked-Etag` header (the Hugging Face hub's, for
+    LFS files).
 
     Read from a HEAD request that does not follow the hub's redirect to its CDN.
     """
@@ -81,7 +83,10 @@ def server_sha256(url: str, timeout: float = 60.0) -> str:
         headers = error.headers
     etag = (headers.get("X-Linked-Etag") or "").strip().removeprefix("W/").strip('"').lower()
     if len(etag) != 64 or any(c not in "0123456789abcdef" for c in etag):
-        raise ValueError(f"{url} publishes no SHA-256 (no X-Linked-Etag header with one), so a download could not be verified")
+        raise ValueError(
+            f"{url} publishes no SHA-256 (no X-Linked-Etag header with one), so a download could not be "
+            "verified"
+        )
     return etag
 
 
@@ -116,11 +121,14 @@ def _stamp(path: str) -> list[int]:
 
 
 def _recorded(path: str) -> Optional[dict[str, str]]:
-    """The digests recorded when `path` was last verified, while it is unchanged since (same size and mtime); else None."""
+    """The digests recorded when `path` was last verified, while it is unchanged since (same size and
+    mtime); else None."""
     try:
         with open(_record_path(path)) as file:
             record = json.load(file)
-        if record.get("stamp") == _stamp(path) and all(isinstance(record.get(k), str) for k in ("sha256", "md5")):
+        if record.get("stamp") == _stamp(path) and all(
+            isinstance(record.get(k), str) for k in ("sha256", "md5")
+        ):
             return {"sha256": record["sha256"], "md5": record["md5"]}
     except (OSError, ValueError, AttributeError):
         pass
@@ -128,12 +136,14 @@ def _recorded(path: str) -> Optional[dict[str, str]]:
 
 
 def digests(path: str) -> dict[str, str]:
-    """`{"sha256", "md5"}` of a file: from its verification record while the file is unchanged, else computed."""
+    """`{"sha256", "md5"}` of a file: from its verification record while the file is unchanged, else
+    computed."""
     return _recorded(path) or _digests(path)
 
 
 def _record(path: str, found: dict[str, str]) -> None:
-    """Notes that `path`, as it is now, has these digests (best effort: a read-only cache only costs a re-hash)."""
+    """Notes that `path`, as it is now, has these digests (best effort: a read-only cache only costs a
+    re-hash)."""
     from vgg_jax.util.files import write_text
 
     try:
@@ -142,7 +152,9 @@ def _record(path: str, found: dict[str, str]) -> None:
         pass
 
 
-def _verify_present(path: str, url: str, sha256: Optional[str], md5: Optional[str], published_sha256: bool, timeout: float) -> None:
+def _verify_present(
+    path: str, url: str, sha256: Optional[str], md5: Optional[str], published_sha256: bool, timeout: float
+) -> None:
     """Checks a file already in the cache (downloaded earlier, or placed there by hand) before it is used.
 
     Raises HashMismatch naming both hashes (the file is kept: it may be the
@@ -157,21 +169,29 @@ def _verify_present(path: str, url: str, sha256: Optional[str], md5: Optional[st
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
             reason = getattr(error, "reason", None) or error
             raise WeightsUnavailable(
-                f"cannot verify {path}: its SHA-256 is published by {url}, which could not be reached ({reason}); "
+                f"cannot verify {path}: its SHA-256 is published by {url}, which could not be reached "
+                f"({reason}); "
                 "connect once to verify it, or load the file unverified with vgg_jax.load(path)"
             ) from None
     found = digests(path)
     problem = _mismatch(found, sha256, md5)
     if problem:
         raise HashMismatch(
-            f"{path} is not the published file: {problem}. Replace it with the file from {url}, or remove it to download it again"
+            f"{path} is not the published file: {problem}. Replace it with the file from {url}, or remove it "
+            "to download it again"
         )
     _record(path, found)
 
 
 def fetch(
-    url: str, sha256: Optional[str] = None, md5: Optional[str] = None, filename: Optional[str] = None,
-    mirror: Optional[str] = None, progress: bool = True, timeout: float = 60.0, published_sha256: bool = False,
+    url: str,
+    sha256: Optional[str] = None,
+    md5: Optional[str] = None,
+    filename: Optional[str] = None,
+    mirror: Optional[str] = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+    published_sha256: bool = False,
 ) -> str:
     """The path of `url`'s file in the cache, downloaded and verified the first time.
 
@@ -197,9 +217,13 @@ def fetch(
             file in the cache is not the published one (kept, named in the message).
     """
     if not sha256 and not md5 and not published_sha256:
-        raise ValueError(f"fetch({url!r}) needs the file's sha256 or md5: a download is never used unverified")
+        raise ValueError(
+            f"fetch({url!r}) needs the file's sha256 or md5: a download is never used unverified"
+        )
     if sha256 and len(sha256) < 8:
-        raise ValueError(f"sha256 prefix {sha256!r} is too short to verify anything; give at least 8 hex digits")
+        raise ValueError(
+            f"sha256 prefix {sha256!r} is too short to verify anything; give at least 8 hex digits"
+        )
     directory = cache_dir()
     path = os.path.join(directory, filename or url.rsplit("/", 1)[-1])
     source = mirrored(url, mirror, filename)
@@ -208,9 +232,14 @@ def fetch(
         return path
     try:
         os.makedirs(directory, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory
+        )
     except OSError as error:
-        raise WeightsUnavailable(f"cannot write to the weights cache {directory}: {error.strerror or error}; set {CACHE_ENV} to a writable folder") from None
+        raise WeightsUnavailable(
+            f"cannot write to the weights cache {directory}: {error.strerror or error}; set {CACHE_ENV} to a "
+            "writable folder"
+        ) from None
     try:
         with os.fdopen(handle, "wb") as out:
             if published_sha256 and not sha256 and not md5:
@@ -223,11 +252,15 @@ def fetch(
         os.replace(temporary, path)
         _record(path, found)
     except HashMismatch as error:
-        raise HashMismatch(f"{source}: {error}; the file was removed. A wrong mirror copy or a corrupted transfer: try again, or fix the mirror") from None
+        raise HashMismatch(
+            f"{source}: {error}; the file was removed. A wrong mirror copy or a corrupted transfer: try "
+            "again, or fix the mirror"
+        ) from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         reason = getattr(error, "reason", None) or error
         raise WeightsUnavailable(
-            f"could not download {source} ({reason}). Offline or behind a firewall: download it elsewhere and place it at {path}"
+            f"could not download {source} ({reason}). Offline or behind a firewall: download it elsewhere "
+            f"and place it at {path}"
             f" (or point {MIRROR_ENV} at an internal copy), or load a local file with vgg_jax.load(path)"
         ) from None
     finally:
@@ -242,8 +275,13 @@ def _download(url: str, out, progress: bool, timeout: float) -> None:
         total = int(response.headers.get("Content-Length") or 0)
         from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-        bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), transient=True,
-                       disable=not (progress and sys.stderr.isatty()))
+        bar = Progress(
+            *Progress.get_default_columns(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            transient=True,
+            disable=not (progress and sys.stderr.isatty()),
+        )
         received = 0
         with bar:
             task = bar.add_task(f"downloading {url.rsplit('/', 1)[-1]}", total=total or None)

@@ -22,14 +22,22 @@ NUM_CLASSES = 1000
 @functools.lru_cache(maxsize=1)
 def class_names() -> tuple[str, ...]:
     """The 1,000 ImageNet class names; `class_names()[i]` is the name of fc8's output i."""
-    text = importlib.resources.files("vgg_jax.weights").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
+    text = (
+        importlib.resources.files("vgg_jax.weights")
+        .joinpath("imagenet_classes.txt")
+        .read_text(encoding="utf-8")
+    )
     names = tuple(line for line in text.splitlines() if line)
     if len(names) != NUM_CLASSES:
-        raise RuntimeError(f"vgg_jax/imagenet_classes.txt holds {len(names)} names, not {NUM_CLASSES}; reinstall vgg_jax")
+        raise RuntimeError(
+            f"vgg_jax/imagenet_classes.txt holds {len(names)} names, not {NUM_CLASSES}; reinstall vgg_jax"
+        )
     return names
 
 
-def decode_predictions(logits: Any, top: int = 5, names: Optional[Sequence[str]] = None) -> list[list[tuple[int, str, float]]]:
+def decode_predictions(
+    logits: Any, top: int = 5, names: Optional[Sequence[str]] = None
+) -> list[list[tuple[int, str, float]]]:
     """The `top` classes of each image, best first, as `(index, name, probability)`.
 
     Args:
@@ -47,7 +55,9 @@ def decode_predictions(logits: Any, top: int = 5, names: Optional[Sequence[str]]
         scores = scores[None]
     if scores.ndim != 2 or scores.shape[-1] != len(names):
         what = "ImageNet's classes" if len(names) == NUM_CLASSES else f"{len(names)} class names"
-        raise ValueError(f"decode_predictions needs logits of shape (N, {len(names)}) for {what}, got {np.shape(logits)}")
+        raise ValueError(
+            f"decode_predictions needs logits of shape (N, {len(names)}) for {what}, got {np.shape(logits)}"
+        )
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= top <= len(names):
         raise ValueError(f"top must be an integer from 1 to {len(names)}, got {top!r}")
     if not np.isfinite(scores).all():

@@ -51,7 +51,8 @@ class Resolved:
         return 2
 
     def prepare(self, images: Any, scale: float = 1.0) -> Any:
-        """The model's input for RGB NHWC images (uint8, or float in [0, scale]): `vgg_jax.preprocess` with these weights' convention."""
+        """The model's input for RGB NHWC images (uint8, or float in [0, scale]): `vgg_jax.preprocess` with
+        these weights' convention."""
         require_pixels(self, "preprocess=")
         return weights_lib.preprocess(images, self.preprocess, self.mean_rgb, scale=scale)
 
@@ -72,12 +73,16 @@ class Resolved:
 
 
 def require_pixels(resolved: Resolved, flag: str = "--preprocess") -> Resolved:
-    """The resolved model, or one line asking for `--preprocess` when nothing says how its pixels were prepared."""
+    """The resolved model, or one line asking for `--preprocess` when nothing says how its pixels were
+    prepared."""
     if resolved.preprocess is None:
         raise ValueError(
-            f"{resolved.description} does not say which pixels its weights expect; pass {flag} torch (torchvision's "
+            f"{resolved.description} does not say which pixels its weights expect; pass {flag} torch "
+            "(torchvision's "
             f"weights: ImageNet mean and std) or caffe (Keras's and Caffe's: BGR minus the mean)"
         )
     if resolved.preprocess == "paper" and resolved.mean_rgb is None:
-        raise ValueError(f"{resolved.description}: paper pixels need the training set's mean RGB, which it does not record")
+        raise ValueError(
+            f"{resolved.description}: paper pixels need the training set's mean RGB, which it does not record"
+        )
     return resolved

@@ -13,20 +13,21 @@ from typing import Any, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
-from vgg_jax.util import images as images_lib
-from vgg_jax.weights import imagenet
-from vgg_jax.weights import resolve
-from vgg_jax.weights import formats as weights_lib
-from vgg_jax.model.vgg import VGG
 from vgg_jax.model.infer import init_image_size
+from vgg_jax.model.vgg import VGG
+from vgg_jax.util import images as images_lib
+from vgg_jax.weights import formats as weights_lib
+from vgg_jax.weights import imagenet, resolve
 
 DENSE_SCALE = 256  # the paper's test scale Q for dense evaluation of 224-pixel models
 read_image = images_lib.read_image
 
 
 def centre_view(image: np.ndarray, size: int, mode: Optional[str] = "torch") -> np.ndarray:
-    """The centre `size` crop of the image's centre square at size * 256 / 224, resized by the rule of the pixels'
-    peer: torchvision's `Resize` + `CenterCrop` for "torch" (and "paper"), Keras's `load_img(keep_aspect_ratio=True, interpolation="bilinear")`
+    """The centre `size` crop of the image's centre square at size * 256 / 224, resized by the rule of the
+    pixels'
+    peer: torchvision's `Resize` + `CenterCrop` for "torch" (and "paper"), Keras's
+        `load_img(keep_aspect_ratio=True, interpolation="bilinear")`
     for "caffe" (`vgg_jax.util.images`)."""
     return images_lib.centre_view(image, size, rule=images_lib.resize_rule(mode))
 
@@ -34,7 +35,8 @@ def centre_view(image: np.ndarray, size: int, mode: Optional[str] = "torch") -> 
 def load_model(
     model: str, source: str = "torchvision", config: Optional[str] = None, preprocess: Optional[str] = None
 ) -> resolve.Resolved:
-    """The model `model` names (`vgg_jax.weights.resolve`: a published name, a weights file, a run), with its pixel convention.
+    """The model `model` names (`vgg_jax.weights.resolve`: a published name, a weights file, a run), with its
+    pixel convention.
 
     A weights file that does not say which pixels it expects needs `preprocess`.
     """
@@ -42,10 +44,18 @@ def load_model(
 
 
 def classify(
-    model: VGG, variables: Mapping[str, Any], paths: Sequence[str], mode: str = "torch", top: int = 5, dense: bool = False,
-    batch_size: int = 16, mean_rgb: Optional[tuple[float, float, float]] = None, classes: Optional[Sequence[str]] = None,
+    model: VGG,
+    variables: Mapping[str, Any],
+    paths: Sequence[str],
+    mode: str = "torch",
+    top: int = 5,
+    dense: bool = False,
+    batch_size: int = 16,
+    mean_rgb: Optional[tuple[float, float, float]] = None,
+    classes: Optional[Sequence[str]] = None,
 ) -> list[dict[str, Any]]:
-    """Top classes of each image file: `[{"image": path, "top": [{"index", "name", "probability"}, ...]}, ...]`.
+    """Top classes of each image file: `[{"image": path, "top": [{"index", "name", "probability"}, ...]},
+    ...]`.
 
     `classes` names the outputs (default: ImageNet's, for 1,000 classes; else
     the index). An unreadable file gets `{"image": path, "error": reason}`
@@ -73,10 +83,32 @@ def classify(
     elif read:
         views = np.stack([centre_view(image, size, mode) for _, image in read])
         for start in range(0, len(views), batch_size):
-            logits.append(np.asarray(apply(variables, weights_lib.preprocess(views[start : start + batch_size], mode, mean_rgb))))
-    decoded = dict(zip([path for path, _ in read], imagenet.decode_predictions(np.concatenate(logits), top=top, names=names))) if read else {}
+            logits.append(
+                np.asarray(
+                    apply(
+                        variables, weights_lib.preprocess(views[start : start + batch_size], mode, mean_rgb)
+                    )
+                )
+            )
+    decoded = (
+        dict(
+            zip(
+                [path for path, _ in read],
+                imagenet.decode_predictions(np.concatenate(logits), top=top, names=names),
+            )
+        )
+        if read
+        else {}
+    )
     return [
-        {"image": path, "error": errors[path]} if path in errors
-        else {"image": path, "top": [{"index": index, "name": name, "probability": probability} for index, name, probability in decoded[path]]}
+        {"image": path, "error": errors[path]}
+        if path in errors
+        else {
+            "image": path,
+            "top": [
+                {"index": index, "name": name, "probability": probability}
+                for index, name, probability in decoded[path]
+            ],
+        }
         for path in paths
     ]

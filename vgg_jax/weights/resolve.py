@@ -27,12 +27,12 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
-from vgg_jax.weights import formats as weights_lib
-from vgg_jax.weights import runs, zoo
-from vgg_jax.weights.zoo import SOURCES, weights_info
-from vgg_jax.weights.named import Resolved, require_pixels  # noqa: F401 (re-exported)
 from vgg_jax.model.configs import resolve_config
 from vgg_jax.model.infer import infer_model, init_image_size
+from vgg_jax.weights import formats as weights_lib
+from vgg_jax.weights import runs, zoo
+from vgg_jax.weights.named import Resolved, require_pixels  # noqa: F401 (re-exported)
+from vgg_jax.weights.zoo import SOURCES, weights_info
 
 WEIGHT_FILES = (".pth", ".pt", ".safetensors", ".h5", ".msgpack")
 UNKNOWN_SPEC = (
@@ -43,11 +43,14 @@ UNKNOWN_SPEC = (
 
 def unknown_spec(spec: str, flag: str = "") -> ValueError:
     """The one error for a spec that names nothing."""
-    return ValueError(f"{flag + ' ' if flag else ''}{spec} {UNKNOWN_SPEC.format(files=', '.join(WEIGHT_FILES))}")
+    return ValueError(
+        f"{flag + ' ' if flag else ''}{spec} {UNKNOWN_SPEC.format(files=', '.join(WEIGHT_FILES))}"
+    )
 
 
 def _not_found(spec: str, source: Optional[str], flag: str) -> ValueError:
-    """The registry's own message for a name it does not publish (`vgg17`, `keras:vgg11`); else `unknown_spec`."""
+    """The registry's own message for a name it does not publish (`vgg17`, `keras:vgg11`); else
+    `unknown_spec`."""
     if not isinstance(spec, str) or os.sep in spec or os.path.splitext(spec)[1] or os.path.exists(spec):
         return unknown_spec(spec, flag)
     prefix, sep, name = spec.partition(":")
@@ -56,12 +59,15 @@ def _not_found(spec: str, source: Optional[str], flag: str) -> ValueError:
     try:
         weights_info(name if sep else spec, prefix if sep else source or "torchvision")
     except ValueError as error:
-        return ValueError(f"{flag + ' ' if flag else ''}{spec}: {error}; or name a weights file or a run's workdir")
+        return ValueError(
+            f"{flag + ' ' if flag else ''}{spec}: {error}; or name a weights file or a run's workdir"
+        )
     return unknown_spec(spec, flag)
 
 
 def pretrained_spec(spec: str, source: Optional[str] = None) -> Optional[tuple[str, str]]:
-    """`(source, name)` when `spec` is a published name (`keras:vgg16`, or `vgg16` with `source`), else None."""
+    """`(source, name)` when `spec` is a published name (`keras:vgg16`, or `vgg16` with `source`), else
+    None."""
     if not isinstance(spec, str) or os.path.exists(spec):
         return None
     prefix, sep, name = spec.partition(":")
@@ -77,18 +83,26 @@ def pretrained_spec(spec: str, source: Optional[str] = None) -> Optional[tuple[s
 
 
 def describe(spec: str, source: Optional[str] = None) -> Optional[str]:
-    """"run", "file" or "pretrained" for what `spec` names, or None when it names nothing."""
+    """ "run", "file" or "pretrained" for what `spec` names, or None when it names nothing."""
     if not isinstance(spec, str) or not spec.strip():
         return None
     if runs.run_of(spec):
         return "run"
-    if os.path.isfile(spec) and spec.lower().endswith(WEIGHT_FILES) or os.path.isdir(spec) and _is_orbax_weights(spec):
+    if (
+        os.path.isfile(spec)
+        and spec.lower().endswith(WEIGHT_FILES)
+        or os.path.isdir(spec)
+        and _is_orbax_weights(spec)
+    ):
         return "file"
     return "pretrained" if pretrained_spec(spec, source) else None
 
 
 def _is_orbax_weights(path: str) -> bool:
-    return any(os.path.exists(os.path.join(path, name)) for name in ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt"))
+    return any(
+        os.path.exists(os.path.join(path, name))
+        for name in ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt")
+    )
 
 
 def resolve(
@@ -113,7 +127,9 @@ def resolve(
         **model_kwargs: `VGG` fields that do not change the variables (dtype, conv_impl, ...).
     """
     if preprocess is not None and preprocess not in weights_lib.PIXEL_MODES:
-        raise ValueError(f"--preprocess must be one of {', '.join(weights_lib.PIXEL_MODES)}, got {preprocess!r}")
+        raise ValueError(
+            f"--preprocess must be one of {', '.join(weights_lib.PIXEL_MODES)}, got {preprocess!r}"
+        )
     kind = describe(spec, source)
     if kind == "run":
         resolved = _resolve_run(spec, flag, model_kwargs)
@@ -134,12 +150,20 @@ def _resolve_pretrained(spec: str, source: Optional[str], model_kwargs: dict[str
     return zoo.pretrained(name, source, **model_kwargs)
 
 
-def _resolve_file(path: str, config: Optional[str], batch_norm: Optional[bool], model_kwargs: dict[str, Any], identify: bool = True) -> Resolved:
+def _resolve_file(
+    path: str,
+    config: Optional[str],
+    batch_norm: Optional[bool],
+    model_kwargs: dict[str, Any],
+    identify: bool = True,
+) -> Resolved:
     metadata = weights_lib.read_metadata(path)
     config = resolve_config(metadata.get("config") or config or _config_of(path))
     variables, report = weights_lib.load(path, config, batch_norm=batch_norm, strict=False)
     if report.mismatched or report.unexpected or any(not name.startswith("fc") for name in report.missing):
-        weights_lib.load(path, config, batch_norm=batch_norm, strict=True)  # raises, naming every problem (a convs-only file passes)
+        weights_lib.load(
+            path, config, batch_norm=batch_norm, strict=True
+        )  # raises, naming every problem (a convs-only file passes)
     variables = {collection: value for collection, value in variables.items() if value}
     model = infer_model(variables, config, **model_kwargs)
     preprocess, mean = metadata.get("preprocess"), metadata.get("mean_rgb")
@@ -152,13 +176,27 @@ def _resolve_file(path: str, config: Optional[str], batch_norm: Optional[bool], 
         from vgg_jax.weights import imagenet
 
         classes = imagenet.class_names()
-    size = metadata.get("image_size") or (init_image_size(variables["params"], config, model.width_scale) if "fc6" in variables["params"] else 224)
-    return Resolved(model, variables, config, preprocess, None if mean is None else tuple(mean), classes, int(size),
-                    f"{path} (config {config})", "file")
+    size = metadata.get("image_size") or (
+        init_image_size(variables["params"], config, model.width_scale)
+        if "fc6" in variables["params"]
+        else 224
+    )
+    return Resolved(
+        model,
+        variables,
+        config,
+        preprocess,
+        None if mean is None else tuple(mean),
+        classes,
+        int(size),
+        f"{path} (config {config})",
+        "file",
+    )
 
 
 def _config_of(path: str) -> str:
-    """The config our own formats hold, read off their layer names; D for the others (their loaders name the right one)."""
+    """The config our own formats hold, read off their layer names; D for the others (their loaders name
+    the right one)."""
     lower = path.lower()
     if not (lower.endswith((".msgpack", ".safetensors")) or os.path.isdir(path)):
         return "D"
@@ -170,14 +208,20 @@ def _config_of(path: str) -> str:
 
 
 def _published_entry(path: str) -> Any:
-    """The registry entry whose published hash this file has (a torchvision or Keras download kept elsewhere), or None."""
+    """The registry entry whose published hash this file has (a torchvision or Keras download kept
+    elsewhere), or None."""
     from vgg_jax.weights import hub
 
     if os.path.isdir(path) or not path.lower().endswith((".pth", ".pt", ".h5")):
         return None
     found = hub.digests(path)
     for entry in zoo.WEIGHTS.values():
-        if entry.sha256 and found["sha256"].startswith(entry.sha256) or entry.md5 and found["md5"] == entry.md5:
+        if (
+            entry.sha256
+            and found["sha256"].startswith(entry.sha256)
+            or entry.md5
+            and found["md5"] == entry.md5
+        ):
             return entry
     return None
 
@@ -190,20 +234,41 @@ def _resolve_run(spec: str, flag: str, model_kwargs: dict[str, Any]) -> Resolved
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
     config = resolve_config(saved["config"])
-    model = infer_model(variables, config, dropout_rate=saved["dropout_rate"], init_scheme=saved["init_scheme"], **model_kwargs)
+    model = infer_model(
+        variables,
+        config,
+        dropout_rate=saved["dropout_rate"],
+        init_scheme=saved["init_scheme"],
+        **model_kwargs,
+    )
     if saved["preprocess"]:
         preprocess, mean = saved["preprocess"], None
     else:  # the run's mean RGB (none with --no-subtract-mean: the pixels as they are)
         preprocess, mean = "paper", tuple(saved["mean_rgb"] or (0.0, 0.0, 0.0))
-    return Resolved(model, variables, config, preprocess, mean, runs.read_classes(workdir), saved["image_size"],
-                    f"run {workdir}, step {step}", "run", saved)
+    return Resolved(
+        model,
+        variables,
+        config,
+        preprocess,
+        mean,
+        runs.read_classes(workdir),
+        saved["image_size"],
+        f"run {workdir}, step {step}",
+        "run",
+        saved,
+    )
 
 
 def export(
-    spec: str, dst: str, config: Optional[str] = None, preprocess: Optional[str] = None, batch_norm: Optional[bool] = None,
+    spec: str,
+    dst: str,
+    config: Optional[str] = None,
+    preprocess: Optional[str] = None,
+    batch_norm: Optional[bool] = None,
     log: Callable[[str], None] = print,
 ) -> Resolved:
-    """Writes the weights `spec` names to `dst`, by its extension, with the metadata that lets them be used alone.
+    """Writes the weights `spec` names to `dst`, by its extension, with the metadata that lets them be used
+    alone.
 
     `.msgpack`, `.safetensors` and Orbax directories record the config, the
     pixel convention, the class names and the training crop
@@ -220,16 +285,24 @@ def export(
             raise ValueError(f"writing {dst} needs torch: pip install -e '.[torch]'") from None
         from vgg_jax.util.files import atomic_write
 
-        state = {key: torch.from_numpy(np.array(value)) for key, value in weights_lib.to_torchvision(named.variables, named.config).items()}
+        state = {
+            key: torch.from_numpy(np.array(value))
+            for key, value in weights_lib.to_torchvision(named.variables, named.config).items()
+        }
         atomic_write(dst, lambda temporary: torch.save(state, temporary))
     else:
         weights_lib.save(named.variables, dst, metadata=named.metadata())
     count = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(named.variables.get("params", {})))
     pixels = named.preprocess or "not known"
-    log(f"{named.description} -> {dst}: config {named.config}, {count:,} parameters, pixels {pixels}"
-        + (f", {len(named.classes)} class names" if named.classes else ""))
+    log(
+        f"{named.description} -> {dst}: config {named.config}, {count:,} parameters, pixels {pixels}"
+        + (f", {len(named.classes)} class names" if named.classes else "")
+    )
     if dst.lower().endswith((".pth", ".pt")):
         log("note: a .pth file records no pixel convention; pass --preprocess when you use it")
     elif named.preprocess is None:
-        log("note: the source does not say which pixels its weights expect, so neither does the output; pass --preprocess torch|caffe to record it")
+        log(
+            "note: the source does not say which pixels its weights expect, so neither does the output; pass "
+            "--preprocess torch|caffe to record it"
+        )
     return named

@@ -28,8 +28,15 @@ CONFIG = "config.json"
 CLASSES = "classes.json"
 # The TrainConfig fields a run's weights are read with, at TrainConfig's defaults (a test holds them equal),
 # for config.json files written before a field existed.
-MODEL_FIELDS = {"config": "A", "data": "digits", "image_size": 32, "dropout_rate": 0.5, "init_scheme": "kaiming",
-                "preprocess": None, "mean_rgb": None}
+MODEL_FIELDS = {
+    "config": "A",
+    "data": "digits",
+    "image_size": 32,
+    "dropout_rate": 0.5,
+    "init_scheme": "kaiming",
+    "preprocess": None,
+    "mean_rgb": None,
+}
 
 
 class CheckpointReadError(ValueError):
@@ -50,12 +57,21 @@ def checkpoint_dir(workdir: str) -> str:
 
 def _step_folders(workdir: str) -> list[int]:
     directory = checkpoint_dir(workdir)
-    return sorted(int(name) for name in os.listdir(directory) if name.isdigit()) if os.path.isdir(directory) else []
+    return (
+        sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+        if os.path.isdir(directory)
+        else []
+    )
 
 
 def finished_steps(workdir: str) -> list[int]:
-    """The steps whose checkpoint Orbax finished, oldest first: digit-named folders holding its metadata file."""
-    return [s for s in _step_folders(workdir) if os.path.isfile(os.path.join(checkpoint_dir(workdir), str(s), FINISHED_MARKER))]
+    """The steps whose checkpoint Orbax finished, oldest first: digit-named folders holding its metadata
+    file."""
+    return [
+        s
+        for s in _step_folders(workdir)
+        if os.path.isfile(os.path.join(checkpoint_dir(workdir), str(s), FINISHED_MARKER))
+    ]
 
 
 def manager(workdir: str, keep: int = 1, read_only: bool = False) -> ocp.CheckpointManager:
@@ -67,11 +83,17 @@ def manager(workdir: str, keep: int = 1, read_only: bool = False) -> ocp.Checkpo
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None if read_only else keep,
         enable_async_checkpointing=False,
-        todelete_subdir=None if read_only else TRASH,  # rename, then delete (save() empties it): never a half-deleted step
+        todelete_subdir=None
+        if read_only
+        else TRASH,  # rename, then delete (save() empties it): never a half-deleted step
         cleanup_tmp_directories=not read_only,
         create=not read_only,
     )
-    handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(), "policy": ocp.JsonCheckpointHandler()}
+    handlers = {
+        "state": ocp.StandardCheckpointHandler(),
+        "data": ocp.JsonCheckpointHandler(),
+        "policy": ocp.JsonCheckpointHandler(),
+    }
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=handlers)
 
 
@@ -110,7 +132,9 @@ class _FailedRestoreNoise(logging.Filter):
             self.previous_hook(report)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(("Task exception was never retrieved", "Future exception was never retrieved"))
+        return not record.getMessage().startswith(
+            ("Task exception was never retrieved", "Future exception was never retrieved")
+        )
 
 
 def state_on_one_device(manager: ocp.CheckpointManager, step: int) -> Any:
@@ -121,27 +145,38 @@ def state_on_one_device(manager: ocp.CheckpointManager, step: int) -> Any:
     """
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     metadata = manager.item_metadata(step)["state"]
-    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), metadata)
+    return jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), metadata
+    )
 
 
 def restore_state(workdir: str, flag: str = "--init-from", step: Optional[int] = None) -> tuple[int, Any]:
-    """A finished checkpoint's train state (the newest, or `step`), whole on one device, as (step, state); the run is not changed.
+    """A finished checkpoint's train state (the newest, or `step`), whole on one device, as (step, state); the
+    run is not changed.
 
     Raises `CheckpointReadError` naming the step and its folder when it cannot
     be read, or when the run holds no finished checkpoint (or not that step).
     """
     steps = finished_steps(workdir)
     if not steps:
-        raise CheckpointReadError(f"{flag} {workdir} holds no finished checkpoint (nothing in {checkpoint_dir(workdir)})")
+        raise CheckpointReadError(
+            f"{flag} {workdir} holds no finished checkpoint (nothing in {checkpoint_dir(workdir)})"
+        )
     if step is not None and step not in steps:
-        raise CheckpointReadError(f"{flag} {workdir} has no finished checkpoint of step {step}; its finished steps are {steps}")
+        raise CheckpointReadError(
+            f"{flag} {workdir} has no finished checkpoint of step {step}; its finished steps are {steps}"
+        )
     step = steps[-1] if step is None else step
     try:
         with _FailedRestoreNoise(), manager(workdir, read_only=True) as reader:
-            restored = reader.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(state_on_one_device(reader, step))))
+            restored = reader.restore(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardRestore(state_on_one_device(reader, step))),
+            )
     except Exception as error:
         raise CheckpointReadError(
-            f"{flag} {workdir}: checkpoint step {step} ({os.path.join(checkpoint_dir(workdir), str(step))}) could not be read: {short(error)}"
+            f"{flag} {workdir}: checkpoint step {step} ({os.path.join(checkpoint_dir(workdir), str(step))}) "
+            f"could not be read: {short(error)}"
         ) from None
     return step, restored.state
 
@@ -153,7 +188,12 @@ def run_of(path: str) -> Optional[tuple[str, Optional[int]]]:
         return path, None
     parts = path.split(os.sep)
     for cut in (1, 2):  # WORKDIR/checkpoints/N and WORKDIR/checkpoints/N/state
-        if len(parts) > cut + 1 and parts[-cut - 1] == "checkpoints" and parts[-cut].isdigit() and (cut == 1 or parts[-1] == "state"):
+        if (
+            len(parts) > cut + 1
+            and parts[-cut - 1] == "checkpoints"
+            and parts[-cut].isdigit()
+            and (cut == 1 or parts[-1] == "state")
+        ):
             workdir = os.sep.join(parts[: -cut - 1]) or os.sep
             if os.path.isfile(os.path.join(workdir, "config.json")):
                 return workdir, int(parts[-cut])
@@ -168,7 +208,9 @@ def read_json(path: str, what: str) -> Any:
     except FileNotFoundError:
         raise ValueError(f"{what} {path} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{what} {path} is not valid JSON ({error}); restore it or start the run again with --overwrite") from None
+        raise ValueError(
+            f"{what} {path} is not valid JSON ({error}); restore it or start the run again with --overwrite"
+        ) from None
 
 
 def read_classes(workdir: str) -> Optional[list[str]]:
@@ -182,14 +224,16 @@ def read_classes(workdir: str) -> Optional[list[str]]:
     return names
 
 
-
-
 def read_config(workdir: str, flag: str = "--resume") -> dict[str, Any]:
-    """A run's config.json as a dict (one-line errors naming the file when it is missing, garbled or not an object)."""
+    """A run's config.json as a dict (one-line errors naming the file when it is missing, garbled or not an
+    object)."""
     path = os.path.join(workdir, CONFIG)
     saved = read_json(path, f"{flag}: the run's config")
     if not isinstance(saved, dict):
-        raise ValueError(f"{flag}: {path} holds {type(saved).__name__}, not a config object; restore it or start again with --overwrite")
+        raise ValueError(
+            f"{flag}: {path} holds {type(saved).__name__}, not a config object; restore it or start again "
+            "with --overwrite"
+        )
     return saved
 
 

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vgg_jax.training import step as train
 from vgg_jax.model.vgg import VGG
+from vgg_jax.training import step as train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,14 +73,25 @@ class Data:
     val_labels: np.ndarray
 
     @classmethod
-    def from_uint8(cls, train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray) -> "Data":
+    def from_uint8(
+        cls,
+        train_images: np.ndarray,
+        train_labels: np.ndarray,
+        val_images: np.ndarray,
+        val_labels: np.ndarray,
+    ) -> "Data":
         """Standardises with the training images' mean and std (one number each: the digits are grey)."""
         mean, std = float(train_images.mean()), float(train_images.std())
 
         def standardise(images: np.ndarray) -> np.ndarray:
             return ((images.astype(np.float32) - mean) / std).astype(np.float32)
 
-        return cls(standardise(train_images), train_labels.astype(np.int32), standardise(val_images), val_labels.astype(np.int32))
+        return cls(
+            standardise(train_images),
+            train_labels.astype(np.int32),
+            standardise(val_images),
+            val_labels.astype(np.int32),
+        )
 
 
 def learning_rates(recipe: Recipe, steps: int) -> np.ndarray:
@@ -117,7 +128,10 @@ def _shift_images(images: jax.Array, key: jax.Array, shift: int) -> jax.Array:
     size = images.shape[1]
     padded = jnp.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
     offsets = jax.random.randint(key, (images.shape[0], 2), 0, 2 * shift + 1)
-    crop = lambda image, offset: jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (size, size, image.shape[-1]))
+
+    def crop(image, offset):
+        return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (size, size, image.shape[-1]))
+
     return jax.vmap(crop)(padded, offsets)
 
 
@@ -140,7 +154,9 @@ def _chunk(model: VGG, momentum: float, shift: int):
     def chunk(states, images, labels, order, rates, keys):
         def body(states, xs):
             indices, rate = xs
-            states, metrics = jax.vmap(one, in_axes=(0, None, None, 0, 0, 0))(states, images, labels, indices, rate, keys)
+            states, metrics = jax.vmap(one, in_axes=(0, None, None, 0, 0, 0))(
+                states, images, labels, indices, rate, keys
+            )
             return states, (metrics["loss"], metrics["nonfinite"])
 
         return jax.lax.scan(body, states, (order, rates))
@@ -170,7 +186,9 @@ def unstack(tree: Any, index: int) -> Any:
     return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
-def init_states(model: VGG, variables: Any, momentum: float, weight_decay: Sequence[float]) -> train.TrainState:
+def init_states(
+    model: VGG, variables: Any, momentum: float, weight_decay: Sequence[float]
+) -> train.TrainState:
     """Stacked train states from stacked variables, each instance with its own weight decay."""
     opt = optimizer(momentum)
     states = jax.vmap(lambda v: train.create_train_state(model, opt, v))(variables)
@@ -207,12 +225,19 @@ def train_instances(
     """
     if steps % eval_every:
         raise ValueError(f"steps ({steps}) must be a multiple of eval_every ({eval_every})")
-    model = model.clone(init_scheme="glorot")  # the init does not change the step: one compile per model shape
+    model = model.clone(
+        init_scheme="glorot"
+    )  # the init does not change the step: one compile per model shape
     first = recipes[0]
-    if len(recipes) != len(seeds) or any((r.batch_size, r.momentum, r.shift) != (first.batch_size, first.momentum, first.shift) for r in recipes):
+    if len(recipes) != len(seeds) or any(
+        (r.batch_size, r.momentum, r.shift) != (first.batch_size, first.momentum, first.shift)
+        for r in recipes
+    ):
         raise ValueError("one recipe per seed, all with the same batch_size, momentum and shift")
     states = init_states(model, variables, first.momentum, [r.weight_decay for r in recipes])
-    order = np.stack([data_order(seed, len(data.train_labels), first.batch_size, steps) for seed in seeds], axis=1)
+    order = np.stack(
+        [data_order(seed, len(data.train_labels), first.batch_size, steps) for seed in seeds], axis=1
+    )
     rates = np.stack([learning_rates(r, steps) for r in recipes], axis=1)
     keys = jnp.stack([jax.random.key_data(jax.random.key(seed)) for seed in seeds])
     keys = jax.vmap(jax.random.wrap_key_data)(keys)
@@ -224,7 +249,9 @@ def train_instances(
     for start in range(0, steps + 1, eval_every):
         if start:
             window = slice(start - eval_every, start)
-            states, (losses, bad) = chunk(states, train_images, train_labels, order[window], rates[window], keys)
+            states, (losses, bad) = chunk(
+                states, train_images, train_labels, order[window], rates[window], keys
+            )
             curves["loss"].append(np.asarray(losses).mean(axis=0))
             nonfinite += np.asarray(bad).sum(axis=0)
         else:

@@ -12,8 +12,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from vgg_jax.util.files import atomic_write, write_text
 from vgg_jax.benchmark.report import PLOT_HINT
+from vgg_jax.util.files import atomic_write, write_text
 
 PLOT_NAME, TABLE_NAME = "coarse_to_fine.png", "coarse_to_fine.md"
 
@@ -56,22 +56,37 @@ def markdown(document: dict[str, Any]) -> str:
     """The results as Markdown: the sources, then one table per target."""
     preset, arms = document["preset"], document["arms"]
     budgets = [str(budget) for budget in preset["budgets"]]
-    lines = [f"Preset `{preset['name']}`: width x{preset['width_scale']:g}, fc {preset['fc_width']}, "
-             f"seeds {preset['seeds']}, sources {preset['source_steps']} steps, targets {preset['target_steps']} steps, "
-             f"batch {document['recipe']['batch_size']}; {document['seconds']:.0f} s in all.", ""]
+    lines = [
+        f"Preset `{preset['name']}`: width x{preset['width_scale']:g}, fc {preset['fc_width']}, "
+        f"seeds {preset['seeds']}, sources {preset['source_steps']} steps, targets {preset['target_steps']} "
+        "steps, "
+        f"batch {document['recipe']['batch_size']}; {document['seconds']:.0f} s in all.",
+        "",
+    ]
     lines += ["| source | final val top-1 | steps to 90% | steps to 95% |", "|---|---|---|---|"]
     for source in [document["source"], *document["extra_sources"]]:
-        lines.append(f"| {source['config']} ({source['init_scheme']}) | {mean_std(source['final_val_top1'])} | "
-                     f"{reached(source['steps_to']['0.9'])} | {reached(source['steps_to']['0.95'])} |")
+        lines.append(
+            f"| {source['config']} ({source['init_scheme']}) | {mean_std(source['final_val_top1'])} | "
+            f"{reached(source['steps_to']['0.9'])} | {reached(source['steps_to']['0.95'])} |"
+        )
     for target in dict.fromkeys(record["target"] for record in arms):
-        lines += ["", f"Target {target} (validation top-1, mean ± std over seeds; cost in GMACs of training, sources included):", "",
-                  "| arm | " + " | ".join(f"at {b}" for b in budgets) + " | final | steps to 90% | steps to 95% | cost to 95% |",
-                  "|---|" + "---|" * (len(budgets) + 4)]
+        lines += [
+            "",
+            f"Target {target} (validation top-1, mean ± std over seeds; cost in GMACs of training, sources "
+            "included):",
+            "",
+            "| arm | "
+            + " | ".join(f"at {b}" for b in budgets)
+            + " | final | steps to 90% | steps to 95% | cost to 95% |",
+            "|---|" + "---|" * (len(budgets) + 4),
+        ]
         for record in (r for r in arms if r["target"] == target):
             at = " | ".join(mean_std(record["val_top1_at"][b]) for b in budgets)
-            lines.append(f"| {record['name']}: {record['label']} | {at} | {mean_std(record['final_val_top1'])} | "
-                         f"{reached(record['steps_to']['0.9'])} | {reached(record['steps_to']['0.95'])} | "
-                         f"{reached(record['cost_to']['0.95']['macs'], 1e-9, 1)} |")
+            lines.append(
+                f"| {record['name']}: {record['label']} | {at} | {mean_std(record['final_val_top1'])} | "
+                f"{reached(record['steps_to']['0.9'])} | {reached(record['steps_to']['0.95'])} | "
+                f"{reached(record['cost_to']['0.95']['macs'], 1e-9, 1)} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -84,7 +99,9 @@ def plot(document: dict[str, Any], path: str) -> None:
 
     sources = [document["source"], *document["extra_sources"]]
     targets = list(dict.fromkeys(record["target"] for record in document["arms"]))
-    panels = [("sources", sources)] + [(f"target {t}", [r for r in document["arms"] if r["target"] == t]) for t in targets]
+    panels = [("sources", sources)] + [
+        (f"target {t}", [r for r in document["arms"] if r["target"] == t]) for t in targets
+    ]
     figure, axes_list = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
     colours = {}
     for axes, (title, records) in zip(axes_list[0], panels):
@@ -100,8 +117,11 @@ def plot(document: dict[str, Any], path: str) -> None:
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize="x-small", loc="lower right")
     preset = document["preset"]
-    figure.suptitle(f"Coarse-to-fine on digits, preset {preset['name']} (width x{preset['width_scale']:g}, fc {preset['fc_width']}), "
-                    f"mean ± 1 std over {len(preset['seeds'])} seeds")
+    figure.suptitle(
+        f"Coarse-to-fine on digits, preset {preset['name']} (width x{preset['width_scale']:g}, fc "
+        f"{preset['fc_width']}), "
+        f"mean ± 1 std over {len(preset['seeds'])} seeds"
+    )
     figure.tight_layout()
     atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
     plt.close(figure)
@@ -130,18 +150,28 @@ def render(workdir: str) -> dict[str, Any]:
     return document
 
 
-
 _SEED_FLOATS = {"type": "array", "items": {"type": ["number", "null"]}}
 _SEED_STEPS = {"type": "array", "items": {"type": ["integer", "null"]}}
 _CURVES = {
     "type": "object",
     "required": ["step", "val_top1", "loss"],
-    "properties": {"step": {"type": "array", "items": {"type": "integer"}},
-                   "val_top1": {"type": "array", "items": _SEED_FLOATS}, "loss": {"type": "array", "items": _SEED_FLOATS}},
+    "properties": {
+        "step": {"type": "array", "items": {"type": "integer"}},
+        "val_top1": {"type": "array", "items": _SEED_FLOATS},
+        "loss": {"type": "array", "items": _SEED_FLOATS},
+    },
 }
 _RUN = {
     "type": "object",
-    "required": ["seeds", "final_val_top1", "val_top1_at", "steps_to", "nonfinite_steps", "seconds", "curves"],
+    "required": [
+        "seeds",
+        "final_val_top1",
+        "val_top1_at",
+        "steps_to",
+        "nonfinite_steps",
+        "seconds",
+        "curves",
+    ],
     "properties": {
         "seeds": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
         "final_val_top1": _SEED_FLOATS,
@@ -154,19 +184,58 @@ _RUN = {
 }
 RESULTS_SCHEMA = {  # results.json, as docs/coarse_to_fine.md describes it
     "type": "object",
-    "required": ["preset", "recipe", "data", "macs_per_step", "machine", "seconds", "source", "extra_sources", "arms"],
+    "required": [
+        "preset",
+        "recipe",
+        "data",
+        "macs_per_step",
+        "machine",
+        "seconds",
+        "source",
+        "extra_sources",
+        "arms",
+    ],
     "properties": {
         "source": {"allOf": [_RUN, {"type": "object", "required": ["config", "init_scheme", "steps"]}]},
-        "extra_sources": {"type": "array", "items": {"allOf": [_RUN, {"type": "object", "required": ["config", "init_scheme", "steps"]}]}},
-        "arms": {"type": "array", "items": {"allOf": [_RUN, {
-            "type": "object",
-            "required": ["name", "label", "target", "init_from", "init_scheme", "batch_norm", "layers", "copied", "steps", "cost_to", "source_macs"],
-            "properties": {
-                "target": {"enum": ["D", "E"]},
-                "init_from": {"type": ["string", "null"]},
-                "cost_to": {"type": "object", "additionalProperties": {
-                    "type": "object", "required": ["steps", "macs"], "properties": {"steps": _SEED_STEPS, "macs": _SEED_STEPS}}},
+        "extra_sources": {
+            "type": "array",
+            "items": {"allOf": [_RUN, {"type": "object", "required": ["config", "init_scheme", "steps"]}]},
+        },
+        "arms": {
+            "type": "array",
+            "items": {
+                "allOf": [
+                    _RUN,
+                    {
+                        "type": "object",
+                        "required": [
+                            "name",
+                            "label",
+                            "target",
+                            "init_from",
+                            "init_scheme",
+                            "batch_norm",
+                            "layers",
+                            "copied",
+                            "steps",
+                            "cost_to",
+                            "source_macs",
+                        ],
+                        "properties": {
+                            "target": {"enum": ["D", "E"]},
+                            "init_from": {"type": ["string", "null"]},
+                            "cost_to": {
+                                "type": "object",
+                                "additionalProperties": {
+                                    "type": "object",
+                                    "required": ["steps", "macs"],
+                                    "properties": {"steps": _SEED_STEPS, "macs": _SEED_STEPS},
+                                },
+                            },
+                        },
+                    },
+                ]
             },
-        }]}},
+        },
     },
 }
