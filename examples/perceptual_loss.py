@@ -62,9 +62,8 @@ def main() -> None:
     for step in range(args.steps):
         value, grads = value_and_grad(image)
         first = float(value) if first is None else first
-        image = jnp.clip(
-            image - 0.5 * grads / (jnp.abs(grads).mean() + 1e-12) * 0.01, 0.0, 1.0
-        )  # normalised steps
+        # normalised steps
+        image = jnp.clip(image - 0.5 * grads / (jnp.abs(grads).mean() + 1e-12) * 0.01, 0.0, 1.0)
         if step % 10 == 0 or step == args.steps - 1:
             print(f"step {step:3d}: perceptual loss {float(value):.4f}")
     save_png(image[0], os.path.join(args.out, "result.png"))

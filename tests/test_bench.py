@@ -64,16 +64,14 @@ def test_every_field_with_sane_relations(tiny_records):
             result["memory"]["peak_bytes"] == hardware.peak_bytes_in_use(jax.devices()[0])
             or result["memory"]["peak_bytes"] > 0
         )
-        assert (
-            0.5 < result["xla_flops_per_step"] / result["flops_per_step"] <= 1.0
-        )  # padding skipped at 32 px
+        # padding skipped at 32 px
+        assert 0.5 < result["xla_flops_per_step"] / result["flops_per_step"] <= 1.0
     # Forward-backward does about 3x the work of forward (what makes it take longer); the
     # times themselves are not compared, since a loaded machine can invert a 2 ms difference.
     assert 2.0 < backward["xla_flops_per_step"] / forward["xla_flops_per_step"] < 3.5
     assert train["xla_flops_per_step"] > backward["xla_flops_per_step"]  # plus the optimizer update
-    assert (
-        backward["memory"]["output_bytes"] > forward["memory"]["output_bytes"]
-    )  # gradients stay on the device
+    # gradients stay on the device
+    assert backward["memory"]["output_bytes"] > forward["memory"]["output_bytes"]
     assert len(SEED_LINE.findall("\n".join(lines))) == 3
 
 
@@ -146,12 +144,13 @@ def test_flags_make_the_spec():
     ):
         with pytest.raises(SystemExit):
             bench_config([flag, text])
+    # library callers
     for bad in (
         dict(configs=("F",)),
         dict(modes=("backward",)),
         dict(configs=()),
         dict(peers=("tf",)),
-    ):  # library callers
+    ):
         with pytest.raises(bench.BenchError):
             bench.check_spec(bench.BenchSpec(**bad))
 

@@ -88,9 +88,8 @@ def test_train_transform_augmentations():
         "image"
     ]
     shift = pca - plain.random_map(element, np.random.default_rng(0))["image"]
-    assert (
-        np.ptp(shift.reshape(-1, 3), axis=0).max() < 1e-3 and np.abs(shift).max() > 0
-    )  # one RGB shift per image
+    # one RGB shift per image
+    assert np.ptp(shift.reshape(-1, 3), axis=0).max() < 1e-3 and np.abs(shift).max() > 0
     mean = data.TrainTransform(32, flip=False, mean_rgb=(10.0, 20.0, 30.0)).random_map(
         element, np.random.default_rng(0)
     )["image"]
@@ -99,11 +98,12 @@ def test_train_transform_augmentations():
         np.broadcast_to([10, 20, 30], (32, 32, 3)),
     )
     assert jitter.random_map(element, np.random.default_rng(1))["image"].shape == (32, 32, 3)
+    # upscaled
     assert data.TrainTransform(64).random_map(element, np.random.default_rng(0))["image"].shape == (
         64,
         64,
         3,
-    )  # upscaled
+    )
 
 
 @pytest.mark.parametrize(

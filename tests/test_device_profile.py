@@ -8,16 +8,12 @@ from vgg_jax.benchmark import device_profile
 HLO = """HloModule jit_step, entry_computation_layout={...}
 
 ENTRY %main {
-  %custom-call.1 = (f32[8,8]{1,0}, u8[0]{0}) custom-call(f32[8,8]{1,0} %p0, f32[3,3]{1,0} %p1),
-  custom_call_target="__cudnn$convBiasActivationForward"
-  %custom-call.2 = (f32[8,8]{1,0}, u8[0]{0}) custom-call(f32[8,8]{1,0} %a, f32[3,3]{1,0} %b),
-  custom_call_target="__cudnn$convBackwardInput"
-  %custom-call.3 = (f32[3,3]{1,0}, u8[0]{0}) custom-call(f32[8,8]{1,0} %a, f32[8,8]{1,0} %b),
-  custom_call_target="__cudnn$convBackwardFilter"
+  %custom-call.1 = (f32[8,8]{1,0}, u8[0]{0}) custom-call(f32[8,8]{1,0} %p0, f32[3,3]{1,0} %p1), custom_call_target="__cudnn$convBiasActivationForward"
+  %custom-call.2 = (f32[8,8]{1,0}, u8[0]{0}) custom-call(f32[8,8]{1,0} %a, f32[3,3]{1,0} %b), custom_call_target="__cudnn$convBackwardInput"
+  %custom-call.3 = (f32[3,3]{1,0}, u8[0]{0}) custom-call(f32[8,8]{1,0} %a, f32[8,8]{1,0} %b), custom_call_target="__cudnn$convBackwardFilter"
   %select-and-scatter.4 = f32[8,8]{1,0} select-and-scatter(f32[8,8]{1,0} %x, f32[4,4]{1,0} %g, f32[] %z)
   %fusion.5 = f32[8,8]{1,0} fusion(f32[8,8]{1,0} %x), kind=kLoop, calls=%fused_computation
-  %custom-call.6 = f32[8,8]{1,0} custom-call(f32[8,8]{1,0} %x, f32[8,8]{1,0} %y),
-  custom_call_target="__cublas$gemm"
+  %custom-call.6 = f32[8,8]{1,0} custom-call(f32[8,8]{1,0} %x, f32[8,8]{1,0} %y), custom_call_target="__cublas$gemm"
   ROOT %transpose.7 = f32[8,8]{0,1} transpose(f32[8,8]{1,0} %x), dimensions={1,0}
 }
 """
@@ -77,8 +73,7 @@ def test_a_fusion_takes_the_kind_of_what_it_computes():
 %fused_conv (p0: f32[1,8,8,3], p1: f32[3,3,3,4]) -> f32[1,8,8,4] {
   %p0 = f32[1,8,8,3]{3,2,1,0} parameter(0)
   %p1 = f32[3,3,3,4]{3,2,1,0} parameter(1)
-  ROOT %convolution.1 = f32[1,8,8,4]{3,2,1,0} convolution(f32[1,8,8,3]{3,2,1,0} %p0, f32[3,3,3,4]{3,2,1,0}
-  %p1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f
+  ROOT %convolution.1 = f32[1,8,8,4]{3,2,1,0} convolution(f32[1,8,8,3]{3,2,1,0} %p0, f32[3,3,3,4]{3,2,1,0} %p1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f
 }
 
 %fused_add (p0: f32[4]) -> f32[4] {
@@ -90,8 +85,7 @@ ENTRY %main (a: f32[1,8,8,3], b: f32[3,3,3,4]) -> f32[1,8,8,4] {
   %a = f32[1,8,8,3]{3,2,1,0} parameter(0)
   %b = f32[3,3,3,4]{3,2,1,0} parameter(1)
   %fusion.2 = f32[4]{0} fusion(f32[4]{0} %x), kind=kLoop, calls=%fused_add
-  ROOT %fusion.1 = f32[1,8,8,4]{3,2,1,0} fusion(f32[1,8,8,3]{3,2,1,0} %a, f32[3,3,3,4]{3,2,1,0} %b),
-  kind=kCustom, calls=%fused_conv
+  ROOT %fusion.1 = f32[1,8,8,4]{3,2,1,0} fusion(f32[1,8,8,3]{3,2,1,0} %a, f32[3,3,3,4]{3,2,1,0} %b), kind=kCustom, calls=%fused_conv
 }
 """
     kinds = device_profile.classify(hlo)

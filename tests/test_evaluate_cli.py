@@ -54,9 +54,8 @@ def test_a_run_is_evaluated_on_its_own_split_as_training_did(tiny_run, capsys):
     assert result["top1_error"] == pytest.approx(final["top1_error"]) and result[
         "top5_error"
     ] == pytest.approx(final["top5_error"])
-    assert (
-        main([str(tiny_run), "--eval", "dense", "--eval-scales", "32,48"]) == 0
-    )  # a method training did not use
+    # a method training did not use
+    assert main([str(tiny_run), "--eval", "dense", "--eval-scales", "32,48"]) == 0
     out = capsys.readouterr().out
     assert "dense at Q=32,48 on 297 images: top-1 error" in out
 
@@ -90,9 +89,8 @@ def test_a_weights_file_on_an_image_folder(tmp_path, capsys):
     assert result["count"] == 6 and result["method"] == "multi-crop" and 0 <= result["top1_error"] <= 1
     assert main([str(tmp_path / "a.msgpack"), "--config", "A"]) == 2  # a file that does not say its pixels
     assert "does not say which pixels its weights expect; pass --preprocess torch" in capsys.readouterr().err
-    assert (
-        main([str(tmp_path / "a.msgpack"), "--config", "A", "--preprocess", "torch"]) == 2
-    )  # a file names no images
+    # a file names no images
+    assert main([str(tmp_path / "a.msgpack"), "--config", "A", "--preprocess", "torch"]) == 2
     assert "say which images to evaluate on" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.msgpack")]) == 2
     assert (

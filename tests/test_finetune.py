@@ -54,9 +54,8 @@ def test_frozen_layers_get_no_optimizer_state():
     def momentum(state):
         return [leaf for leaf in jax.tree.leaves(state) if np.ndim(leaf) > 0]
 
-    assert len(momentum(frozen)) == 6 and len(momentum(full)) == len(
-        jax.tree.leaves(params)
-    )  # fc6-fc8 kernel + bias only
+    # fc6-fc8 kernel + bias only
+    assert len(momentum(frozen)) == 6 and len(momentum(full)) == len(jax.tree.leaves(params))
     assert finetune.frozen_layers("D", "relu2_2") == ["conv1_1", "conv1_2", "conv2_1", "conv2_2"]
 
 

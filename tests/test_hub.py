@@ -59,11 +59,12 @@ def server(tmp_path, monkeypatch):
 
 def cache_files(tmp_path):
     directory = tmp_path / "cache"
+    # not the .verified records
     return (
         sorted(name for name in os.listdir(directory) if not name.startswith("."))
         if directory.exists()
         else []
-    )  # not the .verified records
+    )
 
 
 def test_downloads_once_verifies_and_a_second_call_makes_no_request(server, tmp_path):
@@ -146,10 +147,11 @@ def test_names_letters_and_sources_resolve_to_the_published_files():
         and not keras.include_top
         and keras.preprocess == "caffe"
     )
+    # torchvision's file names carry the SHA-256 prefix checked on download
     for (
         name,
         source,
-    ), entry in WEIGHTS.items():  # torchvision's file names carry the SHA-256 prefix checked on download
+    ), entry in WEIGHTS.items():
         assert entry.sha256 is None or entry.url.endswith(f"-{entry.sha256}.pth")
         assert (
             (entry.sha256 or entry.md5 or entry.hash_from_server)
@@ -206,9 +208,8 @@ def test_pretrained_downloads_converts_once_then_reads_one_local_file(server, tm
     assert model.apply(loaded, jnp.zeros((1, 32, 32, 3))).shape == (1, 10)
     server.close()  # offline from now on: the converted file in the cache is all a second call needs
     os.unlink(tmp_path / "cache" / f"tiny-{digest[:8]}.safetensors")
-    again = vgg_jax.pretrained(
-        "tiny", **tiny
-    )  # the convention travels with the weights: no second call to learn it
+    # the convention travels with the weights: no second call to learn it
+    again = vgg_jax.pretrained("tiny", **tiny)
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), again.variables, loaded))
     assert (again.preprocess, again.image_size, again.classes, again.model) == ("torch", 224, None, model)
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
@@ -296,9 +297,8 @@ def test_torchvision_pth_served_and_converted(server, tmp_path, monkeypatch):
 
     import vgg_jax
 
-    tiny = dict(
-        fc_width=32
-    )  # torchvision's layout fixes the conv widths; small FC layers keep the file at 40 MB
+    # torchvision's layout fixes the conv widths; small FC layers keep the file at 40 MB
+    tiny = dict(fc_width=32)
     variables = vgg_jax.VGG("A", num_classes=10, **tiny).init(jax.random.key(3), jnp.zeros((1, 224, 224, 3)))
     state = {
         key: torch.from_numpy(np.array(value))

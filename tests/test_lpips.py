@@ -57,9 +57,8 @@ def test_lpips_equals_the_reference_package(vgg16_variables):
         for s, r in enumerate([range(4), range(4, 9), range(9, 16), range(16, 23), range(23, 30)], 1)
         for i in r
     }
-    params = dict(
-        vgg16_variables["params"]
-    )  # torchvision's fc6 takes 7x7x512; these were initialised at 32 pixels
+    # torchvision's fc6 takes 7x7x512; these were initialised at 32 pixels
+    params = dict(vgg16_variables["params"])
     params["fc6"] = {"kernel": np.zeros((7 * 7 * 512, 16), np.float32), "bias": np.zeros(16, np.float32)}
     state = vgg_jax.to_torchvision({"params": params}, "D")
     reference.net.load_state_dict(

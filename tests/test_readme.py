@@ -11,9 +11,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
-COMMAND = re.compile(
-    r"python scripts/([a-z_]+)\.py((?:\\\n|[^\n`#&|;\[])*)"
-)  # to the end of the command, continuations included
+# to the end of the command, continuations included
+COMMAND = re.compile(r"python scripts/([a-z_]+)\.py((?:\\\n|[^\n`#&|;\[])*)")
 
 
 def test_readme_is_short():
@@ -33,9 +32,8 @@ def test_gradient_example_runs():
 def test_pretrained_table_lists_every_name_with_its_accuracy():
     from vgg_jax.weights import zoo
 
-    assert README.read_text().index("vgg_jax.pretrained(") < README.read_text().index(
-        "## Quickstart"
-    )  # the usage opens with it
+    # the usage opens with it
+    assert README.read_text().index("vgg_jax.pretrained(") < README.read_text().index("## Quickstart")
     text = (ROOT / "docs" / "weights.md").read_text()
     rows = {
         tuple(cell.strip(" `") for cell in line.split("|")[1:3]): line

@@ -218,9 +218,8 @@ def test_a_signal_finishes_the_step_writes_a_checkpoint_says_how_to_resume_and_e
         text=True,
     )
     lines = wait_for_line(proc, "step 3/")
-    assert lines[-1].startswith(
-        "step 3/12800: loss "
-    )  # a plain line per --log-every step, without a terminal
+    # a plain line per --log-every step, without a terminal
+    assert lines[-1].startswith("step 3/12800: loss ")
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signum, stderr[-2000:]
@@ -463,9 +462,8 @@ def test_a_config_json_with_an_unknown_key_or_garbled_is_one_line_naming_key_and
 
 
 def test_resume_without_a_checkpoint_says_it_starts_at_step_0(tmp_path):
-    loop.run(
-        tiny_run(tmp_path, max_steps=1, checkpoint_every=5), **QUIET
-    )  # a run that stopped before its first checkpoint
+    # a run that stopped before its first checkpoint
+    loop.run(tiny_run(tmp_path, max_steps=1, checkpoint_every=5), **QUIET)
     import shutil
 
     shutil.rmtree(tmp_path / "checkpoints")
@@ -497,9 +495,8 @@ def test_a_failed_start_leaves_no_workdir_behind(tmp_path, monkeypatch):
     left."""
     with pytest.raises(ValueError, match="typo"):
         loop.run(tiny_run(tmp_path / "new" / "run", data=f"folder:{tmp_path}/typo"), **QUIET)
-    monkeypatch.setitem(
-        sys.modules, "sklearn.datasets", None
-    )  # import fails as if scikit-learn were not installed
+    # import fails as if scikit-learn were not installed
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(ValueError, match=r"needs scikit-learn"):
         loop.run(tiny_run(tmp_path / "other", data="digits"), **QUIET)
     (tmp_path / "mine").mkdir()  # a folder the user made stays
@@ -571,9 +568,8 @@ def poisoned_run(tmp_path, monkeypatch, skip: int, bad_steps: set[int]):
 
     def poison(batch, mesh):
         calls["n"] += 1
-        if (
-            calls["n"] in bad_steps
-        ):  # the loop sends uint8 crops and a float colour shift: NaN goes into the shift
+        # the loop sends uint8 crops and a float colour shift: NaN goes into the shift
+        if calls["n"] in bad_steps:
             key = "shift" if "shift" in batch else "image"
             batch = dict(batch, **{key: np.full_like(np.asarray(batch[key]), np.nan)})
         return put_batch(batch, mesh)

@@ -39,9 +39,8 @@ def test_a_tiny_model_overfits_one_batch():
     assert float(metrics["nonfinite"]) == 0.0
     assert float(metrics["top1"]) == 1.0 and float(metrics["learning_rate"]) == pytest.approx(0.05)
     assert int(state.step) == 40
-    assert (
-        float(jnp.abs(state.batch_stats["conv1_1_bn"]["mean"]).max()) > 0
-    )  # BN statistics follow the batches
+    # BN statistics follow the batches
+    assert float(jnp.abs(state.batch_stats["conv1_1_bn"]["mean"]).max()) > 0
     _, _, plain = overfit(tiny_vgg("A", dropout_rate=0.0, width_scale=1 / 8), 0.05)
     assert np.mean(plain[-5:]) < plain[0] - 0.2  # without BN the loss falls too, more slowly
 

@@ -93,9 +93,8 @@ def test_fine_tune_ctrl_c_resume_evaluate_export_and_predict(messy_folder, tmp_p
     from vgg_jax.cli.predict import main as predict
     from vgg_jax.cli.train import main as train
 
-    pretrained = VGG("A", num_classes=1000, **TINY).init(
-        jax.random.key(0), jnp.zeros((1, 32, 32, 3))
-    )  # "ImageNet" weights, Keras pixels
+    # "ImageNet" weights, Keras pixels
+    pretrained = VGG("A", num_classes=1000, **TINY).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     weights.save(
         pretrained, str(tmp_path / "imagenet_a.msgpack"), metadata={"config": "A", "preprocess": "caffe"}
     )
@@ -135,9 +134,8 @@ def test_fine_tune_ctrl_c_resume_evaluate_export_and_predict(messy_folder, tmp_p
     monkeypatch.setattr(loop, "_log_window", ctrl_c_after_step_2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", data.DataWarning)  # the broken files, checked one line each below
-        assert (
-            train(argv) == 130
-        )  # images of 20x27 pixels under a 32-pixel crop train: the short side goes to the crop
+        # images of 20x27 pixels under a 32-pixel crop train: the short side goes to the crop
+        assert train(argv) == 130
     monkeypatch.setattr(loop, "_log_window", original)
     message = capsys.readouterr().err.strip().splitlines()[-1]
     assert "stopped by SIGINT after step 2" in message and "Continue with: python scripts/train.py" in message
@@ -147,9 +145,8 @@ def test_fine_tune_ctrl_c_resume_evaluate_export_and_predict(messy_folder, tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", data.DataWarning)
         assert train(resume_argv) == 0
-    assert (
-        json.loads((workdir / "config.json").read_text()) == saved
-    )  # nothing fell back to a default (epochs was 1)
+    # nothing fell back to a default (epochs was 1)
+    assert json.loads((workdir / "config.json").read_text()) == saved
     assert rundir.finished_steps(str(workdir))[-1] == 3 * steps_per_epoch  # all three epochs, not one
     assert json.loads((workdir / "classes.json").read_text()) == ["cat", "dog"]
 
@@ -165,9 +162,8 @@ def test_fine_tune_ctrl_c_resume_evaluate_export_and_predict(messy_folder, tmp_p
     assert (
         metadata["classes"] == ["cat", "dog"] and metadata["config"] == "A" and metadata["image_size"] == 32
     )
-    assert metadata["preprocess"] == "caffe" and metadata == weights.read_metadata(
-        str(tmp_path / "ft_step")
-    )  # the init's pixels
+    # the init's pixels
+    assert metadata["preprocess"] == "caffe" and metadata == weights.read_metadata(str(tmp_path / "ft_step"))
     capsys.readouterr()
     photos = [str(messy_folder / "val" / "dog" / "0.png"), str(messy_folder / "train" / "cat" / "deep.png")]
     assert predict([*photos, "--model", str(tmp_path / "ft.msgpack"), "--json", "--top", "2"]) == 0
@@ -253,9 +249,8 @@ def test_a_file_placed_in_the_cache_is_verified_and_a_stale_converted_copy_is_no
 
     other = VGG("A", num_classes=10, **TINY).init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))
     weights.save(other, str(tmp_path / "other.safetensors"))
-    placed.write_bytes(
-        (tmp_path / "other.safetensors").read_bytes()
-    )  # a wrong file, placed by hand (nothing listens at port 9)
+    # a wrong file, placed by hand (nothing listens at port 9)
+    placed.write_bytes((tmp_path / "other.safetensors").read_bytes())
     with pytest.raises(hub.HashMismatch) as error:
         vgg_jax.pretrained("tiny", **TINY)
     actual = hashlib.sha256(placed.read_bytes()).hexdigest()
@@ -275,9 +270,8 @@ def test_a_file_placed_in_the_cache_is_verified_and_a_stale_converted_copy_is_no
     assert (
         weights.read_metadata(str(tmp_path / "cache" / f"{file}.vgg_jax.msgpack"))["source_sha256"] == digest
     )
-    placed.write_bytes(
-        (tmp_path / "other.safetensors").read_bytes()
-    )  # replaced after the conversion: refused, not the old copy
+    # replaced after the conversion: refused, not the old copy
+    placed.write_bytes((tmp_path / "other.safetensors").read_bytes())
     with pytest.raises(hub.HashMismatch):
         vgg_jax.pretrained("tiny", **TINY)
 
@@ -295,12 +289,10 @@ def test_the_pixel_convention_travels_with_the_weights_and_is_never_guessed(tmp_
         variables, str(tmp_path / "keras_like.msgpack"), metadata={"preprocess": "caffe", "config": "A"}
     )
     assert convert([str(tmp_path / "keras_like.msgpack"), str(tmp_path / "converted.msgpack")]) == 0
-    assert (
-        resolve.resolve(str(tmp_path / "converted.msgpack")).preprocess == "caffe"
-    )  # kept through the conversion
-    assert (
-        resolve.resolve(str(tmp_path / "converted.msgpack"), preprocess="torch").preprocess == "torch"
-    )  # overridable
+    # kept through the conversion
+    assert resolve.resolve(str(tmp_path / "converted.msgpack")).preprocess == "caffe"
+    # overridable
+    assert resolve.resolve(str(tmp_path / "converted.msgpack"), preprocess="torch").preprocess == "torch"
 
     weights.save(variables, str(tmp_path / "plain.msgpack"))  # says nothing
     photo = tmp_path / "photo.png"
@@ -318,9 +310,8 @@ def test_the_pixel_convention_travels_with_the_weights_and_is_never_guessed(tmp_
     )
     caffe = json.loads(capsys.readouterr().out)[0]["top"][0]
     assert predict([str(photo), "--model", str(tmp_path / "converted.msgpack"), "--json"]) == 0
-    assert (
-        json.loads(capsys.readouterr().out)[0]["top"][0] == caffe
-    )  # the converted file's caffe, not torch by extension
+    # the converted file's caffe, not torch by extension
+    assert json.loads(capsys.readouterr().out)[0]["top"][0] == caffe
 
 
 def test_a_published_file_kept_elsewhere_is_recognised_by_its_hash(tmp_path, monkeypatch):
@@ -367,17 +358,15 @@ def test_every_pillow_mode_reads_as_8_bit_rgb_scaled_not_clipped(mode):
     rgb = images.to_rgb8(image)
     assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
     expected = (grey >= 128) * 255 if mode == "1" else grey
-    tolerance = (
-        2 if mode in ("CMYK", "YCbCr", "P") else 0
-    )  # lossy colour-space and palette round trips: within 2 levels
+    # lossy colour-space and palette round trips: within 2 levels
+    tolerance = 2 if mode in ("CMYK", "YCbCr", "P") else 0
     assert np.abs(rgb.astype(int) - expected[..., None]).max() <= tolerance, (mode, rgb[..., 0])
 
 
 def test_16_bit_pngs_and_out_of_range_floats_in_prediction_and_training(messy_folder, tmp_path):
     deep = images.read_image(str(messy_folder / "train" / "cat" / "deep.png"))  # Pillow's I;16
-    assert (
-        Image.open(messy_folder / "train" / "cat" / "deep.png").mode == "I;16" and (deep == 50).all()
-    )  # not white (255)
+    # not white (255)
+    assert Image.open(messy_folder / "train" / "cat" / "deep.png").mode == "I;16" and (deep == 50).all()
     deep_rgb = images.read_image(str(messy_folder / "train" / "dog" / "deep_rgb.png"))
     assert deep_rgb.shape == (28, 44, 3) and (deep_rgb == 200).all()
     source = data.ImageFolderSource(str(messy_folder / "train"))
@@ -411,10 +400,11 @@ def test_views_equal_torchvisions_for_torch_pixels_and_keras_for_caffe_on_odd_si
         view = np.ascontiguousarray(images.centre_view(source, crop, resize, "torch"))
         recorded = golden[f"{height}x{width}:{resize}:{crop}"]
         assert list(images.short_side_size(height, width, resize)) == recorded["resized"]
+        # torchvision's bytes
         assert hashlib.sha256(view.tobytes()).hexdigest() == recorded["sha256"], (
             height,
             width,
-        )  # torchvision's bytes
+        )
         Image.fromarray(source).save(tmp_path / "odd.png")
         theirs = np.asarray(
             keras.utils.load_img(

@@ -11,13 +11,12 @@ from conftest import TINY, random_images, tiny_vgg
 import vgg_jax
 from vgg_jax.research.warm_start import warm_start
 
-ws = importlib.import_module(
-    "vgg_jax.research.warm_start"
-)  # the module: `vgg_jax.research.warm_start` is the function
+# the module: `vgg_jax.research.warm_start` is the function
+ws = importlib.import_module("vgg_jax.research.warm_start")
 
 
 def test_warm_start_is_exported_at_the_top_level():
-    assert vgg_jax.research.warm_start is warm_start and vgg_jax.WarmStartReport is ws.WarmStartReport
+    assert vgg_jax.warm_start is warm_start and vgg_jax.WarmStartReport is ws.WarmStartReport
 
 
 @pytest.fixture(scope="module")

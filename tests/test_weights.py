@@ -352,9 +352,8 @@ def test_convert_weights_cli(tmp_path):
         and "does not match the model" in wrong.stderr
         and not (tmp_path / "b.msgpack").exists()
     )
-    assert (
-        wrong.stderr.count("\n") == 1 and "(missing: conv1_2; missing: conv2_2;" in wrong.stderr
-    )  # the report, on one line
+    # the report, on one line
+    assert wrong.stderr.count("\n") == 1 and "(missing: conv1_2; missing: conv2_2;" in wrong.stderr
 
 
 def test_timm_layout_loads_like_torchvision_without_torch(tiny_d_state, tmp_path):
@@ -408,7 +407,6 @@ def test_float_0_255_images_give_keras_numbers_with_scale_or_a_clear_error():
         vgg_jax.preprocess(np.linspace(-1, 1, 2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3), "torch")
     with pytest.raises(ValueError, match="scale must be a positive number"):
         vgg_jax.preprocess(images, "caffe", scale=0)
-    traced = jax.jit(lambda x: vgg_jax.preprocess(x, "caffe"))(
-        images
-    )  # under jit the contract is the caller's
+    # under jit the contract is the caller's
+    traced = jax.jit(lambda x: vgg_jax.preprocess(x, "caffe"))(images)
     assert traced.shape == images.shape

@@ -4,6 +4,9 @@ Importing vgg_jax before JAX starts a backend adds XLA:CPU convolution flags to
 XLA_FLAGS (see `vgg_jax.util.xla_flags`; `VGG_JAX_XLA_CPU_FLAGS=0` turns that off).
 """
 
+from vgg_jax.util import xla_flags  # noqa: F401 (first: XLA reads XLA_FLAGS when a backend starts)
+
+# isort: split
 from vgg_jax.model.configs import (
     ALIASES,
     CONFIGS,
@@ -21,7 +24,6 @@ from vgg_jax.research.warm_start import (  # the function; the module stays impo
     WarmStartReport,
     warm_start,
 )
-from vgg_jax.util import xla_flags  # noqa: F401 (first: XLA reads XLA_FLAGS when a backend starts)
 from vgg_jax.weights.formats import from_keras, from_torchvision, load, preprocess, to_torchvision
 from vgg_jax.weights.imagenet import class_names, decode_predictions
 from vgg_jax.weights.zoo import pretrained, weights_info

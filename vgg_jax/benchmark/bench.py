@@ -43,12 +43,13 @@ CPU_DEFAULTS = {"batch_size": 4, "steps": 5, "warmup": 1}
 # XLA's cost_analysis() skips the zero-padded positions of SAME convs, so at 224
 # pixels it counts about 3% fewer FLOPs than 2 x count_macs (the paper's count).
 XLA_FLOPS_TOLERANCE = 0.05
+# beyond these, a typo, not a benchmark
 MAX_IMAGE_SIZE, MAX_STEPS, MAX_BATCH, MAX_WIDTH = (
     8192,
     10**7,
     2**20,
     2**20,
-)  # beyond these, a typo, not a benchmark
+)
 SEED_LABELS = {"forward": "Forward", "forward_backward": "Forward-backward", "train_step": "Train-step"}
 
 
@@ -379,9 +380,10 @@ def _make_case(spec: BenchSpec, config: str, batch_size: int, dtype: str, mesh: 
     device = mesh.devices.flat[0]
     image_key, label_key, dropout_key = jax.random.split(jax.random.key(spec.seed + 1), 3)
     with jax.default_device(device):
+        # the original's N(0, 0.1)
         images = 0.1 * jax.random.normal(
             image_key, (batch_size, spec.image_size, spec.image_size, 3), jnp.float32
-        )  # the original's N(0, 0.1)
+        )
         labels = jax.random.randint(label_key, (batch_size,), 0, spec.num_classes)
     return _Case(
         spec,

@@ -50,10 +50,11 @@ def main(argv=None) -> int:
 
     try:
         resolve.export(args.src, args.dst, args.config, args.preprocess, batch_norm=args.batch_norm)
+    # a strict load's report (missing, unexpected, wrong-shape tensors) as one line
     except (
         ValueError,
         OSError,
-    ) as error:  # a strict load's report (missing, unexpected, wrong-shape tensors) as one line
+    ) as error:
         return fail(prog_name(PROG), error)
     return 0
 

@@ -44,9 +44,10 @@ def _conv_same_bwd(residuals, grad_out):
     pad_h, pad_w = kh // 2, kw // 2
     padded = jnp.pad(inputs, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)))
     height, width = inputs.shape[1:3]
+    # (N, H, W, kh*kw, C)
     patches = jnp.stack(
         [padded[:, i : i + height, j : j + width, :] for i in range(kh) for j in range(kw)], axis=3
-    )  # (N, H, W, kh*kw, C)
+    )
     rows = patches.reshape(-1, kh * kw * channels)  # (N*H*W, kh*kw*C), contiguous
     grad_kernel = jnp.dot(
         rows.T, grad_out.reshape(-1, features).astype(rows.dtype), preferred_element_type=jnp.float32

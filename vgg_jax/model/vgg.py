@@ -32,10 +32,8 @@ from vgg_jax.model.layers import LocalResponseNorm, max_pool_2x2, relu_output_ma
 Initializer = Callable[..., jax.Array]
 INIT_SCHEMES = ("glorot", "paper", "kaiming")
 CONV_IMPLS = ("auto", "xla", "custom_vjp")
-RELU_IMPLS = (
-    "jax",
-    "output_mask",
-)  # jax.nn.relu, or layers.relu_output_mask (the gradient masked by the output)
+# jax.nn.relu, or layers.relu_output_mask (the gradient masked by the output)
+RELU_IMPLS = ("jax", "output_mask")
 POOL_IMPLS = ("auto", "reduce_window", "reshape")  # auto: reshape on CPU; nn.max_pool, or layers.max_pool_2x2
 CLASSIFIER = ("fc6", "fc7", "fc8")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # by name, for configs and flags

@@ -284,9 +284,8 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     train_source, val_source = data_lib.load_data(cfg.data, cfg.image_size, seed=cfg.seed)
     source = None
     if cfg.init_from and not resume:
-        if (
-            resolve.describe(cfg.init_from) == "run"
-        ):  # a run written by a newer version is refused, as on --resume
+        # a run written by a newer version is refused, as on --resume
+        if resolve.describe(cfg.init_from) == "run":
             read_config(runs.run_of(cfg.init_from)[0], "--init-from")
         source = resolve.resolve(cfg.init_from, cfg.config, flag="--init-from")
     if (
@@ -562,9 +561,8 @@ def run(
                 batch, position = next(batches)
                 state, metrics = train_step(state, batch, dropout_key)
                 done = step + 1
-                pending.append(
-                    (done, metrics)
-                )  # on the device: fetched once per window, so the host never waits within one
+                # on the device: fetched once per window, so the host never waits within one
+                pending.append((done, metrics))
                 if due(done, cfg.log_every, total) or due(done, plan.eval_every, total):
                     drained, skipped = _drain(pending, window, skipped, cfg, log)
                     last = drained or last
@@ -585,9 +583,8 @@ def run(
                     )
                 stopping = parallel.any_process(stop.requested)
                 if due(done, plan.checkpoint_every, total) or stopping:
-                    drained, skipped = _drain(
-                        pending, window, skipped, cfg, log
-                    )  # nothing is saved past a step that stops the run
+                    # nothing is saved past a step that stops the run
+                    drained, skipped = _drain(pending, window, skipped, cfg, log)
                     last = drained or last
                     checkpoint(manager, cfg.workdir, done, state, position, plateau, skipped)
                 if stopping:
@@ -658,9 +655,10 @@ def _train_iterator(plan: _Plan) -> Iterator[dict[str, np.ndarray]]:
     cfg = plan.cfg
     scale = None if cfg.scale is None else (cfg.scale[0] if len(cfg.scale) == 1 else tuple(cfg.scale))
     mean = None if cfg.mean_rgb is None else tuple(cfg.mean_rgb)
+    # uint8 over the wire
     transform = data_lib.TrainTransform(
         cfg.image_size, scale, cfg.flip, cfg.pca_std, mean, cfg.preprocess, on_device=True
-    )  # uint8 over the wire
+    )
     return iter(
         data_lib.make_loader(
             plan.train_source,

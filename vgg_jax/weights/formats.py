@@ -407,9 +407,8 @@ def from_keras(path: str, config: str = "D", strict: bool = True, num_classes: O
     fc_width, classes = (
         (keras_dense[0][1][0].shape[1], keras_dense[-1][1][0].shape[1]) if keras_dense else (4096, 1000)
     )
-    if (
-        keras_dense and num_classes is not None and num_classes != classes
-    ):  # the top's widths come from the file
+    # the top's widths come from the file
+    if keras_dense and num_classes is not None and num_classes != classes:
         report.notes.append(
             f"the file's predictions layer has {classes} classes, not {num_classes}: pass "
             f"num_classes={classes}, or strict=False"
@@ -610,9 +609,8 @@ def read_metadata(path: str) -> dict[str, Any]:
     lower = path.lower()
     text = None
     try:
-        if lower.endswith(
-            ".msgpack"
-        ):  # `save` writes the metadata as the map's first entry: only that is read
+        # `save` writes the metadata as the map's first entry: only that is read
+        if lower.endswith(".msgpack"):
             import msgpack
 
             with open(path, "rb") as file:
@@ -704,8 +702,12 @@ def load(
                 variables = serialization.msgpack_restore(file.read())
         except Exception as error:
             raise ValueError(f"{path} is not a readable Flax msgpack file ({error})") from None
-        if isinstance(variables, dict):
-            variables.pop(METADATA_KEY, None)
+        if not isinstance(variables, dict):
+            raise ValueError(
+                f"{path} is not a Flax msgpack weights file: it holds a {type(variables).__name__}, "
+                "not a map of collections"
+            )
+        variables.pop(METADATA_KEY, None)
         return _checked(variables, config, path, strict)
     if os.path.isdir(path):
         import orbax.checkpoint as ocp

@@ -161,9 +161,8 @@ def _resolve_file(
     config = resolve_config(metadata.get("config") or config or _config_of(path))
     variables, report = weights_lib.load(path, config, batch_norm=batch_norm, strict=False)
     if report.mismatched or report.unexpected or any(not name.startswith("fc") for name in report.missing):
-        weights_lib.load(
-            path, config, batch_norm=batch_norm, strict=True
-        )  # raises, naming every problem (a convs-only file passes)
+        # raises, naming every problem (a convs-only file passes)
+        weights_lib.load(path, config, batch_norm=batch_norm, strict=True)
     variables = {collection: value for collection, value in variables.items() if value}
     model = infer_model(variables, config, **model_kwargs)
     preprocess, mean = metadata.get("preprocess"), metadata.get("mean_rgb")

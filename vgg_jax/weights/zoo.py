@@ -272,9 +272,8 @@ def _converted(entry: Weights, mirror: Optional[str]) -> dict[str, Any]:
     staging = f"{converted}.{os.getpid()}.msgpack"
     try:
         weights_lib.save(variables, staging, metadata=metadata)
-        os.replace(
-            staging, converted
-        )  # a stale copy is replaced whole; a concurrent converter writes the same bytes
+        # a stale copy is replaced whole; a concurrent converter writes the same bytes
+        os.replace(staging, converted)
     except (OSError, ValueError):
         pass  # a read-only cache: the variables are still right, only not cached
     finally:

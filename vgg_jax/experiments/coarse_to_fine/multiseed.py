@@ -225,9 +225,8 @@ def train_instances(
     """
     if steps % eval_every:
         raise ValueError(f"steps ({steps}) must be a multiple of eval_every ({eval_every})")
-    model = model.clone(
-        init_scheme="glorot"
-    )  # the init does not change the step: one compile per model shape
+    # the init does not change the step: one compile per model shape
+    model = model.clone(init_scheme="glorot")
     first = recipes[0]
     if len(recipes) != len(seeds) or any(
         (r.batch_size, r.momentum, r.shift) != (first.batch_size, first.momentum, first.shift)
