@@ -45,9 +45,8 @@ def main() -> None:
 
     all_logits = jax.jit(jax.vmap(logits))(ensemble)  # (members, batch, classes)
     all_grads = jax.jit(jax.vmap(jax.grad(loss)))(ensemble)
-    looped = jnp.stack(
-        [logits(jax.tree.map(lambda leaf, i=i: leaf[i], ensemble)) for i in range(args.members)]
-    )
+    one = jax.jit(logits)  # the same function, one member at a time
+    looped = jnp.stack([one(jax.tree.map(lambda leaf, i=i: leaf[i], ensemble)) for i in range(args.members)])
     np.testing.assert_allclose(all_logits, looped, rtol=1e-5, atol=1e-5)
     mean_probs = jax.nn.softmax(all_logits).mean(axis=0)
     print(
