@@ -14,6 +14,7 @@ colour shift, and mean-RGB subtraction.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import warnings
 from typing import Any, Optional, Sequence, Union
@@ -28,7 +29,9 @@ from vgg_jax.util.images import (  # noqa: F401 (center_crop, read_image, rescal
     normalize_pixels,
     read_image,
     rescale_short_side,
+    rescaled_crop,
     resize_rule,
+    short_side_size,
     square_view,
     to_rgb8,
 )
@@ -139,7 +142,10 @@ class ImageFolderSource:
     files, or whose every file fails, is an error.
     """
 
-    def __init__(self, root: str, classes: Optional[Sequence[str]] = None):
+    def __init__(
+        self, root: str, classes: Optional[Sequence[str]] = None, draft_short_side: Optional[int] = None
+    ):
+        self.draft_short_side = draft_short_side
         if not os.path.isdir(root):
             raise ValueError(f"image folder {root} does not exist or is not a directory")
         self.root = root
@@ -190,6 +196,12 @@ class ImageFolderSource:
             )
         self.num_classes = len(self.classes)
 
+    def with_draft(self, short_side: Optional[int]) -> "ImageFolderSource":
+        """The same files, JPEGs decoded at a reduced scale where `short_side` is at most half theirs."""
+        copy = object.__new__(ImageFolderSource)
+        copy.__dict__.update(self.__dict__, draft_short_side=short_side)
+        return copy
+
     def _skip(self, path: str, reason: str) -> None:
         self.skipped.append(path)
         warnings.warn(f"skipping image {path}: {reason}", UnreadableImageWarning, stacklevel=3)
@@ -201,6 +213,8 @@ class ImageFolderSource:
         path, label = self.files[index]
         try:
             with Image.open(path) as image:
+                if self.draft_short_side and image.format == "JPEG":
+                    image.draft(image.mode, draft_size(image.size, self.draft_short_side))
                 image.load()  # decodes fully: truncated files fail here, not later
                 pixels = to_rgb8(image)  # 16-bit and float modes scaled, not clipped
         except Exception as error:  # PIL raises several types for bad files
@@ -217,6 +231,18 @@ class ImageFolderSource:
 
     def __repr__(self) -> str:
         return f"ImageFolderSource({self.root!r}, files={len(self.files)}, classes={len(self.classes)})"
+
+
+def draft_size(size: tuple[int, int], short_side: int) -> tuple[int, int]:
+    """The (width, height) to ask of Pillow's JPEG `draft` so that the short side stays `short_side` or more.
+
+    Pillow then decodes at the smallest of 1/1, 1/2, 1/4 and 1/8 of the size
+    that still covers it (a DCT-domain downscale, several times cheaper than
+    decoding in full): only when `short_side` is at most half the image's.
+    """
+    width, height = size
+    factor = short_side / min(width, height)
+    return max(1, math.ceil(width * factor)), max(1, math.ceil(height * factor))
 
 
 class SkipUnreadable(grain.transforms.Filter):
@@ -328,8 +354,8 @@ class TrainTransform(grain.transforms.RandomMap):
             if isinstance(self.scale, int)
             else self.scale
         )
-        image = rescale_short_side(image, int(rng.integers(low, high + 1)))
-        height, width = image.shape[:2]
+        short_side = int(rng.integers(low, high + 1))
+        height, width = short_side_size(*image.shape[:2], short_side)
         if min(height, width) < self.image_size:
             raise ValueError(
                 f"image of {height}x{width} is smaller than the crop {self.image_size}; set a scale S >= "
@@ -337,7 +363,8 @@ class TrainTransform(grain.transforms.RandomMap):
             )
         top = int(rng.integers(0, height - self.image_size + 1))
         left = int(rng.integers(0, width - self.image_size + 1))
-        image = image[top : top + self.image_size, left : left + self.image_size]
+        # Only the crop's window is resized (the same pixels as rescaling the whole image, within 2 of 255).
+        image = rescaled_crop(image, short_side, top, left, self.image_size)
         if self.flip and rng.random() < 0.5:
             image = image[:, ::-1]
         shift = np.zeros(3, np.float32)
@@ -473,11 +500,20 @@ def read_ahead(batch_size: int) -> int:
     return min(500, max(64, 2 * batch_size))
 
 
-def load_data(spec: str, image_size: int, seed: int = 0, num_examples: int = 2048, num_classes: int = 10):
+def load_data(
+    spec: str,
+    image_size: int,
+    seed: int = 0,
+    num_examples: int = 2048,
+    num_classes: int = 10,
+    draft_short_side: Optional[int] = None,
+):
     """Train and validation sources for `digits`, `synthetic` or `folder:PATH`.
 
     A folder holding `train/` and `val/` uses them; a folder of class folders
-    alone holds out a fixed 10% (seed 0) for validation.
+    alone holds out a fixed 10% (seed 0) for validation. `draft_short_side`
+    (the largest training short side S) lets the training images' JPEGs
+    decode at a reduced scale (`draft_size`); validation images decode in full.
     """
     if spec == "digits":
         return load_digits(image_size)
@@ -489,12 +525,12 @@ def load_data(spec: str, image_size: int, seed: int = 0, num_examples: int = 204
     if spec.startswith("folder:"):
         root = spec[len("folder:") :]
         if os.path.isdir(os.path.join(root, "train")):
-            train = ImageFolderSource(os.path.join(root, "train"))
+            train = ImageFolderSource(os.path.join(root, "train"), draft_short_side=draft_short_side)
             return train, ImageFolderSource(os.path.join(root, "val"), classes=train.classes)
         full = ImageFolderSource(root)
         order = np.random.RandomState(0).permutation(len(full))
         held_out = max(1, len(full) // 10)
-        return _Subset(full, order[held_out:]), _Subset(full, order[:held_out])
+        return _Subset(full.with_draft(draft_short_side), order[held_out:]), _Subset(full, order[:held_out])
     raise ValueError(f"unknown --data {spec!r}; use digits, synthetic or folder:PATH")
 
 

@@ -281,7 +281,10 @@ def _warm_start(
 
 def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     """Reads every input of a run (data, warm-start source) and builds its model; writes nothing."""
-    train_source, val_source = data_lib.load_data(cfg.data, cfg.image_size, seed=cfg.seed)
+    largest = max(cfg.scale) if cfg.scale else cfg.image_size  # the training short side S never exceeds it
+    train_source, val_source = data_lib.load_data(
+        cfg.data, cfg.image_size, seed=cfg.seed, draft_short_side=largest
+    )
     source = None
     if cfg.init_from and not resume:
         # a run written by a newer version is refused, as on --resume
