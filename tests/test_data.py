@@ -73,8 +73,11 @@ def test_train_transform_augmentations():
     out = plain.random_map(element, np.random.default_rng(0))["image"]
     assert out.shape == (32, 32, 3) and out.dtype == np.float32
     short = data.rescale_short_side(image, 32)
-    assert short.shape == (32, 38, 3) and any(  # only the crop is resized: within 2 of 255 of the whole
-        np.abs(out - short[:, left : left + 32]).max() <= 2 for left in range(7)
+    assert (
+        short.shape == (32, 38, 3)
+        and any(  # only the crop is resized: within 2 of 255 of the whole
+            np.abs(out - short[:, left : left + 32]).max() <= 2 for left in range(7)
+        )
     )
     flips = [
         data.TrainTransform(32, flip=True).random_map(element, np.random.default_rng(s))["image"]
@@ -254,3 +257,53 @@ def test_jpegs_decode_at_a_reduced_scale_only_when_the_target_is_at_most_half(tm
     assert (
         train.source.draft_short_side == 64 and val.source.draft_short_side is None
     )  # validation decodes in full
+
+
+def test_the_stream_is_the_same_for_any_number_of_workers_and_resumes_across_them():
+    """Workers only transform elements; batches form in this process, so worker processes change nothing."""
+    source = data.SyntheticSource(48, 32, 10)
+    transform = data.TrainTransform(32, scale=(32, 40), pca_std=0.1)
+
+    def loader(workers):
+        return iter(
+            data.make_loader(
+                source, transform, 4, seed=1, shuffle=True, worker_count=workers, shard_index=0, shard_count=1
+            )
+        )
+
+    alone = loader(0)
+    stream = [next(alone) for _ in range(15)]  # past the first epoch (12 batches of 4)
+    first, second = (
+        np.concatenate([batch["label"] for batch in part]) for part in (stream[:12], stream[12:])
+    )
+    assert not np.array_equal(first[: len(second)], second)  # the next epoch is shuffled anew
+    saved = loader(0)
+    for _ in range(7):
+        next(saved)
+    with_workers = loader(2)
+    try:
+        for expected in stream[:3]:
+            got = next(with_workers)
+            np.testing.assert_array_equal(got["image"], expected["image"])
+            np.testing.assert_array_equal(got["label"], expected["label"])
+        with_workers.set_state(saved.get_state())  # a state saved without workers, resumed with them
+        for expected in stream[7:10]:
+            np.testing.assert_array_equal(next(with_workers)["image"], expected["image"])
+    finally:
+        with_workers.close()
+
+
+def test_auto_workers_are_for_files_and_leave_a_core(tmp_path):
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    (tmp_path / "cat").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "cat" / "a.png")
+    folder = data.ImageFolderSource(str(tmp_path))
+    assert data.auto_workers("auto", folder) == max(1, min(cores - 1, 32))
+    assert data.auto_workers("auto", data.SyntheticSource(8, 32, 2)) == 0  # data in memory: no workers
+    assert data.auto_workers(3, data.SyntheticSource(8, 32, 2)) == 3
+    assert data.workers_flag("AUTO") == "auto" and data.workers_flag("2") == 2
+    for bad in ("-1", "two", 1.5, True):
+        with pytest.raises(ValueError, match="auto or a number"):
+            data.workers_flag(bad)

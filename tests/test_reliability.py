@@ -277,6 +277,46 @@ def test_the_first_signal_asks_for_a_stop_and_a_second_acts_as_before():
 # ----------------------------------------------------------------------------- damaged workdirs
 
 
+def test_ctrl_c_with_worker_processes_prints_no_traceback_and_the_run_resumes(tmp_path):
+    """--workers 2 on an image folder: Ctrl-C stops cleanly (the workers ignore it: no traceback from them),
+    and the run resumes in this process (--workers 0) where it stopped."""
+    from vgg_jax.benchmark.data_bench import write_jpeg_folder
+
+    folder = write_jpeg_folder(str(tmp_path / "images"), 64, size=(48, 40), classes=4)
+    args = [arg if arg != "synthetic" else f"folder:{folder}" for arg in SIGNAL_ARGS]
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, TRAIN, *args, "--workers", "2", "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = wait_for_line(proc, "step 3/")
+    assert any(line.startswith("input: 2 worker processes") for line in lines), lines
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    (step,) = finished_steps(workdir)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            TRAIN,
+            *args,
+            "--workers",
+            "0",
+            "--max-steps",
+            str(step + 2),
+            "--workdir",
+            str(workdir),
+            "--resume",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0 and finished_steps(workdir)[-1] == step + 2, resumed.stderr[-2000:]
+
+
 def tiny_run(workdir, **overrides):
     settings = dict(workdir=str(workdir), max_steps=6, checkpoint_every=2, eval_every=6, keep=3, **TINY_RUN)
     return loop.TrainConfig(**{**settings, **overrides})

@@ -228,6 +228,7 @@ OTHER_VALUE = {
     str: (None, None),
     "list[int]": ("40,48", [40, 48]),
     "list[float]": ("1,2.5,3", [1.0, 2.5, 3.0]),
+    "typing.Union[str, int]": ("3", 3),  # --workers: auto or a number
 }
 
 

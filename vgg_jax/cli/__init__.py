@@ -115,6 +115,11 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
             add_config_flags(parser, hints[field.name])
             continue
         kind, _ = _unwrap(hints[field.name])
+        if field.metadata.get("positional"):
+            parser.add_argument(
+                field.name, metavar=field.name.upper(), type=_TYPES[kind], help=field.metadata.get("help", "")
+            )
+            continue
         derived = "--" + field.name.replace("_", "-")
         spelled = field.metadata.get("flag")
         flags = [spelled, derived] if spelled and spelled != derived else [derived]
@@ -133,7 +138,9 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
             options.update(action=argparse.BooleanOptionalAction, default=default)
         else:
             options.update(
-                type=_list_type(kind, field.metadata) if is_list else _TYPES[kind],
+                type=_list_type(kind, field.metadata)
+                if is_list
+                else field.metadata.get("parse") or _TYPES[kind],
                 default=default,
                 required=required,
             )

@@ -19,12 +19,12 @@ from vgg_jax.cli import (
     add_weights_flags,
     fail,
     int_list,
-    non_negative_int,
     positive_int,
     prog_name,
 )
 from vgg_jax.training import evaluate as evaluate_lib
 from vgg_jax.training import evaluate_model
+from vgg_jax.training.data import workers_flag
 
 PROG = "evaluate.py"
 
@@ -67,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default 32)")
     parser.add_argument(
-        "--workers", type=non_negative_int, default=0, help="Grain worker processes (default 0)"
+        "--workers",
+        type=workers_flag,
+        default="auto",
+        help="Grain worker processes: auto (one per usable core, less one, for image folders) or a number "
+        "(default auto)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -99,7 +99,12 @@ class TrainConfig:
     log_every: int = option(
         10, "steps between metrics.jsonl lines (and plain progress lines without a terminal)"
     )
-    workers: int = option(0, "Grain worker processes (0: load in this process)")
+    workers: Union[str, int] = option(
+        "auto",
+        "Grain worker processes for the input: auto (one per core this process may use, less one, for image "
+        "folders; none for data in memory), or a number (0: load in this process)",
+        parse=data_lib.workers_flag,
+    )
     init_from: Optional[str] = option(
         None,
         "start from a run's newest checkpoint (coarse-to-fine), a weights file (.pth, .safetensors, .h5, "
@@ -183,8 +188,12 @@ def validate(cfg: TrainConfig) -> None:
     integer("image_size", MIN_IMAGE_SIZE, maximum=8192)
     for field in ("epochs", "batch_size", "plateau_patience", "fc_width", "keep", "log_every"):
         integer(field, 1)
-    for field in ("eval_every", "checkpoint_every", "workers", "skip_nonfinite"):
+    for field in ("eval_every", "checkpoint_every", "skip_nonfinite"):
         integer(field, 0)
+    try:
+        data_lib.workers_flag(cfg.workers)
+    except ValueError as error:
+        raise ValueError(f"--workers: {error}") from None
     integer("seed", 0, maximum=2**32 - 1)
     integer("max_steps", 1, optional=True)
     integer("devices", 1, optional=True)

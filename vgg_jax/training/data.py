@@ -14,6 +14,7 @@ colour shift, and mean-RGB subtraction.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import warnings
@@ -245,11 +246,8 @@ def draft_size(size: tuple[int, int], short_side: int) -> tuple[int, int]:
     return max(1, math.ceil(width * factor)), max(1, math.ceil(height * factor))
 
 
-class SkipUnreadable(grain.transforms.Filter):
-    """Drops the None elements a source returns for files it could not read."""
-
-    def filter(self, element: Any) -> bool:
-        return element is not None
+def filter(self, element: Any) -> bool:
+    return element is not None
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -453,13 +451,15 @@ def make_loader(
     worker_count: int = 0,
     shard_index: Optional[int] = None,
     shard_count: Optional[int] = None,
-) -> grain.DataLoader:
-    """A Grain loader of batches `{"image": (B, H, W, 3) float32, "label": (B,) int32}`.
+) -> "Loader":
+    """Batches `{"image": (B, H, W, 3), "label": (B,) int32, ...}` of `source` through `transform`.
 
-    The order is a function of the seed alone, and the random transforms draw
-    from (seed, record index), so the stream does not depend on `worker_count`.
-    The shard defaults to this JAX process's (`jax.process_index()` of
-    `jax.process_count()`). Save `iter(loader).get_state()` to resume exactly.
+    The order is a function of the seed alone (reshuffled each epoch), and the
+    random transforms draw from (seed, position in the stream), so the stream
+    is the same for any `worker_count`: the workers only transform elements,
+    and the batches are formed in this process. The shard defaults to this JAX
+    process's (`jax.process_index()` of `jax.process_count()`). Save
+    `iter(loader).get_state()` to resume exactly, with any number of workers.
     """
     if shard_index is None or shard_count is None:
         import jax
@@ -470,24 +470,156 @@ def make_loader(
             f"a dataset of {len(source)} examples cannot fill a batch of {batch_size} on {shard_count} "
             "processes"
         )
-    sampler = grain.samplers.IndexSampler(
-        num_records=len(source),
-        shard_options=grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True),
-        shuffle=shuffle,
-        num_epochs=num_epochs,
-        seed=seed,
-    )
-    return grain.DataLoader(
-        data_source=source,
-        sampler=sampler,
-        operations=[
-            SkipUnreadable(),
-            transform,
-            grain.transforms.Batch(batch_size, drop_remainder=drop_remainder),
-        ],
-        worker_count=worker_count,
-        read_options=grain.ReadOptions(prefetch_buffer_size=read_ahead(batch_size)),
-    )
+    per_shard = len(source) // shard_count * shard_count  # equal shards: the remainder is left out
+    dataset = grain.MapDataset.source(source)[:per_shard][shard_index::shard_count]
+    if shuffle:
+        dataset = dataset.shuffle(seed)  # a new permutation each epoch
+    dataset = dataset.repeat(num_epochs)
+    if isinstance(transform, grain.transforms.RandomMap):
+        dataset = dataset.random_map(_RandomUnlessNone(transform), seed=seed)
+    else:
+        dataset = dataset.map(_UnlessNone(transform))
+    return Loader(dataset.map_with_index(_with_index), batch_size, drop_remainder, worker_count)
+
+
+class _UnlessNone:
+    """A Map transform that passes over the None of an unreadable file (dropped when batching)."""
+
+    def __init__(self, transform: Any):
+        self.transform = transform
+
+    def __call__(self, element: Any) -> Any:
+        return None if element is None else self.transform.map(element)
+
+
+class _RandomUnlessNone(_UnlessNone):
+    def __call__(self, element: Any, rng: np.random.Generator) -> Any:  # type: ignore[override]
+        return None if element is None else self.transform.random_map(element, rng)
+
+
+def _with_index(index: int, element: Any) -> tuple[int, Any]:
+    return index, element
+
+
+def _ignore_ctrl_c(worker_index: int, worker_count: int) -> None:
+    """In each worker: Ctrl-C is the main process's to act on (it stops cleanly); a worker must not print a
+    traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class Loader:
+    """An iterable of batches (`make_loader`); its iterators resume from `get_state()`, any worker count."""
+
+    def __init__(self, dataset: Any, batch_size: int, drop_remainder: bool, worker_count: int):
+        self.dataset, self.batch_size, self.drop_remainder, self.worker_count = (
+            dataset,
+            batch_size,
+            drop_remainder,
+            worker_count,
+        )
+
+    def __iter__(self) -> "LoaderIterator":
+        return LoaderIterator(self)
+
+
+class LoaderIterator:
+    """Batches from a position in the element stream; the state is that position, as JSON bytes."""
+
+    def __init__(self, loader: Loader, position: int = 0):
+        self.loader, self.position, self._elements = loader, position, None
+
+    def _open(self) -> Any:
+        loader = self.loader
+        dataset = loader.dataset[self.position :].to_iter_dataset(
+            grain.ReadOptions(prefetch_buffer_size=read_ahead(loader.batch_size))
+        )
+        if loader.worker_count > 0:
+            from absl import flags
+
+            if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags; the defaults serve
+                flags.FLAGS.mark_as_parsed()
+            dataset = dataset.mp_prefetch(
+                grain.MultiprocessingOptions(num_workers=loader.worker_count),
+                worker_init_fn=_ignore_ctrl_c,
+            )
+        return iter(dataset)
+
+    def __iter__(self) -> "LoaderIterator":
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._elements is None:
+            self._elements = self._open()
+        batch = []
+        while len(batch) < self.loader.batch_size:
+            try:
+                index, element = next(self._elements)
+            except StopIteration:
+                if batch and not self.loader.drop_remainder:
+                    break
+                raise
+            self.position = index + 1
+            if element is not None:
+                batch.append(element)
+        return {key: np.stack([element[key] for element in batch]) for key in batch[0]}
+
+    def get_state(self) -> bytes:
+        return json.dumps({"position": self.position}).encode()
+
+    def set_state(self, state: bytes) -> None:
+        try:
+            position = json.loads(state)["position"]
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(
+                "the checkpoint's data position was written by an older vgg_jax, whose input pipeline this "
+                "version cannot continue exactly; start the run again with --overwrite"
+            ) from None
+        self.close()
+        self.position = int(position)
+
+    def close(self) -> None:
+        """Stops the worker processes, if any (they also stop when the iterator is collected)."""
+        elements, self._elements = self._elements, None
+        if elements is not None and hasattr(elements, "close"):
+            elements.close()
+
+
+MAX_WORKERS = 256  # beyond it, a typo
+
+
+def workers_flag(value: Union[str, int]) -> Union[str, int]:
+    """`--workers`: "auto", or a number of worker processes (0 or more)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if (
+        isinstance(value, bool)
+        or not 0 <= number <= MAX_WORKERS
+        or (isinstance(value, float) and value != number)
+    ):
+        raise ValueError(f"expected auto or a number of worker processes (0 to {MAX_WORKERS}), got {value!r}")
+    return number
+
+
+def auto_workers(workers: Union[str, int], source: Any) -> int:
+    """The worker processes `--workers` asks for: "auto" is one per core this process may use, less one for
+    the main process, for sources that decode files; data in memory (digits, synthetic) needs none."""
+    if workers != "auto":
+        return int(workers)
+    while isinstance(source, _Subset):
+        source = source.source
+    if not isinstance(source, ImageFolderSource):
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(cores - 1, 32))
 
 
 def read_ahead(batch_size: int) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -122,7 +122,7 @@ def run(
     method: str = "center",
     scales: Optional[Sequence[int]] = None,
     batch_size: int = 32,
-    workers: int = 0,
+    workers: Union[str, int] = "auto",
     progress: Callable[[int], Callable[[int], None]] = lambda total: lambda done: None,
 ) -> dict[str, Any]:
     """Top-1 and top-5 error of `target` on `images` by one of the paper's methods, as
@@ -144,7 +144,7 @@ def run(
         shuffle=False,
         num_epochs=1,
         drop_remainder=False,
-        worker_count=workers,
+        worker_count=data_lib.auto_workers(workers, images),
     )
     batches = (
         loader

@@ -232,6 +232,7 @@ class _Plan:
     eval_every: int
     checkpoint_every: int
     eval_scales: list[int]
+    workers: int  # --workers resolved ("auto": one per usable core, less one, for image folders)
 
 
 def _warm_start(
@@ -324,6 +325,9 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
         variables = jax.jit(model.init)(
             init_key, jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
         )
+    workers = data_lib.auto_workers(cfg.workers, train_source)
+    if workers:
+        log(f"input: {workers} worker processes (--workers {cfg.workers})")
     return _Plan(
         cfg,
         train_source,
@@ -337,6 +341,7 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
         eval_every,
         cfg.checkpoint_every or eval_every,
         cfg.eval_scales or [cfg.image_size],
+        workers,
     )
 
 
@@ -594,7 +599,7 @@ def run(
                     raise StopRequested(_stopped_message(stop.name, done, cfg.workdir), stop.signum or 2)
                 progress.update(task, advance=1)
         final = (
-            evaluate_state(plan, state, cfg.eval_method, cfg.workers)
+            evaluate_state(plan, state, cfg.eval_method, plan.workers)
             if cfg.eval_method != "center" or last_eval is None
             else last_eval
         )
@@ -669,7 +674,7 @@ def _train_iterator(plan: _Plan) -> Iterator[dict[str, np.ndarray]]:
             plan.local_batch,
             seed=cfg.seed,
             shuffle=True,
-            worker_count=cfg.workers,
+            worker_count=plan.workers,
         )
     )
 
@@ -713,7 +718,7 @@ def _evaluate_and_adapt(
 ) -> tuple[Any, dict[str, Any]]:
     """The periodic centre-crop evaluation, logged; the paper's policy divides the rate when accuracy
     stalls."""
-    result = evaluate_state(plan, state, "center", plan.cfg.workers)
+    result = evaluate_state(plan, state, "center", plan.workers)
     metrics_log.write({"step": done, "epoch": done / plan.steps_per_epoch, "eval": result})
     if plan.cfg.lr_policy == "paper" and plateau.update(1 - result["top1_error"]):
         new_rate = float(train_lib.learning_rate(state.opt_state)) / plateau.factor

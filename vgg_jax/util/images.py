@@ -57,7 +57,7 @@ def to_rgb8(image: Image.Image) -> np.ndarray:
         return _grey_to_rgb(values, 1.0)
     if mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # Pillow warns when a palette with transparency goes to RGB directly
-    return np.asarray(image.convert("RGB"), np.uint8)
+    return np.asarray(image if mode == "RGB" else image.convert("RGB"), np.uint8)  # RGB: no copy to convert
 
 
 def _declared_bits(image: Image.Image, default: int) -> int:

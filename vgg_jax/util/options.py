@@ -21,6 +21,8 @@ def option(
     metavar: Optional[str] = None,
     each: Optional[Callable[[str], Any]] = None,
     every: Optional[Sequence[Any]] = None,
+    positional: bool = False,
+    parse: Optional[Callable[[str], Any]] = None,
 ) -> Any:
     """A dataclass field whose metadata makes it a flag.
 
@@ -33,6 +35,9 @@ def option(
         each: for a tuple field (a comma-separated flag): turns one item's text into its value,
             raising ValueError for a bad one (aliases, spellings).
         every: for a tuple field: what the word `all` stands for.
+        positional: a required positional argument (`bench_data.py DATA`) instead of a flag.
+        parse: turns the flag's text into the value, raising ValueError for a bad one, where the
+            field's type alone does not say (`--workers auto` or a number).
     """
     metadata = {
         "help": help,
@@ -41,5 +46,7 @@ def option(
         "metavar": metavar,
         "each": each,
         "every": None if every is None else tuple(every),
+        "positional": positional,
+        "parse": parse,
     }
     return dataclasses.field(default=default, metadata=metadata)
