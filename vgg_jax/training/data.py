@@ -471,7 +471,7 @@ def make_loader(
             "processes"
         )
     per_shard = len(source) // shard_count * shard_count  # equal shards: the remainder is left out
-    dataset = grain.MapDataset.source(source)[:per_shard][shard_index::shard_count]
+    dataset = grain.MapDataset.source(_Boxed(source))[:per_shard][shard_index::shard_count]
     if shuffle:
         dataset = dataset.shuffle(seed)  # a new permutation each epoch
     dataset = dataset.repeat(num_epochs)
@@ -482,23 +482,40 @@ def make_loader(
     return Loader(dataset.map_with_index(_with_index), batch_size, drop_remainder, worker_count)
 
 
+class _Boxed:
+    """A source whose elements are 1-tuples, so that an unreadable file's None keeps its place in the stream
+    (Grain drops None elements, and with them the count the iterator's position rests on)."""
+
+    def __init__(self, source: Any):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[Any]:
+        return (self.source[index],)
+
+    def __repr__(self) -> str:
+        return repr(self.source)
+
+
 class _UnlessNone:
-    """A Map transform that passes over the None of an unreadable file (dropped when batching)."""
+    """A Map transform of a boxed element that passes over an unreadable file (dropped when batching)."""
 
     def __init__(self, transform: Any):
         self.transform = transform
 
-    def __call__(self, element: Any) -> Any:
-        return None if element is None else self.transform.map(element)
+    def __call__(self, box: tuple[Any]) -> tuple[Any]:
+        return (None if box[0] is None else self.transform.map(box[0]),)
 
 
 class _RandomUnlessNone(_UnlessNone):
-    def __call__(self, element: Any, rng: np.random.Generator) -> Any:  # type: ignore[override]
-        return None if element is None else self.transform.random_map(element, rng)
+    def __call__(self, box: tuple[Any], rng: np.random.Generator) -> tuple[Any]:  # type: ignore[override]
+        return (None if box[0] is None else self.transform.random_map(box[0], rng),)
 
 
-def _with_index(index: int, element: Any) -> tuple[int, Any]:
-    return index, element
+def _with_index(index: int, box: tuple[Any]) -> tuple[int, Any]:
+    return index, box[0]
 
 
 def _ignore_ctrl_c(worker_index: int, worker_count: int) -> None:
@@ -525,15 +542,27 @@ class Loader:
 
 
 class LoaderIterator:
-    """Batches from a position in the element stream; the state is that position, as JSON bytes."""
+    """Batches from a position in the element stream; the state is that position, as JSON bytes.
+
+    The workers (or this process) read, transform and stack the elements of
+    a run of `batch_size` positions, leaving out unreadable files; this
+    process cuts the chunks into batches of exactly `batch_size`. So a batch
+    is the same whatever the worker count, and a worker sends one array per
+    chunk, not one per image.
+    """
 
     def __init__(self, loader: Loader, position: int = 0):
-        self.loader, self.position, self._elements = loader, position, None
+        self.loader, self.position, self._chunks = loader, position, None
+        self._pending: list[
+            tuple[np.ndarray, dict[str, np.ndarray]]
+        ] = []  # (indices, arrays) not yet batched
 
     def _open(self) -> Any:
         loader = self.loader
-        dataset = loader.dataset[self.position :].to_iter_dataset(
-            grain.ReadOptions(prefetch_buffer_size=read_ahead(loader.batch_size))
+        dataset = (
+            loader.dataset[self.position :]
+            .batch(loader.batch_size, batch_fn=_stack_readable)
+            .to_iter_dataset(READ_AHEAD)
         )
         if loader.worker_count > 0:
             from absl import flags
@@ -541,8 +570,7 @@ class LoaderIterator:
             if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags; the defaults serve
                 flags.FLAGS.mark_as_parsed()
             dataset = dataset.mp_prefetch(
-                grain.MultiprocessingOptions(num_workers=loader.worker_count),
-                worker_init_fn=_ignore_ctrl_c,
+                grain.MultiprocessingOptions(num_workers=loader.worker_count), worker_init_fn=_ignore_ctrl_c
             )
         return iter(dataset)
 
@@ -550,23 +578,38 @@ class LoaderIterator:
         return self
 
     def __next__(self) -> dict[str, Any]:
-        if self._elements is None:
-            self._elements = self._open()
-        batch = []
-        while len(batch) < self.loader.batch_size:
+        if self._chunks is None:
+            self._chunks = self._open()
+        size = self.loader.batch_size
+        while sum(len(indices) for indices, _ in self._pending) < size:
             try:
-                index, element = next(self._elements)
+                indices, arrays = next(self._chunks)
             except StopIteration:
-                if batch and not self.loader.drop_remainder:
+                if self._pending and not self.loader.drop_remainder:
                     break
                 raise
-            self.position = index + 1
-            if element is not None:
-                batch.append(element)
-        return {key: np.stack([element[key] for element in batch]) for key in batch[0]}
+            if arrays is None:  # every file of the chunk was unreadable
+                self.position = int(indices) + 1 if not self._pending else self.position
+                continue
+            self._pending.append((indices, arrays))
+        taken, count = [], 0
+        while self._pending and count < size:
+            indices, arrays = self._pending.pop(0)
+            need = size - count
+            if len(indices) > need:  # the rest of this chunk starts the next batch
+                self._pending.insert(
+                    0, (indices[need:], {key: value[need:] for key, value in arrays.items()})
+                )
+                indices, arrays = indices[:need], {key: value[:need] for key, value in arrays.items()}
+            taken.append(arrays)
+            count += len(indices)
+            self.position = int(indices[-1]) + 1
+        return {key: np.concatenate([arrays[key] for arrays in taken]) for key in taken[0]}
 
     def get_state(self) -> bytes:
-        return json.dumps({"position": self.position}).encode()
+        # the first element not yet in a batch: the next batch starts there
+        start = int(self._pending[0][0][0]) if self._pending else self.position
+        return json.dumps({"position": start}).encode()
 
     def set_state(self, state: bytes) -> None:
         try:
@@ -577,13 +620,23 @@ class LoaderIterator:
                 "version cannot continue exactly; start the run again with --overwrite"
             ) from None
         self.close()
-        self.position = int(position)
+        self.position, self._pending = int(position), []
 
     def close(self) -> None:
         """Stops the worker processes, if any (they also stop when the iterator is collected)."""
-        elements, self._elements = self._elements, None
-        if elements is not None and hasattr(elements, "close"):
-            elements.close()
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None and hasattr(chunks, "close"):
+            chunks.close()
+
+
+def _stack_readable(chunk: Sequence[tuple[int, Any]]) -> tuple[Any, Any]:
+    """A run of (index, element) as (indices, stacked arrays) of the readable ones; (last index, None) if
+    none is."""
+    readable = [(index, element) for index, element in chunk if element is not None]
+    if not readable:
+        return chunk[-1][0], None
+    arrays = {key: np.stack([element[key] for _, element in readable]) for key in readable[0][1]}
+    return np.asarray([index for index, _ in readable]), arrays
 
 
 MAX_WORKERS = 256  # beyond it, a typo
@@ -622,14 +675,14 @@ def auto_workers(workers: Union[str, int], source: Any) -> int:
     return max(1, min(cores - 1, 32))
 
 
-def read_ahead(batch_size: int) -> int:
-    """Elements Grain's reading threads keep ready: two batches (at least 64, at most Grain's default 500).
+READ_AHEAD = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)
+"""Chunks (a batch's run of elements each) that Grain's reading threads keep ready, per process.
 
-    Grain's iterator scans its whole read-ahead buffer for every element it
-    returns, so the default of 500 cost half the host's time per batch of 64
-    (47 ms against 24 ms with 128, on 2 EPYC cores; docs/benchmarks.md).
-    """
-    return min(500, max(64, 2 * batch_size))
+Two: enough to overlap reading with the step. Grain's default (16 threads,
+500 ahead) scans its whole buffer for every item it returns; with elements
+as items, that cost half the host's time per batch of 64 (47 ms against 24
+ms with 128 ahead, on 2 EPYC cores; docs/benchmarks.md).
+"""
 
 
 def load_data(
