@@ -723,8 +723,10 @@ def test_bad_image_files_are_converted_or_skipped_and_counted(messy_folder):
         shard_count=1,
         num_epochs=1,
     )
-    batches = list(loader)
+    iterator = iter(loader)
+    batches = list(iterator)
     assert sum(len(b["label"]) for b in batches) == 4  # full batches of the readable images only
+    assert iterator.skipped == 2  # the two unreadable files, counted (train.py logs it as skipped_images)
 
 
 def test_a_folder_with_nothing_readable_is_a_clear_error(tmp_path):

@@ -553,6 +553,7 @@ class LoaderIterator:
 
     def __init__(self, loader: Loader, position: int = 0):
         self.loader, self.position, self._chunks = loader, position, None
+        self.skipped = 0  # unreadable files passed over since this iterator started (or was set)
         self._pending: list[
             tuple[np.ndarray, dict[str, np.ndarray]]
         ] = []  # (indices, arrays) not yet batched
@@ -583,11 +584,12 @@ class LoaderIterator:
         size = self.loader.batch_size
         while sum(len(indices) for indices, _ in self._pending) < size:
             try:
-                indices, arrays = next(self._chunks)
+                indices, arrays, unreadable = next(self._chunks)
             except StopIteration:
                 if self._pending and not self.loader.drop_remainder:
                     break
                 raise
+            self.skipped += unreadable
             if arrays is None:  # every file of the chunk was unreadable
                 self.position = int(indices) + 1 if not self._pending else self.position
                 continue
@@ -629,14 +631,14 @@ class LoaderIterator:
             chunks.close()
 
 
-def _stack_readable(chunk: Sequence[tuple[int, Any]]) -> tuple[Any, Any]:
-    """A run of (index, element) as (indices, stacked arrays) of the readable ones; (last index, None) if
-    none is."""
+def _stack_readable(chunk: Sequence[tuple[int, Any]]) -> tuple[Any, Any, int]:
+    """A run of (index, element) as (indices, stacked arrays, unreadable count) of the readable ones; the
+    last index and None when none is."""
     readable = [(index, element) for index, element in chunk if element is not None]
     if not readable:
-        return chunk[-1][0], None
+        return chunk[-1][0], None, len(chunk)
     arrays = {key: np.stack([element[key] for _, element in readable]) for key in readable[0][1]}
-    return np.asarray([index for index, _ in readable]), arrays
+    return np.asarray([index for index, _ in readable]), arrays, len(chunk) - len(readable)
 
 
 MAX_WORKERS = 256  # beyond it, a typo

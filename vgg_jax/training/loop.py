@@ -577,7 +577,7 @@ def run(
                 if due(done, cfg.log_every, total):
                     _log_window(
                         metrics_log,
-                        window.flush(list(last)),
+                        {**window.flush(list(last)), "skipped_images": getattr(iterator, "skipped", 0)},
                         done,
                         plan,
                         skipped,
@@ -691,13 +691,14 @@ def _log_window(
 ) -> None:
     """One metrics.jsonl line for the window; the progress bar's status, or a plain line where there is no
     terminal."""
-    rate = mean.pop("images_per_s")
+    rate, unreadable = mean.pop("images_per_s"), mean.pop("skipped_images", 0)
     metrics_log.write(
         {
             "step": done,
             "epoch": done / plan.steps_per_epoch,
             **mean,
             "skipped_nonfinite": skipped,
+            "skipped_images": unreadable,  # unreadable files passed over since this process started reading
             "images_per_s": rate,
         }
     )
