@@ -36,7 +36,7 @@ class TrainConfig:
 
     workdir: str = dataclasses.field(metadata={"help": "where config.json, metrics.jsonl and checkpoints go"})
     config: str = option("A", "config or alias")
-    data: str = option("digits", "digits | synthetic | folder:PATH")
+    data: str = option("digits", "digits | synthetic | folder:PATH | packed:PATH (scripts/pack_images.py)")
     image_size: int = option(32, "training crop size in pixels (at least 32)")
     epochs: int = option(1, "passes over the training set")
     batch_size: int = option(16, "the global batch, split over the devices")
@@ -243,9 +243,9 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.freeze is not None:
         finetune.check_freeze(cfg.config, cfg.freeze)
     if not isinstance(cfg.data, str) or not (
-        cfg.data in ("digits", "synthetic") or cfg.data.startswith("folder:")
+        cfg.data in ("digits", "synthetic") or cfg.data.startswith(("folder:", "packed:"))
     ):
-        raise ValueError(f"unknown --data {cfg.data!r}; use digits, synthetic or folder:PATH")
+        raise ValueError(f"unknown --data {cfg.data!r}; use digits, synthetic, folder:PATH or packed:PATH")
 
 
 def read_config(workdir: str, flag: str = "--resume") -> TrainConfig:

@@ -668,7 +668,9 @@ def auto_workers(workers: Union[str, int], source: Any) -> int:
         return int(workers)
     while isinstance(source, _Subset):
         source = source.source
-    if not isinstance(source, ImageFolderSource):
+    from vgg_jax.training.packed import PackedSource
+
+    if not isinstance(source, (ImageFolderSource, PackedSource)):
         return 0
     try:
         cores = len(os.sched_getaffinity(0))
@@ -709,6 +711,8 @@ def load_data(
             SyntheticSource(num_examples, image_size, num_classes, seed),
             SyntheticSource(max(num_examples // 8, 1), image_size, num_classes, seed + 1),
         )
+    if spec.startswith("packed:"):
+        return _packed(spec, image_size)
     if spec.startswith("folder:"):
         root = spec[len("folder:") :]
         if os.path.isdir(os.path.join(root, "train")):
@@ -718,7 +722,27 @@ def load_data(
         order = np.random.RandomState(0).permutation(len(full))
         held_out = max(1, len(full) // 10)
         return _Subset(full.with_draft(draft_short_side), order[held_out:]), _Subset(full, order[:held_out])
-    raise ValueError(f"unknown --data {spec!r}; use digits, synthetic or folder:PATH")
+    raise ValueError(f"unknown --data {spec!r}; use digits, synthetic, folder:PATH or packed:PATH")
+
+
+def _packed(spec: str, image_size: int) -> tuple[Any, Any]:
+    """A pack's train and validation sources (its val split, else a fixed 10% held out, as for folders)."""
+    from vgg_jax.training.packed import PackedSource, read_meta
+
+    dst = spec[len("packed:") :]
+    meta = read_meta(dst)
+    if meta["short_side"] < image_size:
+        raise ValueError(
+            f"--data {spec} was packed at short side {meta['short_side']}, less than --image-size "
+            f"{image_size}; "
+            f"pack the folder again with --short-side {image_size} or more"
+        )
+    train = PackedSource(dst, "train")
+    if "val" in meta["splits"]:
+        return train, PackedSource(dst, "val")
+    order = np.random.RandomState(0).permutation(len(train))
+    held_out = max(1, len(train) // 10)
+    return _Subset(train, order[held_out:]), _Subset(train, order[:held_out])
 
 
 class _Subset:
