@@ -79,6 +79,8 @@ def test_a_weights_file_on_an_image_folder(tmp_path, capsys):
         "A",
         "--data",
         f"folder:{tmp_path / 'images'}",
+        "--workers",
+        "0",  # no worker start-up (the worker path has its own tests)
         "--image-size",
         "32",
         "--preprocess",

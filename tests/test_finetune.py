@@ -85,6 +85,8 @@ def test_fine_tune_from_a_weights_file_with_the_features_frozen(tmp_path, folder
         "A",
         "--data",
         f"folder:{folder}",
+        "--workers",
+        "0",  # no worker start-up (the worker path has its own tests)
         "--image-size",
         "32",
         "--width-scale",
@@ -134,6 +136,8 @@ def test_init_from_refuses_what_it_cannot_read(tmp_path, folder, capsys):
         "A",
         "--data",
         f"folder:{folder}",
+        "--workers",
+        "0",  # no worker start-up (the worker path has its own tests)
         "--image-size",
         "32",
         "--width-scale",

@@ -104,6 +104,8 @@ def test_fine_tune_ctrl_c_resume_evaluate_export_and_predict(messy_folder, tmp_p
         "A",
         "--data",
         f"folder:{messy_folder}",
+        "--workers",
+        "0",  # no worker start-up (the worker path has its own tests)
         "--image-size",
         "32",
         *TINY_FLAGS,
@@ -151,7 +153,7 @@ def test_fine_tune_ctrl_c_resume_evaluate_export_and_predict(messy_folder, tmp_p
     assert json.loads((workdir / "classes.json").read_text()) == ["cat", "dog"]
 
     capsys.readouterr()
-    assert evaluate_cli([str(workdir), "--json"]) == 0
+    assert evaluate_cli([str(workdir), "--json", "--workers", "0"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 4
 
     # Export the run (the workdir, and a step folder by its state path), then predict with the export.
@@ -184,6 +186,8 @@ def test_resume_takes_every_flag_not_given_from_the_run(messy_folder, tmp_path, 
         "A",
         "--data",
         f"folder:{messy_folder}",
+        "--workers",
+        "0",  # no worker start-up (the worker path has its own tests)
         "--image-size",
         "32",
         "--scale",
@@ -480,6 +484,8 @@ def test_evaluate_refuses_a_class_count_mismatch_and_maps_by_name(messy_folder, 
         "32",
         "--data",
         f"folder:{messy_folder}",
+        "--workers",
+        "0",  # no worker start-up (the worker path has its own tests)
         "--json",
     ]
     assert evaluate_cli(argv) == 2

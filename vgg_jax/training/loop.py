@@ -439,7 +439,11 @@ def nonfinite_policy(
 
 def evaluate_state(plan: _Plan, state: Any, method: str, workers: int = 0) -> dict[str, Any]:
     """Evaluates the state's variables: each process its shard of the validation set on one device, counts
-    summed."""
+    summed.
+
+    In this process by default (the loader's reading threads): worker processes would start afresh, jax
+    imported and all, at every periodic evaluation.
+    """
     mean = None if plan.cfg.mean_rgb is None else tuple(plan.cfg.mean_rgb)
     val_loader = data_lib.make_loader(
         plan.val_source,
@@ -599,7 +603,7 @@ def run(
                     raise StopRequested(_stopped_message(stop.name, done, cfg.workdir), stop.signum or 2)
                 progress.update(task, advance=1)
         final = (
-            evaluate_state(plan, state, cfg.eval_method, plan.workers)
+            evaluate_state(plan, state, cfg.eval_method)
             if cfg.eval_method != "center" or last_eval is None
             else last_eval
         )
@@ -719,7 +723,7 @@ def _evaluate_and_adapt(
 ) -> tuple[Any, dict[str, Any]]:
     """The periodic centre-crop evaluation, logged; the paper's policy divides the rate when accuracy
     stalls."""
-    result = evaluate_state(plan, state, "center", plan.workers)
+    result = evaluate_state(plan, state, "center")
     metrics_log.write({"step": done, "epoch": done / plan.steps_per_epoch, "eval": result})
     if plan.cfg.lr_policy == "paper" and plateau.update(1 - result["top1_error"]):
         new_rate = float(train_lib.learning_rate(state.opt_state)) / plateau.factor
