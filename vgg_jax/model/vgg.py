@@ -277,13 +277,8 @@ class VGG(nn.Module):
         self._check_variables(config)
         self._check_train_inputs(train, needs_classifier)
         init = initializers(self.init_scheme)
-        outputs: dict[str, jax.Array] = {}
-
-        def emit(name: str, value: jax.Array) -> bool:
-            if name in wanted:
-                outputs[name] = value
-            return names.index(name) == last
-
+        taps = _Taps(wanted, names[last])
+        outputs, emit = taps.outputs, taps.emit
         x = jnp.asarray(images, self.dtype)
         run_block = nn.remat(VGG._block, static_argnums=(2, 3, 4, 5, 6)) if self.remat else VGG._block
         for block_index in range(1, len(CONFIGS[config]) + 1):
@@ -331,13 +326,8 @@ class VGG(nn.Module):
         conv_function = (
             flax_conv if resolve_conv_impl(self.conv_impl) == "custom_vjp" else jax.lax.conv_general_dilated
         )
-        outputs: dict[str, jax.Array] = {}
-
-        def emit(name: str, value: jax.Array) -> bool:
-            if name in wanted:
-                outputs[name] = value
-            return name == last
-
+        taps = _Taps(wanted, last)
+        outputs, emit = taps.outputs, taps.emit
         conv_index = 0
         for layer in CONFIGS[config][block_index - 1]:
             if isinstance(layer, Conv):
@@ -475,6 +465,18 @@ class VGG(nn.Module):
                 "train=True with batch_norm updates the batch statistics: pass "
                 "mutable=['batch_stats'] to model.apply and keep the returned statistics"
             )
+
+
+class _Taps:
+    """The activations asked for, kept as the layers run; `emit` says when the deepest one is reached."""
+
+    def __init__(self, wanted: tuple[str, ...], last: str):
+        self.wanted, self.last, self.outputs = wanted, last, {}
+
+    def emit(self, name: str, value: jax.Array) -> bool:
+        if name in self.wanted:
+            self.outputs[name] = value
+        return name == self.last
 
 
 def resolve_conv_impl(conv_impl: str) -> str:
