@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import struct
-import warnings
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -100,9 +99,7 @@ def pack(
         count = 0
         try:
             for index in range(len(source)):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("always")
-                    element = source[index]
+                element = source[index]  # an unreadable file: None, with a warning naming it
                 done += 1
                 if progress:
                     progress(done, total)
