@@ -7,18 +7,18 @@ XLA_FLAGS (see `vgg_jax.util.xla_flags`; `VGG_JAX_XLA_CPU_FLAGS=0` turns that of
 from vgg_jax.util import xla_flags  # noqa: F401 (first: XLA reads XLA_FLAGS when a backend starts)
 
 # isort: split
-from vgg_jax.model.configs import (
+from vgg_jax.model import (
     ALIASES,
     CONFIGS,
     LRN,
+    VGG,
     Conv,
+    LocalResponseNorm,
     count_macs,
     count_params,
     layer_names,
     resolve_config,
 )
-from vgg_jax.model.layers import LocalResponseNorm
-from vgg_jax.model.vgg import VGG
 from vgg_jax.research.perceptual import lpips, perceptual_loss
 from vgg_jax.research.warm_start import (  # the function; the module stays importable by its path
     WarmStartReport,

@@ -35,7 +35,7 @@ from vgg_jax.model.vgg import (
 )
 from vgg_jax.training import parallel
 from vgg_jax.training import step as train
-from vgg_jax.util.options import option
+from vgg_jax.util.options import option, positive
 
 MODES = ("forward", "forward_backward", "train_step")
 ACCELERATOR_DEFAULTS = {"batch_size": 32, "steps": 100, "warmup": 10}  # the original TF1 benchmark's
@@ -65,16 +65,6 @@ def _config(text: str) -> str:
     return resolve_config(text.strip())
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError("expected a positive integer")
-    return value
-
-
 PEERS = ("torch", "torch-compile")  # torchvision eager, and under torch.compile
 
 
@@ -97,7 +87,7 @@ class BenchSpec:
         f"global batch size (split over the devices), or a comma-separated sweep (default "
         f"{ACCELERATOR_DEFAULTS['batch_size']}; CPU {CPU_DEFAULTS['batch_size']})",
         flag="--batch-size",
-        each=_positive,
+        each=positive,
         metavar="N[,N]",
     )
     steps: Optional[int] = option(

@@ -19,16 +19,9 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
-from vgg_jax.util.options import option
+from vgg_jax.util.options import option, positive
 
 PEERS = ("torch",)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("expected a positive integer")
-    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +35,7 @@ class DataBenchConfig:
     scale: tuple[int, ...] = option(
         (256, 512),
         "the short side S: S_MIN,S_MAX drawn per image (the paper's jitter) or one S",
-        each=_positive,
+        each=positive,
         metavar="S[,S_MAX]",
     )
     batch_size: int = option(32, "images per batch")

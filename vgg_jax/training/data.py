@@ -591,7 +591,8 @@ class LoaderIterator:
                 raise
             self.skipped += unreadable
             if arrays is None:  # every file of the chunk was unreadable
-                self.position = int(indices) + 1 if not self._pending else self.position
+                if not self._pending:  # else the state is the first pending element's, before this chunk
+                    self.position = int(indices) + 1
                 continue
             self._pending.append((indices, arrays))
         taken, count = [], 0

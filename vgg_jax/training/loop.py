@@ -437,7 +437,7 @@ def nonfinite_policy(
     return skipped
 
 
-def evaluate_state(plan: _Plan, state: Any, method: str, workers: int = 0) -> dict[str, Any]:
+def evaluate_state(plan: _Plan, state: Any, method: str) -> dict[str, Any]:
     """Evaluates the state's variables: each process its shard of the validation set on one device, counts
     summed.
 
@@ -453,7 +453,7 @@ def evaluate_state(plan: _Plan, state: Any, method: str, workers: int = 0) -> di
         shuffle=False,
         num_epochs=1,
         drop_remainder=False,
-        worker_count=workers,
+        worker_count=0,
     )
     variables = {
         "params": state.params,
@@ -581,10 +581,11 @@ def run(
                 if due(done, cfg.log_every, total):
                     _log_window(
                         metrics_log,
-                        {**window.flush(list(last)), "skipped_images": getattr(iterator, "skipped", 0)},
+                        window.flush(list(last)),
                         done,
                         plan,
                         skipped,
+                        getattr(iterator, "skipped", 0),
                         progress,
                         task,
                         log if plain else None,
@@ -689,13 +690,14 @@ def _log_window(
     done: int,
     plan: _Plan,
     skipped: int,
+    unreadable: int,
     progress: Progress,
     task: Any,
     plain_log: Optional[Callable[[str], None]],
 ) -> None:
     """One metrics.jsonl line for the window; the progress bar's status, or a plain line where there is no
     terminal."""
-    rate, unreadable = mean.pop("images_per_s"), mean.pop("skipped_images", 0)
+    rate = mean.pop("images_per_s")
     metrics_log.write(
         {
             "step": done,

@@ -78,9 +78,9 @@ def pack(
     splits = {"train": os.path.join(src, "train"), "val": os.path.join(src, "val")}
     if not all(os.path.isdir(path) for path in splits.values()):
         splits = {"train": src}
-    sources = {name: ImageFolderSource(path) for name, path in splits.items()}
+    sources = {"train": ImageFolderSource(splits["train"])}
     classes = sources["train"].classes
-    if "val" in sources:
+    if "val" in splits:  # labelled by the training folder's classes
         sources["val"] = ImageFolderSource(splits["val"], classes=classes)
     partial = dst.rstrip(os.sep) + ".partial"
     shutil.rmtree(partial, ignore_errors=True)  # an interrupted pack of the same DST

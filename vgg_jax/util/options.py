@@ -13,6 +13,17 @@ import dataclasses
 from typing import Any, Callable, Optional, Sequence
 
 
+def positive(text: str) -> int:
+    """A positive integer from a flag's text (an `each` converter); ValueError otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError("expected a positive integer")
+    return value
+
+
 def option(
     default: Any,
     help: str,
