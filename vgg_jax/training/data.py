@@ -75,7 +75,14 @@ class ArraySource:
 
 
 class SyntheticSource:
-    """Random images and labels, made on demand from the index (benchmarks, smoke tests)."""
+    """Random images and labels (benchmarks, smoke tests): element i is image i % 256 of a pool made once.
+
+    Drawing a fresh random image for every element cost more host time
+    than the rest of the input pipeline together, and this source is what
+    measures the training loop's own overhead (docs/benchmarks.md).
+    """
+
+    POOL = 256
 
     def __init__(self, num_examples: int, image_size: int, num_classes: int, seed: int = 0):
         self.num_examples, self.image_size, self.num_classes, self.seed = (
@@ -84,14 +91,19 @@ class SyntheticSource:
             num_classes,
             seed,
         )
+        self._pool = []
+        for index in range(min(num_examples, self.POOL)):
+            rng = np.random.default_rng((seed, index))
+            image = rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
+            image.setflags(write=False)  # shared by every element that reuses it
+            self._pool.append((image, int(rng.integers(num_classes))))
 
     def __len__(self) -> int:
         return self.num_examples
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = np.random.default_rng((self.seed, index))
-        image = rng.integers(0, 256, (self.image_size, self.image_size, 3), dtype=np.uint8)
-        return {"image": image, "label": int(rng.integers(self.num_classes))}
+        image, label = self._pool[index % len(self._pool)]
+        return {"image": image, "label": label}
 
     def __repr__(self) -> str:
         return (
