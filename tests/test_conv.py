@@ -1,4 +1,5 @@
-"""The custom-gradient convolution matches jax.grad of lax.conv to 1e-5."""
+"""The custom-gradient convolution matches jax.grad of lax.conv to 1e-5; the Winograd `conv_impl`s match it in
+the model."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,8 @@ from conftest import random_images, tiny_vgg
 from jax import lax
 
 from vgg_jax import VGG
-from vgg_jax.model.conv import DIMENSIONS, conv_same, flax_conv
+from vgg_jax.model import winograd
+from vgg_jax.model.conv import DIMENSIONS, conv_same, flax_conv, winograd_conv
 
 
 def reference(inputs, kernel):
@@ -31,21 +33,27 @@ def test_conv_same_value_and_gradients(shape, kernel_size):
         assert relative(ours, theirs) < 1e-5
 
 
-def test_flax_conv_falls_back_for_other_convolutions():
+def direct_call(conv, inputs, kernel, strides):
+    numbers = lax.conv_dimension_numbers(inputs.shape, kernel.shape, DIMENSIONS)
+    return conv(inputs, kernel, strides, "SAME", dimension_numbers=numbers)
+
+
+@pytest.mark.parametrize("conv", [flax_conv, winograd_conv(winograd.F2x2)], ids=["flax_conv", "winograd"])
+def test_the_drop_ins_fall_back_for_other_convolutions(conv):
+    """Strided and 3-channel convolutions go to XLA's direct one; a 6-channel 3x3 one goes to Winograd."""
     inputs = jax.random.normal(jax.random.key(0), (1, 8, 8, 3))
     kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
-    strided = flax_conv(
-        inputs,
-        kernel,
-        (2, 2),
-        "SAME",
-        dimension_numbers=lax.conv_dimension_numbers(inputs.shape, kernel.shape, DIMENSIONS),
+    for strides in ((2, 2), (1, 1)):
+        np.testing.assert_allclose(
+            direct_call(conv, inputs, kernel, strides),
+            direct_call(lax.conv_general_dilated, inputs, kernel, strides),
+            rtol=1e-6,
+        )
+    inputs, kernel = jnp.ones((1, 8, 8, 6)), jnp.ones((3, 3, 6, 4))
+    jaxpr = str(
+        jax.make_jaxpr(lambda x: direct_call(winograd_conv(winograd.F2x2), x, kernel, (1, 1)))(inputs)
     )
-    np.testing.assert_allclose(
-        strided,
-        lax.conv_general_dilated(inputs, kernel, (2, 2), "SAME", dimension_numbers=DIMENSIONS),
-        rtol=1e-6,
-    )
+    assert "conv_general_dilated" not in jaxpr and "scan" in jaxpr
 
 
 def test_model_gradients_agree_between_conv_impls(tiny_a):
@@ -59,10 +67,11 @@ def test_model_gradients_agree_between_conv_impls(tiny_a):
             logits = model.apply({"params": params}, images)
             return jnp.sum(jax.nn.log_softmax(logits)[jnp.arange(2), labels])
 
-        return jax.grad(loss, argnums=(0, 1))(variables["params"], images)
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables["params"], images)
 
-    custom, xla = grads("custom_vjp"), grads("xla")
-    for ours, theirs in zip(jax.tree.leaves(custom), jax.tree.leaves(xla)):
-        assert relative(ours, theirs) < 1e-5
+    xla = grads("xla")
+    for conv_impl, bound in (("custom_vjp", 1e-5), ("winograd", 1e-5), ("winograd_f4", 1e-4)):
+        for ours, theirs in zip(jax.tree.leaves(grads(conv_impl)), jax.tree.leaves(xla)):
+            assert relative(ours, theirs) < bound, conv_impl
     with pytest.raises(ValueError, match="conv_impl must be one of"):
-        VGG(conv_impl="winograd")
+        VGG(conv_impl="winograd_f6")

@@ -11,11 +11,13 @@ is image patches times the output gradient, a matrix product.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from vgg_jax.model import winograd
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
@@ -58,50 +60,74 @@ def _conv_same_bwd(residuals, grad_out):
 conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
 
 
-def flax_conv(
-    lhs: jax.Array,
-    rhs: jax.Array,
-    window_strides: Any,
-    padding: Any,
-    lhs_dilation: Any = None,
-    rhs_dilation: Any = None,
-    dimension_numbers: Any = None,
-    feature_group_count: int = 1,
-    batch_group_count: int = 1,
-    precision: Any = None,
-    preferred_element_type: Any = None,
-) -> jax.Array:
-    """A drop-in for `lax.conv_general_dilated` in `flax.linen.Conv` that uses `conv_same` where it
-    applies."""
-    simple = (
-        tuple(window_strides) == (1, 1)
-        and (lhs_dilation is None or tuple(lhs_dilation) == (1, 1))
-        and (rhs_dilation is None or tuple(rhs_dilation) == (1, 1))
-        and feature_group_count == 1
-        and batch_group_count == 1
-        and rhs.shape[0] % 2 == 1
-        and rhs.shape[1] % 2 == 1
-        and _is_same(padding, rhs.shape)
-        and (
-            dimension_numbers is None
-            or tuple(getattr(dimension_numbers, "lhs_spec", ())) in ((0, 3, 1, 2), ())
+def _drop_in(same: Callable[[jax.Array, jax.Array], jax.Array]) -> Callable[..., jax.Array]:
+    """A drop-in for `lax.conv_general_dilated` (`flax.linen.Conv`'s `conv_general_dilated`) that
+    calls `same(lhs, rhs)` for NHWC 'SAME' stride-1 convolutions with odd kernels, and XLA's for the
+    rest."""
+
+    def conv(
+        lhs: jax.Array,
+        rhs: jax.Array,
+        window_strides: Any,
+        padding: Any,
+        lhs_dilation: Any = None,
+        rhs_dilation: Any = None,
+        dimension_numbers: Any = None,
+        feature_group_count: int = 1,
+        batch_group_count: int = 1,
+        precision: Any = None,
+        preferred_element_type: Any = None,
+    ) -> jax.Array:
+        groups = (feature_group_count, batch_group_count)
+        layout = dimension_numbers is None or tuple(getattr(dimension_numbers, "lhs_spec", ())) in (
+            (0, 3, 1, 2),
+            (),
         )
-    )
-    if simple:
+        if (
+            layout
+            and groups == (1, 1)
+            and tuple(window_strides) == (1, 1)
+            and all(d is None or tuple(d) == (1, 1) for d in (lhs_dilation, rhs_dilation))
+            and rhs.shape[0] % 2 == 1
+            and rhs.shape[1] % 2 == 1
+            and _is_same(padding, rhs.shape)
+        ):
+            return same(lhs, rhs)
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            batch_group_count,
+            precision,
+            preferred_element_type,
+        )
+
+    return conv
+
+
+flax_conv = _drop_in(conv_same)
+flax_conv.__doc__ = "`lax.conv_general_dilated` for `flax.linen.Conv`, by `conv_same` where it applies."
+
+
+def winograd_conv(algorithm: winograd.Algorithm) -> Callable[..., jax.Array]:
+    """`lax.conv_general_dilated` for `flax.linen.Conv`: 3x3 'SAME' stride-1 convolutions by Winograd
+    (`vgg_jax.model.winograd`), other odd 'SAME' ones by `conv_same`, the rest by XLA.
+
+    A layer whose input has 3 channels (VGG's first) stays direct: its
+    products would be 3 deep, and it measured slower by Winograd.
+    """
+
+    def same(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+        if rhs.shape[:2] == (3, 3) and rhs.shape[2] > 3:
+            return winograd.conv3x3(lhs, rhs, algorithm)
         return conv_same(lhs, rhs)
-    return lax.conv_general_dilated(
-        lhs,
-        rhs,
-        window_strides,
-        padding,
-        lhs_dilation,
-        rhs_dilation,
-        dimension_numbers,
-        feature_group_count,
-        batch_group_count,
-        precision,
-        preferred_element_type,
-    )
+
+    return _drop_in(same)
 
 
 def _is_same(padding: Any, kernel_shape: tuple) -> bool:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vgg_jax.model import winograd
 from vgg_jax.model.configs import (
     CONFIGS,
     LRN,
@@ -26,12 +27,12 @@ from vgg_jax.model.configs import (
     resolve_config,
     scaled,
 )
-from vgg_jax.model.conv import flax_conv
+from vgg_jax.model.conv import flax_conv, winograd_conv
 from vgg_jax.model.layers import LocalResponseNorm, max_pool_2x2, relu_output_mask
 
 Initializer = Callable[..., jax.Array]
 INIT_SCHEMES = ("glorot", "paper", "kaiming")
-CONV_IMPLS = ("auto", "xla", "custom_vjp")
+CONV_IMPLS = ("auto", "xla", "custom_vjp", "winograd", "winograd_f4")
 # jax.nn.relu, or layers.relu_output_mask (the gradient masked by the output)
 RELU_IMPLS = ("jax", "output_mask")
 POOL_IMPLS = ("auto", "reduce_window", "reshape")  # auto: reshape on CPU; nn.max_pool, or layers.max_pool_2x2
@@ -145,9 +146,14 @@ class VGG(nn.Module):
         param_dtype: parameter dtype.
         conv_impl: "auto" (default: "custom_vjp" when JAX's default backend
             is the CPU, else "xla"), "xla" (`lax.conv_general_dilated` and its
-            autodiff) or "custom_vjp" (`vgg_jax.model.conv.conv_same`: the gradient
+            autodiff), "custom_vjp" (`vgg_jax.model.conv.conv_same`: the gradient
             as a forward conv and a patches matmul, which XLA:CPU runs faster;
-            see docs/benchmarks.md).
+            see docs/benchmarks.md), "winograd" (the 3x3 layers after the
+            first by Winograd F(2x2, 3x3), `vgg_jax.model.winograd`: 2.25x
+            fewer multiplies, within 1e-5 of the direct convolution) or
+            "winograd_f4" (F(4x4, 3x3): 4x fewer, within 1e-4). Both Winograd
+            forms measured slower than "custom_vjp" on the CPUs measured so
+            far (docs/benchmarks.md), so "auto" does not pick them.
         remat: recompute each conv block's activations in the backward pass
             (`jax.checkpoint` per block) instead of keeping them: less
             activation memory for more compute. Same variables and gradients.
@@ -323,9 +329,7 @@ class VGG(nn.Module):
             (output, the wanted activations of this block).
         """
         init = initializers(self.init_scheme)
-        conv_function = (
-            flax_conv if resolve_conv_impl(self.conv_impl) == "custom_vjp" else jax.lax.conv_general_dilated
-        )
+        conv_function = conv_function_for(resolve_conv_impl(self.conv_impl))
         taps = _Taps(wanted, last)
         outputs, emit = taps.outputs, taps.emit
         conv_index = 0
@@ -477,6 +481,15 @@ class _Taps:
         if name in self.wanted:
             self.outputs[name] = value
         return name == self.last
+
+
+def conv_function_for(conv_impl: str) -> Callable[..., jax.Array]:
+    """The `lax.conv_general_dilated` drop-in that a resolved `conv_impl` names, for `nn.Conv`."""
+    if conv_impl == "custom_vjp":
+        return flax_conv
+    if conv_impl in ("winograd", "winograd_f4"):
+        return winograd_conv(winograd.F2x2 if conv_impl == "winograd" else winograd.F4x4)
+    return jax.lax.conv_general_dilated
 
 
 def resolve_conv_impl(conv_impl: str) -> str:
