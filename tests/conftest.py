@@ -4,8 +4,9 @@ Compile time dominates this suite on 2 cores, most of it XLA:CPU compiling the
 threefry random-number code of `model.init`. Two settings, for the tests only,
 cut it: the non-partitionable threefry (about 3x faster to compile, other random
 bits, which no test depends on), and a per-session persistent compilation
-cache, so that the many identical tiny inits compile once. Both are set in the
-environment too, so the command-line runs the tests start as subprocesses
+cache, so that the many identical tiny inits compile once (one cache for the
+session, shared by the pytest-xdist workers). Both are set in the environment
+too, so the command-line runs the tests start as subprocesses
 (`scripts/train.py`, `scripts/bench.py`) share them: a tiny `train.py` run
 takes about 9 s instead of 18 s on 2 cores once its step is in the cache.
 """
@@ -15,9 +16,12 @@ import tempfile
 
 # Allocate GPU memory as needed, not 75% up front: two pytest-xdist workers can share one GPU.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-# For this process and every subprocess a test starts (JAX reads these at import).
+# For this process and every subprocess a test starts (JAX reads these at import). pytest-xdist's
+# workers inherit the controller's environment, so both workers share one cache too.
 os.environ["JAX_THREEFRY_PARTITIONABLE"] = "false"
-os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vgg_jax_test_cache_")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ.setdefault(
+    "VGG_JAX_TEST_CACHE_DIR", tempfile.mkdtemp(prefix="vgg_jax_test_cache_")
+)
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 import jax  # noqa: E402
