@@ -151,9 +151,10 @@ class VGG(nn.Module):
             see docs/benchmarks.md), "winograd" (the 3x3 layers after the
             first by Winograd F(2x2, 3x3), `vgg_jax.model.winograd`: 2.25x
             fewer multiplies, within 1e-5 of the direct convolution) or
-            "winograd_f4" (F(4x4, 3x3): 4x fewer, within 1e-4). Both Winograd
-            forms measured slower than "custom_vjp" on the CPUs measured so
-            far (docs/benchmarks.md), so "auto" does not pick them.
+            "winograd_f4" (F(4x4, 3x3): 4x fewer, within 1e-4). On the CPUs
+            measured so far both ran the forward pass slower than
+            "custom_vjp" and compiled 2-3x longer (docs/benchmarks.md), so
+            "auto" does not pick them.
         remat: recompute each conv block's activations in the backward pass
             (`jax.checkpoint` per block) instead of keeping them: less
             activation memory for more compute. Same variables and gradients.
