@@ -92,6 +92,16 @@ def saving(workdir) -> bool:
     )
 
 
+def resume_for_two_steps(args: list, workdir, step: int) -> subprocess.CompletedProcess:
+    """`train.py ARGS --resume` of a run stopped after `step`, to step + 2."""
+    return subprocess.run(
+        [sys.executable, TRAIN, *args, "--max-steps", str(step + 2), "--workdir", str(workdir), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_kill_9_at_random_points_then_resume_gives_bit_identical_params(tmp_path):
     """Three SIGKILLs (one while a checkpoint is being written), resumes, and the same final params as one
     clean run."""
@@ -237,21 +247,7 @@ def test_a_signal_finishes_the_step_writes_a_checkpoint_says_how_to_resume_and_e
     ]  # the step in progress finished, and was checkpointed
     if signum == signal.SIGINT:
         return  # the resume is the same for both signals: SIGTERM's run checks it
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            TRAIN,
-            *SIGNAL_ARGS,
-            "--max-steps",
-            str(step + 2),
-            "--workdir",
-            str(workdir),
-            "--resume",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = resume_for_two_steps(SIGNAL_ARGS, workdir, step)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"Resumed {workdir} at step {step}" in resumed.stdout and finished_steps(workdir)[-1] == step + 2
 
@@ -297,23 +293,7 @@ def test_ctrl_c_with_worker_processes_prints_no_traceback_and_the_run_resumes(tm
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
     (step,) = finished_steps(workdir)
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            TRAIN,
-            *args,
-            "--workers",
-            "0",
-            "--max-steps",
-            str(step + 2),
-            "--workdir",
-            str(workdir),
-            "--resume",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = resume_for_two_steps([*args, "--workers", "0"], workdir, step)
     assert resumed.returncode == 0 and finished_steps(workdir)[-1] == step + 2, resumed.stderr[-2000:]
 
 

@@ -153,7 +153,8 @@ class VGG(nn.Module):
             fewer multiplies, within 1e-5 of the direct convolution) or
             "winograd_f4" (F(4x4, 3x3): 4x fewer, within 1e-4). On the CPUs
             measured so far both ran the forward pass slower than
-            "custom_vjp" and compiled 2-3x longer (docs/benchmarks.md), so
+            "custom_vjp" and compiled 2-3x longer for a forward-backward
+            step, about 8x for the forward pass (docs/benchmarks.md), so
             "auto" does not pick them.
         remat: recompute each conv block's activations in the backward pass
             (`jax.checkpoint` per block) instead of keeping them: less

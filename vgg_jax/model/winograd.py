@@ -30,7 +30,7 @@ once per step and shared by all three.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -125,20 +125,59 @@ def _tiles(x: jax.Array, axis: int, m: int, count: int, alpha: int) -> jax.Array
     return jnp.stack(views)
 
 
-def _block(x: jax.Array, u: jax.Array, algorithm: Algorithm, tiles_w: int) -> jax.Array:
-    """One block: `(G, m * rows + 2, m * tiles_w + 2, C)` padded input -> `(G, m * rows, m * tiles_w, K)`."""
+class Blocking(NamedTuple):
+    """How `conv3x3` cuts a layer: tile rows per block, blocks per image, blocks per step of the loop."""
+
+    block_rows: int
+    blocks_per_image: int
+    group: int
+
+
+def blocking(
+    shape: tuple[int, ...], algorithm: Algorithm, itemsize: int = 4, block_rows: Optional[int] = None
+) -> Blocking:
+    """The blocks for an (N, H, W, C) input: each step's transformed input at most `BLOCK_BYTES` (several
+    small images' blocks in one step, so that the products stay large)."""
+    batch, height, width, channels = shape
     m, alpha = algorithm.m, algorithm.alpha
-    group, rows = x.shape[0], (x.shape[1] - 2) // m
-    # B^T d B: along the rows, then along the columns -> (alpha, alpha, G, rows, tiles_w, C).
+    tiles_h, tiles_w = -(-height // m), -(-width // m)
+    row_bytes = alpha * alpha * tiles_w * channels * itemsize
+    if block_rows is None:
+        block_rows = max(1, min(tiles_h, BLOCK_BYTES // row_bytes))
+    blocks_per_image = -(-tiles_h // block_rows)
+    units = batch * blocks_per_image
+    group = max(1, min(units, BLOCK_BYTES // (row_bytes * block_rows)))
+    while units % group:
+        group -= 1
+    return Blocking(block_rows, blocks_per_image, group)
+
+
+def input_transform(x: jax.Array, algorithm: Algorithm, tiles_w: int) -> jax.Array:
+    """`B^T d B` of a block, `(G, m * rows + 2, m * tiles_w + 2, C)` padded input -> `(alpha^2, G * rows *
+    tiles_w, C)`: along the rows, then along the columns."""
+    m, alpha = algorithm.m, algorithm.alpha
+    rows = (x.shape[1] - 2) // m
     by_row = _apply(algorithm.B_T, _tiles(x, 1, m, rows, alpha), 0)
     v = _apply(algorithm.B_T, jnp.moveaxis(_tiles(by_row, 3, m, tiles_w, alpha), 0, 1), 1)
-    channels, features = x.shape[-1], u.shape[-1]
-    tiles = group * rows * tiles_w
-    products = jnp.einsum("tpc,tck->tpk", v.reshape(alpha * alpha, tiles, channels), u)
-    # A^T M A -> (m, m, G, rows, tiles_w, K), then the m x m output tiles interleaved into rows and columns.
+    return v.reshape(alpha * alpha, -1, x.shape[-1])
+
+
+def output_transform(
+    products: jax.Array, algorithm: Algorithm, group: int, rows: int, tiles_w: int
+) -> jax.Array:
+    """`A^T M A` of a block's `(alpha^2, G * rows * tiles_w, K)` products, the m x m output tiles
+    interleaved into rows and columns: `(G, m * rows, m * tiles_w, K)`."""
+    m, alpha = algorithm.m, algorithm.alpha
+    features = products.shape[-1]
     y = products.reshape(alpha, alpha, group, rows, tiles_w, features)
-    y = _apply(algorithm.A_T, _apply(algorithm.A_T, y, 0), 1)
+    y = _apply(algorithm.A_T, _apply(algorithm.A_T, y, 0), 1)  # (m, m, G, rows, tiles_w, K)
     return y.transpose(2, 3, 0, 4, 1, 5).reshape(group, rows * m, tiles_w * m, features)
+
+
+def _block(x: jax.Array, u: jax.Array, algorithm: Algorithm, tiles_w: int) -> jax.Array:
+    """One block: `(G, m * rows + 2, m * tiles_w + 2, C)` padded input -> `(G, m * rows, m * tiles_w, K)`."""
+    products = jnp.einsum("tpc,tck->tpk", input_transform(x, algorithm, tiles_w), u)
+    return output_transform(products, algorithm, x.shape[0], (x.shape[1] - 2) // algorithm.m, tiles_w)
 
 
 def conv3x3(
@@ -164,23 +203,17 @@ def conv3x3(
         )
     batch, height, width, channels = inputs.shape
     m, alpha = algorithm.m, algorithm.alpha
-    tiles_h, tiles_w = -(-height // m), -(-width // m)
-    row_bytes = alpha * alpha * tiles_w * channels * jnp.dtype(inputs.dtype).itemsize
-    if block_rows is None:
-        block_rows = max(1, min(tiles_h, BLOCK_BYTES // row_bytes))
-    blocks_per_image = -(-tiles_h // block_rows)
+    tiles_w = -(-width // m)
+    block_rows, blocks_per_image, group = blocking(
+        inputs.shape, algorithm, jnp.dtype(inputs.dtype).itemsize, block_rows
+    )
     rows = blocks_per_image * block_rows
-    # Small images: several images' blocks in one step of the loop, so that the products stay large.
-    units = batch * blocks_per_image
-    group = max(1, min(units, BLOCK_BYTES // (row_bytes * block_rows)))
-    while units % group:
-        group -= 1
     # SAME pads 1 on each side; the bottom and right further, to whole blocks and tiles.
     padded = jnp.pad(inputs, ((0, 0), (1, m * rows + 1 - height), (1, m * tiles_w + 1 - width), (0, 0)))
     span = m * block_rows
     blocks = jnp.stack(
         [padded[:, span * b : span * b + span + 2] for b in range(blocks_per_image)], axis=1
-    ).reshape(units // group, group, span + 2, m * tiles_w + 2, channels)
+    ).reshape(batch * blocks_per_image // group, group, span + 2, m * tiles_w + 2, channels)
     u = transform_kernel(kernel, algorithm).reshape(alpha * alpha, channels, kernel.shape[-1])
     y = lax.map(lambda block: _block(block, u, algorithm, tiles_w), blocks)
     y = y.reshape(batch, rows * m, tiles_w * m, kernel.shape[-1])
