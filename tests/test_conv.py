@@ -9,8 +9,8 @@ from conftest import random_images, tiny_vgg
 from jax import lax
 
 from vgg_jax import VGG
-from vgg_jax.model import winograd
-from vgg_jax.model.conv import DIMENSIONS, conv_same, flax_conv, winograd_conv
+from vgg_jax.model import conv, winograd
+from vgg_jax.model.conv import DIMENSIONS, conv_same, flax_conv, kernel_gradient, winograd_conv
 
 
 def reference(inputs, kernel):
@@ -30,6 +30,46 @@ def test_conv_same_value_and_gradients(shape, kernel_size):
     expected = jax.vjp(reference, inputs, kernel)[1](cotangent)
     got = jax.vjp(conv_same, inputs, kernel)[1](cotangent)
     for ours, theirs in zip(got, expected):
+        assert relative(ours, theirs) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "shape, window, block_bytes",
+    [
+        ((2, 13, 11, 5), (3, 3), 2 * 11 * 9 * 5 * 4 * 3),  # 3 rows a block: 5 blocks, the last one short
+        ((1, 9, 9, 4), (3, 3), 1),  # one row a block
+        ((2, 10, 7, 3), (5, 5), 2 * 7 * 25 * 3 * 4 * 4),
+        ((3, 6, 5, 8), (1, 1), 64),
+    ],
+)
+def test_kernel_gradient_in_blocks_of_rows_equals_the_whole(shape, window, block_bytes):
+    inputs = jax.random.normal(jax.random.key(0), shape)
+    cotangent = jax.random.normal(jax.random.key(1), shape[:3] + (6,))
+    kernel = jnp.zeros(window + (shape[-1], 6))
+    with jax.default_matmul_precision("highest"):
+        expected = jax.vjp(lambda k: reference(inputs, k), kernel)[1](cotangent)[0]
+        whole = kernel_gradient(inputs, cotangent, window)
+        blocked = jax.jit(kernel_gradient, static_argnums=(2, 3))(inputs, cotangent, window, block_bytes)
+    assert "scan" in str(
+        jax.make_jaxpr(kernel_gradient, static_argnums=(2, 3))(inputs, cotangent, window, block_bytes)
+    )
+    assert whole.dtype == blocked.dtype == jnp.float32 and blocked.shape == expected.shape
+    assert relative(whole, expected) < 1e-6 and relative(blocked, expected) < 1e-6
+    # bfloat16 inputs: products in bfloat16, sums in float32
+    low = kernel_gradient(inputs.astype(jnp.bfloat16), cotangent.astype(jnp.bfloat16), window, block_bytes)
+    assert low.dtype == jnp.float32 and relative(low, expected) < 1e-2
+
+
+def test_conv_same_takes_the_blocked_kernel_gradient_past_the_size_limit(monkeypatch):
+    inputs = jax.random.normal(jax.random.key(0), (2, 12, 9, 4))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 5))
+    cotangent = jax.random.normal(jax.random.key(2), (2, 12, 9, 5))
+    expected = jax.vjp(reference, inputs, kernel)[1](cotangent)
+    monkeypatch.setattr(conv, "PATCHES_WHOLE_BYTES", 0)
+    monkeypatch.setattr(conv, "PATCHES_BLOCK_BYTES", 2 * 9 * 9 * 4 * 4 * 5)  # 5 rows a block
+    vjp = jax.vjp(conv_same, inputs, kernel)[1]
+    assert "scan" in str(jax.make_jaxpr(vjp)(cotangent))
+    for ours, theirs in zip(vjp(cotangent), expected):
         assert relative(ours, theirs) < 1e-5
 
 
