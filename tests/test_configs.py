@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 from vgg_jax import ALIASES, CONFIGS, VGG, count_macs, count_params, resolve_config
-from vgg_jax.model.configs import layer_names
+from vgg_jax.model.configs import layer_macs, layer_names
 
 # The paper's configs: exact parameters and forward MACs at 224 pixels, 1000 classes (the README's table).
 PAPER = {
@@ -36,7 +36,14 @@ def test_counts_are_the_papers_to_the_unit(config):
     params, macs = PAPER[config]
     assert count_params(config) == params
     assert count_macs(config) == macs
-    assert num_leaves(init_shapes(VGG(config=config))["params"]) == params
+    shapes = init_shapes(VGG(config=config))["params"]
+    assert num_leaves(shapes) == params
+    # per layer: one entry per parameter layer, in forward order, each its kernel's size times its outputs
+    per_layer = layer_macs(config)
+    assert list(per_layer) == [name for name in layer_names(config) if name in shapes]
+    for name, kernel in ((name, shapes[name]["kernel"]) for name in per_layer):
+        positions = 1 if name.startswith("fc") else 224 // 2 ** (int(name[4]) - 1)
+        assert per_layer[name] == kernel.size * positions**2
 
 
 @pytest.mark.parametrize("config", ["A", "D"])

@@ -31,17 +31,19 @@ def environment(devices: int) -> dict:
     return env
 
 
-def run_worker(tmp_path, name: str, host_devices: int, devices: int, *extra: str) -> tuple[dict, dict]:
-    out = tmp_path / f"{name}.npz"
+def run_worker(tmp_path, host_devices: int, *runs: str) -> list[tuple[dict, dict]]:
+    """Runs `NAME=DEVICES[,fc]` one after another in one worker process: (info, state) for each."""
+    outs = [tmp_path / f"{run.split('=')[0]}.npz" for run in runs]
     done = subprocess.run(
-        [sys.executable, WORKER, str(out), str(devices), *extra],
+        [sys.executable, WORKER, *(f"{out}={run.split('=')[1]}" for out, run in zip(outs, runs))],
         env=environment(host_devices),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1]), dict(np.load(out))
+    infos = json.loads(done.stdout.strip().splitlines()[-1])
+    return [(info, dict(np.load(out))) for info, out in zip(infos, outs)]
 
 
 def assert_same_state(a: dict, b: dict, atol: float, last_rtol: float = 1e-4) -> None:
@@ -62,13 +64,14 @@ def assert_same_state(a: dict, b: dict, atol: float, last_rtol: float = 1e-4) ->
 
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory):
-    return run_worker(tmp_path_factory.mktemp("one"), "one", 1, 1)
+    return run_worker(tmp_path_factory.mktemp("one"), 1, "one=1")[0]
 
 
-def test_eight_devices_match_one_device_and_fc_sharding_matches_replication(tmp_path, one_device):
-    info1, state1 = one_device
-    info8, state8 = run_worker(tmp_path, "eight", 8, 8)
-    info_fc, state_fc = run_worker(tmp_path, "fc", 8, 8, "--shard-fc")
+def test_eight_devices_match_one_device_and_fc_sharding_matches_replication(tmp_path):
+    """One process of 8 CPU devices: a mesh of 1 of them, of all 8, and of all 8 with fc6 sharded."""
+    (info1, state1), (info8, state8), (info_fc, state_fc) = run_worker(
+        tmp_path, 8, "one=1", "eight=8", "fc=8,fc"
+    )
     assert (info1["devices"], info8["devices"]) == (1, 8)
     assert_same_state(state1, state8, atol=1e-5)  # BN statistics, params and momentum
     np.testing.assert_allclose(info8["losses"], info1["losses"], rtol=1e-5)
@@ -110,8 +113,7 @@ def test_two_processes_over_jax_distributed_match_one_process(tmp_path, one_devi
             [
                 sys.executable,
                 WORKER,
-                str(tmp_path / f"p{i}.npz"),
-                "4",
+                f"{tmp_path / f'p{i}.npz'}=4",
                 "--process-id",
                 str(i),
                 "--num-processes",
@@ -126,7 +128,7 @@ def test_two_processes_over_jax_distributed_match_one_process(tmp_path, one_devi
         )
         for i in range(2)
     ]
-    outputs = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in finish(procs)]
+    outputs = [json.loads(stdout.strip().splitlines()[-1])[0] for stdout, _ in finish(procs)]
     assert [o["processes"] for o in outputs] == [2, 2] and outputs[0]["devices"] == 4
     states = [dict(np.load(tmp_path / f"p{i}.npz")) for i in range(2)]
     assert_same_state(states[0], states[1], atol=0, last_rtol=0)  # the same params on both processes

@@ -182,6 +182,39 @@ def count_params(
     return total
 
 
+def layer_macs(
+    config: str,
+    image_size: int = 224,
+    *,
+    num_classes: int = 1000,
+    fc_width: int = 4096,
+    width_scale: float = 1.0,
+    in_channels: int = 3,
+) -> dict[str, int]:
+    """Multiply-adds of one forward pass on one square image, per parameter layer (`conv3_2`, `fc6`), in
+    forward order.
+
+    Counts every output position of every conv (padding included), as the
+    paper and torchvision do, and the three FC layers; pools, ReLU, LRN and
+    biases are not counted.
+    """
+    _check_image_size(image_size)
+    macs, channels, size = {}, in_channels, image_size
+    for block_index, block in enumerate(CONFIGS[resolve_config(config)], start=1):
+        conv_index = 0
+        for layer in block:
+            if isinstance(layer, Conv):
+                conv_index += 1
+                out = scaled(layer.features, width_scale)
+                macs[f"conv{block_index}_{conv_index}"] = size * size * layer.kernel_size**2 * channels * out
+                channels = out
+        size //= 2
+    macs["fc6"] = size * size * channels * fc_width
+    macs["fc7"] = fc_width * fc_width
+    macs["fc8"] = fc_width * num_classes
+    return macs
+
+
 def count_macs(
     config: str,
     image_size: int = 224,
@@ -191,24 +224,17 @@ def count_macs(
     width_scale: float = 1.0,
     in_channels: int = 3,
 ) -> int:
-    """Multiply-adds of one forward pass on one square image (2 FLOPs each).
-
-    Counts every output position of every conv (padding included), as the
-    paper and torchvision do, and the three FC layers; pools, ReLU, LRN and
-    biases are not counted.
-    """
-    _check_image_size(image_size)
-    total, channels, size = 0, in_channels, image_size
-    for block_index, block in enumerate(CONFIGS[resolve_config(config)], start=1):
-        for layer in block:
-            if isinstance(layer, Conv):
-                out = scaled(layer.features, width_scale)
-                total += size * size * layer.kernel_size**2 * channels * out
-                channels = out
-        size //= 2
-    flat = size * size * channels
-    total += flat * fc_width + fc_width * fc_width + fc_width * num_classes
-    return total
+    """Multiply-adds of one forward pass on one square image (2 FLOPs each): `layer_macs` summed."""
+    return sum(
+        layer_macs(
+            config,
+            image_size,
+            num_classes=num_classes,
+            fc_width=fc_width,
+            width_scale=width_scale,
+            in_channels=in_channels,
+        ).values()
+    )
 
 
 def _validate_table() -> None:
