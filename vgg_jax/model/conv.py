@@ -67,8 +67,8 @@ def kernel_gradient(
     times the output gradient, one matrix product.
 
     A large input's patches (a kh*kw-fold copy) are made and multiplied a block of image rows at a time
-    under `lax.scan`, so that they stay in cache: measured 1.3-2.7x faster at VGG-16's layers from 28x28
-    up, batch 4 (docs/benchmarks.md). `block_bytes` overrides the block size (tests).
+    under `lax.scan`, so that they stay in cache: measured 1.4-3.0x faster at VGG-16's layers from 56x56
+    up and 1.0-1.4x at 28x28, batch 4 (docs/benchmarks.md). `block_bytes` overrides the block size (tests).
     """
     kh, kw = window
     batch, height, width, channels = inputs.shape
