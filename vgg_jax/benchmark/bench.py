@@ -33,7 +33,7 @@ from vgg_jax.model.vgg import (
     resolve_conv_impl,
     resolve_pool_impl,
 )
-from vgg_jax.training import parallel
+from vgg_jax.training import finetune, parallel
 from vgg_jax.training import step as train
 from vgg_jax.util.options import option, positive
 
@@ -263,8 +263,6 @@ def step_function(model: VGG, mode: str, images: jax.Array, labels: jax.Array, p
     # The library's own train step: cross-entropy, SGD-momentum, metrics, state donated.
     optimizer = optax.sgd(1e-2, momentum=0.9)
     if model.freeze is not None:  # frozen layers: no update and no optimiser state, as train.py --freeze
-        from vgg_jax.training import finetune
-
         optimizer = optax.multi_transform(
             {"train": optimizer, "frozen": optax.set_to_zero()},
             finetune.param_labels(model.config, model.freeze),
@@ -474,8 +472,6 @@ def step_flops(
         return forward, "count_macs (2 FLOPs per MAC)"
     if freeze is None:
         return 3 * forward, "count_macs (2 FLOPs per MAC, x3 for a backward pass)"
-    from vgg_jax.training import finetune
-
     frozen = set(finetune.frozen_layers(config, freeze))
     trained = [macs[name] for name in macs if name not in frozen]
     backward = 2.0 * batch_size * (2 * sum(trained) - (trained[0] if trained else 0))

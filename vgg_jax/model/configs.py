@@ -199,17 +199,13 @@ def layer_macs(
     biases are not counted.
     """
     _check_image_size(image_size)
-    macs, channels, size = {}, in_channels, image_size
-    for block_index, block in enumerate(CONFIGS[resolve_config(config)], start=1):
-        conv_index = 0
-        for layer in block:
-            if isinstance(layer, Conv):
-                conv_index += 1
-                out = scaled(layer.features, width_scale)
-                macs[f"conv{block_index}_{conv_index}"] = size * size * layer.kernel_size**2 * channels * out
-                channels = out
-        size //= 2
-    macs["fc6"] = size * size * channels * fc_width
+    macs, channels = {}, in_channels
+    for name, block, conv in conv_layers(config):
+        size = image_size >> (block - 1)  # after block - 1 floor-mode 2x2 pools
+        out = scaled(conv.features, width_scale)
+        macs[name] = size * size * conv.kernel_size**2 * channels * out
+        channels = out
+    macs["fc6"] = feature_map_size(image_size) ** 2 * channels * fc_width
     macs["fc7"] = fc_width * fc_width
     macs["fc8"] = fc_width * num_classes
     return macs
