@@ -56,12 +56,14 @@ def main() -> None:
     example = val_source[0]
     image = jnp.asarray(example["image"].astype(np.float32) - mean)[None]
 
-    def class_score(image, label):
-        return model.apply({"params": state.params}, image)[0, label]
+    @jax.jit  # one compiled program, not one per operation
+    def predict_and_saliency(params, image):
+        score = lambda image, label: model.apply({"params": params}, image)[0, label]  # noqa: E731
+        predicted = jnp.argmax(model.apply({"params": params}, image)[0])
+        return predicted, jnp.abs(jax.grad(score)(image, predicted)).max(axis=-1)[0]
 
-    logits = model.apply({"params": state.params}, image)
-    predicted = int(jnp.argmax(logits))
-    saliency = jnp.abs(jax.grad(class_score)(image, predicted)).max(axis=-1)[0]
+    predicted, saliency = predict_and_saliency(state.params, image)
+    predicted = int(predicted)
     saliency = np.asarray(255 * saliency / (saliency.max() + 1e-12), np.uint8)
     big = lambda pixels: Image.fromarray(pixels).resize((128, 128), Image.NEAREST)  # noqa: E731
     big(example["image"]).save(os.path.join(args.out, "digit.png"))

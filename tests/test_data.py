@@ -66,6 +66,21 @@ def test_digits_are_a_fixed_split_of_real_digits():
     assert np.array_equal(train.images[..., 0], train.images[..., 2])  # grey repeated to RGB
 
 
+def test_digits_read_from_scikit_learns_file_equal_its_load_digits(monkeypatch):
+    """The table is read from the installed scikit-learn's own file, without importing it; where the file is
+    not found, scikit-learn's load_digits gives the same arrays."""
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    assert data._sklearn_digits_csv() is not None
+    images, target = data._digits_arrays()
+    reference = sklearn_datasets.load_digits()
+    np.testing.assert_array_equal(images, reference.images)
+    np.testing.assert_array_equal(target, reference.target)
+    monkeypatch.setattr(data, "_sklearn_digits_csv", lambda: None)
+    fallback_images, fallback_target = data._digits_arrays()
+    np.testing.assert_array_equal(fallback_images, images)
+    np.testing.assert_array_equal(fallback_target, target)
+
+
 def test_train_transform_augmentations():
     image = np.arange(50 * 60 * 3, dtype=np.uint8).reshape(50, 60, 3)
     element = {"image": image, "label": 3}

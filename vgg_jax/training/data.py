@@ -14,6 +14,8 @@ colour shift, and mean-RGB subtraction.
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import importlib.util
 import json
 import math
 import os
@@ -274,6 +276,11 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
                 f"VGG_JAX_DIGITS={path} is not a digits file from vgg_jax.training.data.export_digits "
                 f"({error})"
             ) from None
+    csv = _sklearn_digits_csv()
+    if csv is not None:  # the file scikit-learn's load_digits reads, without importing scikit-learn (2 s)
+        with gzip.open(csv, "rt") as file:
+            table = np.loadtxt(file, delimiter=",")
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
     try:
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError:
@@ -283,6 +290,20 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
         ) from None
     digits = sklearn_digits()
     return digits.images, digits.target
+
+
+def _sklearn_digits_csv() -> Optional[str]:
+    """The digits table inside an installed scikit-learn (`datasets/data/digits.csv.gz`), found without
+    importing it; None where scikit-learn is missing or keeps the file elsewhere."""
+    try:
+        spec = importlib.util.find_spec("sklearn")
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 def export_digits(path: str) -> None:

@@ -8,6 +8,7 @@ rescaled to each Q here, on the device.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import jax
@@ -77,6 +78,15 @@ def make_predict(
     scales = tuple(int(q) for q in scales)
     if not scales or min(scales) < crop_size:
         raise ValueError(f"test scales Q must be at least the crop size {crop_size}, got {scales}")
+    return _predict_function(model, method, scales, int(crop_size), bool(flip))
+
+
+@functools.lru_cache(maxsize=16)
+def _predict_function(
+    model: VGG, method: str, scales: tuple[int, ...], crop_size: int, flip: bool
+) -> Callable:
+    """`make_predict`'s function, one per model and method: a training run's periodic evaluations reuse
+    one jitted function and its compiled programs instead of compiling anew each time."""
 
     def softmax(variables, images, dense=False):
         return jax.nn.softmax(model.apply(variables, images, dense=dense), axis=-1)

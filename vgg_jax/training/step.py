@@ -36,15 +36,21 @@ def create_train_state(
     """A state at step 0 from initialised (or warm-started, or loaded) variables.
 
     The arrays are copied: the train step donates its state, and the caller's
-    variables must survive that.
+    variables must survive that. One jitted call: run eagerly, every copy and
+    every optimiser-state zero array would compile a program of its own.
     """
-    params = jax.tree.map(jnp.copy, variables["params"])
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        batch_stats=jax.tree.map(jnp.copy, variables.get("batch_stats", {})),
-        opt_state=optimizer.init(params),
-    )
+
+    @jax.jit
+    def build(variables: dict[str, Any]) -> TrainState:
+        params = jax.tree.map(jnp.copy, variables["params"])
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=jax.tree.map(jnp.copy, variables.get("batch_stats", {})),
+            opt_state=optimizer.init(params),
+        )
+
+    return build(variables)
 
 
 def kernel_mask(params: Any) -> Any:
