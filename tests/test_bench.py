@@ -306,13 +306,13 @@ def test_remat_reports_its_temp_memory_and_step_time():
     the CPU's reshape pooling), so here it must only not grow.
     """
     spec = bench.BenchSpec(
-        configs=("D",),
+        configs=("A",),
         batch_sizes=(4,),
         modes=("forward", "forward_backward"),
-        image_size=64,
+        image_size=32,
         steps=2,
         warmup=1,
-        width_scale=1 / 8,
+        width_scale=1 / 16,
         fc_width=32,
         num_classes=10,
         remat=True,

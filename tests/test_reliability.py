@@ -211,15 +211,13 @@ def wait_for_line(proc, prefix: str, timeout: float = 300) -> list[str]:
     )
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_finishes_the_step_writes_a_checkpoint_says_how_to_resume_and_exits_non_zero(
-    tmp_path, signum
-):
-    """Ctrl-C or a scheduler's SIGTERM mid-run: a checkpoint of the last finished step, one line, status 128 +
-    signal.
+def test_a_signal_finishes_the_step_writes_a_checkpoint_says_how_to_resume_and_exits_non_zero(tmp_path):
+    """A scheduler's SIGTERM mid-run: a checkpoint of the last finished step, one line, status 128 + signal.
 
     The run's output goes to a pipe, so it logs plain lines (no progress bar); the test waits for them.
+    Ctrl-C (SIGINT) takes the same path: the test with worker processes below sends it.
     """
+    signum = signal.SIGTERM
     workdir = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, TRAIN, *SIGNAL_ARGS, "--workdir", str(workdir)],
@@ -245,8 +243,6 @@ def test_a_signal_finishes_the_step_writes_a_checkpoint_says_how_to_resume_and_e
     assert step >= 3 and finished_steps(workdir) == [
         step
     ]  # the step in progress finished, and was checkpointed
-    if signum == signal.SIGINT:
-        return  # the resume is the same for both signals: SIGTERM's run checks it
     resumed = resume_for_two_steps(SIGNAL_ARGS, workdir, step)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"Resumed {workdir} at step {step}" in resumed.stdout and finished_steps(workdir)[-1] == step + 2
@@ -275,7 +271,8 @@ def test_the_first_signal_asks_for_a_stop_and_a_second_acts_as_before():
 
 def test_ctrl_c_with_worker_processes_prints_no_traceback_and_the_run_resumes(tmp_path):
     """--workers 2 on an image folder: Ctrl-C stops cleanly (the workers ignore it: no traceback from them),
-    and the run resumes in this process (--workers 0) where it stopped."""
+    says where it stopped and how to resume, and the run resumes in this process (--workers 0) where it
+    stopped."""
     from vgg_jax.benchmark.data_bench import write_jpeg_folder
 
     folder = write_jpeg_folder(str(tmp_path / "images"), 64, size=(48, 40), classes=4)
@@ -292,7 +289,14 @@ def test_ctrl_c_with_worker_processes_prints_no_traceback_and_the_run_resumes(tm
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    stopped = [line for line in stderr.splitlines() if line.startswith("train.py: stopped")]
+    assert (
+        len(stopped) == 1
+        and "stopped by SIGINT after step" in stopped[0]
+        and f"--workdir {workdir} --resume" in stopped[0]
+    ), stderr[-3000:]
     (step,) = finished_steps(workdir)
+    assert f"after step {step};" in stopped[0]  # the step in progress finished, and was checkpointed
     resumed = resume_for_two_steps([*args, "--workers", "0"], workdir, step)
     assert resumed.returncode == 0 and finished_steps(workdir)[-1] == step + 2, resumed.stderr[-2000:]
 
