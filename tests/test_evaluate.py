@@ -66,3 +66,17 @@ def test_evaluate_over_batches_and_bad_arguments(tiny_d):
         ev.make_predict(model, "ten-crop", [32], 32)
     with pytest.raises(ValueError, match="at least the crop size"):
         ev.make_predict(model, "dense", [24], 32)
+
+
+def test_periodic_evaluations_reuse_one_predict_function():
+    """Equal models and settings get the same jitted function (a run's evaluations compile once); other
+    settings, or a module that cannot be hashed, get their own."""
+    first = ev.make_predict(tiny_vgg("A"), "center", [32], 32)
+    assert ev.make_predict(tiny_vgg("A"), "center", (32,), 32) is first
+    assert ev.make_predict(tiny_vgg("A"), "dense", [32], 32) is not first
+    assert ev.make_predict(tiny_vgg("B"), "center", [32], 32) is not first
+
+    class Unhashable(type(tiny_vgg("A"))):
+        __hash__ = None
+
+    assert callable(ev.make_predict(Unhashable(config="A"), "center", [32], 32))

@@ -78,7 +78,12 @@ def make_predict(
     scales = tuple(int(q) for q in scales)
     if not scales or min(scales) < crop_size:
         raise ValueError(f"test scales Q must be at least the crop size {crop_size}, got {scales}")
-    return _predict_function(model, method, scales, int(crop_size), bool(flip))
+    key = (model, method, scales, int(crop_size), bool(flip))
+    try:
+        hash(model)
+    except TypeError:  # a module with unhashable fields: the same function, built afresh
+        return _predict_function.__wrapped__(*key)
+    return _predict_function(*key)
 
 
 @functools.lru_cache(maxsize=16)
