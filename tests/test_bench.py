@@ -421,3 +421,50 @@ def test_peers_and_remat_are_timed_beside_ours_and_reported(monkeypatch):
     assert (
         sum("ours / peer" in line for line in lines) == 4 and sum("remat=True" in line for line in lines) == 1
     )
+
+
+def test_bench_train_step_is_train_pys_step_with_its_weight_decay():
+    """`--mode train-step` times train.py's step: from the same state and batch, one step of each gives the
+    same new state, and that state carries the paper's L2 decay on kernels (a plain SGD's would not)."""
+    import numpy as np
+    import optax
+
+    from vgg_jax.training import step as train
+    from vgg_jax.training.config import TrainConfig, make_train_step
+
+    model = VGG(config="A", width_scale=1 / 16, fc_width=32, num_classes=10)
+    images = 0.1 * jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+    labels = jnp.arange(4)
+    params = jax.jit(model.init)(jax.random.key(1), images)["params"]
+    key = jax.random.key(2)
+    function, (state, batch, _), carries_state = bench.step_function(
+        model, "train_step", images, labels, params, key
+    )
+    assert carries_state and batch["image"].dtype == jnp.uint8  # what train.py's input pipeline gives
+    benched, _ = jax.jit(function)(state, batch, key)
+
+    cfg = TrainConfig(workdir="w", config="A", width_scale=1 / 16, fc_width=32)  # a train.py run's defaults
+    optimizer, step = make_train_step(cfg, model, total_steps=100)
+    trained, _ = jax.jit(step)(train.create_train_state(model, optimizer, {"params": params}), batch, key)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), benched, trained))
+
+    plain = optax.sgd(cfg.learning_rate, momentum=cfg.momentum)  # what the benchmark used to time
+    undecayed, _ = jax.jit(train.train_step(model, plain))(
+        train.create_train_state(model, plain, {"params": params}),
+        {"image": train_pixels(batch), "label": labels},
+        key,
+    )
+    for name in ("conv1_1", "fc7"):
+        np.testing.assert_allclose(
+            benched.params[name]["kernel"] - undecayed.params[name]["kernel"],
+            -cfg.learning_rate * cfg.weight_decay * params[name]["kernel"],
+            atol=1e-7,
+        )
+        np.testing.assert_allclose(benched.params[name]["bias"], undecayed.params[name]["bias"], atol=1e-7)
+
+
+def train_pixels(batch):
+    """The float images train.py's step makes of a batch on the device (mean 0, no colour shift)."""
+    from vgg_jax.training.data import device_pixels
+
+    return device_pixels(None, None)(batch)

@@ -171,3 +171,102 @@ def test_pretrained_pixel_conventions_match_preprocess():
         )
     assert zoo.weights_info(*reversed(resolve.pretrained_spec("torchvision:vgg16"))).preprocess == "torch"
     assert zoo.weights_info(*reversed(resolve.pretrained_spec("keras:vgg19"))).preprocess == "caffe"
+
+
+# ------------------------------------------------------------------ --init-from reads the source's widths
+
+NARROW = dict(width_scale=1 / 8, fc_width=64)  # another width than the tests' usual 1/16 and 32
+
+
+@pytest.fixture(scope="module")
+def narrow_a_file(tmp_path_factory):
+    """A run of config A at width 1/8 and fc 64, exported as convert_weights.py writes it (its metadata)."""
+    variables = jax.jit(VGG(config="A", num_classes=2, **NARROW).init)(
+        jax.random.key(5), jnp.zeros((1, 32, 32, 3))
+    )
+    variables = jax.tree.map(lambda leaf: leaf + 0.25, variables)  # a copy is told apart from a fresh init
+    path = str(tmp_path_factory.mktemp("narrow") / "tiny.msgpack")
+    metadata = {"config": "A", "preprocess": "paper", "mean_rgb": [120.0, 120.0, 120.0], "image_size": 32}
+    weights.save(variables, path, metadata=metadata)
+    return path, variables
+
+
+def finetune_argv(folder, path, workdir, *extra):
+    return [
+        "--config",
+        "A",
+        "--data",
+        f"folder:{folder}",
+        "--workers",
+        "0",
+        "--image-size",
+        "32",
+        "--init-from",
+        path,
+        "--freeze",
+        "pool5",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--workdir",
+        str(workdir),
+        *extra,
+    ]
+
+
+def test_init_from_a_file_of_other_widths_takes_its_widths(tmp_path, folder, narrow_a_file, capsys):
+    """No width flags given: the run is built at the file's widths and every layer but fc8 is copied."""
+    from vgg_jax.cli.train import main
+
+    path, source = narrow_a_file
+    workdir = tmp_path / "run"
+    assert main(finetune_argv(folder, path, workdir)) == 0
+    out = capsys.readouterr().out
+    assert "copied from A: (none)" not in out
+    assert "copied from A: conv1_1, conv2_1, conv3_1, conv3_2, conv4_1, conv4_2, conv5_1, conv5_2" in out
+    saved = json.load(open(workdir / "config.json"))
+    assert saved["width_scale"] == NARROW["width_scale"] and saved["fc_width"] == NARROW["fc_width"]
+    _, state = rundir.restore_state(str(workdir), "test")
+    for name in ("conv1_1", "conv5_2"):  # frozen: still the file's, bit for bit
+        np.testing.assert_array_equal(state["params"][name]["kernel"], source["params"][name]["kernel"])
+
+
+def test_init_from_with_other_widths_given_names_the_layer_and_both_shapes(
+    tmp_path, folder, narrow_a_file, capsys
+):
+    from vgg_jax.cli.train import main
+
+    path, _ = narrow_a_file
+    workdir = tmp_path / "run"
+    assert main(finetune_argv(folder, path, workdir, "--width-scale", "0.0625", "--fc-width", "64")) == 2
+    err = capsys.readouterr().err
+    assert "layer conv1_1 has shapes" in err and "(3, 3, 3, 8)" in err and "(3, 3, 3, 4)" in err
+    assert "--width-scale" in err and not workdir.exists()
+
+
+def test_warm_start_reads_the_source_widths_and_refuses_to_copy_nothing(narrow_a_file):
+    from vgg_jax.research.warm_start import LayerShapeError, warm_start
+
+    _, source = narrow_a_file
+    target, report = warm_start(source, "A", "A", jax.random.key(0), num_classes=2)
+    assert report.copied == ["conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8"]
+    _, report = warm_start(source, "A", "A", jax.random.key(0), layers="matching")
+    assert report.copied == list(source["params"])
+    np.testing.assert_array_equal(target["params"]["fc7"]["kernel"], source["params"]["fc7"]["kernel"])
+    with pytest.raises(
+        LayerShapeError, match=r"layer conv1_1 has shapes .*\(3, 3, 3, 8\).* but .*\(3, 3, 3, 4\)"
+    ):
+        warm_start(source, "A", "A", jax.random.key(0), num_classes=2, width_scale=1 / 16)
+    with pytest.raises(ValueError, match="would copy no layer"):
+        warm_start(source, "A", "A", jax.random.key(0), layers=[])
+
+
+def test_load_reads_the_files_own_config(narrow_a_file, tmp_path):
+    import vgg_jax
+
+    path, source = narrow_a_file
+    assert set(vgg_jax.load(path)["params"]) == set(source["params"])  # config A, not D
+    bare = str(tmp_path / "bare.msgpack")  # no metadata: the layer names say A
+    weights.save(source, bare)
+    assert set(vgg_jax.load(bare)["params"]) == set(source["params"])

@@ -8,6 +8,7 @@ collectives implementation; the tests set nothing for it).
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from vgg_jax.training import parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "parallel_worker.py")
+COLLECTIVES_WORKER = os.path.join(ROOT, "tests", "collectives_worker.py")
 
 
 def environment(devices: int) -> dict:
@@ -86,6 +88,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_two(command, devices: int) -> list:
+    """Two processes of `devices` CPU devices each, running `command(process_id)`, their output piped."""
+    return [
+        subprocess.Popen(
+            command(i), env=environment(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for i in range(2)
+    ]
+
+
 def finish(procs: list) -> list[tuple[str, str]]:
     """(stdout, stderr) of processes run together; all are killed if one hangs; each must succeed."""
     outputs = []
@@ -105,26 +117,13 @@ def check_two_processes_match_one_device(tmp_path, info1: dict, state1: dict) ->
     """Two processes of 2 CPU devices each (coordinator on 127.0.0.1), each feeding half of every global
     batch: the same state on both, and as one device on the same global batch."""
     port = free_port()
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                WORKER,
-                f"{tmp_path / f'p{i}.npz'}=4",
-                "--process-id",
-                str(i),
-                "--num-processes",
-                "2",
-                "--port",
-                str(port),
-            ],
-            env=environment(2),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    procs = start_two(
+        lambda i: (
+            [sys.executable, WORKER, f"{tmp_path / f'p{i}.npz'}=4"]
+            + ["--process-id", str(i), "--num-processes", "2", "--port", str(port)]
+        ),
+        devices=2,
+    )
     outputs = [json.loads(stdout.strip().splitlines()[-1])[0] for stdout, _ in finish(procs)]
     assert [o["processes"] for o in outputs] == [2, 2] and outputs[0]["devices"] == 4
     states = [dict(np.load(tmp_path / f"p{i}.npz")) for i in range(2)]
@@ -312,16 +311,7 @@ def train_two_processes(workdir, steps: int, resume: bool = False) -> list[str]:
         "--num-processes",
         "2",
     ] + (["--resume"] if resume else [])
-    procs = [
-        subprocess.Popen(
-            command + ["--process-id", str(i)],
-            env=environment(1),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    procs = start_two(lambda i: command + ["--process-id", str(i)], devices=1)
     return [stderr for _, stderr in finish(procs)]
 
 
@@ -347,3 +337,50 @@ def test_train_script_in_two_processes_checkpoints_and_resumes_exactly(tmp_path)
         json.loads(line)["step"] for line in open(tmp_path / "split" / "metrics.jsonl") if "eval" not in line
     ]
     assert steps == [1, 2, 3, 4]  # process 0 alone writes, and the resume drops nothing and repeats nothing
+
+
+def test_two_processes_wait_on_no_collective_between_windows_and_stop_together_on_sigterm(tmp_path):
+    """SIGTERM to one of two processes: both stop after the same step, at a log window, with a checkpoint
+    of it; and no process called a host collective on any step between two windows."""
+    import signal
+    import time
+
+    log_every, port, workdir = 4, free_port(), tmp_path / "run"
+    flags = [
+        *("--config", "A", "--data", "synthetic", "--image-size", "32", "--width-scale", "0.0625"),
+        *("--fc-width", "32", "--batch-size", "8", "--epochs", "100", "--log-every", str(log_every)),
+        *("--eval-every", "100000", "--checkpoint-every", "100000", "--workdir", str(workdir)),
+        *("--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"),
+    ]
+    procs = start_two(
+        lambda i: (
+            [sys.executable, COLLECTIVES_WORKER, str(tmp_path / f"calls{i}.json"), *flags]
+            + ["--process-id", str(i)]
+        ),
+        devices=1,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not any(
+            json.loads(line).get("step", 0) >= 2 * log_every
+            for line in (open(workdir / "metrics.jsonl") if (workdir / "metrics.jsonl").exists() else ())
+        ):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "no steps logged"
+            time.sleep(0.2)
+        procs[0].send_signal(signal.SIGTERM)
+        outputs = [proc.communicate(timeout=240) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    stopped = [re.search(r"after step (\d+);", stderr) for _, stderr in outputs]
+    assert all(stopped), [stderr[-2000:] for _, stderr in outputs]
+    steps = {int(match.group(1)) for match in stopped}
+    assert len(steps) == 1, steps  # the same step on both
+    step = steps.pop()
+    assert step % log_every == 0 and [proc.returncode for proc in procs] == [143, 143]
+    assert (workdir / "checkpoints" / str(step) / "_CHECKPOINT_METADATA").is_file()
+    for i in range(2):
+        calls = json.load(open(tmp_path / f"calls{i}.json"))
+        in_loop = [done for done, _ in calls if 0 < done]
+        assert in_loop, calls  # the window's agreement is counted: the count is real
+        assert all(done % log_every == 0 for done in in_loop), calls  # none between windows

@@ -20,7 +20,6 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from vgg_jax.benchmark import device_profile, hardware, peers, timing
 from vgg_jax.model.configs import CONFIGS, MIN_IMAGE_SIZE, layer_macs, resolve_config
@@ -35,6 +34,7 @@ from vgg_jax.model.vgg import (
 )
 from vgg_jax.training import finetune, parallel
 from vgg_jax.training import step as train
+from vgg_jax.training.config import TrainConfig, make_train_step
 from vgg_jax.util.options import option, positive
 
 MODES = ("forward", "forward_backward", "train_step")
@@ -260,15 +260,19 @@ def step_function(model: VGG, mode: str, images: jax.Array, labels: jax.Array, p
 
         return jax.grad(l2_loss_of_fc8), (params, images, key), False
 
-    # The library's own train step: cross-entropy, SGD-momentum, metrics, state donated.
-    optimizer = optax.sgd(1e-2, momentum=0.9)
-    if model.freeze is not None:  # frozen layers: no update and no optimiser state, as train.py --freeze
-        optimizer = optax.multi_transform(
-            {"train": optimizer, "frozen": optax.set_to_zero()},
-            finetune.param_labels(model.config, model.freeze),
-        )
+    # train.py's own step and optimiser, from a run config with this model's settings and train.py's
+    # defaults: uint8 crops normalised on the device, cross-entropy, the paper's SGD, metrics, state donated.
+    cfg = TrainConfig(workdir="", config=model.config, freeze=model.freeze)
+    optimizer, step = make_train_step(cfg, model, total_steps=1)
     state = train.create_train_state(model, optimizer, {"params": params})
-    return train.train_step(model, optimizer), (state, {"image": images, "label": labels}, key), True
+    return step, (state, train_batch(images, labels), key), True
+
+
+def train_batch(images: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+    """A batch as train.py's input gives it (`TrainConfig`'s pixels): uint8 crops, zero colour shifts,
+    labels."""
+    pixels = jnp.clip(jnp.round(127.5 + 255.0 * images), 0, 255).astype(jnp.uint8)
+    return {"image": pixels, "shift": jnp.zeros((images.shape[0], 3), jnp.float32), "label": labels}
 
 
 def _seed_line(label: str, steps: int, stats: dict[str, float]) -> str:
@@ -655,7 +659,7 @@ def _shardings(mode: str, args: tuple, mesh: Any) -> tuple[Any, Any]:
     if mode == "forward_backward":
         return (whole, rows, whole), whole
     state = parallel.state_sharding(args[0], mesh)
-    return (state, {"image": rows, "label": rows}, whole), (state, whole)
+    return (state, {"image": rows, "shift": rows, "label": rows}, whole), (state, whole)
 
 
 def _mib(value: Optional[int]) -> str:

@@ -4,10 +4,24 @@ to."""
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
+
+import numpy as np
 
 from vgg_jax.model.configs import CONFIGS, MIN_IMAGE_SIZE, conv_layers, resolve_config, scaled
 from vgg_jax.model.vgg import VGG
+
+
+def config_of(params: Any) -> Optional[str]:
+    """The config whose conv names and kernel sizes `params` has (A for A-LRN, which has A's), or None."""
+    convs = {}
+    for name, layer in params.items():
+        if name.startswith("conv") and not name.endswith("_bn"):
+            kernel = layer.get("kernel") if isinstance(layer, Mapping) else None
+            if np.ndim(kernel) != 4:
+                return None
+            convs[name] = np.shape(kernel)[0]
+    return next((c for c in CONFIGS if convs == {n: spec.kernel_size for n, _, spec in conv_layers(c)}), None)
 
 
 def infer_model(variables: Any, config: Optional[str] = None, **model_kwargs: Any) -> VGG:
@@ -18,16 +32,10 @@ def infer_model(variables: Any, config: Optional[str] = None, **model_kwargs: An
     """
     params = variables["params"]
     if config is None:
-        convs = {
-            name: params[name]["kernel"].shape[0]
-            for name in params
-            if name.startswith("conv") and not name.endswith("_bn")
-        }
-        config = next(
-            (c for c in CONFIGS if convs == {n: spec.kernel_size for n, _, spec in conv_layers(c)}), None
-        )
+        config = config_of(params)
         if config is None:
-            raise ValueError(f"these parameters match no VGG config (convs {sorted(convs)}); pass config=")
+            convs = sorted(name for name in params if name.startswith("conv") and not name.endswith("_bn"))
+            raise ValueError(f"these parameters match no VGG config (convs {convs}); pass config=")
     config = resolve_config(config)
     first = conv_layers(config)[0]
     return VGG(

@@ -15,10 +15,24 @@ import jax
 import jax.numpy as jnp
 
 from vgg_jax.model.configs import conv_layers, resolve_config
-from vgg_jax.model.infer import init_image_size
+from vgg_jax.model.infer import infer_model, init_image_size
 from vgg_jax.model.vgg import CLASSIFIER, VGG
 
 LAYER_CHOICES = ("paper", "matching")  # the named choices of `layers`; explicit layer names work too
+# The target's fields that fix its parameters' shapes: by default the source's own, read off its variables.
+SHAPE_FIELDS = ("num_classes", "fc_width", "width_scale", "batch_norm")
+
+
+class LayerShapeError(ValueError):
+    """A layer asked for has other shapes in the target than in the source; it names the layer and both."""
+
+    def __init__(self, layer: str, source: str, source_shapes: Any, target: str, target_shapes: Any) -> None:
+        self.layer, self.source_shapes, self.target_shapes = layer, source_shapes, target_shapes
+        super().__init__(
+            f"layer {layer} has shapes {source_shapes} in {source} but {target_shapes} in {target}; "
+            f"match num_classes / image_size / width_scale / fc_width to the source's, or pass "
+            f"exclude=['{layer}']"
+        )
 
 
 @dataclasses.dataclass
@@ -65,26 +79,34 @@ def warm_start(
         source_config, target_config: config names or aliases.
         rng: initialises the target's own layers with its init scheme.
         layers: "paper" (the source's first four convs and fc6-fc8),
-            "matching" (every layer present in both with the same shapes), or
-            explicit layer names.
+            "matching" (every layer present in both), or explicit layer names.
         exclude: layer names not to copy (for example "fc8" for other classes).
         image_size: the target's init image size; by default the source's (from its fc6 kernel).
-        **target_model_kwargs: `VGG` fields of the target (num_classes, width_scale, batch_norm, ...).
+        **target_model_kwargs: `VGG` fields of the target (num_classes, width_scale, batch_norm, ...);
+            the shape-defining ones (`SHAPE_FIELDS`) default to the source's, read off its variables.
 
     Returns:
         (target_variables, report). A layer's BN parameters and statistics
         travel with it.
 
     Raises:
-        ValueError: a named layer is missing from either model, a copied layer's
-            shape differs (the message names it and both shapes), or a 'paper'
-            warm start goes from a deeper config to a shallower one.
+        ValueError: a named layer is missing from either model, a layer asked for
+            has other shapes in the target (the message names it and both
+            shapes), nothing would be copied, or a 'paper' warm start goes
+            from a deeper config to a shallower one.
     """
     source, target = resolve_config(source_config), resolve_config(target_config)
     source_params = source_variables["params"]
+    inferred = infer_model(source_variables, source)
+    target_model_kwargs = {
+        **{field: getattr(inferred, field) for field in SHAPE_FIELDS},
+        **target_model_kwargs,
+    }
     model = VGG(config=target, **target_model_kwargs)
     if image_size is None:
-        image_size = init_image_size(source_params, source, target_model_kwargs.get("width_scale", 1.0))
+        image_size = (
+            init_image_size(source_params, source, inferred.width_scale) if "fc6" in source_params else 224
+        )
     target_variables = dict(jax.jit(model.init)(rng, jnp.zeros((1, image_size, image_size, 3), jnp.float32)))
     target_params = target_variables["params"]
     excluded = list(dict.fromkeys(exclude))
@@ -98,13 +120,7 @@ def warm_start(
             )
         wanted = [name for name, _, _ in source_convs[:4]] + list(CLASSIFIER)
     elif layers == "matching":
-        wanted = [
-            name
-            for name in source_params
-            if name in target_params
-            and not name.endswith("_bn")
-            and _shapes(source_params[name]) == _shapes(target_params[name])
-        ]
+        wanted = [name for name in source_params if name in target_params and not name.endswith("_bn")]
     elif isinstance(layers, str):
         raise ValueError(f"layers must be 'paper', 'matching' or a list of layer names, got {layers!r}")
     else:
@@ -117,10 +133,12 @@ def warm_start(
                 raise ValueError(f"layer {name} is not in the {side} model; its layers are {sorted(params)}")
         source_shapes, target_shapes = _shapes(source_params[name]), _shapes(target_params[name])
         if source_shapes != target_shapes:
-            raise ValueError(
-                f"layer {name} has shapes {source_shapes} in {source} but {target_shapes} in {target}; "
-                f"match num_classes / image_size / width_scale, or pass exclude=['{name}']"
-            )
+            raise LayerShapeError(name, source, source_shapes, target, target_shapes)
+    if not wanted:
+        raise ValueError(
+            f"warm start {source} -> {target} would copy no layer (layers={layers!r}, exclude={excluded}); "
+            "name layers that both models have"
+        )
 
     copied = []
     for name in wanted:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
+import optax
 
 from vgg_jax.model.configs import MIN_IMAGE_SIZE, resolve_config
-from vgg_jax.model.vgg import COMPUTE_DTYPES, INIT_SCHEMES
+from vgg_jax.model.vgg import COMPUTE_DTYPES, INIT_SCHEMES, VGG
 from vgg_jax.research.warm_start import LAYER_CHOICES
 from vgg_jax.training import data as data_lib
 from vgg_jax.training import evaluate as evaluate_lib
@@ -53,8 +54,10 @@ class TrainConfig:
     momentum: float = option(0.9, "SGD momentum (the paper's 0.9)")
     weight_decay: float = option(5e-4, "L2 weight decay on kernels (the paper's 5e-4)")
     dtype: str = option("float32", "compute dtype; parameters stay float32", choices=tuple(COMPUTE_DTYPES))
-    width_scale: float = option(1.0, "multiply every conv's channels (small experiments)")
-    fc_width: int = option(4096, "width of fc6 and fc7")
+    width_scale: Optional[float] = option(
+        None, "multiply every conv's channels (small experiments; default: --init-from's, else 1)"
+    )
+    fc_width: Optional[int] = option(None, "width of fc6 and fc7 (default: --init-from's, else 4096)")
     dropout_rate: float = option(0.5, "dropout before fc7 and fc8", flag="--dropout")
     batch_norm: bool = option(False, "conv, BN, ReLU as torchvision's _bn variants")
     init_scheme: str = option(
@@ -159,9 +162,16 @@ def validate(cfg: TrainConfig) -> None:
             )
 
     def number(
-        field: str, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = True
+        field: str,
+        low: float,
+        high: float = math.inf,
+        low_open: bool = False,
+        high_open: bool = True,
+        optional: bool = False,
     ) -> None:
         value = getattr(cfg, field)
+        if optional and value is None:
+            return
         ok = (
             isinstance(value, (int, float, np.floating))
             and not isinstance(value, bool)
@@ -186,8 +196,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"--workdir must be a directory path, got {cfg.workdir!r}")
     resolve_config(cfg.config)
     integer("image_size", MIN_IMAGE_SIZE, maximum=8192)
-    for field in ("epochs", "batch_size", "plateau_patience", "fc_width", "keep", "log_every"):
+    for field in ("epochs", "batch_size", "plateau_patience", "keep", "log_every"):
         integer(field, 1)
+    integer("fc_width", 1, optional=True)
     for field in ("eval_every", "checkpoint_every", "skip_nonfinite"):
         integer(field, 0)
     try:
@@ -200,7 +211,7 @@ def validate(cfg: TrainConfig) -> None:
     number("learning_rate", 0, low_open=True)
     number("momentum", 0, 1)
     number("weight_decay", 0)
-    number("width_scale", 0, low_open=True)
+    number("width_scale", 0, low_open=True, optional=True)
     number("dropout_rate", 0, 1)
     number("pca_std", 0)
     choice("lr_policy", train_lib.LR_POLICIES)
@@ -246,6 +257,32 @@ def validate(cfg: TrainConfig) -> None:
         cfg.data in ("digits", "synthetic") or cfg.data.startswith(("folder:", "packed:"))
     ):
         raise ValueError(f"unknown --data {cfg.data!r}; use digits, synthetic, folder:PATH or packed:PATH")
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """The optimiser a run of `cfg` trains with: the paper's SGD (L2 decay on kernels, momentum), the
+    learning-rate policy over `total_steps`, and no update nor state for the layers `cfg.freeze` freezes."""
+    return train_lib.paper_optimizer(
+        train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total_steps),
+        cfg.momentum,
+        cfg.weight_decay,
+        param_labels=finetune.param_labels(cfg.config, cfg.freeze) if cfg.freeze else None,
+    )
+
+
+def make_train_step(
+    cfg: TrainConfig, model: VGG, total_steps: int
+) -> tuple[optax.GradientTransformation, Callable]:
+    """The optimiser and the (not yet jitted) train step of a run of `cfg`: what `train.py` runs and what
+    `bench.py --mode train-step` times.
+
+    Its batches are `{"image": uint8 crops, "shift": (N, 3) colour shifts,
+    "label"}`, turned into the model's pixels on the device
+    (`data.device_pixels`, by `cfg.mean_rgb` or `cfg.preprocess`).
+    """
+    optimizer = make_optimizer(cfg, total_steps)
+    pixels = data_lib.device_pixels(None if cfg.mean_rgb is None else tuple(cfg.mean_rgb), cfg.preprocess)
+    return optimizer, train_lib.train_step(model, optimizer, pixels)
 
 
 def read_config(workdir: str, flag: str = "--resume") -> TrainConfig:

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import time
 import warnings
 from typing import Any, Callable, Collection, Iterator, Optional, Sequence
@@ -29,16 +30,24 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from vgg_jax.model.configs import resolve_config
 from vgg_jax.model.vgg import COMPUTE_DTYPES, VGG
-from vgg_jax.research.warm_start import warm_start
+from vgg_jax.research.warm_start import SHAPE_FIELDS, LayerShapeError, warm_start
 from vgg_jax.training import data as data_lib
 from vgg_jax.training import evaluate as evaluate_lib
-from vgg_jax.training import finetune, interrupt, parallel, rundir
+from vgg_jax.training import interrupt, parallel, rundir
 from vgg_jax.training import step as train_lib
-from vgg_jax.training.config import TrainConfig, flag_of, read_config, validate  # noqa: F401 (re-exported: loop.TrainConfig)
+from vgg_jax.training.config import (  # noqa: F401 (re-exported: loop.TrainConfig)
+    TrainConfig,
+    flag_of,
+    make_train_step,
+    read_config,
+    validate,
+)
 from vgg_jax.training.interrupt import StopRequested
 from vgg_jax.training.rundir import CheckpointReadError, CheckpointWriteError  # noqa: F401 (re-exported)
 from vgg_jax.util.files import write_text
 from vgg_jax.weights import resolve, runs
+
+WIDTHS = ("width_scale", "fc_width")  # TrainConfig fields that default to the --init-from source's
 
 
 class NonFiniteError(RuntimeError):
@@ -241,8 +250,10 @@ def _warm_start(
     """The run's first variables from --init-from (`source`, resolved): a run (coarse-to-fine), a weights file
     or a name.
 
-    From the same config every layer of the same shape is copied (`matching`);
-    fc8 is left out, and initialised anew, when the class counts differ.
+    From the same config every layer is copied (`matching`). fc8 is left out,
+    and initialised anew, when the class counts differ, and fc6 when the
+    source was built for another image size. Any other layer whose shapes
+    differ is an error that names it, and so is copying nothing.
     """
     source_variables, source_config, what = source.variables, source.config, source.description
     source_params = source_variables["params"]
@@ -251,33 +262,47 @@ def _warm_start(
             f"--init-from {what} has batch norm; add --batch-norm so that its BN layers are used"
         )
     source_classes = source_params["fc8"]["kernel"].shape[-1] if "fc8" in source_params else None
-    exclude = ["fc8"] if source_classes not in (None, model.num_classes) else []
+    exclude, notes = [], []
+    if source_classes not in (None, model.num_classes):
+        exclude.append("fc8")
+        notes.append(f"fc8: the source has {source_classes} classes, this run {model.num_classes}")
+    if "fc6" in source_params and source.image_size != cfg.image_size:
+        exclude.append("fc6")
+        notes.append(
+            f"fc6: the source was built for {source.image_size} px images, this run {cfg.image_size}"
+        )
     layers = "matching" if resolve_config(source_config) == cfg.config else cfg.warm_start_layers
-    variables, report = warm_start(
-        source_variables,
-        source_config,
-        cfg.config,
-        init_key,
-        layers=layers,
-        exclude=exclude,
-        image_size=cfg.image_size,
-        **{
-            name: getattr(model, name)
-            for name in (
-                "num_classes",
-                "dropout_rate",
-                "batch_norm",
-                "fc_width",
-                "width_scale",
-                "init_scheme",
-                "dtype",
-            )
-        },
-    )
+    try:
+        variables, report = warm_start(
+            source_variables,
+            source_config,
+            cfg.config,
+            init_key,
+            layers=layers,
+            exclude=exclude,
+            image_size=cfg.image_size,
+            **{name: getattr(model, name) for name in (*SHAPE_FIELDS, "dropout_rate", "init_scheme")},
+            dtype=model.dtype,
+        )
+    except LayerShapeError as error:
+        raise ValueError(
+            f"--init-from {what}: layer {error.layer} has shapes {error.source_shapes} there but "
+            f"{error.target_shapes} in this run; leave out --width-scale and --fc-width (they default to "
+            "the source's) or give the source's"
+        ) from None
+    except ValueError as error:
+        raise ValueError(f"--init-from {what}: {error}") from None
     log(f"--init-from {what}\n{report}")
-    if exclude:
-        log(f"fc8: the source has {source_classes} classes, this run {model.num_classes}: initialised anew")
+    for note in notes:
+        log(f"{note}: initialised anew")
     return variables, report
+
+
+def _model_widths(cfg: TrainConfig, source: Any) -> TrainConfig:
+    """`cfg` with --width-scale and --fc-width filled in: the --init-from weights' where not given, else
+    `VGG`'s defaults."""
+    defaults = {name: getattr(source.model if source is not None else VGG, name) for name in WIDTHS}
+    return dataclasses.replace(cfg, **{name: defaults[name] for name in WIDTHS if getattr(cfg, name) is None})
 
 
 def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
@@ -302,7 +327,7 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
         log(f"--init-from {cfg.init_from}: pixels as those weights expect (--preprocess {cfg.preprocess})")
     plain = cfg.mean_rgb is not None or not cfg.subtract_mean or cfg.preprocess is not None
     mean = cfg.mean_rgb if plain else list(data_lib.mean_rgb(train_source))
-    cfg = dataclasses.replace(cfg, config=resolve_config(cfg.config), mean_rgb=mean)
+    cfg = dataclasses.replace(_model_widths(cfg, source), config=resolve_config(cfg.config), mean_rgb=mean)
     parallel.check_global_batch(cfg.batch_size, parallel.make_mesh(cfg.devices))
     local_batch = cfg.batch_size // jax.process_count()  # each process loads its own rows of the global batch
     steps_per_epoch = len(train_source) // jax.process_count() // local_batch
@@ -531,13 +556,7 @@ def run(
     plan = _start(cfg, resume, overwrite, log, given)
     cfg, total = plan.cfg, plan.total_steps
     mesh = parallel.make_mesh(cfg.devices)
-    labels = finetune.param_labels(cfg.config, cfg.freeze) if cfg.freeze else None
-    optimizer = train_lib.paper_optimizer(
-        train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total),
-        cfg.momentum,
-        cfg.weight_decay,
-        param_labels=labels,
-    )
+    optimizer, step_function = make_train_step(cfg, plan.model, total)
     state = parallel.put_state(
         train_lib.create_train_state(plan.model, optimizer, plan.variables), mesh, cfg.shard_fc
     )
@@ -560,10 +579,7 @@ def run(
     metrics_log = rundir.MetricsLog(
         os.path.join(cfg.workdir, "metrics.jsonl"), start if resume else None, warn
     )
-    pixels = data_lib.device_pixels(None if cfg.mean_rgb is None else tuple(cfg.mean_rgb), cfg.preprocess)
-    train_step = parallel.jit_train_step(
-        train_lib.train_step(plan.model, optimizer, pixels), mesh, state, cfg.shard_fc
-    )
+    train_step = parallel.jit_train_step(step_function, mesh, state, cfg.shard_fc)
     progress, task, plain = _progress(total, start, cfg.config)
     last, last_eval, window = {}, None, _Window()
     try:
@@ -594,14 +610,17 @@ def run(
                     state, last_eval = _evaluate_and_adapt(
                         plan, state, shardings, plateau, metrics_log, done, log
                     )
-                stopping = parallel.any_process(stop.requested)
+                stopping = _agreed_stop(stop, done, cfg, plan)
                 if due(done, plan.checkpoint_every, total) or stopping:
                     # nothing is saved past a step that stops the run
                     drained, skipped = _drain(pending, window, skipped, cfg, log)
                     last = drained or last
                     checkpoint(manager, cfg.workdir, done, state, position, plateau, skipped)
                 if stopping:
-                    raise StopRequested(_stopped_message(stop.name, done, cfg.workdir), stop.signum or 2)
+                    raise StopRequested(
+                        _stopped_message(stop.name or "another process's stop request", done, cfg.workdir),
+                        stop.signum or signal.SIGTERM,
+                    )
                 progress.update(task, advance=1)
         final = (
             evaluate_state(plan, state, cfg.eval_method)
@@ -614,6 +633,23 @@ def run(
         metrics_log.close()
         manager.wait_until_finished()
     return _summary(plan, last, skipped, final, log)
+
+
+def _agreed_stop(stop: interrupt.StopRequest, done: int, cfg: TrainConfig, plan: _Plan) -> bool:
+    """Whether every process stops after step `done`: any process's stop request counts.
+
+    With several processes that agreement is a collective, so it is reached
+    only where the loop syncs anyway (log windows, evaluations, checkpoints)
+    and the host never waits on the steps between them. One process stops
+    after the step it was asked during.
+    """
+    if jax.process_count() == 1:
+        return stop.requested
+    boundary = any(
+        due(done, every, plan.total_steps)
+        for every in (cfg.log_every, plan.eval_every, plan.checkpoint_every)
+    )
+    return boundary and parallel.any_process(stop.requested)
 
 
 # batches put on the devices ahead of the step that uses them, as Flax's and big_vision's loops do

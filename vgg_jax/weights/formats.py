@@ -23,6 +23,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from vgg_jax.model.configs import CONFIGS, LRN, TORCHVISION_NAMES, conv_layers, resolve_config
+from vgg_jax.model.infer import config_of
 from vgg_jax.util.images import CAFFE_MEAN_BGR, TORCH_MEAN, TORCH_STD  # noqa: F401 (re-exported)
 
 CONVS_TO_CONFIG = {
@@ -642,7 +643,7 @@ def read_metadata(path: str) -> dict[str, Any]:
 
 def load(
     path: str,
-    config: str = "D",
+    config: Optional[str] = None,
     batch_norm: Optional[bool] = None,
     strict: bool = True,
     num_classes: Optional[int] = None,
@@ -657,11 +658,18 @@ def load(
     - `.msgpack`: Flax-serialised variables; a directory: an Orbax checkpoint
       of variables.
 
+    `config=None` reads the config from the file: the metadata `save` wrote,
+    else our own formats' layer names; D for files that say nothing.
     `batch_norm=None` reads BN from the file (torchvision `_bn` files).
     """
-    config = resolve_config(config)
     if not os.path.exists(path):
         raise ValueError(f"weights file {path} does not exist")
+    if config is None:
+        try:
+            config = read_metadata(path).get("config")
+        except ValueError:  # a damaged file: its loader below names what is wrong
+            config = None
+    config = None if config is None else resolve_config(config)
     lower = path.lower()
     if lower.endswith((".pth", ".pt")):
         try:
@@ -681,7 +689,7 @@ def load(
             state = state["state_dict"]
         if not isinstance(state, Mapping):
             raise ValueError(f"{path} holds a {type(state).__name__}, not a state_dict")
-        return _from_state_dict(state, config, batch_norm, strict, num_classes)
+        return _from_state_dict(state, config or "D", batch_norm, strict, num_classes)
     if lower.endswith(".safetensors"):
         from safetensors.numpy import load_file
 
@@ -690,10 +698,10 @@ def load(
         except Exception as error:
             raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
         if any(key.startswith(("features.", "classifier.")) for key in flat) or is_timm_state(flat):
-            return _from_state_dict(flat, config, batch_norm, strict, num_classes)
+            return _from_state_dict(flat, config or "D", batch_norm, strict, num_classes)
         return _checked(_unflatten(flat), config, path, strict)
     if lower.endswith(".h5"):
-        return from_keras(path, config, strict=strict, num_classes=num_classes)
+        return from_keras(path, config or "D", strict=strict, num_classes=num_classes)
     if lower.endswith(".msgpack"):
         from flax import serialization
 
@@ -734,11 +742,13 @@ def _from_state_dict(
     return from_torchvision(state, config, batch_norm=batch_norm, strict=strict, num_classes=num_classes)
 
 
-def _checked(variables: Mapping[str, Any], config: str, source: str, strict: bool):
-    """vgg_jax variables from our own formats, checked against the config's layer names and conv shapes."""
+def _checked(variables: Mapping[str, Any], config: Optional[str], source: str, strict: bool):
+    """vgg_jax variables from our own formats, checked against the config's layer names and conv shapes
+    (`config=None`: the config their layer names say)."""
     if "params" not in variables:
         raise ValueError(f"{source} holds no 'params' collection; it is not a vgg_jax variables file")
     params = variables["params"]
+    config = config or config_of(params) or "D"
     report = LoadReport()
     shapes = variable_shapes(config)["params"]
     expected = set(shapes)

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from vgg_jax.model.configs import resolve_config
-from vgg_jax.model.infer import infer_model, init_image_size
+from vgg_jax.model.infer import config_of, infer_model, init_image_size
 from vgg_jax.weights import formats as weights_lib
 from vgg_jax.weights import runs, zoo
 from vgg_jax.weights.named import Resolved, require_pixels  # noqa: F401 (re-exported)
@@ -158,8 +158,9 @@ def _resolve_file(
     identify: bool = True,
 ) -> Resolved:
     metadata = weights_lib.read_metadata(path)
-    config = resolve_config(metadata.get("config") or config or _config_of(path))
+    config = metadata.get("config") or config  # else the file's own layer names say (or D)
     variables, report = weights_lib.load(path, config, batch_norm=batch_norm, strict=False)
+    config = resolve_config(config or config_of(variables["params"]) or "D")
     if report.mismatched or report.unexpected or any(not name.startswith("fc") for name in report.missing):
         # raises, naming every problem (a convs-only file passes)
         weights_lib.load(path, config, batch_norm=batch_norm, strict=True)
@@ -191,19 +192,6 @@ def _resolve_file(
         f"{path} (config {config})",
         "file",
     )
-
-
-def _config_of(path: str) -> str:
-    """The config our own formats hold, read off their layer names; D for the others (their loaders name
-    the right one)."""
-    lower = path.lower()
-    if not (lower.endswith((".msgpack", ".safetensors")) or os.path.isdir(path)):
-        return "D"
-    try:
-        variables, _ = weights_lib.load(path, "D", strict=False)
-        return infer_model(variables).config
-    except (ValueError, KeyError):
-        return "D"
 
 
 def _published_entry(path: str) -> Any:
