@@ -252,6 +252,9 @@ def test_cli_end_to_end(tmp_path):
     ]  # an alias, and a sweep
     assert len(SEED_LINE.findall(done.stdout)) == 4
     assert "vgg_jax benchmark" in done.stdout and "img/s" in done.stdout
+    # the header names the image size and what each mode computes
+    assert "Images: 32x32x3, batch 1, 2; forward: " in done.stdout
+    assert "forward-backward: the gradient of l2_loss(fc8)" in done.stdout and "dropout on" in done.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
 

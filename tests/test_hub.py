@@ -108,6 +108,7 @@ def test_offline_is_one_error_naming_the_url_the_cache_path_and_the_ways_out(ser
         and str(tmp_path / "cache" / f"vgg16-{SHA256[:8]}.pth") in message
     )
     assert hub.MIRROR_ENV in message and "vgg_jax.load(path)" in message
+    assert "--model FILE or --init-from FILE" in message  # the command line's way too
     # A file placed there by hand is used without a request (nothing is listening).
     os.makedirs(tmp_path / "cache", exist_ok=True)
     (tmp_path / "cache" / f"vgg16-{SHA256[:8]}.pth").write_bytes(PAYLOAD)

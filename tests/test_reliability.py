@@ -219,8 +219,10 @@ def test_a_signal_finishes_the_step_writes_a_checkpoint_says_how_to_resume_and_e
     """
     signum = signal.SIGTERM
     workdir = tmp_path / "run"
+    script = os.path.relpath(TRAIN, tmp_path)  # run from another directory, by a relative path
     proc = subprocess.Popen(
-        [sys.executable, TRAIN, *SIGNAL_ARGS, "--workdir", str(workdir)],
+        [sys.executable, script, *SIGNAL_ARGS, "--workdir", "run"],
+        cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -237,7 +239,7 @@ def test_a_signal_finishes_the_step_writes_a_checkpoint_says_how_to_resume_and_e
     assert (
         len(stopped) == 1
         and f"stopped by {name} after step" in stopped[0]
-        and f"--workdir {workdir} --resume" in stopped[0]
+        and stopped[0].endswith(f"Continue with: python {script} --workdir run --resume")  # as invoked
     )
     step = int(stopped[0].split("after step ")[1].split(";")[0])
     assert step >= 3 and finished_steps(workdir) == [

@@ -12,9 +12,10 @@ import optax
 import pytest
 from conftest import random_images, tiny_vgg
 
-from vgg_jax.training import loop
+from vgg_jax.training import loop, rundir
 from vgg_jax.training import step as train
 from vgg_jax.training.step import Plateau, create_train_state, make_train_step, paper_optimizer
+from vgg_jax.weights import resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_RUN = dict(config="A", data="synthetic", width_scale=1 / 16, fc_width=32, batch_size=8, log_every=1)
@@ -35,9 +36,9 @@ def overfit(model, lr, steps=40):
 def test_a_tiny_model_overfits_one_batch():
     state, metrics, losses = overfit(tiny_vgg("A", dropout_rate=0.0, batch_norm=True), 0.05)
     assert losses[-1] < 0.1 * losses[0]
-    assert set(metrics) == {"loss", "top1", "top5", "grad_norm", "learning_rate", "nonfinite"}
+    assert set(metrics) == {"loss", "top1_error", "top5_error", "grad_norm", "learning_rate", "nonfinite"}
     assert float(metrics["nonfinite"]) == 0.0
-    assert float(metrics["top1"]) == 1.0 and float(metrics["learning_rate"]) == pytest.approx(0.05)
+    assert float(metrics["top1_error"]) == 0.0 and float(metrics["learning_rate"]) == pytest.approx(0.05)
     assert int(state.step) == 40
     # BN statistics follow the batches
     assert float(jnp.abs(state.batch_stats["conv1_1_bn"]["mean"]).max()) > 0
@@ -102,8 +103,19 @@ def params_of(workdir):
     return variables["params"]
 
 
-def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
-    common = dict(TINY_RUN, eval_every=3, checkpoint_every=3)
+FINE_TUNING = dict(  # timm's and Keras's levers; stopped at step 6, in the middle of a group of 4
+    optimizer="adamw",
+    learning_rate=1e-3,
+    label_smoothing=0.1,
+    accumulate=4,
+    ema_decay=0.9,
+    lr_policy="cosine",
+)
+
+
+@pytest.mark.parametrize("settings", [{}, FINE_TUNING], ids=["paper", "adamw-smoothing-accumulate-ema"])
+def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path, settings):
+    common = dict(TINY_RUN, eval_every=3, checkpoint_every=3, **settings)
     loop.run(loop.TrainConfig(workdir=str(tmp_path / "whole"), max_steps=9, **common), log=lambda line: None)
     loop.run(loop.TrainConfig(workdir=str(tmp_path / "split"), max_steps=6, **common), log=lambda line: None)
     loop.run(
@@ -111,8 +123,15 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
         resume=True,
         log=lambda line: None,
     )
-    whole, split = params_of(tmp_path / "whole"), params_of(tmp_path / "split")
+    whole, split = (rundir.restore_state(str(tmp_path / run), "test")[1] for run in ("whole", "split"))
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), whole, split))
+    assert bool(whole.get("ema_params")) == bool(settings.get("ema_decay"))
+    named = resolve.resolve(str(tmp_path / "split"))  # what evaluate.py, predict.py and exports read
+    used = whole["ema_params"] if settings.get("ema_decay") else whole["params"]
+    assert jax.tree.all(
+        jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), named.variables["params"], used)
+    )
+    assert ("EMA" in named.description) == bool(settings.get("ema_decay"))
     steps = [
         json.loads(line)["step"] for line in open(tmp_path / "split" / "metrics.jsonl") if "eval" not in line
     ]
@@ -181,6 +200,8 @@ def test_train_script_end_to_end(tmp_path):
         "8",
         "--max-steps",
         "4",
+        "--log-every",
+        "3",
         "--workdir",
         str(workdir),
     ]
@@ -189,7 +210,11 @@ def test_train_script_end_to_end(tmp_path):
     assert "Done: A, 4 steps" in done.stdout
     assert json.load(open(workdir / "config.json"))["config"] == "A"
     records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
-    assert {"step", "loss", "top1", "top5", "grad_norm", "learning_rate", "images_per_s"} <= set(records[0])
+    assert {"step", "loss", "top1_error", "top5_error", "grad_norm", "learning_rate", "images_per_s"} <= set(
+        records[0]
+    )
+    last = [record for record in records if "loss" in record][-1]  # the Done line says the same numbers
+    assert f"training loss {last['loss']:.4f} and top-1 error {last['top1_error']:.4f}" in done.stdout
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert (
         again.returncode == 2
@@ -308,3 +333,99 @@ def test_a_run_read_as_weights_fills_missing_fields_as_train_config_does():
 
     defaults = loop.TrainConfig(workdir="w")
     assert {name: getattr(defaults, name) for name in runs.MODEL_FIELDS} == runs.MODEL_FIELDS
+
+
+def test_the_resume_command_is_printed_as_the_command_was_invoked(monkeypatch):
+    from vgg_jax import cli
+
+    for argv0, expected in (
+        ("/home/me/.venv/bin/vgg-jax-train", "vgg-jax-train"),
+        ("../vgg_jax/scripts/train.py", "python ../vgg_jax/scripts/train.py"),
+        ("/site-packages/vgg_jax/cli/train.py", "python -m vgg_jax.cli.train"),  # python -m
+        ("my dir/train.py", "python 'my dir/train.py'"),
+    ):
+        monkeypatch.setattr("sys.argv", [argv0])
+        assert cli.invocation("train") == expected
+
+
+def test_adamw_decays_kernels_decoupled_and_leaves_biases():
+    """With zero gradients Adam's step is zero, so what moves is the decoupled decay alone: lr x wd x w on
+    kernels, nothing on biases (L2 added to the gradient would give Adam's normalised step instead)."""
+    params = {"fc6": {"kernel": jnp.full((3, 2), 2.0), "bias": jnp.ones(2)}}
+    optimizer = train.make_optimizer("adamw", learning_rate=0.1, weight_decay=0.5)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = optimizer.update(zeros, optimizer.init(params), params)
+    np.testing.assert_allclose(updates["fc6"]["kernel"], -0.1 * 0.5 * 2.0)
+    np.testing.assert_allclose(updates["fc6"]["bias"], 0.0)
+    with pytest.raises(ValueError, match="optimizer must be one of sgd, adamw"):
+        train.make_optimizer("lamb")
+
+
+def test_label_smoothing_spreads_eps_over_the_classes():
+    logits, labels, eps = jnp.array([[2.0, 0.5, -1.0]]), jnp.array([0]), 0.1
+    log_p = jax.nn.log_softmax(logits)[0]
+    expected = -((1 - eps + eps / 3) * log_p[0] + eps / 3 * (log_p[1] + log_p[2]))
+    assert float(train.cross_entropy(logits, labels, eps)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(train.cross_entropy(logits, labels)) == pytest.approx(float(-log_p[0]), rel=1e-6)
+
+
+def test_accumulating_n_micro_batches_is_one_update_of_the_whole_batch():
+    """No dropout nor BN: 2 steps of 4 images with --accumulate 2 give the update of one step of 8, and
+    the parameters' EMA moves once, at the update."""
+    model = tiny_vgg("A", dropout_rate=0.0)
+    batch = {
+        "image": jax.random.randint(jax.random.key(0), (8, 32, 32, 3), 0, 256).astype(jnp.uint8),
+        "shift": jnp.zeros((8, 3)),
+        "label": jnp.arange(8) % 10,
+    }
+    variables = jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))
+    states = {}
+    for accumulate in (1, 2):
+        cfg = loop.TrainConfig(workdir="w", accumulate=accumulate, ema_decay=0.5, learning_rate=0.05)
+        optimizer, step = loop.make_train_step(cfg, model, total_steps=8)
+        step = jax.jit(step)
+        state = create_train_state(model, optimizer, variables, ema=True)
+        halves = [
+            jax.tree.map(lambda x: x[i * 8 // accumulate : (i + 1) * 8 // accumulate], batch)
+            for i in range(accumulate)
+        ]
+        for index, half in enumerate(halves):
+            state, metrics = step(state, half, jax.random.key(2))
+            if index == 0 and accumulate == 2:  # mid-group: no update yet, the EMA stands still
+                assert jax.tree.all(jax.tree.map(jnp.array_equal, state.params, variables["params"]))
+                assert jax.tree.all(jax.tree.map(jnp.array_equal, state.ema_params, variables["params"]))
+        states[accumulate] = state
+    for tree in ("params", "ema_params"):
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+            getattr(states[1], tree),
+            getattr(states[2], tree),
+        )
+    ema = jax.tree.map(lambda p0, p1: 0.5 * p0 + 0.5 * p1, variables["params"], states[1].params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), states[1].ema_params, ema)
+
+
+OLD_MAIN = os.path.join(ROOT, "tests", "fixtures", "old_main")  # written by vgg_jax at commit b522551
+
+
+def test_a_run_and_a_weights_file_written_by_an_older_version_still_load_and_resume(tmp_path):
+    """tests/fixtures/old_main: a 2-step tiny run and its .msgpack export, written before the train state
+    held an EMA and before --init-from read widths; they resume, resolve and load as they did."""
+    import shutil
+
+    import vgg_jax
+
+    workdir = tmp_path / "run"
+    shutil.copytree(os.path.join(OLD_MAIN, "run_b522551"), workdir)
+    named = resolve.resolve(str(workdir))
+    assert named.config == "A" and named.model.width_scale == 1 / 16 and "EMA" not in named.description
+    lines = []
+    loop.run(loop.TrainConfig(workdir=str(workdir), max_steps=4), resume=True, log=lines.append)
+    assert any(line.startswith(f"Resumed {workdir} at step 2") for line in lines)
+    assert rundir.finished_steps(str(workdir))[-1] == 4
+    path = os.path.join(OLD_MAIN, "weights_b522551.msgpack")
+    loaded = vgg_jax.load(path)  # its config, A, from the file
+    assert jax.tree.all(
+        jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded["params"], named.variables["params"])
+    )
+    assert resolve.resolve(path).preprocess == "paper"

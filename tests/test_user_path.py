@@ -140,8 +140,8 @@ def test_fine_tune_ctrl_c_resume_evaluate_export_and_predict(messy_folder, tmp_p
         assert train(argv) == 130
     monkeypatch.setattr(loop, "_log_window", original)
     message = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "stopped by SIGINT after step 2" in message and "Continue with: python scripts/train.py" in message
-    resume_argv = message.split("Continue with: python scripts/train.py ")[1].split()
+    assert "stopped by SIGINT after step 2" in message and "Continue with: python " in message
+    resume_argv = ["--workdir", *message.split(" --workdir ")[1].split()]
     saved = json.loads((workdir / "config.json").read_text())
     steps_per_epoch = len(data.load_data(f"folder:{messy_folder}", 32)[0]) // 4
     with warnings.catch_warnings():

@@ -412,3 +412,16 @@ def test_float_0_255_images_give_keras_numbers_with_scale_or_a_clear_error():
     # under jit the contract is the caller's
     traced = jax.jit(lambda x: vgg_jax.preprocess(x, "caffe"))(images)
     assert traced.shape == images.shape
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_follow_the_umask_as_cp_does(tmp_path, umask):
+    """Atomic writes go through a private temporary file; the result still gets 0666 less the umask."""
+    variables = jax.jit(tiny_vgg("A").init)(jax.random.key(0), random_images((1, 32, 32, 3)))
+    previous = os.umask(umask)
+    try:
+        for name in ("a.msgpack", "a.safetensors"):
+            weights.save(variables, str(tmp_path / name))
+            assert os.stat(tmp_path / name).st_mode & 0o777 == 0o666 & ~umask, name
+    finally:
+        os.umask(previous)

@@ -50,6 +50,12 @@ MAX_IMAGE_SIZE, MAX_STEPS, MAX_BATCH, MAX_WIDTH = (
     2**20,
     2**20,
 )
+MODE_MEANINGS = {  # the header says what each timed mode computes
+    "forward": "forward: inference logits, no dropout",
+    "forward_backward": "forward-backward: the gradient of l2_loss(fc8) = sum(fc8**2)/2 with respect to the "
+    "parameters, dropout on (the original benchmark's objective)",
+    "train_step": "train-step: train.py's step (cross-entropy, the paper's SGD, state donated)",
+}
 SEED_LABELS = {"forward": "Forward", "forward_backward": "Forward-backward", "train_step": "Train-step"}
 
 
@@ -711,6 +717,10 @@ def run(spec: BenchSpec, log: Callable[[str], None] = print) -> list[dict[str, A
     log(
         f"Device: {info['device_kind']} ({info['backend']}), jax {jax.__version__}, "
         f"XLA_FLAGS={' '.join(hardware.xla_flags()) or '(none)'}"
+    )
+    log(
+        f"Images: {spec.image_size}x{spec.image_size}x3, batch {', '.join(map(str, spec.batch_sizes))}; "
+        + "; ".join(MODE_MEANINGS[mode] for mode in spec.modes)
     )
     if (spec.vs_torch or spec.vs_torch_compile) and spec.image_size != 224:
         log("Note: torchvision pools to 7x7 before fc6, so its work equals ours only at --image-size 224.")

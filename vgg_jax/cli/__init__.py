@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import sys
 import types
 import typing
@@ -25,6 +26,18 @@ def prog_name(script: str) -> str:
     `script` (train.py)."""
     invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     return invoked if invoked.startswith("vgg-jax-") else script
+
+
+def invocation(command: str) -> str:
+    """The command line that runs `vgg_jax.cli.<command>` as this process was started: the console command
+    (`vgg-jax-train`), `python PATH/train.py` as typed, else `python -m vgg_jax.cli.train`."""
+    invoked = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    name = os.path.basename(invoked)
+    if name.startswith("vgg-jax-"):
+        return name
+    if name == f"{command}.py" and os.path.basename(os.path.dirname(os.path.abspath(invoked))) != "cli":
+        return f"python {shlex.quote(invoked)}"
+    return f"python -m vgg_jax.cli.{command}"
 
 
 def fail(prog: str, error: BaseException | str, status: int = 2) -> int:

@@ -21,6 +21,7 @@ vgg_jax/training/loop.py, and this script only parses arguments.
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import sys
 import threading
@@ -33,6 +34,7 @@ from vgg_jax.cli import (
     config_from_args,
     fail,
     given_fields,
+    invocation,
     prog_name,
     start_distributed,
 )
@@ -95,7 +97,8 @@ def train(
     try:
         loop.run(cfg, resume=resume, overwrite=overwrite, log=say, warn=warn, given=given)
     except loop.StopRequested as stopped:
-        print(f"{prog}: {stopped}", file=sys.stderr)
+        resume = f"{invocation('train')} --workdir {shlex.quote(cfg.workdir)} --resume"
+        print(f"{prog}: {stopped}. Continue with: {resume}", file=sys.stderr)
         return stopped.exit_status
     except (loop.NonFiniteError, loop.CheckpointWriteError) as error:
         return fail(prog, error, status=1)
@@ -103,7 +106,8 @@ def train(
         return fail(prog, error)
     except KeyboardInterrupt:
         print(
-            f"{prog}: interrupted; the last finished checkpoint stays; continue with --resume",
+            f"{prog}: interrupted; the last finished checkpoint stays; continue with: {invocation('train')} "
+            f"--workdir {shlex.quote(cfg.workdir)} --resume",
             file=sys.stderr,
         )
         return 130

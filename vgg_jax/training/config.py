@@ -51,8 +51,24 @@ class TrainConfig:
     plateau_patience: int = option(
         3, "evaluations without improvement before --lr-policy paper divides the rate by 10"
     )
+    optimizer: str = option(
+        "sgd",
+        "sgd (the paper's: momentum, L2 decay added to the gradient) or adamw (decoupled weight decay)",
+        choices=train_lib.OPTIMIZERS,
+    )
     momentum: float = option(0.9, "SGD momentum (the paper's 0.9)")
-    weight_decay: float = option(5e-4, "L2 weight decay on kernels (the paper's 5e-4)")
+    weight_decay: float = option(
+        5e-4, "weight decay on kernels: L2 with sgd (the paper's 5e-4), decoupled with adamw"
+    )
+    label_smoothing: float = option(0.0, "smooth the targets by EPS (optax.smooth_labels; 0.1 is usual)")
+    accumulate: int = option(
+        1, "average the gradients of N steps into one update: each update sees N x --batch-size images"
+    )
+    ema_decay: Optional[float] = option(
+        None,
+        "keep an exponential moving average of the parameters with this decay (0.999, say), checkpointed; "
+        "evaluation and export use it",
+    )
     dtype: str = option("float32", "compute dtype; parameters stay float32", choices=tuple(COMPUTE_DTYPES))
     width_scale: Optional[float] = option(
         None, "multiply every conv's channels (small experiments; default: --init-from's, else 1)"
@@ -215,6 +231,10 @@ def validate(cfg: TrainConfig) -> None:
     number("dropout_rate", 0, 1)
     number("pca_std", 0)
     choice("lr_policy", train_lib.LR_POLICIES)
+    choice("optimizer", train_lib.OPTIMIZERS)
+    number("label_smoothing", 0, 1)
+    integer("accumulate", 1, maximum=2**16)
+    number("ema_decay", 0, 1, low_open=True, optional=True)
     choice("dtype", tuple(COMPUTE_DTYPES))
     choice("init_scheme", INIT_SCHEMES)
     choice("eval_method", evaluate_lib.METHODS)
@@ -260,13 +280,16 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """The optimiser a run of `cfg` trains with: the paper's SGD (L2 decay on kernels, momentum), the
-    learning-rate policy over `total_steps`, and no update nor state for the layers `cfg.freeze` freezes."""
-    return train_lib.paper_optimizer(
-        train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total_steps),
+    """The optimiser a run of `cfg` trains with: `cfg.optimizer` (decay on kernels), the learning-rate
+    policy over the run's updates (`total_steps` / `cfg.accumulate`), no update nor state for the layers
+    `cfg.freeze` freezes, and `cfg.accumulate` steps per update."""
+    return train_lib.make_optimizer(
+        cfg.optimizer,
+        train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total_steps // cfg.accumulate),
         cfg.momentum,
         cfg.weight_decay,
         param_labels=finetune.param_labels(cfg.config, cfg.freeze) if cfg.freeze else None,
+        accumulate=cfg.accumulate,
     )
 
 
@@ -282,7 +305,7 @@ def make_train_step(
     """
     optimizer = make_optimizer(cfg, total_steps)
     pixels = data_lib.device_pixels(None if cfg.mean_rgb is None else tuple(cfg.mean_rgb), cfg.preprocess)
-    return optimizer, train_lib.train_step(model, optimizer, pixels)
+    return optimizer, train_lib.train_step(model, optimizer, pixels, cfg.label_smoothing, cfg.ema_decay)
 
 
 def read_config(workdir: str, flag: str = "--resume") -> TrainConfig:

@@ -414,15 +414,27 @@ def restore(
     """The newest checkpoint that restores, into (state, step, skipped); the iterator and plateau are set
     in place."""
     target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
-    args = ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), policy=ocp.args.JsonRestore()
-    )
-    step, restored = rundir.restore_newest(manager, workdir, lambda step: args, warn)
+    # Checkpoints written before the state held `ema_params` lack the field: restored as a dict of the rest.
+    before_ema = {name: getattr(target, name) for name in ("step", "params", "batch_stats", "opt_state")}
+
+    def args_for(step: int) -> Any:
+        saved = manager.item_metadata(step)["state"]
+        legacy = state.ema_params is None and "ema_params" not in saved
+        return ocp.args.Composite(
+            state=ocp.args.StandardRestore(before_ema if legacy else target),
+            data=ocp.args.JsonRestore(),
+            policy=ocp.args.JsonRestore(),
+        )
+
+    step, restored = rundir.restore_newest(manager, workdir, args_for, warn)
     if step is None:
         return state, 0, 0
     iterator.set_state(_iterator_state(restored.data).encode())
     plateau.state = restored.policy["plateau"]
-    return restored.state, int(restored.state.step), int(restored.policy["skipped_nonfinite"])
+    restored_state = restored.state
+    if isinstance(restored_state, dict):
+        restored_state = train_lib.TrainState(**restored_state)
+    return restored_state, int(restored_state.step), int(restored.policy["skipped_nonfinite"])
 
 
 def checkpoint(
@@ -481,7 +493,7 @@ def evaluate_state(plan: _Plan, state: Any, method: str) -> dict[str, Any]:
         worker_count=0,
     )
     variables = {
-        "params": state.params,
+        "params": state.eval_params,  # the EMA with --ema-decay
         **({"batch_stats": state.batch_stats} if plan.cfg.batch_norm else {}),
     }
     return evaluate_lib.evaluate(
@@ -555,10 +567,14 @@ def run(
     warn = warn or (lambda message: warnings.warn(message, RunWarning, stacklevel=3))
     plan = _start(cfg, resume, overwrite, log, given)
     cfg, total = plan.cfg, plan.total_steps
+    if cfg.ema_decay is not None:
+        log(f"--ema-decay {cfg.ema_decay}: evaluations and exports use the parameters' moving average")
     mesh = parallel.make_mesh(cfg.devices)
     optimizer, step_function = make_train_step(cfg, plan.model, total)
     state = parallel.put_state(
-        train_lib.create_train_state(plan.model, optimizer, plan.variables), mesh, cfg.shard_fc
+        train_lib.create_train_state(plan.model, optimizer, plan.variables, ema=cfg.ema_decay is not None),
+        mesh,
+        cfg.shard_fc,
     )
     shardings = parallel.state_sharding(state, mesh, cfg.shard_fc)
     dropout_key = parallel.put(jax.random.split(jax.random.key(cfg.seed))[1], parallel.replicated(mesh))
@@ -581,7 +597,7 @@ def run(
     )
     train_step = parallel.jit_train_step(step_function, mesh, state, cfg.shard_fc)
     progress, task, plain = _progress(total, start, cfg.config)
-    last, last_eval, window = {}, None, _Window()
+    last, last_eval, window, logged = {}, None, _Window(), {}
     try:
         with interrupt.StopRequest() as stop, progress:
             batches, pending = _prefetch(iterator, mesh), []
@@ -595,9 +611,10 @@ def run(
                     drained, skipped = _drain(pending, window, skipped, cfg, log)
                     last = drained or last
                 if due(done, cfg.log_every, total):
+                    logged = window.flush(list(last))
                     _log_window(
                         metrics_log,
-                        window.flush(list(last)),
+                        dict(logged),
                         done,
                         plan,
                         skipped,
@@ -632,7 +649,7 @@ def run(
     finally:
         metrics_log.close()
         manager.wait_until_finished()
-    return _summary(plan, last, skipped, final, log)
+    return _summary(plan, logged, skipped, final, log)
 
 
 def _agreed_stop(stop: interrupt.StopRequest, done: int, cfg: TrainConfig, plan: _Plan) -> bool:
@@ -744,7 +761,7 @@ def _log_window(
             "images_per_s": rate,
         }
     )
-    status = f"loss {mean['loss']:.3f} top1 {mean['top1']:.3f} {rate:.0f} img/s"
+    status = f"loss {mean['loss']:.3f} top1_error {mean['top1_error']:.3f} {rate:.0f} img/s"
     progress.update(task, status=status)
     if plain_log is not None:
         plain_log(f"step {done}/{plan.total_steps}: {status}")
@@ -772,31 +789,38 @@ def _evaluate_and_adapt(
 
 def _stopped_message(signal_name: str, step: int, workdir: str) -> str:
     return (
-        f"stopped by {signal_name} after step {step}; its checkpoint is in {rundir.checkpoint_dir(workdir)}. "
-        f"Continue with: python scripts/train.py --workdir {workdir} --resume"
+        f"stopped by {signal_name} after step {step}; its checkpoint is in {rundir.checkpoint_dir(workdir)}"
     )
 
 
 def _summary(
-    plan: _Plan, last: dict[str, float], skipped: int, final: dict[str, Any], log: Callable[[str], None]
+    plan: _Plan, logged: dict[str, float], skipped: int, final: dict[str, Any], log: Callable[[str], None]
 ) -> dict[str, Any]:
+    """The run's summary, and its `Done:` line: the last log window's training means, as the last progress
+    line shows them, and the final evaluation."""
     summary = {
         "workdir": plan.cfg.workdir,
         "config": plan.cfg.config,
         "steps": plan.total_steps,
-        "final_loss": last.get("loss"),
+        "final_loss": logged.get("loss"),
         "skipped_nonfinite": skipped,
-        "final_train_top1": last.get("top1"),
+        "final_train_top1_error": logged.get("top1_error"),
         "eval": final,
         "warm_start": None if plan.warm_report is None else dataclasses.asdict(plan.warm_report),
     }
     log(
-        f"Done: {plan.cfg.config}, {plan.total_steps} steps; last loss {summary['final_loss']}; "
+        f"Done: {plan.cfg.config}, {plan.total_steps} steps; training loss "
+        f"{_shown_float(summary['final_loss'])} and top-1 error "
+        f"{_shown_float(summary['final_train_top1_error'])} (the last log window's means); "
         f"{final['method']} eval at Q={final['scales']}: "
         f"top-1 error {final['top1_error']:.2%}, top-5 error {final['top5_error']:.2%} on {final['count']} "
         f"image{'s' if final['count'] != 1 else ''}"
     )
     return summary
+
+
+def _shown_float(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _iterator_state(saved: dict[str, Any]) -> str:

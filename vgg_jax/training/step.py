@@ -28,12 +28,19 @@ class TrainState:
     params: Any
     batch_stats: Any
     opt_state: Any
+    ema_params: Any = None  # the parameters' exponential moving average, with --ema-decay (else None)
+
+    @property
+    def eval_params(self) -> Any:
+        """The parameters to evaluate and export: their EMA where one is kept, else the parameters."""
+        return self.params if self.ema_params is None else self.ema_params
 
 
 def create_train_state(
-    model: VGG, optimizer: optax.GradientTransformation, variables: dict[str, Any]
+    model: VGG, optimizer: optax.GradientTransformation, variables: dict[str, Any], ema: bool = False
 ) -> TrainState:
-    """A state at step 0 from initialised (or warm-started, or loaded) variables.
+    """A state at step 0 from initialised (or warm-started, or loaded) variables; `ema` keeps an
+    exponential moving average of the parameters too, starting from them.
 
     The arrays are copied: the train step donates its state, and the caller's
     variables must survive that. One jitted call: run eagerly, every copy and
@@ -48,6 +55,7 @@ def create_train_state(
             params=params,
             batch_stats=jax.tree.map(jnp.copy, variables.get("batch_stats", {})),
             opt_state=optimizer.init(params),
+            ema_params=jax.tree.map(jnp.copy, variables["params"]) if ema else None,
         )
 
     return build(variables)
@@ -58,6 +66,46 @@ def kernel_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(
         lambda path, _: getattr(path[-1], "key", None) == "kernel", params
     )
+
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def make_optimizer(
+    name: str = "sgd",
+    learning_rate: float | optax.Schedule = 1e-2,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    param_labels: Optional[Callable[[Any], Any]] = None,
+    accumulate: int = 1,
+) -> optax.GradientTransformation:
+    """The paper's SGD (`paper_sgd`) or AdamW, with the rate injected and, optionally, accumulation.
+
+    - "sgd": momentum, and L2 decay added to the gradient (Sec. 3.1);
+    - "adamw": Adam (b1 0.9, b2 0.999) with decoupled weight decay, as timm's and Keras's AdamW.
+
+    Either way the decay applies to kernels only. The learning rate lives in
+    the optimiser state (`inject_hyperparams`), so it is reported each step
+    and the host can lower it on a plateau. `param_labels` (params -> a tree
+    of "train" / "frozen", as `vgg_jax.training.finetune.param_labels`
+    makes) freezes layers: theirs get no update and no optimiser state.
+    `accumulate` N > 1 averages the gradients of N steps into one update
+    (`optax.MultiSteps`), so that a batch of N x the step's fits.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+    def update(learning_rate: Any) -> optax.GradientTransformation:
+        if name == "sgd":
+            trainable = paper_sgd(learning_rate, weight_decay, momentum)
+        else:
+            trainable = optax.adamw(learning_rate, weight_decay=weight_decay, mask=kernel_mask)
+        if param_labels is None:
+            return trainable
+        return optax.multi_transform({"train": trainable, "frozen": optax.set_to_zero()}, param_labels)
+
+    optimizer = optax.inject_hyperparams(update)(learning_rate=learning_rate)
+    return optimizer if accumulate == 1 else optax.MultiSteps(optimizer, every_k_schedule=accumulate)
 
 
 def paper_optimizer(
@@ -73,11 +121,7 @@ def paper_optimizer(
     paper's L2 penalty, not decoupled AdamW-style decay). By default it applies
     to conv and FC kernels only, the usual reading of the Caffe release (biases
     had decay_mult 0); `decay_biases=True` decays biases and BN parameters too.
-    The learning rate lives in the optimiser state (`inject_hyperparams`), so
-    it is reported each step and the host can lower it on a plateau.
-    `param_labels` (params -> a tree of "train" / "frozen", as
-    `vgg_jax.training.finetune.param_labels` makes) freezes layers: theirs get no
-    update and no momentum state.
+    The rate is injected and `param_labels` freezes layers, as in `make_optimizer`.
     """
 
     def sgd(learning_rate):
@@ -159,9 +203,15 @@ class Plateau:
         return False
 
 
+def _injected(opt_state: Any) -> Any:
+    """The `inject_hyperparams` state inside an optimiser state (under `optax.MultiSteps` when
+    accumulating)."""
+    return opt_state.inner_opt_state if isinstance(opt_state, optax.MultiStepsState) else opt_state
+
+
 def learning_rate(opt_state: Any) -> jax.Array:
     """The learning rate held by an `inject_hyperparams` optimiser state (NaN if there is none)."""
-    hyperparams = getattr(opt_state, "hyperparams", None)
+    hyperparams = getattr(_injected(opt_state), "hyperparams", None)
     if hyperparams is None or "learning_rate" not in hyperparams:
         return jnp.asarray(jnp.nan, jnp.float32)
     return jnp.asarray(hyperparams["learning_rate"], jnp.float32)
@@ -169,13 +219,24 @@ def learning_rate(opt_state: Any) -> jax.Array:
 
 def set_learning_rate(state: TrainState, value: float) -> TrainState:
     """A state whose injected learning rate is `value` (for host-driven policies)."""
-    hyperparams = dict(state.opt_state.hyperparams)
+    injected = _injected(state.opt_state)
+    hyperparams = dict(injected.hyperparams)
     hyperparams["learning_rate"] = jnp.asarray(value, jnp.asarray(hyperparams["learning_rate"]).dtype)
-    return state.replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))
+    injected = injected._replace(hyperparams=hyperparams)
+    if isinstance(state.opt_state, optax.MultiStepsState):
+        return state.replace(opt_state=state.opt_state._replace(inner_opt_state=injected))
+    return state.replace(opt_state=injected)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """The mean cross-entropy; `label_smoothing` eps spreads eps of each target over all classes
+    (`optax.smooth_labels`)."""
+    if not label_smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    targets = optax.smooth_labels(
+        jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32), label_smoothing
+    )
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
 
 
 def topk_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
@@ -185,17 +246,24 @@ def topk_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 
 def train_step(
-    model: VGG, optimizer: optax.GradientTransformation, pixels: Optional[Callable[[Any], jax.Array]] = None
+    model: VGG,
+    optimizer: optax.GradientTransformation,
+    pixels: Optional[Callable[[Any], jax.Array]] = None,
+    label_smoothing: float = 0.0,
+    ema_decay: Optional[float] = None,
 ) -> Callable:
     """The train step: a pure `(state, batch, rng) -> (state, metrics)`, not yet jitted.
 
     `batch` is `{"image": (N, H, W, 3) float, "label": (N,) int}`, or what
     `pixels(batch)` turns into float images on the device (uint8 crops and
     their colour shift: `vgg_jax.training.data.device_pixels`). The dropout
-    rng is `fold_in(rng, state.step)`. Metrics: loss, top1, top5 (accuracies),
+    rng is `fold_in(rng, state.step)`. Metrics: loss, top1_error, top5_error (as the evaluation's),
     grad_norm (global L2 norm), learning_rate, and nonfinite (1.0 when the loss
     or the gradients were NaN or Inf: then the step left params, BN statistics
     and optimizer state as they were and only counted the step).
+    `label_smoothing` smooths the targets of the loss; `ema_decay` D updates
+    the state's `ema_params` to D x EMA + (1 - D) x params after each update
+    of the parameters (a state made with `create_train_state(..., ema=True)`).
 
     This is the one step: `make_train_step` jits it for one device, the loop
     and `vgg_jax.training.parallel.jit_train_step` for a mesh, and the benchmark's
@@ -215,9 +283,10 @@ def train_step(
                 logits, updates = model.apply(
                     variables, images, train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"]
                 )
-                return cross_entropy(logits, batch["label"]), (logits, updates["batch_stats"])
+                loss = cross_entropy(logits, batch["label"], label_smoothing)
+                return loss, (logits, updates["batch_stats"])
             logits = model.apply(variables, images, train=True, rngs={"dropout": dropout_rng})
-            return cross_entropy(logits, batch["label"]), (logits, state.batch_stats)
+            return cross_entropy(logits, batch["label"], label_smoothing), (logits, state.batch_stats)
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -225,21 +294,37 @@ def train_step(
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         metrics = {
             "loss": loss,
-            "top1": topk_accuracy(logits, batch["label"], 1),
-            "top5": topk_accuracy(logits, batch["label"], 5),
+            "top1_error": 1.0 - topk_accuracy(logits, batch["label"], 1),
+            "top5_error": 1.0 - topk_accuracy(logits, batch["label"], 5),
             "grad_norm": grad_norm,
             "learning_rate": learning_rate(opt_state),  # the rate this step used
             "nonfinite": jnp.logical_not(finite).astype(jnp.float32),
         }
         # A step whose loss or gradients are not finite changes nothing but the step count:
         # the host decides whether to stop or to go on (`--skip-nonfinite`).
-        updated = (optax.apply_updates(state.params, updates), batch_stats, opt_state)
-        kept = (state.params, state.batch_stats, state.opt_state)
-        params, batch_stats, opt_state = jax.tree.map(
+        new_params = optax.apply_updates(state.params, updates)
+        ema_params = state.ema_params
+        if ema_params is not None:
+            updated_now = (  # with accumulation, only the step that ends a group updates the parameters
+                (opt_state.mini_step == 0) & (opt_state.gradient_step > 0)
+                if isinstance(opt_state, optax.MultiStepsState)
+                else jnp.asarray(True)
+            )
+            decay = jnp.where(updated_now, ema_decay, 1.0)
+            ema_params = jax.tree.map(
+                lambda ema, new: decay * ema + (1 - decay) * new, ema_params, new_params
+            )
+        updated = (new_params, batch_stats, opt_state, ema_params)
+        kept = (state.params, state.batch_stats, state.opt_state, state.ema_params)
+        params, batch_stats, opt_state, ema_params = jax.tree.map(
             lambda new, old: jnp.where(finite, new, old), updated, kept
         )
         new_state = state.replace(
-            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+            step=state.step + 1,
+            params=params,
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+            ema_params=ema_params,
         )
         return new_state, metrics
 

@@ -11,18 +11,36 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """Calls `write(temporary_path)`, then renames the result onto `path`.
 
     The temporary file sits beside `path` (same filesystem, so the rename is
-    atomic) and is removed if `write` fails.
+    atomic) and is removed if `write` fails. The result gets the permissions
+    a plain `open` would give (0666 less the umask), as `cp` and `torch.save`
+    do, not the private 0600 of a temporary file.
     """
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def _umask() -> int:
+    """The process's umask: from /proc where there is one (no window in which another thread sees it
+    changed), else by setting it and putting it straight back."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str, text: str) -> None:

@@ -171,7 +171,8 @@ def _verify_present(
             raise WeightsUnavailable(
                 f"cannot verify {path}: its SHA-256 is published by {url}, which could not be reached "
                 f"({reason}); "
-                "connect once to verify it, or load the file unverified with vgg_jax.load(path)"
+                "connect once to verify it, or use the file unverified: vgg_jax.load(path) in Python, "
+                "--model FILE or --init-from FILE on the command line"
             ) from None
     found = digests(path)
     problem = _mismatch(found, sha256, md5)
@@ -261,7 +262,8 @@ def fetch(
         raise WeightsUnavailable(
             f"could not download {source} ({reason}). Offline or behind a firewall: download it elsewhere "
             f"and place it at {path}"
-            f" (or point {MIRROR_ENV} at an internal copy), or load a local file with vgg_jax.load(path)"
+            f" (or point {MIRROR_ENV} at an internal copy), or use a local file: vgg_jax.load(path) in "
+            "Python, --model FILE or --init-from FILE on the command line"
         ) from None
     finally:
         if os.path.exists(temporary):

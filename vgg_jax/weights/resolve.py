@@ -217,7 +217,8 @@ def _resolve_run(spec: str, flag: str, model_kwargs: dict[str, Any]) -> Resolved
     workdir, step = runs.run_of(spec)
     saved = runs.model_fields(workdir, flag or "the run")
     step, state = runs.restore_state(workdir, flag or "the run", step)
-    variables = {"params": state["params"]}
+    ema = state.get("ema_params")  # a run with --ema-decay is used through its parameters' average
+    variables = {"params": ema or state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
     config = resolve_config(saved["config"])
@@ -240,7 +241,7 @@ def _resolve_run(spec: str, flag: str, model_kwargs: dict[str, Any]) -> Resolved
         mean,
         runs.read_classes(workdir),
         saved["image_size"],
-        f"run {workdir}, step {step}",
+        f"run {workdir}, step {step}" + (", the parameters' EMA" if ema else ""),
         "run",
         saved,
     )
