@@ -69,6 +69,16 @@ def test_a_pack_keeps_pixels_labels_classes_and_paths_and_trains(folder, capsys)
         "cat",
         "dog",
     ]
+    # bench_data.py times the pack's input as train.py reads it
+    from vgg_jax.cli.bench_data import main as bench_data
+
+    capsys.readouterr()
+    fast = ["--image-size", "32", "--scale", "32,40", "--batch-size", "4", "--batches", "2", "--warmup", "1"]
+    assert bench_data([f"packed:{dst}", *fast, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{") :])["images_per_s"] > 0
+    assert bench_data([f"packed:{dst}", *fast, "--vs", "torch"]) == 2
+    assert "--vs torch reads an ImageFolder" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore:skipping image")

@@ -86,3 +86,83 @@ def test_bad_inputs_are_one_line(weights_file, images, tmp_path, capsys):
     assert script.main([images[0], "--model", "vgg17"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no torchvision weights named 'vgg17'" in err, err
+
+
+def test_a_folder_is_its_images_sorted_and_embed_writes_fc7_after_its_relu(
+    weights_file, images, tmp_path, capsys
+):
+    path, model, variables = weights_file
+    folder = os.path.dirname(images[0])
+    (tmp_path / "empty").mkdir()
+    script = load_script()
+    assert script.main([folder, "--model", path, "--json"]) == 0
+    assert [r["image"] for r in json.loads(capsys.readouterr().out)] == sorted(images)  # one level, sorted
+    assert script.main([str(tmp_path / "empty"), "--model", path]) == 2
+    assert "holds no image files" in capsys.readouterr().err
+
+    out = tmp_path / "emb.npy"
+    assert script.main([folder, "--model", path, "--embed", str(out)]) == 0
+    embeddings = np.load(out)
+    rows = (tmp_path / "emb.images.txt").read_text().splitlines()
+    assert rows == sorted(images) and embeddings.shape == (2, TINY_IMAGENET["fc_width"])
+    views = np.stack([predict.centre_view(predict.read_image(p), 32) for p in rows])
+    pixels = vgg_jax.preprocess(views, "torch")
+    fc7 = model.apply(variables, pixels, layers="fc7", method=vgg_jax.VGG.features)["fc7"]
+    np.testing.assert_allclose(embeddings, np.maximum(fc7, 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.apply(variables, pixels, method=vgg_jax.VGG.embed), embeddings, rtol=1e-5, atol=1e-6
+    )
+    assert script.main([folder, "--model", path, "--embed", str(out)]) == 2  # never overwritten
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_the_serving_export_runs_without_vgg_jax_and_matches_predict(weights_file, images, tmp_path, capsys):
+    """convert_weights.py --serve: a jax.export artifact that a fresh process, which never imports vgg_jax,
+    runs on uint8 crops to the probabilities predict.py prints for the same images."""
+    import subprocess
+    import sys
+
+    from vgg_jax.cli import convert_weights
+
+    path, _, _ = weights_file
+    out = tmp_path / "tiny.jax"
+    assert convert_weights.main([path, "--serve", str(out), "--config", "A"]) == 0
+    assert "uint8 RGB images (batch, 32, 32, 3)" in capsys.readouterr().out
+    described = json.loads((tmp_path / "tiny.jax.json").read_text())
+    assert described["image_size"] == 32 and described["preprocess"] == "torch"
+    assert len(described["classes"]) == 1000 and set(described["platforms"]) == {"cpu", "cuda"}
+
+    crops = np.stack([predict.centre_view(predict.read_image(p), 32) for p in images])  # the client's job
+    np.save(tmp_path / "crops.npy", crops)
+    client = (
+        "import sys, jax, numpy as np\n"
+        "exported = jax.export.deserialize(open(sys.argv[1], 'rb').read())\n"
+        "crops = np.load(sys.argv[2])\n"
+        "np.save(sys.argv[3], np.asarray(exported.call(crops[:1])))\n"  # any batch size: 1, then 2
+        "np.save(sys.argv[4], np.asarray(exported.call(crops)))\n"
+        "assert not [name for name in sys.modules if name.startswith('vgg_jax')]\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            client,
+            str(out),
+            *(str(tmp_path / n) for n in ("crops.npy", "one.npy", "two.npy")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,  # not the repository: vgg_jax is not on the path by accident
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    served = np.load(tmp_path / "two.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "one.npy")[0], served[0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(served.sum(axis=1), 1.0, rtol=1e-5)
+
+    assert load_script().main([*images, "--model", path, "--config", "A", "--json", "--top", "5"]) == 0
+    for row, result in zip(served, json.loads(capsys.readouterr().out)):
+        for best in result["top"]:
+            assert row[best["index"]] == pytest.approx(best["probability"], rel=1e-5, abs=1e-7)
+    assert convert_weights.main([path, "--serve", str(out), "--config", "A"]) == 2  # never replaced
+    assert "already exists" in capsys.readouterr().err

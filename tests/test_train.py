@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -126,6 +127,10 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path, settings)
     whole, split = (rundir.restore_state(str(tmp_path / run), "test")[1] for run in ("whole", "split"))
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), whole, split))
     assert bool(whole.get("ema_params")) == bool(settings.get("ema_decay"))
+    losses = tensorboard_scalars(tmp_path / "split")["train/loss"]
+    assert sorted(losses) == list(range(1, 10))  # the first run's events and the resumed run's, once each
+    assert "eval/top1_error" in tensorboard_scalars(tmp_path / "split")
+    assert (tmp_path / "split" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     named = resolve.resolve(str(tmp_path / "split"))  # what evaluate.py, predict.py and exports read
     used = whole["ema_params"] if settings.get("ema_decay") else whole["params"]
     assert jax.tree.all(
@@ -208,6 +213,9 @@ def test_train_script_end_to_end(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "Done: A, 4 steps" in done.stdout
+    # what the run does before its first step, and how long each part took
+    for doing in ("reading --data synthetic", "initialising the model", "compiling the train step"):
+        assert f"{doing} ...\n" in done.stdout and re.search(rf"{doing}: \d+\.\d s\n", done.stdout)
     assert json.load(open(workdir / "config.json"))["config"] == "A"
     records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     assert {"step", "loss", "top1_error", "top5_error", "grad_norm", "learning_rate", "images_per_s"} <= set(
@@ -429,3 +437,21 @@ def test_a_run_and_a_weights_file_written_by_an_older_version_still_load_and_res
         jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded["params"], named.variables["params"])
     )
     assert resolve.resolve(path).preprocess == "paper"
+
+
+def tensorboard_scalars(workdir) -> dict:
+    """{tag: {step: value}} from the TensorBoard event files under WORKDIR/tensorboard (TFRecord framing)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for path in sorted((workdir / "tensorboard").iterdir()):
+        data = path.read_bytes()
+        while data:
+            (length,) = struct.unpack("<Q", data[:8])
+            event = event_pb2.Event.FromString(data[12 : 12 + length])
+            data = data[12 + length + 4 :]
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars

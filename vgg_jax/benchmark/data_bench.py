@@ -29,7 +29,10 @@ class DataBenchConfig:
     """What to time; one field per `scripts/bench_data.py` flag."""
 
     data: str = option(
-        None, "an ImageFolder (PATH or folder:PATH; its train/ when it has one)", positional=True
+        None,
+        "an ImageFolder (PATH or folder:PATH; its train/ when it has one), or a pack (packed:PATH, "
+        "scripts/pack_images.py)",
+        positional=True,
     )
     image_size: int = option(224, "the crop")
     scale: tuple[int, ...] = option(
@@ -62,10 +65,15 @@ def folder_of(spec: str) -> str:
     return os.path.join(path, "train") if os.path.isdir(os.path.join(path, "train")) else path
 
 
+def data_spec(data: str) -> str:
+    """DATA as train.py's --data spells it: a bare PATH is an ImageFolder."""
+    return data if data.startswith(("folder:", "packed:")) else f"folder:{data}"
+
+
 def check(config: DataBenchConfig) -> None:
     """Refuses settings that cannot run, before any worker starts."""
     if config.data is None:
-        raise ValueError("give DATA, an ImageFolder")
+        raise ValueError("give DATA, an ImageFolder or packed:PATH")
     if not 1 <= len(config.scale) <= 2 or min(config.scale) < config.image_size:
         raise ValueError(
             f"--scale takes S or S_MIN,S_MAX, each at least the crop {config.image_size}, got {config.scale}"
@@ -77,7 +85,14 @@ def check(config: DataBenchConfig) -> None:
         raise ValueError("--warmup and --workers must be 0 or more")
     if config.feed is not None and not config.feed > 0:
         raise ValueError(f"--feed must be a positive rate in img/s, got {config.feed}")
-    folder_of(config.data)
+    if config.data.startswith("packed:"):
+        if config.peers:
+            raise ValueError("--vs torch reads an ImageFolder; give the folder the pack was made from")
+        from vgg_jax.training.packed import read_meta
+
+        read_meta(config.data[len("packed:") :])  # one line when it is no pack
+    else:
+        folder_of(config.data)
 
 
 def time_batches(batches: Iterable[Any], count: int, warmup: int, batch_size: int) -> float:
@@ -92,11 +107,14 @@ def time_batches(batches: Iterable[Any], count: int, warmup: int, batch_size: in
 
 
 def ours(config: DataBenchConfig) -> Iterable[Any]:
-    """vgg_jax's training loader on the folder, as `train.py --data folder:PATH` builds it."""
+    """vgg_jax's training loader on the data, as `train.py --data folder:PATH` (or `packed:PATH`) builds
+    it."""
     from vgg_jax.training import data as data_lib
 
     scale = config.scale[0] if len(config.scale) == 1 else tuple(config.scale)
-    source = data_lib.ImageFolderSource(folder_of(config.data), draft_short_side=max(config.scale))
+    source, _ = data_lib.load_data(
+        data_spec(config.data), config.image_size, seed=0, draft_short_side=max(config.scale)
+    )
     transform = data_lib.TrainTransform(config.image_size, scale, True, 0.1, None, "torch", on_device=True)
     return data_lib.make_loader(
         source,
@@ -159,7 +177,7 @@ def run(config: DataBenchConfig, log: Callable[[str], None] = print) -> dict[str
     check(config)
     workers = max(config.workers, 1)
     record: dict[str, Any] = {
-        "data": folder_of(config.data),
+        "data": config.data if config.data.startswith("packed:") else folder_of(config.data),
         "workers": config.workers,
         "scale": list(config.scale),
         "image_size": config.image_size,

@@ -4,6 +4,7 @@
     python scripts/convert_weights.py vgg16_weights_tf_dim_ordering_tf_kernels.h5 vgg16_keras/ --config D
     python scripts/convert_weights.py vgg16.msgpack vgg16_back.pth --config D
     python scripts/convert_weights.py runs/finetune finetuned.msgpack
+    python scripts/convert_weights.py runs/finetune --serve finetuned.jax   # for serving, without vgg_jax
 
 SRC is a weights file, an Orbax directory, a published name (keras:vgg16), or
 a training run's workdir (its newest checkpoint) or step folder
@@ -15,6 +16,12 @@ records the config, the pixel convention (the run's, the file's, or
 --preprocess), the class names and the training crop, so that predict.py and
 evaluate.py use it as it was meant (.pth records nothing). Loading is strict;
 an existing output is never replaced.
+
+--serve OUT writes a `jax.export` artifact (serialized StableHLO, for CPUs
+and NVIDIA GPUs): uint8 images at the model's crop size in, probabilities
+out, the pixel convention and the softmax inside, the batch size free; and
+OUT.json beside it (crop size, class names). Running it needs jax, not
+vgg_jax (docs/weights.md).
 """
 
 import argparse
@@ -30,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("src")
-    parser.add_argument("dst")
+    parser.add_argument("dst", nargs="?", help="the converted weights file (optional with --serve)")
+    parser.add_argument(
+        "--serve", metavar="OUT", help="also (or only) write a jax.export artifact for serving to OUT"
+    )
     add_weights_flags(parser, recorded=True)
     bn = parser.add_mutually_exclusive_group()
     bn.add_argument(
@@ -48,8 +58,22 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from vgg_jax.weights import resolve
 
+    if args.dst is None and args.serve is None:
+        return fail(prog_name(PROG), "give DST, --serve OUT, or both")
     try:
-        resolve.export(args.src, args.dst, args.config, args.preprocess, batch_norm=args.batch_norm)
+        if args.dst is not None:
+            named = resolve.export(
+                args.src, args.dst, args.config, args.preprocess, batch_norm=args.batch_norm
+            )
+        else:
+            named = resolve.resolve(args.src, args.config, args.preprocess, batch_norm=args.batch_norm)
+        if args.serve is not None:
+            from vgg_jax.weights import serve
+
+            described = serve.export_serving(named, args.serve)
+            print(
+                f"{named.description} -> {args.serve} (serving: {described['input']}; {described['output']})"
+            )
     # a strict load's report (missing, unexpected, wrong-shape tensors) as one line
     except (
         ValueError,

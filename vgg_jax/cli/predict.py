@@ -3,6 +3,8 @@
     python scripts/predict.py cat.jpg dog.png --model vgg16
     python scripts/predict.py photos/*.jpg --model keras:vgg19 --top 3 --json
     python scripts/predict.py cat.jpg --model my_weights.msgpack --config D --dense
+    python scripts/predict.py photos/ --model runs/finetune          # every image in the folder, sorted
+    python scripts/predict.py photos/ --model vgg16 --embed emb.npy  # fc7 embeddings, (N, 4096)
 
 `--model` is a published name (`vgg16`, `keras:vgg19`; downloaded and
 cached once), a weights file, or a training run's workdir (its newest
@@ -16,9 +18,13 @@ others classified; the exit status is then 1.
 
 import argparse
 import json
+import os
 import sys
 
+import numpy as np
+
 from vgg_jax.cli import OneLineParser, add_weights_flags, fail, positive_int, prog_name
+from vgg_jax.util.files import atomic_write, write_text
 from vgg_jax.weights import predict
 from vgg_jax.weights.zoo import SOURCES
 
@@ -29,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("images", nargs="+", help="JPEG or PNG files")
+    parser.add_argument(
+        "images", nargs="+", help="JPEG or PNG files, or folders (the images directly in each, sorted)"
+    )
     parser.add_argument(
         "--model",
         default="vgg16",
@@ -49,17 +57,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON, for scripts")
+    parser.add_argument(
+        "--embed",
+        metavar="OUT.npy",
+        help="write the pre-logits embeddings (fc7 after its ReLU) instead of classifying: an (N, fc_width) "
+        "float32 array, its rows' image paths in OUT.images.txt",
+    )
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.embed is not None:
+        return _embed(args)
     try:
         named = predict.load_model(args.model, args.source, args.config, args.preprocess)
         results = predict.classify(
             named.model,
             named.variables,
-            args.images,
+            predict.expand_paths(args.images),
             named.preprocess,
             top=min(args.top, named.model.num_classes),
             dense=args.dense,
@@ -85,6 +101,48 @@ def main(argv=None) -> int:
         print(f"{prog_name(PROG)}: {len(failed)} of {len(results)} images could not be read", file=sys.stderr)
         return 1
     return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    """--embed OUT.npy: the embeddings of every readable image, and the list of their paths beside them."""
+    prog = prog_name(PROG)
+    try:
+        if not args.embed.endswith(".npy"):
+            raise ValueError(f"--embed writes a .npy file; got {args.embed}")
+        for path in (args.embed, _rows_file(args.embed)):
+            if os.path.exists(path):
+                raise ValueError(f"{path} already exists; choose another --embed or remove it first")
+        named = predict.load_model(args.model, args.source, args.config, args.preprocess)
+        read, embeddings, errors = predict.embed(
+            named.model,
+            named.variables,
+            predict.expand_paths(args.images),
+            named.preprocess,
+            dense=args.dense,
+            batch_size=args.batch_size,
+            mean_rgb=named.mean_rgb,
+        )
+        for path, error in errors.items():
+            fail(prog, error)
+        if embeddings is None:
+            raise ValueError("no image could be read; nothing to embed")
+        atomic_write(args.embed, lambda temporary: _save_npy(temporary, embeddings))
+        write_text(_rows_file(args.embed), "".join(f"{path}\n" for path in read))
+    except (ValueError, OSError) as error:
+        return fail(prog, error)
+    print(
+        f"{len(read)} embeddings {embeddings.shape} -> {args.embed}; rows' images in {_rows_file(args.embed)}"
+    )
+    return 1 if errors else 0
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as file:  # a file object: np.save would add .npy to the temporary's name
+        np.save(file, array)
+
+
+def _rows_file(npy: str) -> str:
+    return npy[: -len(".npy")] + ".images.txt"
 
 
 if __name__ == "__main__":

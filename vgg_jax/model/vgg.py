@@ -244,6 +244,18 @@ class VGG(nn.Module):
             scores = scores.mean(axis=(1, 2))
         return scores.astype(jnp.float32)
 
+    def embed(self, images: jax.Array, dense: bool = False) -> jax.Array:
+        """Pre-logits embeddings (N, fc_width), float32: fc7 after its ReLU, no dropout.
+
+        The 4096-vector of VGG-16 that retrieval and linear probes use. With
+        `dense=True`, fc7's score map averaged over its positions. Call as
+        `model.apply(variables, images, method=VGG.embed)`.
+        """
+        embedding = jax.nn.relu(self._forward(images, False, dense, ("fc7",))["fc7"])
+        if dense:
+            embedding = embedding.mean(axis=(1, 2))
+        return embedding.astype(jnp.float32)
+
     def features(
         self,
         images: jax.Array,

@@ -12,6 +12,7 @@ through kills; SIGINT and SIGTERM stop the run after a checkpoint.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import math
@@ -31,9 +32,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from vgg_jax.model.configs import resolve_config
 from vgg_jax.model.vgg import COMPUTE_DTYPES, VGG
 from vgg_jax.research.warm_start import SHAPE_FIELDS, LayerShapeError, warm_start
+from vgg_jax.training import curves, interrupt, parallel, rundir
 from vgg_jax.training import data as data_lib
 from vgg_jax.training import evaluate as evaluate_lib
-from vgg_jax.training import interrupt, parallel, rundir
 from vgg_jax.training import step as train_lib
 from vgg_jax.training.config import (  # noqa: F401 (re-exported: loop.TrainConfig)
     TrainConfig,
@@ -220,6 +221,18 @@ def build_model(cfg: TrainConfig, num_classes: int) -> VGG:
     )
 
 
+@contextlib.contextmanager
+def _phase(log: Callable[[str], None], doing: str, say: bool = True) -> Iterator[None]:
+    """Says what the run is doing before its first step, and how long that took (when `say`)."""
+    if not say:
+        yield
+        return
+    log(f"{doing} ...")
+    begin = time.perf_counter()
+    yield
+    log(f"{doing}: {time.perf_counter() - begin:.1f} s")
+
+
 def due(step: int, every: int, total: int) -> bool:
     """Whether something done every `every` steps (and at the last one) is due after `step` steps."""
     return step % every == 0 or step == total
@@ -308,9 +321,10 @@ def _model_widths(cfg: TrainConfig, source: Any) -> TrainConfig:
 def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     """Reads every input of a run (data, warm-start source) and builds its model; writes nothing."""
     largest = max(cfg.scale) if cfg.scale else cfg.image_size  # the training short side S never exceeds it
-    train_source, val_source = data_lib.load_data(
-        cfg.data, cfg.image_size, seed=cfg.seed, draft_short_side=largest
-    )
+    with _phase(log, f"reading --data {cfg.data}"):
+        train_source, val_source = data_lib.load_data(
+            cfg.data, cfg.image_size, seed=cfg.seed, draft_short_side=largest
+        )
     source = None
     if cfg.init_from and not resume:
         # a run written by a newer version is refused, as on --resume
@@ -344,12 +358,13 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     model = build_model(cfg, train_source.num_classes)
     init_key = jax.random.split(jax.random.key(cfg.seed))[0]
     warm_report = None
-    if source is not None:
-        variables, warm_report = _warm_start(cfg, source, model, init_key, log)
-    else:
-        variables = jax.jit(model.init)(
-            init_key, jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
-        )
+    with _phase(log, "initialising the model"):
+        if source is not None:
+            variables, warm_report = _warm_start(cfg, source, model, init_key, log)
+        else:
+            variables = jax.jit(model.init)(
+                init_key, jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
+            )
     workers = data_lib.auto_workers(cfg.workers, train_source)
     if workers:
         log(f"input: {workers} worker processes (--workers {cfg.workers})")
@@ -592,8 +607,11 @@ def run(
             if start
             else f"Resuming {cfg.workdir}: it holds no finished checkpoint yet, so training starts at step 0"
         )
+    board = (
+        curves.TensorBoard(cfg.workdir, start + 1 if resume else None, log) if parallel.is_primary() else None
+    )
     metrics_log = rundir.MetricsLog(
-        os.path.join(cfg.workdir, "metrics.jsonl"), start if resume else None, warn
+        os.path.join(cfg.workdir, "metrics.jsonl"), start if resume else None, warn, board and board.write
     )
     train_step = parallel.jit_train_step(step_function, mesh, state, cfg.shard_fc)
     progress, task, plain = _progress(total, start, cfg.config)
@@ -601,9 +619,12 @@ def run(
     try:
         with interrupt.StopRequest() as stop, progress:
             batches, pending = _prefetch(iterator, mesh), []
+            first = f"starting {plan.workers} input workers" if plan.workers else "reading the first batch"
             for step in range(start, total):
-                batch, position = next(batches)
-                state, metrics = train_step(state, batch, dropout_key)
+                with _phase(log, first, step == start):
+                    batch, position = next(batches)
+                with _phase(log, "compiling the train step", step == start):
+                    state, metrics = train_step(state, batch, dropout_key)
                 done = step + 1
                 # on the device: fetched once per window, so the host never waits within one
                 pending.append((done, metrics))
@@ -648,7 +669,11 @@ def run(
             metrics_log.write({"step": total, "epoch": total / plan.steps_per_epoch, "eval": final})
     finally:
         metrics_log.close()
+        if board is not None:
+            board.close()
         manager.wait_until_finished()
+    if parallel.is_primary():
+        curves.write_curves(cfg.workdir, rundir.read_metrics(metrics_log.path, warn), log)
     return _summary(plan, logged, skipped, final, log)
 
 

@@ -207,8 +207,14 @@ def read_metrics(path: str, warn: Warn) -> list[dict[str, Any]]:
 class MetricsLog:
     """metrics.jsonl: one object per line, flushed as written; written by process 0 alone."""
 
-    def __init__(self, path: str, keep_up_to_step: Optional[int], warn: Warn):
-        self.path, self.file = path, None
+    def __init__(
+        self,
+        path: str,
+        keep_up_to_step: Optional[int],
+        warn: Warn,
+        also: Optional[Callable[[dict[str, Any]], None]] = None,
+    ):
+        self.path, self.file, self.also = path, None, also
         if not parallel.is_primary():
             return
         if keep_up_to_step is not None and os.path.exists(path):
@@ -222,6 +228,8 @@ class MetricsLog:
         if self.file is not None:
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
+            if self.also is not None:  # TensorBoard's events, say
+                self.also(record)
 
     def close(self) -> None:
         if self.file is not None:

@@ -51,3 +51,13 @@ def write_text(path: str, text: str) -> None:
             file.write(text)
 
     atomic_write(path, write)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Writes `data` to `path` atomically."""
+
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as file:
+            file.write(data)
+
+    atomic_write(path, write)

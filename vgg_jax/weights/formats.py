@@ -557,7 +557,7 @@ def save(variables: Mapping[str, Any], path: str, metadata: Optional[Mapping[str
     `read_metadata` reads it back. Every format is written aside and renamed,
     so a crash never leaves a half-written file.
     """
-    from vgg_jax.util.files import atomic_write
+    from vgg_jax.util.files import atomic_write, write_bytes
 
     if os.path.exists(path):
         raise ValueError(f"{path} already exists; choose another output or remove it first")
@@ -572,7 +572,7 @@ def save(variables: Mapping[str, Any], path: str, metadata: Optional[Mapping[str
         data = serialization.msgpack_serialize(
             {**({METADATA_KEY: text} if metadata else {}), **_unflatten(_flatten(variables))}
         )
-        atomic_write(path, lambda temporary: open(temporary, "wb").write(data))
+        write_bytes(path, data)
     elif path.endswith(".safetensors"):
         from safetensors.numpy import save_file
 

@@ -8,7 +8,8 @@ fully-convolutional net, class scores averaged).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+import os
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -43,6 +44,75 @@ def load_model(
     return resolve.require_pixels(resolve.resolve(model, config, preprocess, source=source))
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+
+
+def expand_paths(paths: Sequence[str]) -> list[str]:
+    """Image files, with each directory replaced by the images directly in it, sorted (as timm's
+    inference.py takes a folder); a directory with none is an error naming it."""
+    expanded = []
+    for path in paths:
+        if not os.path.isdir(path):
+            expanded.append(path)
+            continue
+        found = sorted(
+            os.path.join(path, name)
+            for name in os.listdir(path)
+            if name.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(path, name))
+        )
+        if not found:
+            raise ValueError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)}) directly in it")
+        expanded.extend(found)
+    return expanded
+
+
+def _outputs(
+    apply: Callable[[Any, Any], Any],
+    variables: Mapping[str, Any],
+    paths: Sequence[str],
+    size: int,
+    mode: str,
+    dense: bool,
+    batch_size: int,
+    mean_rgb: Optional[tuple[float, float, float]],
+) -> tuple[list[str], Optional[np.ndarray], dict[str, str]]:
+    """`apply(variables, pixels)` over every readable image: (the paths read, their outputs stacked, the
+    errors by path). Centre-crop views go `batch_size` at a time; dense evaluation one image at its size."""
+    read, errors = [], {}
+    for path in paths:
+        try:
+            read.append((path, images_lib.read_image(path)))
+        except ValueError as error:
+            errors[path] = str(error)
+    outputs = []
+    if dense:
+        for _, image in read:
+            view = images_lib.rescale_short_side(image, round(size * DENSE_SCALE / 224))
+            outputs.append(np.asarray(apply(variables, weights_lib.preprocess(view[None], mode, mean_rgb))))
+    elif read:
+        views = np.stack([centre_view(image, size, mode) for _, image in read])
+        for start in range(0, len(views), batch_size):
+            pixels = weights_lib.preprocess(views[start : start + batch_size], mode, mean_rgb)
+            outputs.append(np.asarray(apply(variables, pixels)))
+    return [path for path, _ in read], np.concatenate(outputs) if outputs else None, errors
+
+
+def embed(
+    model: VGG,
+    variables: Mapping[str, Any],
+    paths: Sequence[str],
+    mode: str = "torch",
+    dense: bool = False,
+    batch_size: int = 16,
+    mean_rgb: Optional[tuple[float, float, float]] = None,
+) -> tuple[list[str], Optional[np.ndarray], dict[str, str]]:
+    """Pre-logits embeddings (`VGG.embed`: fc7 after its ReLU) of each readable image file, viewed as
+    `classify` views them: (the paths embedded, (N, fc_width) float32 or None, the errors by path)."""
+    size = init_image_size(variables["params"], model.config, model.width_scale)
+    apply = jax.jit(lambda v, x: model.apply(v, x, dense=dense, method=VGG.embed))
+    return _outputs(apply, variables, paths, size, mode, dense, batch_size, mean_rgb)
+
+
 def classify(
     model: VGG,
     variables: Mapping[str, Any],
@@ -69,37 +139,8 @@ def classify(
     names = list(classes) if classes is not None else [str(index) for index in range(model.num_classes)]
     size = init_image_size(variables["params"], model.config, model.width_scale)
     apply = jax.jit(lambda v, x: model.apply(v, x, dense=dense))
-    read, errors = [], {}
-    for path in paths:
-        try:
-            read.append((path, images_lib.read_image(path)))
-        except ValueError as error:
-            errors[path] = str(error)
-    logits = []
-    if dense:
-        for _, image in read:
-            view = images_lib.rescale_short_side(image, round(size * DENSE_SCALE / 224))
-            logits.append(np.asarray(apply(variables, weights_lib.preprocess(view[None], mode, mean_rgb))))
-    elif read:
-        views = np.stack([centre_view(image, size, mode) for _, image in read])
-        for start in range(0, len(views), batch_size):
-            logits.append(
-                np.asarray(
-                    apply(
-                        variables, weights_lib.preprocess(views[start : start + batch_size], mode, mean_rgb)
-                    )
-                )
-            )
-    decoded = (
-        dict(
-            zip(
-                [path for path, _ in read],
-                imagenet.decode_predictions(np.concatenate(logits), top=top, names=names),
-            )
-        )
-        if read
-        else {}
-    )
+    read, logits, errors = _outputs(apply, variables, paths, size, mode, dense, batch_size, mean_rgb)
+    decoded = dict(zip(read, imagenet.decode_predictions(logits, top=top, names=names))) if read else {}
     return [
         {"image": path, "error": errors[path]}
         if path in errors
