@@ -379,7 +379,7 @@ def test_label_smoothing_spreads_eps_over_the_classes():
 
 def test_accumulating_n_micro_batches_is_one_update_of_the_whole_batch():
     """No dropout nor BN: 2 steps of 4 images with --accumulate 2 give the update of one step of 8, and
-    the parameters' EMA moves once, at the update."""
+    the parameters' EMA moves once, at the update, with the warmed-up decay."""
     model = tiny_vgg("A", dropout_rate=0.0)
     batch = {
         "image": jax.random.randint(jax.random.key(0), (8, 32, 32, 3), 0, 256).astype(jnp.uint8),
@@ -409,8 +409,12 @@ def test_accumulating_n_micro_batches_is_one_update_of_the_whole_batch():
             getattr(states[1], tree),
             getattr(states[2], tree),
         )
-    ema = jax.tree.map(lambda p0, p1: 0.5 * p0 + 0.5 * p1, variables["params"], states[1].params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), states[1].ema_params, ema)
+    decay = min(0.5, 2 / 11)  # after 1 update, timm's warm-up: (1 + 1) / (10 + 1)
+    assert float(train.ema_warmup(0.5, 1)) == pytest.approx(decay) and float(train.ema_warmup(0.5, 99)) == 0.5
+    ema = jax.tree.map(lambda p0, p1: decay * p0 + (1 - decay) * p1, variables["params"], states[1].params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), states[1].ema_params, ema
+    )
 
 
 OLD_MAIN = os.path.join(ROOT, "tests", "fixtures", "old_main")  # written by vgg_jax at commit b522551

@@ -74,7 +74,11 @@ def plot_curves(records: list[dict[str, Any]], path: str) -> None:
         axis.grid(alpha=0.3)
     if evals:
         axes[1].plot(
-            [r["step"] for r in evals], [r["eval"]["top1_error"] for r in evals], "o-", label="evaluation"
+            [r["step"] for r in evals],
+            [r["eval"]["top1_error"] for r in evals],
+            "o-",
+            ms=3,
+            label="evaluation",
         )
     axes[1].legend()
     axes[2].set_yscale("log")

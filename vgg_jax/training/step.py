@@ -262,8 +262,9 @@ def train_step(
     or the gradients were NaN or Inf: then the step left params, BN statistics
     and optimizer state as they were and only counted the step).
     `label_smoothing` smooths the targets of the loss; `ema_decay` D updates
-    the state's `ema_params` to D x EMA + (1 - D) x params after each update
-    of the parameters (a state made with `create_train_state(..., ema=True)`).
+    the state's `ema_params` to d x EMA + (1 - d) x params after each update
+    of the parameters, d = `ema_warmup(D, updates so far)` (a state made with
+    `create_train_state(..., ema=True)`).
 
     This is the one step: `make_train_step` jits it for one device, the loop
     and `vgg_jax.training.parallel.jit_train_step` for a mesh, and the benchmark's
@@ -305,12 +306,13 @@ def train_step(
         new_params = optax.apply_updates(state.params, updates)
         ema_params = state.ema_params
         if ema_params is not None:
-            updated_now = (  # with accumulation, only the step that ends a group updates the parameters
-                (opt_state.mini_step == 0) & (opt_state.gradient_step > 0)
-                if isinstance(opt_state, optax.MultiStepsState)
-                else jnp.asarray(True)
-            )
-            decay = jnp.where(updated_now, ema_decay, 1.0)
+            if isinstance(opt_state, optax.MultiStepsState):
+                # with accumulation, only the step that ends a group updates the parameters
+                updated_now = (opt_state.mini_step == 0) & (opt_state.gradient_step > 0)
+                updates_done = opt_state.gradient_step
+            else:
+                updated_now, updates_done = jnp.asarray(True), state.step + 1
+            decay = jnp.where(updated_now, ema_warmup(ema_decay, updates_done), 1.0)
             ema_params = jax.tree.map(
                 lambda ema, new: decay * ema + (1 - decay) * new, ema_params, new_params
             )
@@ -329,6 +331,13 @@ def train_step(
         return new_state, metrics
 
     return step
+
+
+def ema_warmup(decay: float, updates: jax.Array) -> jax.Array:
+    """The EMA's decay after `updates` updates: min(decay, (1 + n) / (10 + n)), timm's warm-up, so that
+    an average of a short run (or of its first evaluations) is not still its initialisation."""
+    updates = jnp.asarray(updates, jnp.float32)
+    return jnp.minimum(decay, (1.0 + updates) / (10.0 + updates))
 
 
 def make_train_step(model: VGG, optimizer: optax.GradientTransformation) -> Callable:
