@@ -148,9 +148,17 @@ def test_existing_workdir_is_refused_without_resume_or_overwrite(tmp_path):
     loop.run(cfg, log=lambda line: None)
     with pytest.raises(ValueError, match="already holds a run; pass --resume .* or --overwrite"):
         loop.run(cfg, log=lambda line: None)
-    with pytest.raises(ValueError, match="holds no run to resume"):
-        loop.run(loop.TrainConfig(workdir=str(tmp_path / "new"), **TINY_RUN), resume=True)
     loop.run(cfg, overwrite=True, log=lambda line: None)
+
+
+def test_resume_on_a_workdir_without_a_run_starts_it(tmp_path):
+    """A job killed before it wrote anything is restarted by its scheduler with the same --resume command."""
+    lines, workdir = [], tmp_path / "new"
+    loop.run(loop.TrainConfig(workdir=str(workdir), max_steps=2, **TINY_RUN), resume=True, log=lines.append)
+    assert f"resume: {workdir} holds no run yet, so it starts now" in lines
+    assert rundir.finished_steps(str(workdir)) == [2]
+    with pytest.raises(ValueError, match="--resume and --overwrite contradict each other"):
+        loop.run(loop.TrainConfig(workdir=str(tmp_path / "other"), **TINY_RUN), resume=True, overwrite=True)
 
 
 def test_non_finite_loss_stops_the_loop_and_keeps_the_last_good_checkpoint(tmp_path):

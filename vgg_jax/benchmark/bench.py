@@ -474,7 +474,7 @@ def step_flops(
     A backward pass is twice its forward (the input and the kernel gradient). With layers frozen up to
     `freeze`, only the layers above it have a backward pass, and the lowest of them needs no input
     gradient. Counted per layer (`layer_macs`), not by XLA's cost analysis, which counts a loop's body
-    once (the CPU's blocked kernel gradient and Winograd run under `lax.scan`).
+    once (the CPU's blocked kernel gradient runs under `lax.scan`).
     """
     macs = layer_macs(config, image_size, **widths)
     forward = 2.0 * sum(macs.values()) * batch_size

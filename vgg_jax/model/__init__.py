@@ -7,8 +7,6 @@ The bottom of the package: it imports nothing from vgg_jax but itself.
 - `conv`: the 3x3 convolution implementations (`conv_impl`).
 - `vgg`: `VGG`, its initialisers and the implementation choices.
 - `infer`: the model a parameter tree belongs to (`infer_model`) and the image size it was built for.
-- `winograd`: F(2x2, 3x3) and F(4x4, 3x3) for 3x3 stride-1 convolutions (`conv_impl="winograd"`,
-  `"winograd_f4"`).
 """
 
 from vgg_jax.model.configs import (

@@ -18,8 +18,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from vgg_jax.model import winograd
-
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -159,22 +157,6 @@ def _drop_in(same: Callable[[jax.Array, jax.Array], jax.Array]) -> Callable[...,
 
 flax_conv = _drop_in(conv_same)
 flax_conv.__doc__ = "`lax.conv_general_dilated` for `flax.linen.Conv`, by `conv_same` where it applies."
-
-
-def winograd_conv(algorithm: winograd.Algorithm) -> Callable[..., jax.Array]:
-    """`lax.conv_general_dilated` for `flax.linen.Conv`: 3x3 'SAME' stride-1 convolutions by Winograd
-    (`vgg_jax.model.winograd`), other odd 'SAME' ones by `conv_same`, the rest by XLA.
-
-    A layer whose input has 3 channels (VGG's first) stays direct: its
-    products would be 3 deep, and it measured slower by Winograd.
-    """
-
-    def same(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-        if rhs.shape[:2] == (3, 3) and rhs.shape[2] > 3:
-            return winograd.conv3x3(lhs, rhs, algorithm)
-        return conv_same(lhs, rhs)
-
-    return _drop_in(same)
 
 
 def _is_same(padding: Any, kernel_shape: tuple) -> bool:

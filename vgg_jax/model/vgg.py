@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgg_jax.model import winograd
 from vgg_jax.model.configs import (
     CONFIGS,
     LRN,
@@ -27,12 +26,12 @@ from vgg_jax.model.configs import (
     resolve_config,
     scaled,
 )
-from vgg_jax.model.conv import flax_conv, winograd_conv
+from vgg_jax.model.conv import flax_conv
 from vgg_jax.model.layers import LocalResponseNorm, max_pool_2x2, relu_output_mask
 
 Initializer = Callable[..., jax.Array]
 INIT_SCHEMES = ("glorot", "paper", "kaiming")
-CONV_IMPLS = ("auto", "xla", "custom_vjp", "winograd", "winograd_f4")
+CONV_IMPLS = ("auto", "xla", "custom_vjp")
 # jax.nn.relu, or layers.relu_output_mask (the gradient masked by the output)
 RELU_IMPLS = ("jax", "output_mask")
 POOL_IMPLS = ("auto", "reduce_window", "reshape")  # auto: reshape on CPU; nn.max_pool, or layers.max_pool_2x2
@@ -148,14 +147,7 @@ class VGG(nn.Module):
             is the CPU, else "xla"), "xla" (`lax.conv_general_dilated` and its
             autodiff), "custom_vjp" (`vgg_jax.model.conv.conv_same`: the gradient
             as a forward conv and a patches matmul, which XLA:CPU runs faster;
-            see docs/benchmarks.md), "winograd" (the 3x3 layers after the
-            first by Winograd F(2x2, 3x3), `vgg_jax.model.winograd`: 2.25x
-            fewer multiplies, within 1e-5 of the direct convolution) or
-            "winograd_f4" (F(4x4, 3x3): 4x fewer, within 1e-4). On the CPUs
-            measured so far both ran the forward pass slower than
-            "custom_vjp" and compiled 2-3x longer for a forward-backward
-            step, about 8x for the forward pass (docs/benchmarks.md), so
-            "auto" does not pick them.
+            docs/benchmarks.md).
         remat: recompute each conv block's activations in the backward pass
             (`jax.checkpoint` per block) instead of keeping them: less
             activation memory for more compute. Same variables and gradients.
@@ -501,8 +493,6 @@ def conv_function_for(conv_impl: str) -> Callable[..., jax.Array]:
     """The `lax.conv_general_dilated` drop-in that a resolved `conv_impl` names, for `nn.Conv`."""
     if conv_impl == "custom_vjp":
         return flax_conv
-    if conv_impl in ("winograd", "winograd_f4"):
-        return winograd_conv(winograd.F2x2 if conv_impl == "winograd" else winograd.F4x4)
     return jax.lax.conv_general_dilated
 
 

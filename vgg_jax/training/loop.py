@@ -144,8 +144,6 @@ def prepare_workdir(
             f"workdir {cfg.workdir} already holds a run; pass --resume to continue it or --overwrite to "
             "replace it"
         )
-    if resume:
-        raise ValueError(f"--resume: workdir {cfg.workdir} holds no run to resume")
     try:
         os.makedirs(cfg.workdir, exist_ok=True)
         if parallel.is_primary():
@@ -575,11 +573,17 @@ def run(
 
     `given` names the fields the user gave on `--resume` (the command line's
     flags; default: those set away from their defaults); the rest come from
-    the saved run. `warn` gets one line per repair on resume (default: a `RunWarning`). The
-    first SIGINT or SIGTERM stops the run after the current step and a
-    checkpoint, raising `StopRequested`.
+    the saved run. `resume=True` on a workdir that holds no run yet starts
+    it, so that one command serves a first start and every restart. `warn`
+    gets one line per repair on resume (default: a `RunWarning`). The first
+    SIGINT or SIGTERM stops the run after the current step and a checkpoint,
+    raising `StopRequested`.
     """
     warn = warn or (lambda message: warnings.warn(message, RunWarning, stacklevel=3))
+    if resume and not overwrite and not rundir.holds_run(cfg.workdir):
+        # resume-if-present: one command serves a scheduler's first start and every restart
+        log(f"resume: {cfg.workdir} holds no run yet, so it starts now")
+        resume = False
     plan = _start(cfg, resume, overwrite, log, given)
     cfg, total = plan.cfg, plan.total_steps
     if cfg.ema_decay is not None:
