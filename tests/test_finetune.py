@@ -12,6 +12,7 @@ from PIL import Image
 from vgg_jax.model.vgg import VGG
 from vgg_jax.training import finetune, rundir
 from vgg_jax.training import step as train
+from vgg_jax.util import images as images_lib
 from vgg_jax.weights import formats as weights
 from vgg_jax.weights import resolve, zoo
 
@@ -165,7 +166,7 @@ def test_pretrained_pixel_conventions_match_preprocess():
     for mode in ("torch", "caffe"):
         np.testing.assert_allclose(
             normalize_pixels(image.astype(np.float32), mode),
-            weights.preprocess(image[None], mode)[0],
+            images_lib.preprocess(image[None], mode)[0],
             rtol=1e-5,
             atol=1e-4,
         )

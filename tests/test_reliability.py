@@ -24,6 +24,7 @@ from PIL import Image
 from vgg_jax.cli import train as train_command
 from vgg_jax.training import data, loop
 from vgg_jax.training.rundir import finished_steps
+from vgg_jax.util import images as images_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
@@ -772,12 +773,11 @@ def test_same_seed_same_params_bit_for_bit_and_the_data_order_is_a_function_of_s
 def test_nan_or_inf_pixels_are_refused_by_preprocess_and_never_trained_on():
     """The policy: preprocess refuses non-finite pixels (ValueError); a non-finite batch that reaches training
     is a non-finite step (stopped or skipped, above); the model itself computes whatever it is given."""
-    from vgg_jax.weights import formats as weights
 
     for bad in (np.nan, np.inf, -np.inf):
         images = np.zeros((1, 32, 32, 3), np.float32)
         images[0, 3, 4, 1] = bad
         with pytest.raises(ValueError, match="preprocess got NaN or Inf pixels"):
-            weights.preprocess(images, "torch")
-    clean = weights.preprocess(np.zeros((1, 32, 32, 3), np.uint8), "caffe")
+            images_lib.preprocess(images, "torch")
+    clean = images_lib.preprocess(np.zeros((1, 32, 32, 3), np.uint8), "caffe")
     assert bool(np.isfinite(np.asarray(clean)).all())

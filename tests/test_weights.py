@@ -12,6 +12,7 @@ from conftest import TINY, random_images, tiny_vgg
 
 import vgg_jax
 from vgg_jax import VGG
+from vgg_jax.util import images as images_lib
 from vgg_jax.weights import formats as weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,7 +126,7 @@ def torchvision_case(name, config, batch_norm, tmp_path):
     variables = vgg_jax.load(str(path), config)
     images = uint8_images(1)
     ours_input = vgg_jax.preprocess(images, "torch")
-    theirs_input = torchvision.transforms.Normalize(weights.TORCH_MEAN, weights.TORCH_STD)(
+    theirs_input = torchvision.transforms.Normalize(images_lib.TORCH_MEAN, images_lib.TORCH_STD)(
         torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     )
     np.testing.assert_allclose(
@@ -274,7 +275,7 @@ def test_preprocess_modes():
     floats = images.astype(np.float32) / 255
     torch_mode = np.asarray(vgg_jax.preprocess(images, "torch"))[0, 0, 0]
     np.testing.assert_allclose(
-        torch_mode, (floats[0, 0, 0] - weights.TORCH_MEAN) / weights.TORCH_STD, rtol=1e-6
+        torch_mode, (floats[0, 0, 0] - images_lib.TORCH_MEAN) / images_lib.TORCH_STD, rtol=1e-6
     )
     np.testing.assert_allclose(
         np.asarray(vgg_jax.preprocess(floats, "torch")),

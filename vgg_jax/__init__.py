@@ -24,7 +24,8 @@ from vgg_jax.research.warm_start import (  # the function; the module stays impo
     WarmStartReport,
     warm_start,
 )
-from vgg_jax.weights.formats import from_keras, from_torchvision, load, preprocess, to_torchvision
+from vgg_jax.util.images import preprocess
+from vgg_jax.weights.formats import from_keras, from_torchvision, load, to_torchvision
 from vgg_jax.weights.imagenet import class_names, decode_predictions
 from vgg_jax.weights.zoo import pretrained, weights_info
 

@@ -30,6 +30,7 @@ from vgg_jax.util.images import (  # noqa: F401 (center_crop, read_image, rescal
     NORMALIZE_MODES,
     center_crop,
     normalize_pixels,
+    preprocess,
     read_image,
     rescale_short_side,
     rescaled_crop,
@@ -421,8 +422,6 @@ def device_pixels(mean_rgb: Optional[tuple[float, float, float]], normalize: Opt
     the mean RGB subtracted, by `vgg_jax.preprocess` (one definition of the
     conventions); the host path (`on_device=False`) gives the same numbers.
     """
-    from vgg_jax.weights.formats import preprocess
-
     mode = normalize or "paper"
     mean = None if normalize else tuple(mean_rgb or (0.0, 0.0, 0.0))
 

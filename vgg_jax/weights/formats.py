@@ -24,7 +24,6 @@ import numpy as np
 
 from vgg_jax.model.configs import CONFIGS, LRN, TORCHVISION_NAMES, conv_layers, resolve_config
 from vgg_jax.model.infer import config_of
-from vgg_jax.util.images import CAFFE_MEAN_BGR, TORCH_MEAN, TORCH_STD  # noqa: F401 (re-exported)
 
 CONVS_TO_CONFIG = {
     len(conv_layers(config)): config for config in TORCHVISION_NAMES
@@ -453,80 +452,6 @@ def from_keras(path: str, config: str = "D", strict: bool = True, num_classes: O
     return _finish(variables, report, strict, f"Keras file {path}", hint)
 
 
-def preprocess(
-    images: Any,
-    mode: str = "torch",
-    mean_rgb: Optional[tuple[float, float, float]] = None,
-    scale: float = 1.0,
-):
-    """Images for the weights' convention, from uint8 (0-255) or float [0, `scale`] RGB NHWC.
-
-    Float images are taken as [0, 1]; pass `scale=255` for float 0-255 images
-    (what Keras's `preprocess_input` takes: then "caffe" gives Keras's exact
-    numbers).
-
-    - "torch": scale to [0, 1], normalise by ImageNet's mean (0.485, 0.456, 0.406)
-      and std (0.229, 0.224, 0.225): torchvision's weights.
-    - "caffe": scale to 0-255, RGB to BGR, subtract (103.939, 116.779, 123.68):
-      Keras's weights and the original VGG Caffe release.
-    - "paper": scale to 0-255 and subtract `mean_rgb` (the training set's mean
-      RGB, Sec. 2.1): models trained here with mean subtraction.
-
-    Non-finite pixels, and float pixels outside [0, scale] (float 0-255
-    images passed as [0, 1], or [-1, 1] images), are refused with a
-    ValueError, since they would silently poison every logit. Under
-    `jax.jit` the values are not known, so the checks run only on concrete
-    arrays: traced images must follow the contract.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    array = jnp.asarray(images)
-    if array.ndim != 4 or array.shape[-1] != 3:
-        raise ValueError(f"preprocess takes RGB NHWC images (N, H, W, 3), got shape {tuple(array.shape)}")
-    if array.dtype == jnp.uint8:
-        pixels = array.astype(jnp.float32)  # 0-255, exact
-        unit = pixels / 255.0
-    elif jnp.issubdtype(array.dtype, jnp.floating):
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
-            raise ValueError(
-                "preprocess scale must be a positive number (1 for [0, 1] images, 255 for 0-255), got "
-                f"{scale!r}"
-            )
-        values = array.astype(jnp.float32)
-        try:
-            finite = bool(jnp.all(jnp.isfinite(values)))
-            low, high = (
-                (float(jnp.min(values)), float(jnp.max(values))) if values.size and finite else (0.0, 0.0)
-            )
-        except jax.errors.ConcretizationTypeError:  # traced under jit: values unknown
-            finite, low, high = True, 0.0, 0.0
-        if not finite:
-            raise ValueError("preprocess got NaN or Inf pixels; clean the images first")
-        if low < -0.01 * scale or high > 1.01 * scale:
-            raise ValueError(
-                f"preprocess takes float images in [0, {scale:g}], got values from {low:g} to {high:g}: pass "
-                "uint8 images, "
-                "divide by the range, or pass scale=255 for float 0-255 images (what Keras's "
-                "preprocess_input takes)"
-            )
-        unit = values / scale
-        pixels = values * (255.0 / scale)  # exact when scale is 255
-    else:
-        raise TypeError(f"preprocess takes uint8 (0-255) or float [0, 1] images, got {array.dtype}")
-    if mode == "torch":
-        return (unit - jnp.asarray(TORCH_MEAN)) / jnp.asarray(TORCH_STD)
-    if mode == "caffe":
-        return pixels[..., ::-1] - jnp.asarray(CAFFE_MEAN_BGR)
-    if mode == "paper":
-        if mean_rgb is None:
-            raise ValueError(
-                "preprocess mode 'paper' needs mean_rgb, the training set's mean RGB on the 0-255 scale"
-            )
-        return pixels - jnp.asarray(mean_rgb, jnp.float32)
-    raise ValueError(f"unknown preprocess mode {mode!r}; choose 'torch', 'caffe' or 'paper'")
-
-
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
     flat = {}
     for key, value in tree.items():
@@ -544,7 +469,6 @@ def _unflatten(flat: Mapping[str, Any]) -> dict:
 
 METADATA_KEY = "__vgg_jax__"  # in .msgpack files: a JSON string beside the collections
 METADATA_FILE = "vgg_jax_metadata.json"  # in an Orbax directory
-PIXEL_MODES = ("torch", "caffe", "paper")
 
 
 def save(variables: Mapping[str, Any], path: str, metadata: Optional[Mapping[str, Any]] = None) -> None:

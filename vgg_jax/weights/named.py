@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any, Iterator, Optional
 
 from vgg_jax.model.vgg import VGG
-from vgg_jax.weights import formats as weights_lib
+from vgg_jax.util import images as images_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Resolved:
         """The model's input for RGB NHWC images (uint8, or float in [0, scale]): `vgg_jax.preprocess` with
         these weights' convention."""
         require_pixels(self, "preprocess=")
-        return weights_lib.preprocess(images, self.preprocess, self.mean_rgb, scale=scale)
+        return images_lib.preprocess(images, self.preprocess, self.mean_rgb, scale=scale)
 
     def metadata(self) -> dict[str, Any]:
         """What `vgg_jax.weights.save` records so that the weights can be used alone later."""

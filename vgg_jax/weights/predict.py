@@ -17,7 +17,6 @@ import numpy as np
 from vgg_jax.model.infer import init_image_size
 from vgg_jax.model.vgg import VGG
 from vgg_jax.util import images as images_lib
-from vgg_jax.weights import formats as weights_lib
 from vgg_jax.weights import imagenet, resolve
 
 DENSE_SCALE = 256  # the paper's test scale Q for dense evaluation of 224-pixel models
@@ -88,11 +87,11 @@ def _outputs(
     if dense:
         for _, image in read:
             view = images_lib.rescale_short_side(image, round(size * DENSE_SCALE / 224))
-            outputs.append(np.asarray(apply(variables, weights_lib.preprocess(view[None], mode, mean_rgb))))
+            outputs.append(np.asarray(apply(variables, images_lib.preprocess(view[None], mode, mean_rgb))))
     elif read:
         views = np.stack([centre_view(image, size, mode) for _, image in read])
         for start in range(0, len(views), batch_size):
-            pixels = weights_lib.preprocess(views[start : start + batch_size], mode, mean_rgb)
+            pixels = images_lib.preprocess(views[start : start + batch_size], mode, mean_rgb)
             outputs.append(np.asarray(apply(variables, pixels)))
     return [path for path, _ in read], np.concatenate(outputs) if outputs else None, errors
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from vgg_jax.model.configs import resolve_config
 from vgg_jax.model.infer import config_of, infer_model, init_image_size
+from vgg_jax.util.images import PIXEL_MODES
 from vgg_jax.weights import formats as weights_lib
 from vgg_jax.weights import runs, zoo
 from vgg_jax.weights.named import Resolved, require_pixels  # noqa: F401 (re-exported)
@@ -126,10 +127,8 @@ def resolve(
         batch_norm: whether a torchvision state_dict is a `_bn` variant (default: read off the file).
         **model_kwargs: `VGG` fields that do not change the variables (dtype, conv_impl, ...).
     """
-    if preprocess is not None and preprocess not in weights_lib.PIXEL_MODES:
-        raise ValueError(
-            f"--preprocess must be one of {', '.join(weights_lib.PIXEL_MODES)}, got {preprocess!r}"
-        )
+    if preprocess is not None and preprocess not in PIXEL_MODES:
+        raise ValueError(f"--preprocess must be one of {', '.join(PIXEL_MODES)}, got {preprocess!r}")
     kind = describe(spec, source)
     if kind == "run":
         resolved = _resolve_run(spec, flag, model_kwargs)

@@ -24,8 +24,8 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
+from vgg_jax.util import images as images_lib
 from vgg_jax.util.files import write_bytes, write_text
-from vgg_jax.weights import formats as weights_lib
 from vgg_jax.weights.named import Resolved, require_pixels
 
 PLATFORMS = ("cpu", "cuda")  # lowered for both: the artifact runs on a CPU or an NVIDIA GPU
@@ -38,7 +38,7 @@ def serving_function(named: Resolved) -> Any:
     variables, mode, mean = named.variables, named.preprocess, named.mean_rgb
 
     def probabilities(images: jax.Array) -> jax.Array:
-        logits = model.apply(variables, weights_lib.preprocess(images, mode, mean))
+        logits = model.apply(variables, images_lib.preprocess(images, mode, mean))
         return jax.nn.softmax(logits, axis=-1)
 
     return probabilities
