@@ -1,23 +1,19 @@
-"""Shared fixtures: tiny VGGs (width 1/16, fc 32) on 32-64 pixel images.
+"""Shared fixtures: tiny VGGs (width 1/16, fc 32) on 32-64 pixel images, and fast-compiling settings.
 
-Compile time dominates this suite on 2 cores, most of it XLA:CPU compiling the
-threefry random-number code of `model.init` and the train steps. Three settings,
-for the tests only, cut it: the non-partitionable threefry (about 3x faster to
-compile, other random bits, which no test depends on); XLA:CPU's older fusion
-emitters (`--xla_cpu_use_fusion_emitters=false`: a tiny train step compiles in
-about 3.8 s instead of 4.8, test_model, test_train and test_warm_start ran in
-1:52-2:04 instead of 2:22, and the whole suite took 14:35 instead of 17:13
-minutes of CPU in two runs side by side; the tests check our programs, not
-XLA's code generation, and users and the benchmark keep XLA's default); and a
-per-session persistent compilation cache, so that the many identical tiny
-inits compile once (one cache for the session, shared by the pytest-xdist
-workers). All three are set in the environment too, so the command-line runs the tests start as subprocesses
-(`scripts/train.py`, `scripts/bench.py`) share them: a tiny `train.py` run
-takes about 9 s instead of 18 s on 2 cores once its step is in the cache.
-Not used: `--xla_backend_optimization_level=0` compiles test_train and test_model
-in 63 s instead of 88, but on jaxlib 0.10.2 a tiny BN train step's second
-gradient came out NaN with it (step 1's gradient matched), so its programs are
-not the ones users run.
+Compile time dominates this suite on 2 cores, most of it XLA:CPU compiling
+`model.init`'s random numbers and the train steps. Three settings, for the
+tests only, set in the environment too so that the command-line runs the
+tests start (`scripts/train.py`, `scripts/bench.py`) share them:
+
+- the non-partitionable threefry (faster to compile; other random bits, which no test depends on);
+- XLA:CPU's older fusion emitters (`--xla_cpu_use_fusion_emitters=false`, on the jaxlib it was
+  measured on): the tests check our programs, not XLA's code generation, and users and the
+  benchmark keep XLA's default;
+- one persistent compilation cache per session, shared by the pytest-xdist workers, so that the many
+  identical tiny programs compile once.
+
+Not used: `--xla_backend_optimization_level=0`, which compiled faster but made a tiny BN train step's
+second gradient NaN on jaxlib 0.10.2 (docs/benchmarks.md has the figures).
 """
 
 import importlib.metadata

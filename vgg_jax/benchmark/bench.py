@@ -4,7 +4,7 @@ Compile first (lower plus compile, timed on its own), warm up, keep inputs on
 the device, end every timed call in `jax.block_until_ready`, and report the
 median and spread. FLOPs come from `count_macs` (the throughput figure) and from
 XLA's `cost_analysis()`; MFU uses the datasheet peaks in `vgg_jax.benchmark.hardware`.
-`scripts/bench.py` builds a `BenchConfig` from its flags and calls `main`;
+`scripts/bench.py` builds a `BenchConfig` from its flags and calls `execute`;
 the timing primitives are in `vgg_jax.benchmark.timing`.
 """
 

@@ -19,6 +19,7 @@ import typing
 from typing import Any, Callable, Optional, Sequence
 
 from vgg_jax.util.images import NORMALIZE_MODES
+from vgg_jax.util.options import shown
 
 
 def prog_name(script: str) -> str:
@@ -145,7 +146,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
                 " or all" if field.metadata.get("every") else ""
             )
         if not required and kind is not bool and "default" not in text:
-            text += f" (default: {_shown(default)})"
+            text += f" (default: {shown(default)})"
         options: dict[str, Any] = dict(dest=field.name, help=text)
         if kind is bool:
             options.update(action=argparse.BooleanOptionalAction, default=default)
@@ -219,12 +220,6 @@ def _unwrap(hint: Any) -> tuple[Any, bool]:
     if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(arguments) == 1:
         return arguments[0], True
     return hint, False
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, (list, tuple)) and value:
-        return ",".join(map(str, value))
-    return "none" if value is None or value == () or value == [] else str(value)
 
 
 def given_fields(

@@ -46,6 +46,7 @@ from vgg_jax.training.config import (  # noqa: F401 (re-exported: loop.TrainConf
 from vgg_jax.training.interrupt import StopRequested
 from vgg_jax.training.rundir import CheckpointReadError, CheckpointWriteError  # noqa: F401 (re-exported)
 from vgg_jax.util.files import write_text
+from vgg_jax.util.options import shown
 from vgg_jax.weights import resolve, runs
 
 WIDTHS = ("width_scale", "fc_width")  # TrainConfig fields that default to the --init-from source's
@@ -108,8 +109,8 @@ def resumed_config(cfg: TrainConfig, given: Optional[Collection[str]] = None) ->
     for field in sorted(given - set(RESUME_MAY_CHANGE)):
         if not same(field):
             raise ValueError(
-                f"--resume: {flag_of(field)} {_shown(getattr(cfg, field))} differs from the run's "
-                f"{_shown(getattr(saved, field))} "
+                f"--resume: {flag_of(field)} {shown(getattr(cfg, field))} differs from the run's "
+                f"{shown(getattr(saved, field))} "
                 f"({os.path.join(cfg.workdir, 'config.json')}); a resumed run keeps its settings: drop "
                 f"{flag_of(field)}, "
                 "or start a new run with --overwrite or another --workdir"
@@ -117,12 +118,6 @@ def resumed_config(cfg: TrainConfig, given: Optional[Collection[str]] = None) ->
     return dataclasses.replace(
         saved, workdir=cfg.workdir, **{field: getattr(cfg, field) for field in given & set(RESUME_MAY_CHANGE)}
     )
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return "none" if value is None else str(value)
 
 
 def prepare_workdir(

@@ -61,3 +61,10 @@ def option(
         "parse": parse,
     }
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def shown(value: Any) -> str:
+    """A field's value as its flag takes it, for messages: lists comma-separated, None as "none"."""
+    if isinstance(value, (list, tuple)) and value:
+        return ",".join(map(str, value))
+    return "none" if value is None or value == () or value == [] else str(value)

@@ -5,11 +5,10 @@ hash-verified, atomic, mirror-aware), converted once, and the converted
 variables cached beside them as `.msgpack`, so a second call reads one local
 file and makes no request.
 
-Sources: `torchvision` (its `.pth` files; reading them once needs torch) and
-`keras` (`VGG16`/`VGG19` `.h5`, with or without the top; h5py). timm's
-torch-free `.safetensors` copies of the torchvision weights load with
-`vgg_jax.load(path, "vgg16")`, but are not listed here: their published
-hashes are not recorded yet, and nothing is used unverified.
+Sources: `torchvision` (its `.pth` files; reading them once needs torch),
+`keras` (`VGG16`/`VGG19` `.h5`, with or without the top; h5py) and `timm`
+(its torch-free `.safetensors` copies of the torchvision weights, checked
+against the SHA-256 the Hugging Face hub publishes).
 """
 
 from __future__ import annotations
