@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vgg_jax.model.configs import frozen_layers
 from vgg_jax.model.vgg import VGG
 from vgg_jax.training import finetune, rundir
 from vgg_jax.training import step as train
@@ -57,7 +58,7 @@ def test_frozen_layers_get_no_optimizer_state():
 
     # fc6-fc8 kernel + bias only
     assert len(momentum(frozen)) == 6 and len(momentum(full)) == len(jax.tree.leaves(params))
-    assert finetune.frozen_layers("D", "relu2_2") == ["conv1_1", "conv1_2", "conv2_1", "conv2_2"]
+    assert frozen_layers("D", "relu2_2") == ["conv1_1", "conv1_2", "conv2_1", "conv2_2"]
 
 
 def test_freeze_names_the_layers_it_takes():

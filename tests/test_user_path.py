@@ -466,7 +466,7 @@ def test_freeze_differentiates_nothing_below_the_freeze_point_and_keeps_frozen_b
         updates["batch_stats"]["conv3_1_bn"]["mean"], variables["batch_stats"]["conv3_1_bn"]["mean"]
     )
     assert flops["pool5"] < 0.5 * flops[None]  # the backward pass below pool5 is gone, not zeroed
-    with pytest.raises(ValueError, match="freeze must be a layer of config A before fc8"):
+    with pytest.raises(ValueError, match="freeze .fc8. freezes every layer"):
         VGG("A", freeze="fc8")
 
 

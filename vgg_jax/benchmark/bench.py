@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from vgg_jax.benchmark import device_profile, hardware, peers, timing
-from vgg_jax.model.configs import CONFIGS, MIN_IMAGE_SIZE, layer_macs, resolve_config
+from vgg_jax.model.configs import CONFIGS, MIN_IMAGE_SIZE, frozen_layers, layer_macs, resolve_config
 from vgg_jax.model.vgg import (
     COMPUTE_DTYPES,
     CONV_IMPLS,
@@ -32,7 +32,7 @@ from vgg_jax.model.vgg import (
     resolve_conv_impl,
     resolve_pool_impl,
 )
-from vgg_jax.training import finetune, parallel
+from vgg_jax.training import parallel
 from vgg_jax.training import step as train
 from vgg_jax.training.config import TrainConfig, make_train_step
 from vgg_jax.util.options import option, positive
@@ -482,7 +482,7 @@ def step_flops(
         return forward, "count_macs (2 FLOPs per MAC)"
     if freeze is None:
         return 3 * forward, "count_macs (2 FLOPs per MAC, x3 for a backward pass)"
-    frozen = set(finetune.frozen_layers(config, freeze))
+    frozen = set(frozen_layers(config, freeze))
     trained = [macs[name] for name in macs if name not in frozen]
     backward = 2.0 * batch_size * (2 * sum(trained) - (trained[0] if trained else 0))
     return forward + backward, f"count_macs per layer (--freeze {freeze}: no backward pass below it)"

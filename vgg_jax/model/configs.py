@@ -11,7 +11,7 @@ Parameter and MAC counts are computed analytically from the same table.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +137,31 @@ def layer_names(config: str) -> list[str]:
                 names.append("lrn")
         names.append(f"pool{block_index}")
     return names + ["fc6", "fc7", "fc8"]
+
+
+def frozen_layers(config: str, freeze: Optional[str]) -> list[str]:
+    """The parameter layers (convs, then fc6-fc8) at or before the `freeze` activation, in order.
+
+    The one rule of freezing: `VGG(freeze=...)` stops the gradient there, and
+    the optimiser gives these layers (and their BN) no update. `freeze` must
+    be an activation before fc8 (fc8 would freeze every layer).
+    """
+    if freeze is None:
+        return []
+    names = layer_names(config)
+    if freeze == names[-1]:
+        raise ValueError(
+            f"freeze {freeze!r} freezes every layer; choose an earlier one (pool5 trains the classifier "
+            "alone)"
+        )
+    if freeze not in names:
+        raise ValueError(
+            f"freeze {freeze!r} is not a layer of config {resolve_config(config)}; choose one of "
+            f"{', '.join(names[:-1])}"
+        )
+    limit = names.index(freeze)
+    layers = [name for name, _, _ in conv_layers(config)] + ["fc6", "fc7", "fc8"]
+    return [name for name in layers if names.index(name) <= limit]
 
 
 def feature_map_size(image_size: int) -> int:

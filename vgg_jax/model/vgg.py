@@ -22,6 +22,7 @@ from vgg_jax.model.configs import (
     MIN_IMAGE_SIZE,
     Conv,
     conv_layers,
+    frozen_layers,
     layer_names,
     resolve_config,
     scaled,
@@ -194,13 +195,7 @@ class VGG(nn.Module):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         initializers(self.init_scheme)
-        if self.freeze is not None:
-            names = layer_names(resolve_config(self.config))
-            if self.freeze not in names[:-1]:
-                raise ValueError(
-                    f"freeze must be a layer of config {resolve_config(self.config)} before fc8 "
-                    f"({', '.join(names[:-1])}), got {self.freeze!r}"
-                )
+        frozen_layers(self.config, self.freeze)  # refuses a freeze point that is not one
         for field, choices in (
             ("conv_impl", CONV_IMPLS),
             ("relu_impl", RELU_IMPLS),
@@ -386,10 +381,7 @@ class VGG(nn.Module):
 
     def _is_frozen(self, config: str, name: str) -> bool:
         """Whether layer `name` is at or before the `freeze` layer."""
-        if self.freeze is None:
-            return False
-        names = layer_names(config)
-        return names.index(name) <= names.index(self.freeze)
+        return name in frozen_layers(config, self.freeze)
 
     def _check_images(self, images: Any) -> None:
         shape = getattr(images, "shape", None)

@@ -18,40 +18,15 @@ from typing import Any, Callable, Optional
 
 import jax
 
-from vgg_jax.model.configs import conv_layers, layer_names, resolve_config
-from vgg_jax.model.vgg import CLASSIFIER
-
-
-def _layer_position(config: str) -> dict[str, int]:
-    names = layer_names(config)
-    return {name: names.index(name) for name in [n for n, _, _ in conv_layers(config)] + list(CLASSIFIER)}
+from vgg_jax.model.configs import frozen_layers
 
 
 def check_freeze(config: str, freeze: Optional[str]) -> None:
-    """Refuses a --freeze that is not a layer of the config, or that leaves nothing to train."""
-    if freeze is None:
-        return
-    names = layer_names(resolve_config(config))
-    if freeze not in names:
-        raise ValueError(
-            f"--freeze {freeze!r} is not a layer of config {resolve_config(config)}; choose one of "
-            f"{', '.join(names)}"
-        )
-    if freeze == names[-1]:
-        raise ValueError(
-            f"--freeze {freeze} freezes every layer; choose an earlier one (pool5 trains the classifier "
-            "alone)"
-        )
-
-
-def frozen_layers(config: str, freeze: Optional[str]) -> list[str]:
-    """The parameter layers at or before `freeze` (convs, their BN, FC layers), in network order."""
-    if freeze is None:
-        return []
-    config = resolve_config(config)
-    check_freeze(config, freeze)
-    limit = layer_names(config).index(freeze)
-    return [name for name, position in _layer_position(config).items() if position <= limit]
+    """Refuses a --freeze that is not a layer of the config before fc8 (`configs.frozen_layers`'s rule)."""
+    try:
+        frozen_layers(config, freeze)
+    except ValueError as error:
+        raise ValueError(f"--{error}") from None
 
 
 def param_labels(config: str, freeze: Optional[str]) -> Callable[[Any], Any]:
