@@ -69,6 +69,21 @@ def test_a_pack_keeps_pixels_labels_classes_and_paths_and_trains(folder, capsys)
         "cat",
         "dog",
     ]
+    # evaluate.py takes the pack as train.py does: the run's own split, or the pack named for a file
+    from vgg_jax.cli.convert_weights import main as convert
+    from vgg_jax.cli.evaluate import main as evaluate
+
+    capsys.readouterr()
+    assert evaluate([str(folder / "run"), "--data", f"packed:{dst}", "--json", "--workers", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 4  # the pack's val split
+    assert convert([str(folder / "run"), str(folder / "a.msgpack")]) == 0
+    assert evaluate([str(folder / "a.msgpack"), "--data", f"packed:{dst}", "--json", "--workers", "0"]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["count"] == 4
+    assert evaluate([str(folder / "a.msgpack"), "--data", "imagenet"]) == 2
+    assert (
+        "unknown --data 'imagenet'; use digits, synthetic, folder:PATH or packed:PATH"
+        in capsys.readouterr().err
+    )
     # bench_data.py times the pack's input as train.py reads it
     from vgg_jax.cli.bench_data import main as bench_data
 

@@ -85,14 +85,15 @@ def check(config: DataBenchConfig) -> None:
         raise ValueError("--warmup and --workers must be 0 or more")
     if config.feed is not None and not config.feed > 0:
         raise ValueError(f"--feed must be a positive rate in img/s, got {config.feed}")
-    if config.data.startswith("packed:"):
-        if config.peers:
-            raise ValueError("--vs torch reads an ImageFolder; give the folder the pack was made from")
-        from vgg_jax.training.packed import read_meta
+    from vgg_jax.training.data import packed_splits, parse_data
 
-        read_meta(config.data[len("packed:") :])  # one line when it is no pack
-    else:
+    kind, path = parse_data(data_spec(config.data))
+    if kind != "packed":
         folder_of(config.data)
+    elif config.peers:
+        raise ValueError("--vs torch reads an ImageFolder; give the folder the pack was made from")
+    else:
+        packed_splits(path, config.image_size)  # one line when it is no pack, or packed too small
 
 
 def time_batches(batches: Iterable[Any], count: int, warmup: int, batch_size: int) -> float:

@@ -40,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_weights_flags(parser)
     parser.add_argument(
-        "--data", default=None, help="digits or folder:PATH (default: a run's own validation split)"
+        "--data",
+        default=None,
+        help="digits, synthetic, folder:PATH or packed:PATH: its val split, else all of a folder's or pack's "
+        "images (default: a run's own validation split)",
     )
     parser.add_argument(
         "--eval",

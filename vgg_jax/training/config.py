@@ -273,10 +273,7 @@ def validate(cfg: TrainConfig) -> None:
         raise resolve.unknown_spec(cfg.init_from, "--init-from")
     if cfg.freeze is not None:
         finetune.check_freeze(cfg.config, cfg.freeze)
-    if not isinstance(cfg.data, str) or not (
-        cfg.data in ("digits", "synthetic") or cfg.data.startswith(("folder:", "packed:"))
-    ):
-        raise ValueError(f"unknown --data {cfg.data!r}; use digits, synthetic, folder:PATH or packed:PATH")
+    data_lib.parse_data(cfg.data)
 
 
 def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:

@@ -722,6 +722,19 @@ ms with 128 ahead, on 2 EPYC cores; docs/benchmarks.md).
 """
 
 
+DATA_FORMS = "digits, synthetic, folder:PATH or packed:PATH"
+
+
+def parse_data(spec: Any) -> tuple[str, Optional[str]]:
+    """The one reading of a `--data` spec: ("digits" | "synthetic", None) or ("folder" | "packed", PATH)."""
+    if spec in ("digits", "synthetic"):
+        return spec, None
+    kind, sep, path = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if not (sep and kind in ("folder", "packed") and path):
+        raise ValueError(f"unknown --data {spec!r}; use {DATA_FORMS}")
+    return kind, path
+
+
 def load_data(
     spec: str,
     image_size: int,
@@ -730,52 +743,48 @@ def load_data(
     num_classes: int = 10,
     draft_short_side: Optional[int] = None,
 ):
-    """Train and validation sources for `digits`, `synthetic` or `folder:PATH`.
+    """Train and validation sources for a `--data` spec (`parse_data`).
 
-    A folder holding `train/` and `val/` uses them; a folder of class folders
-    alone holds out a fixed 10% (seed 0) for validation. `draft_short_side`
-    (the largest training short side S) lets the training images' JPEGs
-    decode at a reduced scale (`draft_size`); validation images decode in full.
+    A folder holding `train/` and `val/` uses them, as a pack uses its val
+    split; without one, a fixed 10% (seed 0) is held out for validation.
+    `draft_short_side` (the largest training short side S) lets the training
+    images' JPEGs decode at a reduced scale (`draft_size`); validation images
+    decode in full.
     """
-    if spec == "digits":
+    kind, path = parse_data(spec)
+    if kind == "digits":
         return load_digits(image_size)
-    if spec == "synthetic":
+    if kind == "synthetic":
         return (
             SyntheticSource(num_examples, image_size, num_classes, seed),
             SyntheticSource(max(num_examples // 8, 1), image_size, num_classes, seed + 1),
         )
-    if spec.startswith("packed:"):
-        return _packed(spec, image_size)
-    if spec.startswith("folder:"):
-        root = spec[len("folder:") :]
-        if os.path.isdir(os.path.join(root, "train")):
-            train = ImageFolderSource(os.path.join(root, "train"), draft_short_side=draft_short_side)
-            return train, ImageFolderSource(os.path.join(root, "val"), classes=train.classes)
-        full = ImageFolderSource(root)
-        order = np.random.RandomState(0).permutation(len(full))
-        held_out = max(1, len(full) // 10)
-        return _Subset(full.with_draft(draft_short_side), order[held_out:]), _Subset(full, order[:held_out])
-    raise ValueError(f"unknown --data {spec!r}; use digits, synthetic, folder:PATH or packed:PATH")
-
-
-def _packed(spec: str, image_size: int) -> tuple[Any, Any]:
-    """A pack's train and validation sources (its val split, else a fixed 10% held out, as for folders)."""
-    from vgg_jax.training.packed import PackedSource, read_meta
-
-    dst = spec[len("packed:") :]
-    meta = read_meta(dst)
-    if meta["short_side"] < image_size:
-        raise ValueError(
-            f"--data {spec} was packed at short side {meta['short_side']}, less than --image-size "
-            f"{image_size}; "
-            f"pack the folder again with --short-side {image_size} or more"
-        )
-    train = PackedSource(dst, "train")
-    if "val" in meta["splits"]:
-        return train, PackedSource(dst, "val")
+    if kind == "packed":
+        train, val = packed_splits(path, image_size)
+    elif os.path.isdir(os.path.join(path, "train")):
+        train = ImageFolderSource(os.path.join(path, "train"), draft_short_side=draft_short_side)
+        val = ImageFolderSource(os.path.join(path, "val"), classes=train.classes)
+    else:
+        train, val = ImageFolderSource(path), None
+    if val is not None:
+        return train, val
     order = np.random.RandomState(0).permutation(len(train))
     held_out = max(1, len(train) // 10)
-    return _Subset(train, order[held_out:]), _Subset(train, order[:held_out])
+    drafted = train.with_draft(draft_short_side) if kind == "folder" else train
+    return _Subset(drafted, order[held_out:]), _Subset(train, order[:held_out])
+
+
+def packed_splits(path: str, image_size: int) -> tuple[Any, Any]:
+    """A pack's train split and its val split (None when it has none), for crops of `image_size`."""
+    from vgg_jax.training.packed import PackedSource, read_meta
+
+    meta = read_meta(path)
+    if meta["short_side"] < image_size:
+        raise ValueError(
+            f"--data packed:{path} was packed at short side {meta['short_side']}, less than --image-size "
+            f"{image_size}; pack the folder again with --short-side {image_size} or more"
+        )
+    return PackedSource(path, "train"), PackedSource(path, "val") if "val" in meta["splits"] else None
 
 
 class _Subset:

@@ -102,17 +102,22 @@ def _key(name: str) -> str:
 
 
 def evaluation_images(target: Target, data: Optional[str]) -> Any:
-    """The images to evaluate on: the run's validation split, or `data` (digits, folder:PATH)."""
+    """The images to evaluate on: the run's validation split, or any `--data` spec train.py takes.
+
+    The run's own spec, digits and synthetic give their validation split; a
+    folder or a pack named here gives its val split, else all its images.
+    """
     spec = data or target.run_data
     if spec is None:
-        raise ValueError("say which images to evaluate on: --data digits or --data folder:PATH")
-    if target.run_data is not None and spec == target.run_data or spec == "digits":
+        raise ValueError(f"say which images to evaluate on: --data {data_lib.DATA_FORMS}")
+    kind, path = data_lib.parse_data(spec)
+    if spec == target.run_data or kind in ("digits", "synthetic"):
         return data_lib.load_data(spec, target.crop_size)[1]
-    if not spec.startswith("folder:"):
-        raise ValueError(f"unknown --data {spec!r}; use digits or folder:PATH")
-    root = spec[len("folder:") :]
+    if kind == "packed":
+        train, val = data_lib.packed_splits(path, target.crop_size)
+        return val if val is not None else train
     return data_lib.ImageFolderSource(
-        os.path.join(root, "val") if os.path.isdir(os.path.join(root, "val")) else root
+        os.path.join(path, "val") if os.path.isdir(os.path.join(path, "val")) else path
     )
 
 
