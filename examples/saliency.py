@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 import vgg_jax
-from vgg_jax.training import data
+from vgg_jax.training import data, sources
 from vgg_jax.training import step as train
 
 
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     args = parser.parse_args()
     try:
-        train_source, val_source = data.load_digits(32)
+        train_source, val_source = sources.load_digits(32)
     except ValueError as error:  # scikit-learn missing: say which extra brings it
         parser.exit(2, f"saliency.py: error: {error}\n")
     os.makedirs(args.out, exist_ok=True)

@@ -10,7 +10,7 @@
 # GPU image has no pip index: the project runs from the tree. Without
 # scikit-learn there, the digits come from runs/digits.npz: write it first on a
 # machine that has it, and carry it with the call (run's carry: ["runs/digits.npz"]):
-#   python -c "from vgg_jax.training.data import export_digits; export_digits('runs/digits.npz')"
+#   python -c "from vgg_jax.training.sources import export_digits; export_digits('runs/digits.npz')"
 # Without matplotlib there, results.json and the table are written and the plot
 # is drawn afterwards here: python scripts/coarse_to_fine.py --render --workdir DIR
 set -uo pipefail

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vgg_jax.training import data
+from vgg_jax.training import data, sources
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def image_folder(tmp_path_factory):
 
 
 def test_image_folder_reads_pngs_by_class(image_folder):
-    source = data.ImageFolderSource(str(image_folder))
+    source = sources.ImageFolderSource(str(image_folder))
     assert source.classes == ["cat", "dog"] and len(source) == 7
     labels = [source[i]["label"] for i in range(len(source))]
     assert labels == [0, 0, 0, 1, 1, 1, 1]
@@ -42,26 +42,26 @@ def test_folder_without_split_holds_out_a_fixed_tenth(image_folder):
 
 def test_bad_folders_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
-        data.ImageFolderSource(str(tmp_path / "missing"))
+        sources.ImageFolderSource(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="no class sub-folders"):
-        data.ImageFolderSource(str(tmp_path))
+        sources.ImageFolderSource(str(tmp_path))
     (tmp_path / "empty_class").mkdir()
     with (
         pytest.warns(UserWarning, match="empty_class holds no usable images"),
         pytest.raises(ValueError, match="holds no"),
     ):
-        data.ImageFolderSource(str(tmp_path))
+        sources.ImageFolderSource(str(tmp_path))
     with pytest.raises(ValueError, match="unknown --data"):
         data.load_data("imagenet", 32)
 
 
 def test_digits_are_a_fixed_split_of_real_digits():
     pytest.importorskip("sklearn")
-    train, val = data.load_digits(32)
+    train, val = sources.load_digits(32)
     assert (len(train), len(val)) == (1500, 297)
     assert train.images.shape == (1500, 32, 32, 3) and train.images.dtype == np.uint8
     assert sorted(set(train.labels)) == list(range(10))
-    again, _ = data.load_digits(32)
+    again, _ = sources.load_digits(32)
     np.testing.assert_array_equal(train.images, again.images)
     assert np.array_equal(train.images[..., 0], train.images[..., 2])  # grey repeated to RGB
 
@@ -70,13 +70,13 @@ def test_digits_read_from_scikit_learns_file_equal_its_load_digits(monkeypatch):
     """The table is read from the installed scikit-learn's own file, without importing it; where the file is
     not found, scikit-learn's load_digits gives the same arrays."""
     sklearn_datasets = pytest.importorskip("sklearn.datasets")
-    assert data._sklearn_digits_csv() is not None
-    images, target = data._digits_arrays()
+    assert sources._sklearn_digits_csv() is not None
+    images, target = sources._digits_arrays()
     reference = sklearn_datasets.load_digits()
     np.testing.assert_array_equal(images, reference.images)
     np.testing.assert_array_equal(target, reference.target)
-    monkeypatch.setattr(data, "_sklearn_digits_csv", lambda: None)
-    fallback_images, fallback_target = data._digits_arrays()
+    monkeypatch.setattr(sources, "_sklearn_digits_csv", lambda: None)
+    fallback_images, fallback_target = sources._digits_arrays()
     np.testing.assert_array_equal(fallback_images, images)
     np.testing.assert_array_equal(fallback_target, target)
 
@@ -154,7 +154,7 @@ def test_uint8_over_the_wire_equals_the_host_path_to_float32_rounding(normalize,
 
 
 def test_stream_is_a_function_of_the_seed_and_resumes_exactly():
-    source = data.SyntheticSource(40, 32, 5, seed=1)
+    source = sources.SyntheticSource(40, 32, 5, seed=1)
 
     def make(seed):
         return data.make_loader(
@@ -184,7 +184,9 @@ def test_stream_is_a_function_of_the_seed_and_resumes_exactly():
 
 
 def test_shards_split_the_data():
-    source = data.ArraySource(np.zeros((16, 32, 32, 3), np.uint8), np.arange(16), 16)  # label = record index
+    source = sources.ArraySource(
+        np.zeros((16, 32, 32, 3), np.uint8), np.arange(16), 16
+    )  # label = record index
     seen = []
     for shard in range(2):
         loader = data.make_loader(
@@ -205,13 +207,13 @@ def test_shards_split_the_data():
 def test_mean_rgb():
     images = np.zeros((4, 8, 8, 3), np.uint8)
     images[..., 1] = 100
-    assert data.mean_rgb(data.ArraySource(images, np.zeros(4), 2)) == (0.0, 100.0, 0.0)
+    assert data.mean_rgb(sources.ArraySource(images, np.zeros(4), 2)) == (0.0, 100.0, 0.0)
 
 
 def test_digits_from_an_exported_file_match_scikit_learns(tmp_path, monkeypatch):
     """Machines without scikit-learn (the GPU image) read the digits from a file export_digits wrote."""
     pytest.importorskip("sklearn")
-    from vgg_jax.training.data import export_digits, load_digits
+    from vgg_jax.training.sources import export_digits, load_digits
 
     path = str(tmp_path / "digits.npz")
     export_digits(path)
@@ -262,12 +264,12 @@ def test_jpegs_decode_at_a_reduced_scale_only_when_the_target_is_at_most_half(tm
     Image.fromarray(np.zeros((1200, 1600, 3), np.uint8)).save(
         tmp_path / "cat" / "big.png"
     )  # only JPEGs have a draft
-    full = data.ImageFolderSource(str(tmp_path))
+    full = sources.ImageFolderSource(str(tmp_path))
     shapes = lambda source: [source[i]["image"].shape for i in range(len(source))]  # noqa: E731
     assert shapes(full) == [(1200, 1600, 3)] * 2
     assert shapes(full.with_draft(256)) == [(300, 400, 3), (1200, 1600, 3)]  # 1/4: the short side 300 >= 256
     assert shapes(full.with_draft(700)) == [(1200, 1600, 3)] * 2  # more than half: decoded in full
-    assert data.draft_size((1600, 1200), 256) == (342, 256)
+    assert sources.draft_size((1600, 1200), 256) == (342, 256)
     train, val = data.load_data(f"folder:{tmp_path}", 32, draft_short_side=64)
     assert (
         train.source.draft_short_side == 64 and val.source.draft_short_side is None
@@ -276,7 +278,7 @@ def test_jpegs_decode_at_a_reduced_scale_only_when_the_target_is_at_most_half(tm
 
 def test_the_stream_is_the_same_for_any_number_of_workers_and_resumes_across_them():
     """Workers only transform elements; batches form in this process, so worker processes change nothing."""
-    source = data.SyntheticSource(48, 32, 10)
+    source = sources.SyntheticSource(48, 32, 10)
     transform = data.TrainTransform(32, scale=(32, 40), pca_std=0.1)
 
     def loader(workers):
@@ -314,10 +316,10 @@ def test_auto_workers_are_for_files_and_leave_a_core(tmp_path):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     (tmp_path / "cat").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "cat" / "a.png")
-    folder = data.ImageFolderSource(str(tmp_path))
+    folder = sources.ImageFolderSource(str(tmp_path))
     assert data.auto_workers("auto", folder) == max(1, min(cores - 1, 32))
-    assert data.auto_workers("auto", data.SyntheticSource(8, 32, 2)) == 0  # data in memory: no workers
-    assert data.auto_workers(3, data.SyntheticSource(8, 32, 2)) == 3
+    assert data.auto_workers("auto", sources.SyntheticSource(8, 32, 2)) == 0  # data in memory: no workers
+    assert data.auto_workers(3, sources.SyntheticSource(8, 32, 2)) == 3
     assert data.workers_flag("AUTO") == "auto" and data.workers_flag("2") == 2
     for bad in ("-1", "two", 1.5, True):
         with pytest.raises(ValueError, match="auto or a number"):

@@ -11,7 +11,10 @@ from vgg_jax.training import data, loop
 
 pytest.importorskip("array_record", reason="packs need the packed extra (array_record)")
 from vgg_jax.cli.pack_images import main as pack_cli  # noqa: E402
-from vgg_jax.training import packed  # noqa: E402
+from vgg_jax.training import (
+    packed,  # noqa: E402
+    sources,
+)
 
 
 @pytest.fixture
@@ -49,7 +52,7 @@ def test_a_pack_keeps_pixels_labels_classes_and_paths_and_trains(folder, capsys)
         and meta["short_side"] == 40
     )
     train = packed.PackedSource(str(dst), "train")
-    original = data.ImageFolderSource(str(folder / "src" / "train"))
+    original = sources.ImageFolderSource(str(folder / "src" / "train"))
     record = packed.decode(train.records[0], "record 0")
     assert record["path"] == original.files[0][0] and record["label"] == original.files[0][1]
     np.testing.assert_array_equal(record["image"], data.rescale_short_side(original[0]["image"], 40))

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from vgg_jax.cli import train as train_command
-from vgg_jax.training import data, loop
+from vgg_jax.training import data, loop, sources
 from vgg_jax.training.rundir import finished_steps
 from vgg_jax.util import images as images_lib
 
@@ -683,7 +683,7 @@ def messy_folder(tmp_path):
 
 def test_bad_image_files_are_converted_or_skipped_and_counted(messy_folder):
     with pytest.warns(UserWarning) as caught:
-        source = data.ImageFolderSource(str(messy_folder))
+        source = sources.ImageFolderSource(str(messy_folder))
     messages = [str(w.message) for w in caught]
     assert any("empty.png: the file is empty" in m for m in messages)
     assert any("class folder" in m and "empty" in m and "keeps label 2" in m for m in messages)
@@ -695,7 +695,9 @@ def test_bad_image_files_are_converted_or_skipped_and_counted(messy_folder):
     assert len(readable) == 4 and all(
         e["image"].shape == (36, 40, 3) and e["image"].dtype == np.uint8 for e in readable
     )
-    skipped = [str(w.message) for w in read_warnings if issubclass(w.category, data.UnreadableImageWarning)]
+    skipped = [
+        str(w.message) for w in read_warnings if issubclass(w.category, sources.UnreadableImageWarning)
+    ]
     assert sorted(m.split("skipping image ")[1].split(":")[0].rsplit("/", 1)[1] for m in skipped) == [
         "corrupt.jpg",
         "truncated.png",
@@ -724,10 +726,10 @@ def test_a_folder_with_nothing_readable_is_a_clear_error(tmp_path):
         pytest.warns(UserWarning),
         pytest.raises(ValueError, match=r"holds no usable .* \(1 skipped as empty\)"),
     ):
-        data.ImageFolderSource(str(tmp_path))
+        sources.ImageFolderSource(str(tmp_path))
     (tmp_path / "x" / "junk.png").write_bytes(b"not a png at all")
     with pytest.warns(UserWarning):
-        source = data.ImageFolderSource(str(tmp_path))
+        source = sources.ImageFolderSource(str(tmp_path))
         with pytest.raises(
             ValueError, match=r"no image in .* could be read \(1 failed; the first was .*zero.png"
         ):
@@ -746,7 +748,7 @@ def test_same_seed_same_params_bit_for_bit_and_the_data_order_is_a_function_of_s
     loop.run(loop.TrainConfig(workdir=str(tmp_path / "other"), max_steps=5, seed=12, **TINY_RUN), **QUIET)
     assert not same(runs[0], params_of(tmp_path / "other"))
 
-    source = data.SyntheticSource(64, 32, 10)
+    source = sources.SyntheticSource(64, 32, 10)
     transform = data.TrainTransform(32, scale=(32, 40), pca_std=0.1)
 
     def loader(workers=0):

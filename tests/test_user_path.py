@@ -24,7 +24,7 @@ from PIL import Image
 
 import vgg_jax
 from vgg_jax.model.vgg import VGG
-from vgg_jax.training import data, evaluate, evaluate_model, loop, rundir
+from vgg_jax.training import data, evaluate, evaluate_model, loop, rundir, sources
 from vgg_jax.util import images
 from vgg_jax.weights import formats as weights
 from vgg_jax.weights import resolve
@@ -135,7 +135,7 @@ def test_fine_tune_ctrl_c_resume_evaluate_export_and_predict(messy_folder, tmp_p
 
     monkeypatch.setattr(loop, "_log_window", ctrl_c_after_step_2)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", data.DataWarning)  # the broken files, checked one line each below
+        warnings.simplefilter("ignore", sources.DataWarning)  # the broken files, checked one line each below
         # images of 20x27 pixels under a 32-pixel crop train: the short side goes to the crop
         assert train(argv) == 130
     monkeypatch.setattr(loop, "_log_window", original)
@@ -145,7 +145,7 @@ def test_fine_tune_ctrl_c_resume_evaluate_export_and_predict(messy_folder, tmp_p
     saved = json.loads((workdir / "config.json").read_text())
     steps_per_epoch = len(data.load_data(f"folder:{messy_folder}", 32)[0]) // 4
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", data.DataWarning)
+        warnings.simplefilter("ignore", sources.DataWarning)
         assert train(resume_argv) == 0
     # nothing fell back to a default (epochs was 1)
     assert json.loads((workdir / "config.json").read_text()) == saved
@@ -203,7 +203,7 @@ def test_resume_takes_every_flag_not_given_from_the_run(messy_folder, tmp_path, 
         str(workdir),
     ]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", data.DataWarning)
+        warnings.simplefilter("ignore", sources.DataWarning)
         assert train(argv) == 0
         capsys.readouterr()
         assert train(["--workdir", str(workdir), "--resume", "--config", "B"]) == 2
@@ -374,7 +374,7 @@ def test_16_bit_pngs_and_out_of_range_floats_in_prediction_and_training(messy_fo
     assert Image.open(messy_folder / "train" / "cat" / "deep.png").mode == "I;16" and (deep == 50).all()
     deep_rgb = images.read_image(str(messy_folder / "train" / "dog" / "deep_rgb.png"))
     assert deep_rgb.shape == (28, 44, 3) and (deep_rgb == 200).all()
-    source = data.ImageFolderSource(str(messy_folder / "train"))
+    source = sources.ImageFolderSource(str(messy_folder / "train"))
     index = source.files.index((str(messy_folder / "train" / "cat" / "deep.png"), 0))
     assert (source[index]["image"] == 50).all()
     with pytest.raises(ValueError, match=r"values from 0 to 255; float images are read as \[0, 1\]"):
@@ -497,7 +497,7 @@ def test_evaluate_refuses_a_class_count_mismatch_and_maps_by_name(messy_folder, 
         os.makedirs(named / name)
         Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(named / name / "0.png")
     target = evaluate_model.open_target(str(tmp_path / "imagenet.msgpack"), crop_size=32)
-    source = data.ImageFolderSource(str(named))
+    source = sources.ImageFolderSource(str(named))
     np.testing.assert_array_equal(
         evaluate_model.label_map(target, source), sorted([281, 207], key=lambda i: names[i])
     )
@@ -506,7 +506,7 @@ def test_evaluate_refuses_a_class_count_mismatch_and_maps_by_name(messy_folder, 
 def test_multi_crop_progress_counts_views_in_pieces():
     model = VGG("A", num_classes=10, **TINY)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    source = data.SyntheticSource(12, 32, 10)
+    source = sources.SyntheticSource(12, 32, 10)
     target = evaluate_model.Target(model, variables, "tiny", 32)
     seen, totals = [], []
 
@@ -523,9 +523,11 @@ def test_multi_crop_progress_counts_views_in_pieces():
 
 
 def test_a_skipped_file_is_one_line_naming_it(messy_folder):
+    """With the commands' warning format (an explicit call: importing the library sets nothing)."""
     code = (
-        "import warnings; from vgg_jax.training import data; "
-        f"source = data.ImageFolderSource({str(messy_folder / 'train')!r}); [source[i] for i in "
+        "import warnings; default = warnings.formatwarning; from vgg_jax.training import data, sources; "
+        "assert warnings.formatwarning is default; sources.one_line_warnings(); "
+        f"source = sources.ImageFolderSource({str(messy_folder / 'train')!r}); [source[i] for i in "
         "range(len(source))]"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)

@@ -4,7 +4,9 @@ The top of the package: the commands import the library, and nothing in the
 library imports them. Each command is a `main(argv=None) -> int` run by
 `scripts/NAME.py` and by the console command `vgg-jax-NAME` that `pip install`
 makes. The helpers here give every command one-line errors with status 2,
-argument types, and flags made from the library's config dataclasses.
+argument types, and flags made from the library's config dataclasses. The
+process-wide settings of a command line are made here, not by importing the
+library: data warnings print as one line (`sources.one_line_warnings`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import types
 import typing
 from typing import Any, Callable, Optional, Sequence
 
+from vgg_jax.training.sources import one_line_warnings
 from vgg_jax.util.images import NORMALIZE_MODES
 from vgg_jax.util.options import shown
+
+one_line_warnings()
 
 
 def prog_name(script: str) -> str:

@@ -1,6 +1,4 @@
-"""Input pipelines: an ImageFolder directory, the embedded digits, synthetic data.
-
-Sources are random-access (`__len__`, `__getitem__`) and are streamed with
+"""Input pipelines: a `--data` spec read into sources (`vgg_jax.training.sources`), streamed with
 Grain: shuffled by seed, sharded by process, transformed in workers, and with
 an iterator whose position is saved in checkpoints. Each element is a dict
 `{"image": uint8 HWC RGB, "label": int}`; the transforms produce float32.
@@ -14,18 +12,21 @@ colour shift, and mean-RGB subtraction.
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import importlib.util
 import json
-import math
 import os
-import warnings
 from typing import Any, Optional, Sequence, Union
 
 import grain
 import numpy as np
-from PIL import Image
 
+from vgg_jax.training.packed import PackedSource, read_meta
+from vgg_jax.training.sources import (
+    ImageFolderSource,
+    Subset,
+    SyntheticSource,
+    load_digits,
+    one_line_warnings,
+)
 from vgg_jax.util.images import (  # noqa: F401 (center_crop, read_image, rescale_short_side re-exported)
     NORMALIZE_MODES,
     center_crop,
@@ -40,311 +41,12 @@ from vgg_jax.util.images import (  # noqa: F401 (center_crop, read_image, rescal
     to_rgb8,
 )
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # AlexNet's PCA of ImageNet RGB pixels (0-255 scale eigenvalues), as in its
 # reference implementations; the shift is eigvec @ (alpha * eigval), alpha ~ N(0, 0.1).
 PCA_EIGVAL = np.array([55.46, 4.794, 1.148], np.float32)
 PCA_EIGVEC = np.array(
     [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]], np.float32
 )
-DIGITS_VALIDATION = 297  # fixed held-out digits; 1,500 remain for training
-
-
-class ArraySource:
-    """Images and labels held in memory (small data: digits, tests)."""
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        num_classes: int,
-        classes: Optional[Sequence[str]] = None,
-    ):
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images, self.labels, self.num_classes = images, labels.astype(np.int32), num_classes
-        self.classes = None if classes is None else list(classes)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"image": self.images[index], "label": int(self.labels[index])}
-
-    def __repr__(self) -> str:  # Grain checks it when an iterator state is restored
-        return f"ArraySource(images={self.images.shape}, num_classes={self.num_classes})"
-
-
-class SyntheticSource:
-    """Random images and labels (benchmarks, smoke tests): element i is image i % 256 of a pool made once.
-
-    Drawing a fresh random image for every element cost more host time
-    than the rest of the input pipeline together, and this source is what
-    measures the training loop's own overhead (docs/benchmarks.md).
-    """
-
-    POOL = 256
-
-    def __init__(self, num_examples: int, image_size: int, num_classes: int, seed: int = 0):
-        self.num_examples, self.image_size, self.num_classes, self.seed = (
-            num_examples,
-            image_size,
-            num_classes,
-            seed,
-        )
-        self._pool = []
-        for index in range(min(num_examples, self.POOL)):
-            rng = np.random.default_rng((seed, index))
-            image = rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
-            image.setflags(write=False)  # shared by every element that reuses it
-            self._pool.append((image, int(rng.integers(num_classes))))
-
-    def __len__(self) -> int:
-        return self.num_examples
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image, label = self._pool[index % len(self._pool)]
-        return {"image": image, "label": label}
-
-    def __repr__(self) -> str:
-        return (
-            f"SyntheticSource({self.num_examples}, {self.image_size}, {self.num_classes}, seed={self.seed})"
-        )
-
-
-class DataWarning(UserWarning):
-    """Something in a data folder was skipped or is missing; printed as one line naming it."""
-
-
-class UnreadableImageWarning(DataWarning):
-    """An image file was skipped: empty, truncated, corrupt or not an image. The message names it.
-
-    Printed as one line, `warning: skipping image PATH: REASON`, without
-    Python's usual source-line echo (in Grain's worker processes too, which
-    import this module).
-    """
-
-
-def _one_line_format(default: Any) -> Any:
-    def formatwarning(message, category, filename, lineno, line=None):
-        if isinstance(category, type) and issubclass(category, DataWarning):
-            return f"warning: {message}\n"
-        return default(message, category, filename, lineno, line)
-
-    formatwarning.vgg_jax_one_line = True
-    return formatwarning
-
-
-if not getattr(warnings.formatwarning, "vgg_jax_one_line", False):
-    warnings.formatwarning = _one_line_format(warnings.formatwarning)
-
-
-class ImageFolderSource:
-    """An ImageFolder layout: one sub-folder per class holding JPEG/PNG files.
-
-    Only the file list is held in memory; each image is decoded when read.
-    Classes are the sorted sub-folder names, labels their positions (an empty
-    class folder keeps its label, with a warning, so labels match the folder
-    names). Bad files, with a warning naming each:
-
-    - grayscale, palette, CMYK or RGBA images are converted to RGB;
-    - zero-byte files are skipped when the folder is listed;
-    - truncated, corrupt or non-image files are skipped when read: the
-      element is None, and `make_loader` filters it out before batching.
-
-    `skipped` lists the files skipped so far in this process. A folder with no
-    files, or whose every file fails, is an error.
-    """
-
-    def __init__(
-        self, root: str, classes: Optional[Sequence[str]] = None, draft_short_side: Optional[int] = None
-    ):
-        self.draft_short_side = draft_short_side
-        if not os.path.isdir(root):
-            raise ValueError(f"image folder {root} does not exist or is not a directory")
-        self.root = root
-        self.classes = (
-            list(classes)
-            if classes is not None
-            else sorted(
-                entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
-            )
-        )
-        if not self.classes:
-            raise ValueError(
-                f"image folder {root} has no class sub-folders (expected {root}/<class>/<image>.png)"
-            )
-        self.files: list[tuple[str, int]] = []
-        self.skipped: list[str] = []
-        self._failed: set[int] = set()
-        for label, name in enumerate(self.classes):
-            directory = os.path.join(root, name)
-            if not os.path.isdir(directory):
-                warnings.warn(
-                    f"class folder {directory} is missing; class {name!r} keeps label {label} and has no "
-                    "images",
-                    DataWarning,
-                    stacklevel=2,
-                )
-                continue
-            found = 0
-            for file in sorted(os.listdir(directory)):
-                if not file.lower().endswith(IMAGE_EXTENSIONS):
-                    continue
-                path = os.path.join(directory, file)
-                if os.path.getsize(path) == 0:
-                    self._skip(path, "the file is empty (0 bytes)")
-                    continue
-                self.files.append((path, label))
-                found += 1
-            if not found:
-                warnings.warn(
-                    f"class folder {directory} holds no usable images; class {name!r} keeps label {label}",
-                    DataWarning,
-                    stacklevel=2,
-                )
-        if not self.files:
-            raise ValueError(
-                f"image folder {root} holds no usable {'/'.join(IMAGE_EXTENSIONS)} files in its class folders"
-                + (f" ({len(self.skipped)} skipped as empty)" if self.skipped else "")
-            )
-        self.num_classes = len(self.classes)
-
-    def with_draft(self, short_side: Optional[int]) -> "ImageFolderSource":
-        """The same files, JPEGs decoded at a reduced scale where `short_side` is at most half theirs."""
-        copy = object.__new__(ImageFolderSource)
-        copy.__dict__.update(self.__dict__, draft_short_side=short_side)
-        return copy
-
-    def _skip(self, path: str, reason: str) -> None:
-        self.skipped.append(path)
-        warnings.warn(f"skipping image {path}: {reason}", UnreadableImageWarning, stacklevel=3)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
-        path, label = self.files[index]
-        try:
-            with Image.open(path) as image:
-                if self.draft_short_side and image.format == "JPEG":
-                    image.draft(image.mode, draft_size(image.size, self.draft_short_side))
-                image.load()  # decodes fully: truncated files fail here, not later
-                pixels = to_rgb8(image)  # 16-bit and float modes scaled, not clipped
-        except Exception as error:  # PIL raises several types for bad files
-            if index not in self._failed:
-                self._failed.add(index)
-                self._skip(path, f"{type(error).__name__}: {error}")
-            if len(self._failed) == len(self.files):
-                raise ValueError(
-                    f"no image in {self.root} could be read ({len(self._failed)} failed; the first was "
-                    f"{self.skipped[0]})"
-                ) from None
-            return None
-        return {"image": pixels, "label": label}
-
-    def __repr__(self) -> str:
-        return f"ImageFolderSource({self.root!r}, files={len(self.files)}, classes={len(self.classes)})"
-
-
-def draft_size(size: tuple[int, int], short_side: int) -> tuple[int, int]:
-    """The (width, height) to ask of Pillow's JPEG `draft` so that the short side stays `short_side` or more.
-
-    Pillow then decodes at the smallest of 1/1, 1/2, 1/4 and 1/8 of the size
-    that still covers it (a DCT-domain downscale, several times cheaper than
-    decoding in full): only when `short_side` is at most half the image's.
-    """
-    width, height = size
-    factor = short_side / min(width, height)
-    return max(1, math.ceil(width * factor)), max(1, math.ceil(height * factor))
-
-
-def filter(self, element: Any) -> bool:
-    return element is not None
-
-
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """The 8x8 digits (0-16) and labels: from scikit-learn, else from the file `$VGG_JAX_DIGITS` names."""
-    path = os.environ.get("VGG_JAX_DIGITS")
-    if path:
-        try:
-            with np.load(path) as arrays:
-                return arrays["images"], arrays["target"]
-        except (OSError, KeyError, ValueError) as error:
-            raise ValueError(
-                f"VGG_JAX_DIGITS={path} is not a digits file from vgg_jax.training.data.export_digits "
-                f"({error})"
-            ) from None
-    csv = _sklearn_digits_csv()
-    if csv is not None:  # the file scikit-learn's load_digits reads, without importing scikit-learn (2 s)
-        with gzip.open(csv, "rt") as file:
-            table = np.loadtxt(file, delimiter=",")
-        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
-    try:
-        from sklearn.datasets import load_digits as sklearn_digits
-    except ImportError:
-        raise ValueError(
-            "--data digits needs scikit-learn: pip install -e '.[digits]' (without it, set VGG_JAX_DIGITS "
-            "to a file written by vgg_jax.training.data.export_digits on a machine that has it)"
-        ) from None
-    digits = sklearn_digits()
-    return digits.images, digits.target
-
-
-def _sklearn_digits_csv() -> Optional[str]:
-    """The digits table inside an installed scikit-learn (`datasets/data/digits.csv.gz`), found without
-    importing it; None where scikit-learn is missing or keeps the file elsewhere."""
-    try:
-        spec = importlib.util.find_spec("sklearn")
-    except (ImportError, ValueError):
-        return None
-    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
-        path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def export_digits(path: str) -> None:
-    """Saves scikit-learn's digits (images and labels, about 45 KB) to `path`, for machines without
-    scikit-learn.
-
-    There, set `VGG_JAX_DIGITS=path`; `load_digits` then reads this file.
-    """
-    from vgg_jax.util.files import atomic_write
-
-    images, target = _digits_arrays()
-
-    def write(temporary: str) -> None:
-        with open(temporary, "wb") as file:
-            np.savez_compressed(file, images=np.asarray(images).astype(np.uint8), target=np.asarray(target))
-
-    atomic_write(path, write)
-
-
-def load_digits(image_size: int = 32) -> tuple[ArraySource, ArraySource]:
-    """scikit-learn's handwritten digits (ships inside the package): train and validation.
-
-    1,797 images of 8x8 in 17 grey levels, upsampled bilinearly to
-    `image_size` and repeated to RGB. The split is fixed: a seed-0 permutation,
-    the first 297 for validation. Needs the `digits` extra (scikit-learn), or
-    `$VGG_JAX_DIGITS` naming a file from `export_digits`.
-    """
-    images_8x8, target = _digits_arrays()
-    grey = (np.asarray(images_8x8, np.float64) * (255.0 / 16.0)).round().astype(np.uint8)
-    resized = np.stack(
-        [np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.BILINEAR)) for im in grey]
-    )
-    images = np.repeat(resized[..., None], 3, axis=-1)
-    order = np.random.RandomState(0).permutation(len(images))
-    val, train = order[:DIGITS_VALIDATION], order[DIGITS_VALIDATION:]
-    labels = np.asarray(target).astype(np.int32)
-    names = [str(digit) for digit in range(10)]
-    return ArraySource(images[train], labels[train], 10, names), ArraySource(
-        images[val], labels[val], 10, names
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -556,6 +258,7 @@ def _ignore_ctrl_c(worker_index: int, worker_count: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    one_line_warnings()
 
 
 class Loader:
@@ -699,10 +402,8 @@ def auto_workers(workers: Union[str, int], source: Any) -> int:
     the main process, for sources that decode files; data in memory (digits, synthetic) needs none."""
     if workers != "auto":
         return int(workers)
-    while isinstance(source, _Subset):
+    while isinstance(source, Subset):
         source = source.source
-    from vgg_jax.training.packed import PackedSource
-
     if not isinstance(source, (ImageFolderSource, PackedSource)):
         return 0
     try:
@@ -771,13 +472,11 @@ def load_data(
     order = np.random.RandomState(0).permutation(len(train))
     held_out = max(1, len(train) // 10)
     drafted = train.with_draft(draft_short_side) if kind == "folder" else train
-    return _Subset(drafted, order[held_out:]), _Subset(train, order[:held_out])
+    return Subset(drafted, order[held_out:]), Subset(train, order[:held_out])
 
 
 def packed_splits(path: str, image_size: int) -> tuple[Any, Any]:
     """A pack's train split and its val split (None when it has none), for crops of `image_size`."""
-    from vgg_jax.training.packed import PackedSource, read_meta
-
     meta = read_meta(path)
     if meta["short_side"] < image_size:
         raise ValueError(
@@ -785,20 +484,3 @@ def packed_splits(path: str, image_size: int) -> tuple[Any, Any]:
             f"{image_size}; pack the folder again with --short-side {image_size} or more"
         )
     return PackedSource(path, "train"), PackedSource(path, "val") if "val" in meta["splits"] else None
-
-
-class _Subset:
-    """A fixed subset of a random-access source."""
-
-    def __init__(self, source: Any, indices: np.ndarray):
-        self.source, self.indices, self.num_classes = source, np.sort(indices), source.num_classes
-        self.classes = getattr(source, "classes", None)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.source[int(self.indices[index])]
-
-    def __repr__(self) -> str:
-        return f"Subset({self.source!r}, {len(self.indices)} of {len(self.source)})"

@@ -21,6 +21,7 @@ import numpy as np
 from vgg_jax.model.vgg import VGG
 from vgg_jax.training import data as data_lib
 from vgg_jax.training import evaluate as evaluate_lib
+from vgg_jax.training import sources
 from vgg_jax.weights import resolve
 
 
@@ -116,7 +117,7 @@ def evaluation_images(target: Target, data: Optional[str]) -> Any:
     if kind == "packed":
         train, val = data_lib.packed_splits(path, target.crop_size)
         return val if val is not None else train
-    return data_lib.ImageFolderSource(
+    return sources.ImageFolderSource(
         os.path.join(path, "val") if os.path.isdir(os.path.join(path, "val")) else path
     )
 

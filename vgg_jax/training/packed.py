@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from vgg_jax.training.sources import ImageFolderSource
 from vgg_jax.util.images import rescale_short_side
 
 META = "meta.json"
@@ -68,8 +69,6 @@ def pack(
     skipped with a warning naming each, and listed in meta.json.
     """
     from array_record.python.array_record_module import ArrayRecordWriter
-
-    from vgg_jax.training.data import ImageFolderSource
 
     if short_side < 32:
         raise ValueError(f"--short-side must be at least 32, got {short_side}")

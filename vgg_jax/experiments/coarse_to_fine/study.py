@@ -32,7 +32,7 @@ from vgg_jax.experiments.coarse_to_fine.multiseed import Recipe
 from vgg_jax.model.configs import count_macs
 from vgg_jax.model.vgg import VGG
 from vgg_jax.research.warm_start import warm_start
-from vgg_jax.training.data import load_digits
+from vgg_jax.training.sources import load_digits
 from vgg_jax.util.files import write_text
 
 THRESHOLDS = (0.9, 0.95)
