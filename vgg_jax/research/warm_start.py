@@ -60,6 +60,23 @@ def _shapes(tree: Any) -> dict:
     return jax.tree.map(jnp.shape, tree)
 
 
+def _asked_layers(layers: Any, source: str, target: str, source_params: Any, target_params: Any) -> list[str]:
+    """The layer names `layers` asks for ("paper", "matching" or explicit names)."""
+    if layers == "paper":
+        source_convs, target_convs = conv_layers(source), conv_layers(target)
+        if len(source_convs) > len(target_convs):
+            raise ValueError(
+                f"coarse-to-fine goes from a shallower config to a deeper one; {source} has more convs than "
+                f"{target}"
+            )
+        return [name for name, _, _ in source_convs[:4]] + list(CLASSIFIER)
+    if layers == "matching":
+        return [name for name in source_params if name in target_params and not name.endswith("_bn")]
+    if isinstance(layers, str):
+        raise ValueError(f"layers must be 'paper', 'matching' or a list of layer names, got {layers!r}")
+    return list(layers)
+
+
 def warm_start(
     source_variables: dict[str, Any],
     source_config: str,
@@ -111,20 +128,7 @@ def warm_start(
     target_params = target_variables["params"]
     excluded = list(dict.fromkeys(exclude))
 
-    if layers == "paper":
-        source_convs, target_convs = conv_layers(source), conv_layers(target)
-        if len(source_convs) > len(target_convs):
-            raise ValueError(
-                f"coarse-to-fine goes from a shallower config to a deeper one; {source} has more convs than "
-                f"{target}"
-            )
-        wanted = [name for name, _, _ in source_convs[:4]] + list(CLASSIFIER)
-    elif layers == "matching":
-        wanted = [name for name in source_params if name in target_params and not name.endswith("_bn")]
-    elif isinstance(layers, str):
-        raise ValueError(f"layers must be 'paper', 'matching' or a list of layer names, got {layers!r}")
-    else:
-        wanted = list(layers)
+    wanted = _asked_layers(layers, source, target, source_params, target_params)
     wanted = [name for name in wanted if name not in excluded]
 
     for name in wanted:
@@ -140,8 +144,7 @@ def warm_start(
             "name layers that both models have"
         )
 
-    copied = []
-    for name in wanted:
+    for name in wanted:  # a layer's BN parameters and statistics travel with it
         for collection in ("params", "batch_stats"):
             for key in (name, f"{name}_bn"):
                 if key in source_variables.get(collection, {}) and key in target_variables.get(
@@ -151,6 +154,5 @@ def warm_start(
                         **target_variables[collection],
                         key: source_variables[collection][key],
                     }
-        copied.append(name)
-    initialised = [name for name in target_params if name not in copied and not name.endswith("_bn")]
-    return target_variables, WarmStartReport(source, target, copied, initialised, excluded)
+    initialised = [name for name in target_params if name not in wanted and not name.endswith("_bn")]
+    return target_variables, WarmStartReport(source, target, wanted, initialised, excluded)

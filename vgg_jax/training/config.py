@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import optax
@@ -163,11 +163,67 @@ def flag_of(field: str) -> str:
 
 def validate(cfg: TrainConfig) -> None:
     """Refuses a config that cannot run, before anything is written; the message names the flag."""
+    if not isinstance(cfg.workdir, str) or not cfg.workdir.strip():
+        raise ValueError(f"--workdir must be a directory path, got {cfg.workdir!r}")
+    resolve_config(cfg.config)
+    _check_numbers(cfg)
+    for field, options in (
+        ("lr_policy", train_lib.LR_POLICIES),
+        ("optimizer", train_lib.OPTIMIZERS),
+        ("dtype", tuple(COMPUTE_DTYPES)),
+        ("init_scheme", INIT_SCHEMES),
+        ("eval_method", evaluate_lib.METHODS),
+        ("warm_start_layers", LAYER_CHOICES),
+    ):
+        if getattr(cfg, field) not in options:
+            raise ValueError(
+                f"{flag_of(field)} must be one of {', '.join(options)}, got {getattr(cfg, field)!r}"
+            )
+    try:
+        data_lib.workers_flag(cfg.workers)
+    except ValueError as error:
+        raise ValueError(f"--workers: {error}") from None
+    _check_sizes_and_pixels(cfg)
+    if cfg.init_from is not None and (not isinstance(cfg.init_from, str) or not cfg.init_from.strip()):
+        raise ValueError(
+            f"--init-from needs a run's workdir, a weights file or a pretrained name, got {cfg.init_from!r}"
+        )
+    if cfg.init_from and resolve.describe(cfg.init_from) is None:
+        raise resolve.unknown_spec(cfg.init_from, "--init-from")
+    if cfg.freeze is not None:
+        finetune.check_freeze(cfg.config, cfg.freeze)
+    data_lib.parse_data(cfg.data)
 
-    def integer(field: str, minimum: int, optional: bool = False, maximum: int = 2**31 - 1) -> None:
+
+# Each numeric field's range: integers as (min, max), numbers as (low, high, low_open, high_open); None
+# passes where the field is optional.
+_INTEGERS = {
+    "image_size": (MIN_IMAGE_SIZE, 8192),
+    **{name: (1, 2**31 - 1) for name in ("epochs", "batch_size", "plateau_patience", "keep", "log_every")},
+    **{name: (0, 2**31 - 1) for name in ("eval_every", "checkpoint_every", "skip_nonfinite")},
+    **{name: (1, 2**31 - 1) for name in ("fc_width", "max_steps", "devices")},
+    "seed": (0, 2**32 - 1),
+    "accumulate": (1, 2**16),
+}
+_NUMBERS = {
+    "learning_rate": (0, math.inf, True, True),
+    "momentum": (0, 1, False, True),
+    "weight_decay": (0, math.inf, False, True),
+    "width_scale": (0, math.inf, True, True),
+    "dropout_rate": (0, 1, False, True),
+    "pca_std": (0, math.inf, False, True),
+    "label_smoothing": (0, 1, False, True),
+    "ema_decay": (0, 1, True, True),
+}
+_OPTIONAL = ("fc_width", "max_steps", "devices", "width_scale", "ema_decay")
+
+
+def _check_numbers(cfg: TrainConfig) -> None:
+    """Every integer and number field within its range (`_INTEGERS`, `_NUMBERS`)."""
+    for field, (minimum, maximum) in _INTEGERS.items():
         value = getattr(cfg, field)
-        if optional and value is None:
-            return
+        if value is None and field in _OPTIONAL:
+            continue
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, np.integer))
@@ -176,18 +232,10 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(
                 f"{flag_of(field)} must be an integer from {minimum} to {maximum}, got {value!r}"
             )
-
-    def number(
-        field: str,
-        low: float,
-        high: float = math.inf,
-        low_open: bool = False,
-        high_open: bool = True,
-        optional: bool = False,
-    ) -> None:
+    for field, (low, high, low_open, high_open) in _NUMBERS.items():
         value = getattr(cfg, field)
-        if optional and value is None:
-            return
+        if value is None and field in _OPTIONAL:
+            continue
         ok = (
             isinstance(value, (int, float, np.floating))
             and not isinstance(value, bool)
@@ -202,43 +250,9 @@ def validate(cfg: TrainConfig) -> None:
             interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
             raise ValueError(f"{flag_of(field)} must be a finite number in {interval}, got {value!r}")
 
-    def choice(field: str, options: Sequence[str]) -> None:
-        if getattr(cfg, field) not in options:
-            raise ValueError(
-                f"{flag_of(field)} must be one of {', '.join(options)}, got {getattr(cfg, field)!r}"
-            )
 
-    if not isinstance(cfg.workdir, str) or not cfg.workdir.strip():
-        raise ValueError(f"--workdir must be a directory path, got {cfg.workdir!r}")
-    resolve_config(cfg.config)
-    integer("image_size", MIN_IMAGE_SIZE, maximum=8192)
-    for field in ("epochs", "batch_size", "plateau_patience", "keep", "log_every"):
-        integer(field, 1)
-    integer("fc_width", 1, optional=True)
-    for field in ("eval_every", "checkpoint_every", "skip_nonfinite"):
-        integer(field, 0)
-    try:
-        data_lib.workers_flag(cfg.workers)
-    except ValueError as error:
-        raise ValueError(f"--workers: {error}") from None
-    integer("seed", 0, maximum=2**32 - 1)
-    integer("max_steps", 1, optional=True)
-    integer("devices", 1, optional=True)
-    number("learning_rate", 0, low_open=True)
-    number("momentum", 0, 1)
-    number("weight_decay", 0)
-    number("width_scale", 0, low_open=True, optional=True)
-    number("dropout_rate", 0, 1)
-    number("pca_std", 0)
-    choice("lr_policy", train_lib.LR_POLICIES)
-    choice("optimizer", train_lib.OPTIMIZERS)
-    number("label_smoothing", 0, 1)
-    integer("accumulate", 1, maximum=2**16)
-    number("ema_decay", 0, 1, low_open=True, optional=True)
-    choice("dtype", tuple(COMPUTE_DTYPES))
-    choice("init_scheme", INIT_SCHEMES)
-    choice("eval_method", evaluate_lib.METHODS)
-    choice("warm_start_layers", LAYER_CHOICES)
+def _check_sizes_and_pixels(cfg: TrainConfig) -> None:
+    """--scale and --eval-scales against the image size, and --mean-rgb."""
     if cfg.scale is not None:
         scale = list(cfg.scale)
         if (
@@ -265,15 +279,6 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"--mean-rgb must be three finite numbers (0-255), got {cfg.mean_rgb!r}")
     if cfg.mean_rgb is not None and not cfg.subtract_mean:
         raise ValueError("--mean-rgb and --no-subtract-mean contradict each other; pick one")
-    if cfg.init_from is not None and (not isinstance(cfg.init_from, str) or not cfg.init_from.strip()):
-        raise ValueError(
-            f"--init-from needs a run's workdir, a weights file or a pretrained name, got {cfg.init_from!r}"
-        )
-    if cfg.init_from and resolve.describe(cfg.init_from) is None:
-        raise resolve.unknown_spec(cfg.init_from, "--init-from")
-    if cfg.freeze is not None:
-        finetune.check_freeze(cfg.config, cfg.freeze)
-    data_lib.parse_data(cfg.data)
 
 
 def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:

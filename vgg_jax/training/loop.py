@@ -384,11 +384,17 @@ def _start(
     overwrite: bool,
     log: Callable[[str], None],
     given: Optional[Collection[str]] = None,
-) -> _Plan:
+) -> tuple[_Plan, bool]:
     """Validates, reads every input, and only then writes: --overwrite's removal of the old run, config.json.
 
     A start that fails leaves nothing behind (or only what an earlier run had).
+    Returns the plan and whether the run resumes: `resume` on a workdir that
+    holds no run yet starts it (one command serves a scheduler's first start
+    and every restart).
     """
+    if resume and not overwrite and not rundir.holds_run(cfg.workdir):
+        log(f"resume: {cfg.workdir} holds no run yet, so it starts now")
+        resume = False
     validate(cfg)
     created = _first_missing(cfg.workdir)
     try:
@@ -407,7 +413,7 @@ def _start(
         )
         rundir.write_classes(cfg.workdir, getattr(plan.train_source, "classes", None))
     parallel.barrier("vgg_jax.start.written")
-    return plan
+    return plan, resume
 
 
 def restore(
@@ -575,55 +581,22 @@ def run(
     raising `StopRequested`.
     """
     warn = warn or (lambda message: warnings.warn(message, RunWarning, stacklevel=3))
-    if resume and not overwrite and not rundir.holds_run(cfg.workdir):
-        # resume-if-present: one command serves a scheduler's first start and every restart
-        log(f"resume: {cfg.workdir} holds no run yet, so it starts now")
-        resume = False
-    plan = _start(cfg, resume, overwrite, log, given)
+    plan, resume = _start(cfg, resume, overwrite, log, given)
     cfg, total = plan.cfg, plan.total_steps
-    if cfg.ema_decay is not None:
-        log(f"--ema-decay {cfg.ema_decay}: evaluations and exports use the parameters' moving average")
-    mesh = parallel.make_mesh(cfg.devices)
-    optimizer, step_function = make_train_step(cfg, plan.model, total)
-    state = parallel.put_state(
-        train_lib.create_train_state(plan.model, optimizer, plan.variables, ema=cfg.ema_decay is not None),
-        mesh,
-        cfg.shard_fc,
-    )
-    shardings = parallel.state_sharding(state, mesh, cfg.shard_fc)
-    dropout_key = parallel.put(jax.random.split(jax.random.key(cfg.seed))[1], parallel.replicated(mesh))
-    plateau = train_lib.Plateau(patience=cfg.plateau_patience)
-    iterator = _train_iterator(plan)
-    if resume:
-        rundir.tidy(cfg.workdir, warn)
-    manager = rundir.manager(cfg.workdir, cfg.keep)
-    state, start, skipped = (
-        restore(manager, cfg.workdir, state, shardings, iterator, plateau, warn) if resume else (state, 0, 0)
-    )
-    if resume:
-        log(
-            f"Resumed {cfg.workdir} at step {start}"
-            if start
-            else f"Resuming {cfg.workdir}: it holds no finished checkpoint yet, so training starts at step 0"
-        )
-    board = (
-        curves.TensorBoard(cfg.workdir, start + 1 if resume else None, log) if parallel.is_primary() else None
-    )
-    metrics_log = rundir.MetricsLog(
-        os.path.join(cfg.workdir, "metrics.jsonl"), start if resume else None, warn, board and board.write
-    )
-    train_step = parallel.jit_train_step(step_function, mesh, state, cfg.shard_fc)
+    session = _prepare(plan, resume, log, warn)
+    state, start, skipped, iterator = session.state, session.start, session.skipped, session.iterator
+    metrics_log, board = session.metrics_log, session.board
     progress, task, plain = _progress(total, start, cfg.config)
     last, last_eval, window, logged = {}, None, _Window(), {}
     try:
         with interrupt.StopRequest() as stop, progress:
-            batches, pending = _prefetch(iterator, mesh), []
+            batches, pending = _prefetch(iterator, session.mesh), []
             first = f"starting {plan.workers} input workers" if plan.workers else "reading the first batch"
             for step in range(start, total):
                 with _phase(log, first, step == start):
                     batch, position = next(batches)
                 with _phase(log, "compiling the train step", step == start):
-                    state, metrics = train_step(state, batch, dropout_key)
+                    state, metrics = session.train_step(state, batch, session.dropout_key)
                 done = step + 1
                 # on the device: fetched once per window, so the host never waits within one
                 pending.append((done, metrics))
@@ -645,35 +618,113 @@ def run(
                     )
                 if due(done, plan.eval_every, total):
                     state, last_eval = _evaluate_and_adapt(
-                        plan, state, shardings, plateau, metrics_log, done, log
+                        plan, state, session.shardings, session.plateau, metrics_log, done, log
                     )
                 stopping = _agreed_stop(stop, done, cfg, plan)
                 if due(done, plan.checkpoint_every, total) or stopping:
                     # nothing is saved past a step that stops the run
                     drained, skipped = _drain(pending, window, skipped, cfg, log)
                     last = drained or last
-                    checkpoint(manager, cfg.workdir, done, state, position, plateau, skipped)
+                    checkpoint(session.manager, cfg.workdir, done, state, position, session.plateau, skipped)
                 if stopping:
                     raise StopRequested(
                         _stopped_message(stop.name or "another process's stop request", done, cfg.workdir),
                         stop.signum or signal.SIGTERM,
                     )
                 progress.update(task, advance=1)
-        final = (
-            evaluate_state(plan, state, cfg.eval_method)
-            if cfg.eval_method != "center" or last_eval is None
-            else last_eval
-        )
-        if cfg.eval_method != "center":
-            metrics_log.write({"step": total, "epoch": total / plan.steps_per_epoch, "eval": final})
+        final = _final_evaluation(plan, state, last_eval, metrics_log)
     finally:
         metrics_log.close()
         if board is not None:
             board.close()
-        manager.wait_until_finished()
+        session.manager.wait_until_finished()
     if parallel.is_primary():
         curves.write_curves(cfg.workdir, rundir.read_metrics(metrics_log.path, warn), log)
     return _summary(plan, logged, skipped, final, log)
+
+
+def _final_evaluation(
+    plan: _Plan, state: Any, last_eval: Optional[dict[str, Any]], metrics_log: rundir.MetricsLog
+) -> dict[str, Any]:
+    """The run's final evaluation: the last periodic one, unless --eval asks for another method."""
+    cfg = plan.cfg
+    if cfg.eval_method == "center" and last_eval is not None:
+        return last_eval
+    final = evaluate_state(plan, state, cfg.eval_method)
+    if cfg.eval_method != "center":
+        metrics_log.write(
+            {"step": plan.total_steps, "epoch": plan.total_steps / plan.steps_per_epoch, "eval": final}
+        )
+    return final
+
+
+@dataclasses.dataclass
+class _Session:
+    """What a run's steps work with once its state is built, or restored on resume."""
+
+    mesh: Any
+    state: Any
+    shardings: Any
+    dropout_key: jax.Array
+    plateau: train_lib.Plateau
+    iterator: Any
+    manager: Any
+    train_step: Callable
+    start: int
+    skipped: int
+    metrics_log: rundir.MetricsLog
+    board: Optional[curves.TensorBoard]
+
+
+def _prepare(plan: _Plan, resume: bool, log: Callable[[str], None], warn: Callable[[str], None]) -> _Session:
+    """The mesh, the train state (restored on resume), the data iterator, the jitted step and the logs."""
+    cfg = plan.cfg
+    mesh = parallel.make_mesh(cfg.devices)
+    optimizer, step_function = make_train_step(cfg, plan.model, plan.total_steps)
+    state = parallel.put_state(
+        train_lib.create_train_state(plan.model, optimizer, plan.variables, ema=cfg.ema_decay is not None),
+        mesh,
+        cfg.shard_fc,
+    )
+    shardings = parallel.state_sharding(state, mesh, cfg.shard_fc)
+    dropout_key = parallel.put(jax.random.split(jax.random.key(cfg.seed))[1], parallel.replicated(mesh))
+    plateau = train_lib.Plateau(patience=cfg.plateau_patience)
+    iterator = _train_iterator(plan)
+    if resume:
+        rundir.tidy(cfg.workdir, warn)
+    manager = rundir.manager(cfg.workdir, cfg.keep)
+    state, start, skipped = (
+        restore(manager, cfg.workdir, state, shardings, iterator, plateau, warn) if resume else (state, 0, 0)
+    )
+    if resume:
+        log(
+            f"Resumed {cfg.workdir} at step {start}"
+            if start
+            else f"Resuming {cfg.workdir}: it holds no finished checkpoint yet, so training starts at step 0"
+        )
+    if cfg.ema_decay is not None:
+        log(f"--ema-decay {cfg.ema_decay}: evaluations and exports use the parameters' moving average")
+    train_step = parallel.jit_train_step(step_function, mesh, state, cfg.shard_fc)
+    board = (
+        curves.TensorBoard(cfg.workdir, start + 1 if resume else None, log) if parallel.is_primary() else None
+    )
+    metrics_log = rundir.MetricsLog(
+        os.path.join(cfg.workdir, "metrics.jsonl"), start if resume else None, warn, board and board.write
+    )
+    return _Session(
+        mesh,
+        state,
+        shardings,
+        dropout_key,
+        plateau,
+        iterator,
+        manager,
+        train_step,
+        start,
+        skipped,
+        metrics_log,
+        board,
+    )
 
 
 def _agreed_stop(stop: interrupt.StopRequest, done: int, cfg: TrainConfig, plan: _Plan) -> bool:

@@ -304,18 +304,7 @@ def train_step(
         # A step whose loss or gradients are not finite changes nothing but the step count:
         # the host decides whether to stop or to go on (`--skip-nonfinite`).
         new_params = optax.apply_updates(state.params, updates)
-        ema_params = state.ema_params
-        if ema_params is not None:
-            if isinstance(opt_state, optax.MultiStepsState):
-                # with accumulation, only the step that ends a group updates the parameters
-                updated_now = (opt_state.mini_step == 0) & (opt_state.gradient_step > 0)
-                updates_done = opt_state.gradient_step
-            else:
-                updated_now, updates_done = jnp.asarray(True), state.step + 1
-            decay = jnp.where(updated_now, ema_warmup(ema_decay, updates_done), 1.0)
-            ema_params = jax.tree.map(
-                lambda ema, new: decay * ema + (1 - decay) * new, ema_params, new_params
-            )
+        ema_params = _ema_update(state, opt_state, new_params, ema_decay)
         updated = (new_params, batch_stats, opt_state, ema_params)
         kept = (state.params, state.batch_stats, state.opt_state, state.ema_params)
         params, batch_stats, opt_state, ema_params = jax.tree.map(
@@ -331,6 +320,21 @@ def train_step(
         return new_state, metrics
 
     return step
+
+
+def _ema_update(state: TrainState, opt_state: Any, new_params: Any, decay: Optional[float]) -> Any:
+    """The state's parameter EMA after this step (None without one): moved only by a step that updated
+    the parameters, with `ema_warmup`'s decay."""
+    if state.ema_params is None:
+        return None
+    if isinstance(opt_state, optax.MultiStepsState):
+        # with accumulation, only the step that ends a group updates the parameters
+        updated_now = (opt_state.mini_step == 0) & (opt_state.gradient_step > 0)
+        updates_done = opt_state.gradient_step
+    else:
+        updated_now, updates_done = jnp.asarray(True), state.step + 1
+    rate = jnp.where(updated_now, ema_warmup(decay, updates_done), 1.0)
+    return jax.tree.map(lambda ema, new: rate * ema + (1 - rate) * new, state.ema_params, new_params)
 
 
 def ema_warmup(decay: float, updates: jax.Array) -> jax.Array:

@@ -369,6 +369,22 @@ def _read_keras(path: str) -> list[tuple[str, list[np.ndarray]]]:
     )
 
 
+def _keras_targets(keras_convs: list, keras_dense: list, convs: list[str]) -> list[tuple[str, str, Any]]:
+    """(Keras name, our name, weights) for each layer: by Keras 2's names (`block1_conv1`, `fc1`), else
+    by position (Keras 3 names layers by class: the k-th conv is our k-th conv)."""
+    if all(re.fullmatch(r"block\d+_conv\d+", name) for name, _ in keras_convs):
+        named = [
+            (name, "conv{}_{}".format(*re.fullmatch(r"block(\d+)_conv(\d+)", name).groups()), weights)
+            for name, weights in keras_convs
+        ]
+        return named + [(name, KERAS_TOP.get(name, name), weights) for name, weights in keras_dense]
+    ours_convs = convs + [f"extra_conv_{i}" for i in range(len(keras_convs))]
+    ours_dense = ["fc6", "fc7", "fc8"] + [f"extra_dense_{i}" for i in range(len(keras_dense))]
+    return [(name, ours, weights) for (name, weights), ours in zip(keras_convs, ours_convs)] + [
+        (name, ours, weights) for (name, weights), ours in zip(keras_dense, ours_dense)
+    ]
+
+
 def from_keras(path: str, config: str = "D", strict: bool = True, num_classes: Optional[int] = None):
     """vgg_jax variables from a Keras applications VGG16/VGG19 HDF5 weight file.
 
@@ -387,23 +403,7 @@ def from_keras(path: str, config: str = "D", strict: bool = True, num_classes: O
     report = LoadReport()
     keras_convs = [(n, w) for n, w in layers if len(w) == 2 and np.ndim(w[0]) == 4]
     keras_dense = [(n, w) for n, w in layers if len(w) == 2 and np.ndim(w[0]) == 2]
-    named = all(re.fullmatch(r"block\d+_conv\d+", n) for n, _ in keras_convs)
-    targets: list[tuple[str, str, list[np.ndarray]]] = []
-    if named:
-        for name, weights in keras_convs:
-            block, index = re.fullmatch(r"block(\d+)_conv(\d+)", name).groups()
-            targets.append((name, f"conv{block}_{index}", weights))
-        for name, weights in keras_dense:
-            targets.append((name, KERAS_TOP.get(name, name), weights))
-    else:  # Keras 3 names by class: the k-th conv is our k-th conv
-        for (name, weights), ours in zip(
-            keras_convs, convs + [f"extra_conv_{i}" for i in range(len(keras_convs))]
-        ):
-            targets.append((name, ours, weights))
-        for (name, weights), ours in zip(
-            keras_dense, ["fc6", "fc7", "fc8"] + [f"extra_dense_{i}" for i in range(len(keras_dense))]
-        ):
-            targets.append((name, ours, weights))
+    targets = _keras_targets(keras_convs, keras_dense, convs)
     fc_width, classes = (
         (keras_dense[0][1][0].shape[1], keras_dense[-1][1][0].shape[1]) if keras_dense else (4096, 1000)
     )
@@ -588,12 +588,7 @@ def load(
     """
     if not os.path.exists(path):
         raise ValueError(f"weights file {path} does not exist")
-    if config is None:
-        try:
-            config = read_metadata(path).get("config")
-        except ValueError:  # a damaged file: its loader below names what is wrong
-            config = None
-    config = None if config is None else resolve_config(config)
+    config = _recorded_config(path) if config is None else resolve_config(config)
     lower = path.lower()
     if lower.endswith((".pth", ".pt")):
         try:
@@ -650,6 +645,16 @@ def load(
         f"cannot tell the format of {path}: expected .pth, .pt, .safetensors, .h5, .msgpack or an Orbax "
         "directory"
     )
+
+
+def _recorded_config(path: str) -> Optional[str]:
+    """The config a file's metadata records, or None (nothing recorded, or a damaged file: its loader
+    then names what is wrong)."""
+    try:
+        config = read_metadata(path).get("config")
+    except ValueError:
+        return None
+    return None if config is None else resolve_config(config)
 
 
 def _from_state_dict(

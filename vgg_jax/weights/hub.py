@@ -231,6 +231,21 @@ def fetch(
     if os.path.isfile(path):  # downloaded earlier, or placed by hand: verified before use either way
         _verify_present(path, source, sha256, md5, published_sha256, timeout)
         return path
+    _download_verified(source, path, sha256, md5, published_sha256, progress, timeout)
+    return path
+
+
+def _download_verified(
+    source: str,
+    path: str,
+    sha256: Optional[str],
+    md5: Optional[str],
+    published_sha256: bool,
+    progress: bool,
+    timeout: float,
+) -> None:
+    """Downloads `source` beside `path`, checks its hash, and renames it onto `path` (never half a file)."""
+    directory = os.path.dirname(path)
     try:
         os.makedirs(directory, exist_ok=True)
         handle, temporary = tempfile.mkstemp(
@@ -268,7 +283,6 @@ def fetch(
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
-    return path
 
 
 def _download(url: str, out, progress: bool, timeout: float) -> None:
