@@ -11,11 +11,11 @@ from PIL import Image
 
 from vgg_jax.model.configs import frozen_layers
 from vgg_jax.model.vgg import VGG
-from vgg_jax.training import finetune, rundir
+from vgg_jax.training import finetune
 from vgg_jax.training import step as train
 from vgg_jax.util import images as images_lib
 from vgg_jax.weights import formats as weights
-from vgg_jax.weights import resolve, zoo
+from vgg_jax.weights import resolve, runs, zoo
 
 TINY = dict(width_scale=1 / 16, fc_width=32)
 
@@ -117,7 +117,7 @@ def test_fine_tune_from_a_weights_file_with_the_features_frozen(tmp_path, folder
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "fc8: the source has 1000 classes, this run 2: initialised anew" in out
-    _, state = rundir.restore_state(str(workdir), "test")
+    _, state = runs.restore_state(str(workdir), "test")
     params = state["params"]
     for name in ("conv1_1", "conv3_2", "conv5_2"):
         np.testing.assert_array_equal(params[name]["kernel"], source["params"][name]["kernel"])
@@ -229,7 +229,7 @@ def test_init_from_a_file_of_other_widths_takes_its_widths(tmp_path, folder, nar
     assert "copied from A: conv1_1, conv2_1, conv3_1, conv3_2, conv4_1, conv4_2, conv5_1, conv5_2" in out
     saved = json.load(open(workdir / "config.json"))
     assert saved["width_scale"] == NARROW["width_scale"] and saved["fc_width"] == NARROW["fc_width"]
-    _, state = rundir.restore_state(str(workdir), "test")
+    _, state = runs.restore_state(str(workdir), "test")
     for name in ("conv1_1", "conv5_2"):  # frozen: still the file's, bit for bit
         np.testing.assert_array_equal(state["params"][name]["kernel"], source["params"][name]["kernel"])
 

@@ -22,9 +22,9 @@ import pytest
 from PIL import Image
 
 from vgg_jax.cli import train as train_command
-from vgg_jax.training import data, loop, sources
-from vgg_jax.training.rundir import finished_steps
+from vgg_jax.training import data, loop, rundir, sources
 from vgg_jax.util import images as images_lib
+from vgg_jax.weights.runs import finished_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
@@ -550,7 +550,7 @@ def test_a_checkpoint_that_cannot_be_written_names_the_path_and_keeps_the_previo
 
     monkeypatch.setattr(os, "rename", full_disk)
     with pytest.raises(
-        loop.CheckpointWriteError,
+        rundir.CheckpointWriteError,
         match=r"checkpoint of step 4 under .*checkpoints.*step 2, is kept.*--resume",
     ) as error:
         loop.run(cfg, **QUIET)

@@ -13,10 +13,10 @@ import optax
 import pytest
 from conftest import random_images, tiny_vgg
 
-from vgg_jax.training import loop, rundir
+from vgg_jax.training import loop
 from vgg_jax.training import step as train
 from vgg_jax.training.step import Plateau, create_train_state, make_train_step, paper_optimizer
-from vgg_jax.weights import resolve
+from vgg_jax.weights import resolve, runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_RUN = dict(config="A", data="synthetic", width_scale=1 / 16, fc_width=32, batch_size=8, log_every=1)
@@ -124,7 +124,7 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path, settings)
         resume=True,
         log=lambda line: None,
     )
-    whole, split = (rundir.restore_state(str(tmp_path / run), "test")[1] for run in ("whole", "split"))
+    whole, split = (runs.restore_state(str(tmp_path / run), "test")[1] for run in ("whole", "split"))
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), whole, split))
     assert bool(whole.get("ema_params")) == bool(settings.get("ema_decay"))
     losses = tensorboard_scalars(tmp_path / "split")["train/loss"]
@@ -156,7 +156,7 @@ def test_resume_on_a_workdir_without_a_run_starts_it(tmp_path):
     lines, workdir = [], tmp_path / "new"
     loop.run(loop.TrainConfig(workdir=str(workdir), max_steps=2, **TINY_RUN), resume=True, log=lines.append)
     assert f"resume: {workdir} holds no run yet, so it starts now" in lines
-    assert rundir.finished_steps(str(workdir)) == [2]
+    assert runs.finished_steps(str(workdir)) == [2]
     with pytest.raises(ValueError, match="--resume and --overwrite contradict each other"):
         loop.run(loop.TrainConfig(workdir=str(tmp_path / "other"), **TINY_RUN), resume=True, overwrite=True)
 
@@ -442,7 +442,7 @@ def test_a_run_and_a_weights_file_written_by_an_older_version_still_load_and_res
     lines = []
     loop.run(loop.TrainConfig(workdir=str(workdir), max_steps=4), resume=True, log=lines.append)
     assert any(line.startswith(f"Resumed {workdir} at step 2") for line in lines)
-    assert rundir.finished_steps(str(workdir))[-1] == 4
+    assert runs.finished_steps(str(workdir))[-1] == 4
     path = os.path.join(OLD_MAIN, "weights_b522551.msgpack")
     loaded = vgg_jax.load(path)  # its config, A, from the file
     assert jax.tree.all(

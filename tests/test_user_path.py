@@ -24,10 +24,10 @@ from PIL import Image
 
 import vgg_jax
 from vgg_jax.model.vgg import VGG
-from vgg_jax.training import data, evaluate, evaluate_model, loop, rundir, sources
+from vgg_jax.training import data, evaluate, evaluate_model, loop, sources
 from vgg_jax.util import images
 from vgg_jax.weights import formats as weights
-from vgg_jax.weights import resolve
+from vgg_jax.weights import resolve, runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
@@ -149,7 +149,7 @@ def test_fine_tune_ctrl_c_resume_evaluate_export_and_predict(messy_folder, tmp_p
         assert train(resume_argv) == 0
     # nothing fell back to a default (epochs was 1)
     assert json.loads((workdir / "config.json").read_text()) == saved
-    assert rundir.finished_steps(str(workdir))[-1] == 3 * steps_per_epoch  # all three epochs, not one
+    assert runs.finished_steps(str(workdir))[-1] == 3 * steps_per_epoch  # all three epochs, not one
     assert json.loads((workdir / "classes.json").read_text()) == ["cat", "dog"]
 
     capsys.readouterr()
@@ -158,7 +158,7 @@ def test_fine_tune_ctrl_c_resume_evaluate_export_and_predict(messy_folder, tmp_p
 
     # Export the run (the workdir, and a step folder by its state path), then predict with the export.
     assert convert([str(workdir), str(tmp_path / "ft.msgpack")]) == 0
-    step = rundir.finished_steps(str(workdir))[-1]
+    step = runs.finished_steps(str(workdir))[-1]
     assert convert([str(workdir / "checkpoints" / str(step) / "state"), str(tmp_path / "ft_step")]) == 0
     metadata = weights.read_metadata(str(tmp_path / "ft.msgpack"))
     assert (
@@ -217,7 +217,7 @@ def test_resume_takes_every_flag_not_given_from_the_run(messy_folder, tmp_path, 
         "dense",
         [40],
     )
-    assert rundir.finished_steps(str(workdir))[-1] == 6  # two epochs of 4 steps hold six
+    assert runs.finished_steps(str(workdir))[-1] == 6  # two epochs of 4 steps hold six
     records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     assert [record for record in records if "eval" in record][-1]["eval"]["method"] == "dense"
     assert max(record.get("skipped_images", 0) for record in records) >= 1  # the broken file, counted

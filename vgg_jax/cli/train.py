@@ -40,6 +40,7 @@ from vgg_jax.cli import (
 )
 from vgg_jax.training import loop
 from vgg_jax.training.config import TrainConfig
+from vgg_jax.training.rundir import CheckpointWriteError
 
 PROG = "train.py"
 
@@ -100,7 +101,7 @@ def train(
         resume = f"{invocation('train')} --workdir {shlex.quote(cfg.workdir)} --resume"
         print(f"{prog}: {stopped}. Continue with: {resume}", file=sys.stderr)
         return stopped.exit_status
-    except (loop.NonFiniteError, loop.CheckpointWriteError) as error:
+    except (loop.NonFiniteError, CheckpointWriteError) as error:
         return fail(prog, error, status=1)
     except (ValueError, OSError) as error:
         return fail(prog, error)

@@ -44,7 +44,6 @@ from vgg_jax.training.config import (  # noqa: F401 (re-exported: loop.TrainConf
     validate,
 )
 from vgg_jax.training.interrupt import StopRequested
-from vgg_jax.training.rundir import CheckpointReadError, CheckpointWriteError  # noqa: F401 (re-exported)
 from vgg_jax.util.files import write_text
 from vgg_jax.util.options import shown
 from vgg_jax.weights import resolve, runs
@@ -191,7 +190,7 @@ def load_params(workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
     One-line errors name the file and the step when they cannot be read.
     """
     saved = read_config(workdir, "--init-from")
-    _, state = rundir.restore_state(workdir, "--init-from")
+    _, state = runs.restore_state(workdir, "--init-from")
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
@@ -473,7 +472,7 @@ def nonfinite_policy(
     name = next((n for n in ("loss", "grad_norm") if not math.isfinite(metrics[n])), "loss")
     skipped += 1
     if skipped > allowed:
-        good = (rundir.finished_steps(workdir) or [None])[-1]
+        good = (runs.finished_steps(workdir) or [None])[-1]
         raise NonFiniteError(
             f"non-finite {name} ({metrics[name]}) at step {step}; training stopped"
             + (f" after skipping {skipped - 1} such steps (--skip-nonfinite {allowed})" if allowed else "")
@@ -692,7 +691,7 @@ def _prepare(plan: _Plan, resume: bool, log: Callable[[str], None], warn: Callab
     iterator = _train_iterator(plan)
     if resume:
         rundir.tidy(cfg.workdir, warn)
-    manager = rundir.manager(cfg.workdir, cfg.keep)
+    manager = runs.manager(cfg.workdir, cfg.keep)
     state, start, skipped = (
         restore(manager, cfg.workdir, state, shardings, iterator, plateau, warn) if resume else (state, 0, 0)
     )
@@ -863,9 +862,7 @@ def _evaluate_and_adapt(
 
 
 def _stopped_message(signal_name: str, step: int, workdir: str) -> str:
-    return (
-        f"stopped by {signal_name} after step {step}; its checkpoint is in {rundir.checkpoint_dir(workdir)}"
-    )
+    return f"stopped by {signal_name} after step {step}; its checkpoint is in {runs.checkpoint_dir(workdir)}"
 
 
 def _summary(

@@ -24,22 +24,17 @@ import orbax.checkpoint as ocp
 
 from vgg_jax.training import parallel
 from vgg_jax.util.files import write_text
-from vgg_jax.weights.runs import (  # noqa: F401 (the read side, re-exported for the loop and tests)
+from vgg_jax.weights.runs import (
     CHECKPOINTS,
     CLASSES,
     FINISHED_MARKER,
     TRASH,
     CheckpointReadError,
-    _FailedRestoreNoise,
-    _step_folders,
+    FailedRestoreNoise,
     checkpoint_dir,
     finished_steps,
-    manager,
-    read_classes,
-    read_json,
-    restore_state,
     short,
-    state_on_one_device,
+    step_folders,
 )
 
 DAMAGED = "damaged_checkpoints"
@@ -81,7 +76,7 @@ def tidy(workdir: str, warn: Warn) -> None:
     directory = checkpoint_dir(workdir)
     shutil.rmtree(os.path.join(directory, TRASH), ignore_errors=True)
     finished = set(finished_steps(workdir))
-    for step in _step_folders(workdir):
+    for step in step_folders(workdir):
         if step not in finished:
             warn(
                 f"removed {os.path.join(directory, str(step))}: an unfinished checkpoint (no "
@@ -134,7 +129,7 @@ def restore_newest(
     damaged = []
     for step in reversed(finished_steps(workdir)):
         try:
-            with _FailedRestoreNoise():
+            with FailedRestoreNoise():
                 return step, checkpoints.restore(step, args=args_for(step))
         except Exception as error:  # whatever Orbax, tensorstore or JSON raise for damaged files
             moved = _move_aside(workdir, step)

@@ -55,7 +55,7 @@ def checkpoint_dir(workdir: str) -> str:
     return os.path.abspath(os.path.join(workdir, CHECKPOINTS))
 
 
-def _step_folders(workdir: str) -> list[int]:
+def step_folders(workdir: str) -> list[int]:
     directory = checkpoint_dir(workdir)
     return (
         sorted(int(name) for name in os.listdir(directory) if name.isdigit())
@@ -69,7 +69,7 @@ def finished_steps(workdir: str) -> list[int]:
     file."""
     return [
         s
-        for s in _step_folders(workdir)
+        for s in step_folders(workdir)
         if os.path.isfile(os.path.join(checkpoint_dir(workdir), str(s), FINISHED_MARKER))
     ]
 
@@ -97,7 +97,7 @@ def manager(workdir: str, keep: int = 1, read_only: bool = False) -> ocp.Checkpo
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=handlers)
 
 
-class _FailedRestoreNoise(logging.Filter):
+class FailedRestoreNoise(logging.Filter):
     """Silences what a restore that fails on damaged files makes Orbax's asyncio internals print.
 
     The reads still in flight end after the failure: their callbacks find the
@@ -114,7 +114,7 @@ class _FailedRestoreNoise(logging.Filter):
         self.previous_hook = sys.unraisablehook
         self.warnings = warnings.catch_warnings()
 
-    def __enter__(self) -> "_FailedRestoreNoise":
+    def __enter__(self) -> "FailedRestoreNoise":
         sys.unraisablehook = self._unraisable
         logging.getLogger("asyncio").addFilter(self)
         self.warnings.__enter__()
@@ -168,7 +168,7 @@ def restore_state(workdir: str, flag: str = "--init-from", step: Optional[int] =
         )
     step = steps[-1] if step is None else step
     try:
-        with _FailedRestoreNoise(), manager(workdir, read_only=True) as reader:
+        with FailedRestoreNoise(), manager(workdir, read_only=True) as reader:
             restored = reader.restore(
                 step,
                 args=ocp.args.Composite(state=ocp.args.StandardRestore(state_on_one_device(reader, step))),
