@@ -76,7 +76,14 @@ class TorchVisionPeer:
         self.autocast = lambda: torch.autocast(
             self.device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"
         )
-        self.optimizer = torch.optim.SGD(self.module.parameters(), lr=1e-2, momentum=0.9)
+        # train.py's optimiser: SGD, momentum 0.9, L2 decay 5e-4 on the kernels (ndim > 1) only
+        kernels = [p for p in self.module.parameters() if p.ndim > 1]
+        others = [p for p in self.module.parameters() if p.ndim <= 1]
+        self.optimizer = torch.optim.SGD(
+            [{"params": kernels, "weight_decay": 5e-4}, {"params": others, "weight_decay": 0.0}],
+            lr=1e-2,
+            momentum=0.9,
+        )
         self._run: Callable[[], None] = {
             "forward": self._forward,
             "forward_backward": self._forward_backward,
