@@ -467,3 +467,20 @@ def tensorboard_scalars(workdir) -> dict:
             for value in event.summary.value:
                 scalars.setdefault(value.tag, {})[event.step] = value.simple_value
     return scalars
+
+
+def test_the_plateau_policy_lowers_the_rate_under_accumulation_too():
+    """The injected rate sits inside optax.MultiSteps' state when accumulating; the host still finds it."""
+    params = {"fc6": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}}
+    optimizer = train.make_optimizer("sgd", learning_rate=0.1, accumulate=2)
+    state = create_train_state(None, optimizer, {"params": params})
+    assert isinstance(state.opt_state, optax.MultiStepsState)
+    assert float(train.learning_rate(state.opt_state)) == pytest.approx(0.1)
+    state = train.set_learning_rate(state, 0.01)
+    assert float(train.learning_rate(state.opt_state)) == pytest.approx(0.01)
+    for _ in range(2):  # the lowered rate is the one the group's update uses
+        updates, opt_state = optimizer.update(
+            jax.tree.map(jnp.ones_like, params), state.opt_state, state.params
+        )
+        state = state.replace(opt_state=opt_state)
+    np.testing.assert_allclose(updates["fc6"]["bias"], -0.01 * 1.0, rtol=1e-6)
