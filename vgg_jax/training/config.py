@@ -39,9 +39,11 @@ class TrainConfig:
     config: str = option("A", "config or alias")
     data: str = option("digits", "digits | synthetic | folder:PATH | packed:PATH (scripts/pack_images.py)")
     image_size: int = option(32, "training crop size in pixels (at least 32)")
-    epochs: int = option(1, "passes over the training set")
+    epochs: int = option(1, "passes over the training set", resumable=True)
     batch_size: int = option(16, "the global batch, split over the devices")
-    max_steps: Optional[int] = option(None, "stop after this many steps (before the epochs are done)")
+    max_steps: Optional[int] = option(
+        None, "stop after this many steps (before the epochs are done)", resumable=True
+    )
     learning_rate: float = option(1e-2, "learning rate (the paper's 1e-2)", flag="--lr")
     lr_policy: str = option(
         "paper",
@@ -108,21 +110,23 @@ class TrainConfig:
         "the final evaluation: the paper's Sec. 3.2 methods",
         flag="--eval",
         choices=evaluate_lib.METHODS,
+        resumable=True,
     )
     eval_scales: Optional[list[int]] = option(
-        None, "test scales Q (default: the image size)", metavar="Q[,Q...]"
+        None, "test scales Q (default: the image size)", metavar="Q[,Q...]", resumable=True
     )
-    eval_every: int = option(0, "steps between evaluations (0: once per epoch)")
-    checkpoint_every: int = option(0, "steps between checkpoints (0: at each evaluation)")
-    keep: int = option(3, "checkpoints kept")
+    eval_every: int = option(0, "steps between evaluations (0: once per epoch)", resumable=True)
+    checkpoint_every: int = option(0, "steps between checkpoints (0: at each evaluation)", resumable=True)
+    keep: int = option(3, "checkpoints kept", resumable=True)
     log_every: int = option(
-        10, "steps between metrics.jsonl lines (and plain progress lines without a terminal)"
+        10, "steps between metrics.jsonl lines (and plain progress lines without a terminal)", resumable=True
     )
     workers: Union[str, int] = option(
         "auto",
         "Grain worker processes for the input: auto (one per core this process may use, less one, for image "
         "folders; none for data in memory), or a number (0: load in this process)",
         parse=data_lib.workers_flag,
+        resumable=True,
     )
     init_from: Optional[str] = option(
         None,
@@ -147,11 +151,18 @@ class TrainConfig:
         "skip (and count) up to N steps whose loss or gradients are NaN/Inf before stopping (0: stop at the "
         "first)",
         metavar="N",
+        resumable=True,
     )
-    devices: Optional[int] = option(None, "use this many devices (default: all; an equal share per process)")
-    shard_fc: bool = option(False, "split the FC kernels and their optimizer state over the devices")
+    devices: Optional[int] = option(
+        None, "use this many devices (default: all; an equal share per process)", resumable=True
+    )
+    shard_fc: bool = option(
+        False, "split the FC kernels and their optimizer state over the devices", resumable=True
+    )
     remat: bool = option(
-        False, "recompute each conv block in the backward pass: less activation memory, more time"
+        False,
+        "recompute each conv block in the backward pass: less activation memory, more time",
+        resumable=True,
     )
 
 

@@ -59,22 +59,10 @@ class RunWarning(UserWarning):
     """Something in a workdir was repaired or skipped on resume (a torn log line, a damaged checkpoint)."""
 
 
-# What a resumed run may change: its length, its evaluation and logging, and the hardware. Everything
-# else defines the run; a flag that changes it on --resume is refused.
-RESUME_MAY_CHANGE = (
-    "epochs",
-    "max_steps",
-    "devices",
-    "shard_fc",
-    "remat",
-    "eval_method",
-    "eval_scales",
-    "eval_every",
-    "checkpoint_every",
-    "keep",
-    "log_every",
-    "workers",
-    "skip_nonfinite",
+# What a resumed run may change: the fields declared `resumable` (its length, evaluation and logging, the
+# hardware). Everything else defines the run; a flag that changes it on --resume is refused.
+RESUME_MAY_CHANGE = tuple(
+    field.name for field in dataclasses.fields(TrainConfig) if field.metadata.get("resumable")
 )
 
 

@@ -34,6 +34,7 @@ def option(
     every: Optional[Sequence[Any]] = None,
     positional: bool = False,
     parse: Optional[Callable[[str], Any]] = None,
+    resumable: bool = False,
 ) -> Any:
     """A dataclass field whose metadata makes it a flag.
 
@@ -49,6 +50,8 @@ def option(
         positional: a required positional argument (`bench_data.py DATA`) instead of a flag.
         parse: turns the flag's text into the value, raising ValueError for a bad one, where the
             field's type alone does not say (`--workers auto` or a number).
+        resumable: a run setting that cannot change what is computed (length, evaluation, logging,
+            workers, devices), so `--resume` may give it anew.
     """
     metadata = {
         "help": help,
@@ -59,6 +62,7 @@ def option(
         "every": None if every is None else tuple(every),
         "positional": positional,
         "parse": parse,
+        "resumable": resumable,
     }
     return dataclasses.field(default=default, metadata=metadata)
 
