@@ -484,3 +484,32 @@ def test_the_plateau_policy_lowers_the_rate_under_accumulation_too():
         )
         state = state.replace(opt_state=opt_state)
     np.testing.assert_allclose(updates["fc6"]["bias"], -0.01 * 1.0, rtol=1e-6)
+
+
+def test_every_model_field_of_a_run_config_reaches_its_model():
+    """`build_model` passes TrainConfig's fields named as VGG's through: none is mapped by hand."""
+    import dataclasses
+
+    from vgg_jax.model.vgg import MODEL_FIELDS
+
+    shared = [f.name for f in dataclasses.fields(loop.TrainConfig) if f.name in MODEL_FIELDS]
+    assert {"config", "dropout_rate", "batch_norm", "fc_width", "width_scale", "init_scheme", "dtype"} <= set(
+        shared
+    )
+    cfg = loop.TrainConfig(
+        workdir="w",
+        config="B",
+        dropout_rate=0.25,
+        batch_norm=True,
+        fc_width=48,
+        width_scale=0.5,
+        init_scheme="paper",
+        dtype="bfloat16",
+        remat=True,
+        freeze="pool2",
+    )
+    model = loop.build_model(cfg, num_classes=7)
+    for name in shared:
+        expected = jnp.bfloat16 if name == "dtype" else getattr(cfg, name)
+        assert getattr(model, name) == expected, name
+    assert model.num_classes == 7

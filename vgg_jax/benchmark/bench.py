@@ -29,6 +29,7 @@ from vgg_jax.model.vgg import (
     POOL_IMPLS,
     RELU_IMPLS,
     VGG,
+    model_from,
     resolve_conv_impl,
     resolve_pool_impl,
 )
@@ -313,18 +314,8 @@ class _Progress:
 
 
 def _model(spec: BenchSpec, config: str, dtype: str, remat: bool = False) -> VGG:
-    return VGG(
-        config=config,
-        num_classes=spec.num_classes,
-        fc_width=spec.fc_width,
-        width_scale=spec.width_scale,
-        dtype=COMPUTE_DTYPES[dtype],
-        conv_impl=spec.conv_impl,
-        remat=remat,
-        relu_impl=spec.relu_impl,
-        pool_impl=spec.pool_impl,
-        freeze=spec.freeze,
-    )
+    """The VGG of one case: the spec's model fields passed through, one config and dtype of its sweeps."""
+    return model_from(spec, config=config, dtype=dtype, remat=remat)
 
 
 def init_params(spec: BenchSpec, config: str, device: Any) -> Any:

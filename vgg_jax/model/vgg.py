@@ -8,8 +8,9 @@ init-size window and fc7, fc8 act as 1x1 convs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import flax.linen as nn
 import jax
@@ -479,6 +480,22 @@ class _Taps:
         if name in self.wanted:
             self.outputs[name] = value
         return name == self.last
+
+
+# VGG's own settings, by name: what a run's or a benchmark's config passes through to the model.
+MODEL_FIELDS = tuple(field.name for field in dataclasses.fields(VGG) if field.name not in ("parent", "name"))
+
+
+def model_from(settings: Any, **overrides: Any) -> VGG:
+    """The VGG that `settings` describes: each of its fields (a dataclass's, or a mapping's keys) named
+    as a `VGG` field passes through unchanged, a dtype given by name ("bfloat16") as its jnp type, and
+    `overrides` win. A field added to `VGG` and to a config with the same name needs no other edit."""
+    values = settings if isinstance(settings, Mapping) else vars(settings)
+    fields = {name: values[name] for name in MODEL_FIELDS if name in values}
+    fields.update(overrides)
+    if isinstance(fields.get("dtype"), str):
+        fields["dtype"] = COMPUTE_DTYPES[fields["dtype"]]
+    return VGG(**fields)
 
 
 def conv_function_for(conv_impl: str) -> Callable[..., jax.Array]:

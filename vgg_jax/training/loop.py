@@ -30,8 +30,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from vgg_jax.model.configs import resolve_config
-from vgg_jax.model.vgg import COMPUTE_DTYPES, VGG
-from vgg_jax.research.warm_start import SHAPE_FIELDS, LayerShapeError, warm_start
+from vgg_jax.model.vgg import MODEL_FIELDS, VGG, model_from
+from vgg_jax.research.warm_start import LayerShapeError, warm_start
 from vgg_jax.training import curves, interrupt, parallel, rundir
 from vgg_jax.training import data as data_lib
 from vgg_jax.training import evaluate as evaluate_lib
@@ -186,19 +186,8 @@ def load_params(workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> VGG:
-    """The VGG a run with this config trains (also what scripts/evaluate.py rebuilds from config.json)."""
-    return VGG(
-        config=cfg.config,
-        num_classes=num_classes,
-        dropout_rate=cfg.dropout_rate,
-        batch_norm=cfg.batch_norm,
-        fc_width=cfg.fc_width,
-        width_scale=cfg.width_scale,
-        init_scheme=cfg.init_scheme,
-        dtype=COMPUTE_DTYPES[cfg.dtype],
-        remat=cfg.remat,
-        freeze=cfg.freeze,
-    )
+    """The VGG a run with this config trains: its model fields passed through (`model_from`)."""
+    return model_from(cfg, num_classes=num_classes)
 
 
 @contextlib.contextmanager
@@ -274,8 +263,7 @@ def _warm_start(
             layers=layers,
             exclude=exclude,
             image_size=cfg.image_size,
-            **{name: getattr(model, name) for name in (*SHAPE_FIELDS, "dropout_rate", "init_scheme")},
-            dtype=model.dtype,
+            **{name: getattr(model, name) for name in MODEL_FIELDS if name != "config"},
         )
     except LayerShapeError as error:
         raise ValueError(
