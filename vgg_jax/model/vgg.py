@@ -227,7 +227,7 @@ class VGG(nn.Module):
                 over images of the init size or larger, and the class score map
                 is spatially averaged.
         """
-        scores = self._forward(images, train, dense, ("fc8",))["fc8"]
+        scores = self._forward(images, train, dense, CLASSIFIER_DEPTH)["fc8"]
         if dense:
             scores = scores.mean(axis=(1, 2))
         return scores.astype(jnp.float32)
@@ -239,7 +239,7 @@ class VGG(nn.Module):
         `dense=True`, fc7's score map averaged over its positions. Call as
         `model.apply(variables, images, method=VGG.embed)`.
         """
-        embedding = jax.nn.relu(self._forward(images, False, dense, ("fc7",))["fc7"])
+        embedding = jax.nn.relu(self._forward(images, False, dense, CLASSIFIER_DEPTH)["fc7"])
         if dense:
             embedding = embedding.mean(axis=(1, 2))
         return embedding.astype(jnp.float32)
@@ -251,7 +251,7 @@ class VGG(nn.Module):
         train: bool = False,
         dense: bool = False,
     ) -> dict[str, jax.Array]:
-        """Named activations from one forward pass, stopping at the deepest asked for.
+        """Named activations from one forward pass, up to the block of the deepest asked for.
 
         Names: `conv{b}_{i}` (before the ReLU; after BN when `batch_norm`),
         `relu{b}_{i}`, `lrn`, `pool{b}`, and `fc6`, `fc7`, `fc8` (before their
@@ -271,35 +271,33 @@ class VGG(nn.Module):
                     f"unknown layer names {unknown} for config {resolve_config(self.config)}; "
                     f"valid names are {valid}"
                 )
-        return self._forward(images, train, dense, wanted)
+        # Every activation of the blocks needed is computed; under jit the unused ones are pruned
+        # (docs/benchmarks.md), and eager callers are spared the blocks above.
+        depth = max(_depth(name) for name in wanted)
+        outputs = self._forward(images, train, dense, depth)
+        return {name: outputs[name] for name in wanted}
 
     @nn.compact
-    def _forward(
-        self, images: jax.Array, train: bool, dense: bool, wanted: tuple[str, ...]
-    ) -> dict[str, jax.Array]:
+    def _forward(self, images: jax.Array, train: bool, dense: bool, depth: int) -> dict[str, jax.Array]:
+        """Every named activation of the first `depth` conv blocks (and of fc6-fc8 at `CLASSIFIER_DEPTH`)."""
         config = resolve_config(self.config)
-        names = layer_names(config)
-        last = max(names.index(name) for name in wanted)
-        needs_classifier = last >= names.index("fc6")
         self._check_images(images)
         self._check_variables(config)
-        self._check_train_inputs(train, needs_classifier)
+        self._check_train_inputs(train, depth == CLASSIFIER_DEPTH)
         init = initializers(self.init_scheme)
-        taps = _Taps(wanted, names[last])
-        outputs, emit = taps.outputs, taps.emit
+        outputs: dict[str, jax.Array] = {}
         x = jnp.asarray(images, self.dtype)
-        run_block = nn.remat(VGG._block, static_argnums=(2, 3, 4, 5, 6)) if self.remat else VGG._block
-        for block_index in range(1, len(CONFIGS[config]) + 1):
-            x, block_outputs = run_block(self, x, config, block_index, train, wanted, names[last])
+        run_block = nn.remat(VGG._block, static_argnums=(2, 3, 4)) if self.remat else VGG._block
+        for block_index in range(1, min(depth, len(CONFIGS[config])) + 1):
+            x, block_outputs = run_block(self, x, config, block_index, train)
             outputs.update(block_outputs)
-            if last <= names.index(f"pool{block_index}"):
-                return outputs
+        if depth < CLASSIFIER_DEPTH:
+            return outputs
 
         x = ConvolutionalDense(
             self.fc_width, init["fc"], init["bias"], self.dtype, self.param_dtype, name="fc6"
         )(x, as_conv=dense)
-        if emit("fc6", x):
-            return outputs
+        outputs["fc6"] = x
         x = self._frozen_output("fc6", x, train)
         for name, width in (("fc7", self.fc_width), ("fc8", self.num_classes)):
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
@@ -312,28 +310,23 @@ class VGG(nn.Module):
                 bias_init=init["bias"],
                 name=name,
             )(x)
-            if emit(name, x):
-                return outputs
+            outputs[name] = x
             x = self._frozen_output(name, x, train)
-        raise AssertionError("unreachable: fc8 is always the last layer")
+        return outputs
 
-    def _block(
-        self, x: jax.Array, config: str, block_index: int, train: bool, wanted: tuple[str, ...], last: str
-    ):
-        """Conv block `block_index` of the canonical `config` (convs, BN, ReLU, LRN, pool), stopping at
-        `last`.
+    def _block(self, x: jax.Array, config: str, block_index: int, train: bool):
+        """Conv block `block_index` of the canonical `config` (convs, BN, ReLU, LRN, pool).
 
         A function of the module so that `remat=True` can wrap it in
         `nn.remat` (one `jax.checkpoint` per block) while its layers keep their
         top-level names (`conv3_2`, not `block3/conv3_2`).
 
         Returns:
-            (output, the wanted activations of this block).
+            (output, every named activation of this block).
         """
         init = initializers(self.init_scheme)
         conv_function = conv_function_for(resolve_conv_impl(self.conv_impl))
-        taps = _Taps(wanted, last)
-        outputs, emit = taps.outputs, taps.emit
+        outputs: dict[str, jax.Array] = {}
         conv_index = 0
         for layer in CONFIGS[config][block_index - 1]:
             if isinstance(layer, Conv):
@@ -359,21 +352,18 @@ class VGG(nn.Module):
                         param_dtype=self.param_dtype,
                         name=f"conv{suffix}_bn",
                     )(x)
-                if emit(f"conv{suffix}", x):
-                    return x, outputs
+                outputs[f"conv{suffix}"] = x
                 x = self._frozen_output(f"conv{suffix}", x, train)
                 x = relu_output_mask(x) if self.relu_impl == "output_mask" else nn.relu(x)
-                if emit(f"relu{suffix}", x):
-                    return x, outputs
+                outputs[f"relu{suffix}"] = x
                 x = self._frozen_output(f"relu{suffix}", x, train)
             elif isinstance(layer, LRN):
                 x = LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k, name="lrn")(x)
-                if emit("lrn", x):
-                    return x, outputs
+                outputs["lrn"] = x
                 x = self._frozen_output("lrn", x, train)
         reshape = resolve_pool_impl(self.pool_impl) == "reshape"
         x = max_pool_2x2(x) if reshape else nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-        emit(f"pool{block_index}", x)
+        outputs[f"pool{block_index}"] = x
         return self._frozen_output(f"pool{block_index}", x, train), outputs
 
     def _frozen_output(self, name: str, x: jax.Array, train: bool) -> jax.Array:
@@ -470,16 +460,16 @@ class VGG(nn.Module):
             )
 
 
-class _Taps:
-    """The activations asked for, kept as the layers run; `emit` says when the deepest one is reached."""
+CLASSIFIER_DEPTH = 6  # `_forward`'s depth that runs fc6-fc8 after the five conv blocks
 
-    def __init__(self, wanted: tuple[str, ...], last: str):
-        self.wanted, self.last, self.outputs = wanted, last, {}
 
-    def emit(self, name: str, value: jax.Array) -> bool:
-        if name in self.wanted:
-            self.outputs[name] = value
-        return name == self.last
+def _depth(name: str) -> int:
+    """The conv blocks a named activation needs (`conv3_2`, `relu3_2`, `pool3`: 3), or CLASSIFIER_DEPTH."""
+    if name in CLASSIFIER:
+        return CLASSIFIER_DEPTH
+    if name == "lrn":
+        return 1
+    return int(name.removeprefix("pool").removeprefix("conv").removeprefix("relu").split("_")[0])
 
 
 # VGG's own settings, by name: what a run's or a benchmark's config passes through to the model.

@@ -26,7 +26,7 @@ def perceptual_loss(
 ) -> jax.Array:
     """Sum over layers of weight x mean squared difference of the VGG features of `x` and `y`.
 
-    Built on `VGG.features` (one pass each, stopping at the deepest layer), so
+    Built on `VGG.features` (one pass each, up to the block of the deepest layer), so
     `jax.grad` with respect to `x` works, as style-transfer and LPIPS-like code
     use it. Images are preprocessed already (see `vgg_jax.preprocess`).
     """
