@@ -18,7 +18,7 @@ import pytest
 
 import vgg_jax
 from vgg_jax.model.vgg import VGG
-from vgg_jax.weights import formats as weights
+from vgg_jax.weights import torchvision_format
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
 from make_peer_golden import MODELS, seeded_images, seeded_lpips_images, seeded_state  # noqa: E402
@@ -35,7 +35,7 @@ def relative_error(ours, theirs) -> float:
 @pytest.mark.parametrize("name, config, batch_norm", MODELS)
 def test_torchvision_logits_and_features_from_the_recorded_run(name, config, batch_norm):
     recorded = GOLDEN["models"][name]
-    variables = weights.from_torchvision(
+    variables = torchvision_format.from_torchvision(
         seeded_state(config, batch_norm, recorded["seed"]), config, batch_norm=batch_norm
     )
     model = VGG(config=config, batch_norm=batch_norm)
@@ -52,7 +52,7 @@ def test_torchvision_logits_and_features_from_the_recorded_run(name, config, bat
 
 def test_lpips_distances_from_the_recorded_run():
     recorded = GOLDEN["lpips"]
-    variables = weights.from_torchvision(seeded_state("D", False, recorded["weights_seed"]), "D")
+    variables = torchvision_format.from_torchvision(seeded_state("D", False, recorded["weights_seed"]), "D")
     variables = {
         "params": {name: leaf for name, leaf in variables["params"].items() if not name.startswith("fc")}
     }

@@ -24,6 +24,7 @@ from vgg_jax.model.configs import ALIASES, CONFIGS, layer_names
 from vgg_jax.research.warm_start import warm_start
 from vgg_jax.util import images as images_lib
 from vgg_jax.weights import formats as weights
+from vgg_jax.weights import torchvision_format
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = int(os.environ.get("VGG_JAX_HYPOTHESIS_EXAMPLES", "0"))
@@ -268,7 +269,7 @@ def test_loaders_with_wrong_truncated_or_mismatched_files(tmp_path_factory, good
 def test_from_torchvision_with_mismatched_state_dicts(state_shapes):
     state = {key: np.zeros(shape, np.float32) for key, shape in state_shapes.items()}
     with pytest.raises((ValueError, TypeError)) as error:
-        weights.from_torchvision(state, "D")
+        torchvision_format.from_torchvision(state, "D")
     TRIED["from_torchvision"] += 1
     refused(error.value, "does not match", "missing", "classifier")
 

@@ -14,6 +14,7 @@ import vgg_jax
 from vgg_jax import VGG
 from vgg_jax.util import images as images_lib
 from vgg_jax.weights import formats as weights
+from vgg_jax.weights import keras_format, torchvision_format
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -83,7 +84,7 @@ def test_keras_no_top_loads_the_convs_and_says_so(keras_vgg16, tmp_path):
     keras, _, _ = keras_vgg16
     keras.applications.VGG16(weights=None, include_top=False).save_weights(str(tmp_path / "notop.weights.h5"))
     with pytest.warns(UserWarning, match="no classifier.*conv layers only"):
-        variables = weights.from_keras(str(tmp_path / "notop.weights.h5"), "D")
+        variables = keras_format.from_keras(str(tmp_path / "notop.weights.h5"), "D")
     assert set(variables["params"]) == {name for name, _, _ in vgg_jax.model.configs.conv_layers("D")}
     features = VGG(config="D").apply(
         variables, random_images((1, 64, 64, 3)), layers="pool5", method=VGG.features
@@ -94,9 +95,9 @@ def test_keras_no_top_loads_the_convs_and_says_so(keras_vgg16, tmp_path):
 def test_keras_file_for_the_wrong_config_suggests_the_right_one(keras_vgg16):
     _, _, directory = keras_vgg16
     with pytest.raises(ValueError, match=r"missing: conv5_4(.|\n)*it is Keras's VGG16: pass config='D'"):
-        weights.from_keras(str(directory / "vgg16.weights.h5"), "E")
+        keras_format.from_keras(str(directory / "vgg16.weights.h5"), "E")
     with pytest.raises(ValueError, match="predictions layer has 1000 classes, not 10"):
-        weights.from_keras(str(directory / "vgg16.weights.h5"), "D", num_classes=10)
+        keras_format.from_keras(str(directory / "vgg16.weights.h5"), "D", num_classes=10)
 
 
 # torchvision: heavy, so run where it is installed (pip here serves it from local files).
@@ -141,7 +142,7 @@ def torchvision_case(name, config, batch_norm, tmp_path):
     # Intermediate features: the first block's last ReLU and the fourth's.
     convs = [n for n, _, _ in vgg_jax.model.configs.conv_layers(config)]
     prefixes = dict(
-        (ours_name, prefix) for prefix, ours_name in weights._torchvision_names(config, batch_norm)
+        (ours_name, prefix) for prefix, ours_name in torchvision_format._torchvision_names(config, batch_norm)
     )
     for layer in (
         [n for n in convs if n.startswith("conv1_")][-1],
@@ -154,11 +155,11 @@ def torchvision_case(name, config, batch_norm, tmp_path):
         ours_feature = ours_model.apply(variables, ours_input, layers=relu, method=VGG.features)[relu]
         assert relative_error(ours_feature, theirs_feature) < 1e-5, relu
     # The exact inverse: back into torchvision, strictly, and round trip bit for bit.
-    state = weights.to_torchvision(variables, config)
+    state = torchvision_format.to_torchvision(variables, config)
     model.load_state_dict(
         {key: torch.from_numpy(np.array(value)) for key, value in state.items()}, strict=True
     )
-    again = weights.from_torchvision(state, config, batch_norm=batch_norm)
+    again = torchvision_format.from_torchvision(state, config, batch_norm=batch_norm)
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), again, variables))
 
 
@@ -183,7 +184,7 @@ def tiny_d_state():
     variables = jax.jit(VGG(config="D", batch_norm=False, fc_width=32).init)(
         jax.random.key(0), jnp.zeros((1, 224, 224, 3))
     )
-    return variables, weights.to_torchvision(variables, "D")
+    return variables, torchvision_format.to_torchvision(variables, "D")
 
 
 def test_round_trip_is_bit_for_bit_without_torch(tiny_d_state):
@@ -194,16 +195,16 @@ def test_round_trip_is_bit_for_bit_without_torch(tiny_d_state):
         3,
         3,
     )
-    again = weights.from_torchvision(state, "D")
+    again = torchvision_format.from_torchvision(state, "D")
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), again, variables))
 
 
 def test_fc6_rows_are_permuted_from_chw_to_hwc():
     weight = np.arange(2 * 3 * 7 * 7, dtype=np.float32).reshape(2, 3 * 7 * 7)  # (out, C*H*W), C=3
-    kernel = weights._fc6_from_torch(weight)
+    kernel = torchvision_format._fc6_from_torch(weight)
     c, h, w = 1, 2, 5
     assert kernel[(h * 7 + w) * 3 + c, 1] == weight[1, c * 49 + h * 7 + w]
-    np.testing.assert_array_equal(weights._fc6_to_torch(kernel), weight)
+    np.testing.assert_array_equal(torchvision_format._fc6_to_torch(kernel), weight)
 
 
 def test_wrong_config_bn_and_classes_name_the_problem(tiny_d_state):
@@ -212,25 +213,25 @@ def test_wrong_config_bn_and_classes_name_the_problem(tiny_d_state):
         ValueError,
         match=r"missing: features\.34\.weight(.|\n)*torchvision's vgg16: pass config='D', batch_norm=False",
     ):
-        weights.from_torchvision(state, "E")
+        torchvision_format.from_torchvision(state, "E")
     with pytest.raises(ValueError, match="pass config='D', batch_norm=False"):
-        weights.from_torchvision(state, "D", batch_norm=True)
+        torchvision_format.from_torchvision(state, "D", batch_norm=True)
     with pytest.raises(
         ValueError,
         match=r"wrong shape: classifier\.6\.weight: expected \(10, 32\), file has \(1000, "
         r"32\)(.|\n)*pass num_classes=1000",
     ):
-        weights.from_torchvision(state, "D", num_classes=10)
+        torchvision_format.from_torchvision(state, "D", num_classes=10)
     with pytest.raises(ValueError, match="torchvision has no config C"):
-        weights.from_torchvision(state, "C")
-    partial, report = weights.from_torchvision(state, "E", strict=False)
+        torchvision_format.from_torchvision(state, "C")
+    partial, report = torchvision_format.from_torchvision(state, "E", strict=False)
     assert "features.34.weight" in report.missing and not report.ok
     bn_state = {**state, "features.1.running_mean": np.zeros(64, np.float32)}
     with pytest.raises(
         ValueError,
         match="unexpected: features.1.running_mean(.|\n)*vgg16_bn: pass config='D', batch_norm=True",
     ):
-        weights.from_torchvision(bn_state, "D")
+        torchvision_format.from_torchvision(bn_state, "D")
 
 
 def test_save_and_load_our_formats(tmp_path):
@@ -379,7 +380,7 @@ def test_timm_layout_loads_like_torchvision_without_torch(tiny_d_state, tmp_path
         elif key == "pre_logits.fc2.weight":
             value = value.reshape(-1, value.shape[1], 1, 1)
         timm[key] = np.ascontiguousarray(value)
-    assert weights.is_timm_state(timm) and not weights.is_timm_state(state)
+    assert torchvision_format.is_timm_state(timm) and not torchvision_format.is_timm_state(state)
     save_file(timm, str(tmp_path / "model.safetensors"))
     loaded = weights.load(str(tmp_path / "model.safetensors"), "vgg16")
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, variables))

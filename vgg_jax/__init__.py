@@ -25,8 +25,10 @@ from vgg_jax.research.warm_start import (  # the function; the module stays impo
     warm_start,
 )
 from vgg_jax.util.images import preprocess
-from vgg_jax.weights.formats import from_keras, from_torchvision, load, to_torchvision
+from vgg_jax.weights.formats import load
 from vgg_jax.weights.imagenet import class_names, decode_predictions
+from vgg_jax.weights.keras_format import from_keras
+from vgg_jax.weights.torchvision_format import from_torchvision, to_torchvision
 from vgg_jax.weights.zoo import pretrained, weights_info
 
 __version__ = "0.1.0"

@@ -33,6 +33,7 @@ from vgg_jax.util.images import PIXEL_MODES
 from vgg_jax.weights import formats as weights_lib
 from vgg_jax.weights import runs, zoo
 from vgg_jax.weights.named import Resolved, require_pixels  # noqa: F401 (re-exported)
+from vgg_jax.weights.torchvision_format import to_torchvision
 from vgg_jax.weights.zoo import SOURCES, weights_info
 
 WEIGHT_FILES = (".pth", ".pt", ".safetensors", ".h5", ".msgpack")
@@ -274,7 +275,7 @@ def export(
 
         state = {
             key: torch.from_numpy(np.array(value))
-            for key, value in weights_lib.to_torchvision(named.variables, named.config).items()
+            for key, value in to_torchvision(named.variables, named.config).items()
         }
         atomic_write(dst, lambda temporary: torch.save(state, temporary))
     else:
