@@ -57,7 +57,9 @@ class DataBenchConfig:
 
 def folder_of(spec: str) -> str:
     """The ImageFolder a DATA argument names (its train/ when it has one); one line when it is none."""
-    path = spec[len("folder:") :] if spec.startswith("folder:") else spec
+    from vgg_jax.training.data import parse_data
+
+    _, path = parse_data(data_spec(spec))
     if not os.path.isdir(path):
         raise ValueError(
             f"DATA {spec}: no such folder; give an ImageFolder (one sub-folder of images per class)"

@@ -17,6 +17,7 @@ others classified; the exit status is then 1.
 """
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -24,7 +25,7 @@ import sys
 import numpy as np
 
 from vgg_jax.cli import OneLineParser, add_weights_flags, fail, positive_int, prog_name
-from vgg_jax.util.files import atomic_write, write_text
+from vgg_jax.util.files import write_bytes, write_text
 from vgg_jax.weights import predict
 from vgg_jax.weights.zoo import SOURCES
 
@@ -126,7 +127,9 @@ def _embed(args: argparse.Namespace) -> int:
             fail(prog, error)
         if embeddings is None:
             raise ValueError("no image could be read; nothing to embed")
-        atomic_write(args.embed, lambda temporary: _save_npy(temporary, embeddings))
+        buffer = io.BytesIO()
+        np.save(buffer, embeddings)
+        write_bytes(args.embed, buffer.getvalue())
         write_text(_rows_file(args.embed), "".join(f"{path}\n" for path in read))
     except (ValueError, OSError) as error:
         return fail(prog, error)
@@ -134,11 +137,6 @@ def _embed(args: argparse.Namespace) -> int:
         f"{len(read)} embeddings {embeddings.shape} -> {args.embed}; rows' images in {_rows_file(args.embed)}"
     )
     return 1 if errors else 0
-
-
-def _save_npy(path: str, array: np.ndarray) -> None:
-    with open(path, "wb") as file:  # a file object: np.save would add .npy to the temporary's name
-        np.save(file, array)
 
 
 def _rows_file(npy: str) -> str:

@@ -292,11 +292,20 @@ def _check_sizes_and_pixels(cfg: TrainConfig) -> None:
         raise ValueError("--mean-rgb and --no-subtract-mean contradict each other; pick one")
 
 
-def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """The optimiser a run of `cfg` trains with: `cfg.optimizer` (decay on kernels), the learning-rate
-    policy over the run's updates (`total_steps` / `cfg.accumulate`), no update nor state for the layers
-    `cfg.freeze` freezes, and `cfg.accumulate` steps per update."""
-    return train_lib.make_optimizer(
+def make_train_step(
+    cfg: TrainConfig, model: VGG, total_steps: int
+) -> tuple[optax.GradientTransformation, Callable]:
+    """The optimiser and the (not yet jitted) train step of a run of `cfg`: what `train.py` runs and what
+    `bench.py --mode train-step` times.
+
+    The optimiser: `cfg.optimizer` (decay on kernels), the learning-rate
+    policy over the run's updates (`total_steps` / `cfg.accumulate`), no
+    update nor state for the layers `cfg.freeze` freezes. Its batches are
+    `{"image": uint8 crops, "shift": (N, 3) colour shifts, "label"}`, turned
+    into the model's pixels on the device (`data.device_pixels`, by
+    `cfg.mean_rgb` or `cfg.preprocess`).
+    """
+    optimizer = train_lib.make_optimizer(
         cfg.optimizer,
         train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total_steps // cfg.accumulate),
         cfg.momentum,
@@ -304,19 +313,6 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransfor
         param_labels=finetune.param_labels(cfg.config, cfg.freeze) if cfg.freeze else None,
         accumulate=cfg.accumulate,
     )
-
-
-def make_train_step(
-    cfg: TrainConfig, model: VGG, total_steps: int
-) -> tuple[optax.GradientTransformation, Callable]:
-    """The optimiser and the (not yet jitted) train step of a run of `cfg`: what `train.py` runs and what
-    `bench.py --mode train-step` times.
-
-    Its batches are `{"image": uint8 crops, "shift": (N, 3) colour shifts,
-    "label"}`, turned into the model's pixels on the device
-    (`data.device_pixels`, by `cfg.mean_rgb` or `cfg.preprocess`).
-    """
-    optimizer = make_optimizer(cfg, total_steps)
     pixels = data_lib.device_pixels(None if cfg.mean_rgb is None else tuple(cfg.mean_rgb), cfg.preprocess)
     return optimizer, train_lib.train_step(model, optimizer, pixels, cfg.label_smoothing, cfg.ema_decay)
 

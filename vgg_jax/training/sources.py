@@ -19,9 +19,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from vgg_jax.util.images import to_rgb8
+from vgg_jax.util.images import IMAGE_EXTENSIONS, to_rgb8
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DIGITS_VALIDATION = 297  # fixed held-out digits; 1,500 remain for training
 
 

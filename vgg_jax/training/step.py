@@ -97,12 +97,8 @@ def make_optimizer(
 
     def update(learning_rate: Any) -> optax.GradientTransformation:
         if name == "sgd":
-            trainable = paper_sgd(learning_rate, weight_decay, momentum)
-        else:
-            trainable = optax.adamw(learning_rate, weight_decay=weight_decay, mask=kernel_mask)
-        if param_labels is None:
-            return trainable
-        return optax.multi_transform({"train": trainable, "frozen": optax.set_to_zero()}, param_labels)
+            return paper_sgd(learning_rate, weight_decay, momentum, param_labels=param_labels)
+        return _frozen(optax.adamw(learning_rate, weight_decay=weight_decay, mask=kernel_mask), param_labels)
 
     optimizer = optax.inject_hyperparams(update)(learning_rate=learning_rate)
     return optimizer if accumulate == 1 else optax.MultiSteps(optimizer, every_k_schedule=accumulate)
@@ -147,6 +143,13 @@ def paper_sgd(
         optax.add_decayed_weights(weight_decay, mask=None if decay_biases else kernel_mask),
         optax.sgd(learning_rate, momentum=momentum),
     )
+    return _frozen(trainable, param_labels)
+
+
+def _frozen(
+    trainable: optax.GradientTransformation, param_labels: Optional[Callable[[Any], Any]]
+) -> optax.GradientTransformation:
+    """`trainable` for the "train" layers; the "frozen" ones get no update and no optimiser state."""
     if param_labels is None:
         return trainable
     return optax.multi_transform({"train": trainable, "frozen": optax.set_to_zero()}, param_labels)

@@ -30,6 +30,7 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 PIXEL_MODES = ("torch", "caffe", "paper")
 NORMALIZE_MODES = PIXEL_MODES[:2]  # those with fixed constants: what pretrained weights expect
 RESIZE_RULES = ("torch", "keras")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # the files a folder of images holds (training, prediction)
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _TIFF_BITS_PER_SAMPLE = 258
 

@@ -43,9 +43,6 @@ def load_model(
     return resolve.require_pixels(resolve.resolve(model, config, preprocess, source=source))
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
-
-
 def expand_paths(paths: Sequence[str]) -> list[str]:
     """Image files, with each directory replaced by the images directly in it, sorted (as timm's
     inference.py takes a folder); a directory with none is an error naming it."""
@@ -57,10 +54,12 @@ def expand_paths(paths: Sequence[str]) -> list[str]:
         found = sorted(
             os.path.join(path, name)
             for name in os.listdir(path)
-            if name.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(path, name))
+            if name.lower().endswith(images_lib.IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, name))
         )
         if not found:
-            raise ValueError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)}) directly in it")
+            raise ValueError(
+                f"{path} holds no image files ({', '.join(images_lib.IMAGE_EXTENSIONS)}) directly in it"
+            )
         expanded.extend(found)
     return expanded
 
