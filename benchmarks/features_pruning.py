@@ -12,7 +12,9 @@ import time
 import jax
 import jax.numpy as jnp
 
-from vgg_jax import VGG
+from vgg_jax import VGG, apply_xla_cpu_flags
+
+apply_xla_cpu_flags()  # XLA:CPU's faster convolutions, before JAX starts a backend
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ import numpy as np
 
 import vgg_jax
 
+vgg_jax.apply_xla_cpu_flags()  # XLA:CPU's faster convolutions, before JAX starts a backend
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(

@@ -20,6 +20,8 @@ from PIL import Image
 
 import vgg_jax
 
+vgg_jax.apply_xla_cpu_flags()  # XLA:CPU's faster convolutions, before JAX starts a backend
+
 
 def save_png(image: jax.Array, path: str) -> None:
     Image.fromarray(np.asarray(jnp.clip(image * 255, 0, 255), np.uint8)).save(path)

@@ -20,6 +20,8 @@ import vgg_jax
 from vgg_jax.training import data, sources
 from vgg_jax.training import step as train
 
+vgg_jax.apply_xla_cpu_flags()  # XLA:CPU's faster convolutions, before JAX starts a backend
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(

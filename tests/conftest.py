@@ -40,8 +40,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import pytest  # noqa: E402
 
-from vgg_jax import VGG  # noqa: E402
+from vgg_jax import VGG, apply_xla_cpu_flags  # noqa: E402
 
+apply_xla_cpu_flags()  # as the commands do, before any backend starts; subprocesses inherit XLA_FLAGS
 jax.config.update("jax_threefry_partitionable", False)
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

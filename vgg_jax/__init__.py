@@ -1,12 +1,10 @@
 """vgg_jax: the six VGG configs of Simonyan & Zisserman (2014) in JAX and Flax.
 
-Importing vgg_jax before JAX starts a backend adds XLA:CPU convolution flags to
-XLA_FLAGS (see `vgg_jax.util.xla_flags`; `VGG_JAX_XLA_CPU_FLAGS=0` turns that off).
+Importing vgg_jax changes no process-wide setting. `apply_xla_cpu_flags()`,
+called before JAX starts a backend, adds the XLA:CPU flags that make its
+convolutions faster (`vgg_jax.util.xla_flags`); the commands call it.
 """
 
-from vgg_jax.util import xla_flags  # noqa: F401 (first: XLA reads XLA_FLAGS when a backend starts)
-
-# isort: split
 from vgg_jax.model import (
     ALIASES,
     CONFIGS,
@@ -25,6 +23,7 @@ from vgg_jax.research.warm_start import (  # the function; the module stays impo
     warm_start,
 )
 from vgg_jax.util.images import preprocess
+from vgg_jax.util.xla_flags import apply as apply_xla_cpu_flags
 from vgg_jax.weights.formats import load
 from vgg_jax.weights.imagenet import class_names, decode_predictions
 from vgg_jax.weights.keras_format import from_keras
@@ -40,6 +39,7 @@ __all__ = [
     "LRN",
     "LocalResponseNorm",
     "VGG",
+    "apply_xla_cpu_flags",
     "class_names",
     "count_macs",
     "count_params",

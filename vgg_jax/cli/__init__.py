@@ -6,7 +6,8 @@ library imports them. Each command is a `main(argv=None) -> int` run by
 makes. The helpers here give every command one-line errors with status 2,
 argument types, and flags made from the library's config dataclasses. The
 process-wide settings of a command line are made here, not by importing the
-library: data warnings print as one line (`sources.one_line_warnings`).
+library: data warnings print as one line (`sources.one_line_warnings`), and
+XLA:CPU's faster convolutions are on (`xla_flags.apply`, before any backend starts).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import typing
 from typing import Any, Callable, Optional, Sequence
 
 from vgg_jax.training.sources import one_line_warnings
+from vgg_jax.util import xla_flags
 from vgg_jax.util.images import NORMALIZE_MODES
 from vgg_jax.util.options import shown
 
+xla_flags.apply()
 one_line_warnings()
 
 

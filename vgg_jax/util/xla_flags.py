@@ -1,18 +1,20 @@
-"""XLA:CPU flags that vgg_jax sets on import, and how to turn them off.
+"""XLA:CPU flags that make VGG's convolutions faster, applied by an explicit call.
 
 XLA:CPU runs convolutions through Eigen by default; its YNNPACK path is much
 faster for VGG's convs and matrix products on this project's CPUs (see
 docs/benchmarks.md). The flags only affect the CPU backend, but they apply to
 every JAX computation in the process, so:
 
-- they are added to `XLA_FLAGS` only when `vgg_jax` is imported before JAX has
+- importing vgg_jax changes nothing; the commands (`vgg_jax.cli`) call `apply()`
+  as they start, and a library user may call it (`vgg_jax.apply_xla_cpu_flags()`);
+- they are added to `XLA_FLAGS` only when `apply()` runs before JAX has
   started a backend (XLA reads the variable once), only for the jaxlib
   versions they were measured on (unknown flags abort other versions), and
   never over a value the user set for the same flag;
 - `VGG_JAX_XLA_CPU_FLAGS=0` turns them off, `=1` applies them on any version;
-- `APPLIED` holds what was added, and the benchmark prints the flags in force;
-- imported after the CPU backend started, nothing can apply: a `FlagsNotApplied`
-  warning says so once; if JAX's private backend registry (read to tell)
+- `apply()` returns what was added, and the benchmark prints the flags in force;
+- called after the CPU backend started, nothing can apply: a `FlagsNotApplied`
+  warning says so; if JAX's private backend registry (read to tell)
   moves, nothing is done.
 """
 
@@ -28,7 +30,7 @@ ENVIRONMENT_SWITCH = "VGG_JAX_XLA_CPU_FLAGS"
 
 
 class FlagsNotApplied(RuntimeWarning):
-    """vgg_jax was imported after JAX started its CPU backend, so its XLA:CPU flags could not apply."""
+    """`apply()` ran after JAX started its CPU backend, so its XLA:CPU flags could not apply."""
 
 
 def _backend_started() -> Optional[bool]:
@@ -87,9 +89,10 @@ def apply() -> tuple[str, ...]:
     if started:
         if _cpu_is_default():
             warnings.warn(
-                "vgg_jax was imported after JAX started its CPU backend, so XLA:CPU's faster convolutions "
-                "are off "
-                f"({' '.join(missing)}): import vgg_jax before running anything in JAX, or put the flag in "
+                "vgg_jax's XLA:CPU flags were applied after JAX started its CPU backend, so XLA:CPU's faster "
+                "convolutions are off "
+                f"({' '.join(missing)}): call vgg_jax.apply_xla_cpu_flags() before running anything in JAX, "
+                "or put the flag in "
                 "XLA_FLAGS yourself "
                 f"({ENVIRONMENT_SWITCH}=0 silences this)",
                 FlagsNotApplied,
@@ -98,6 +101,3 @@ def apply() -> tuple[str, ...]:
         return ()
     os.environ["XLA_FLAGS"] = " ".join([current, *missing]).strip()
     return missing
-
-
-APPLIED = apply()
