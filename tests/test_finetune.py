@@ -13,11 +13,12 @@ from vgg_jax.model.configs import frozen_layers
 from vgg_jax.model.vgg import VGG
 from vgg_jax.training import finetune
 from vgg_jax.training import step as train
+from vgg_jax.training.config import TrainConfig, validate
 from vgg_jax.util import images as images_lib
 from vgg_jax.weights import formats as weights
 from vgg_jax.weights import resolve, runs, zoo
 
-TINY = dict(width_scale=1 / 16, fc_width=32)
+TINY = dict(width_scale=1 / 16, fc_width=32, init_scheme="glorot")  # as conftest's
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +63,11 @@ def test_frozen_layers_get_no_optimizer_state():
 
 
 def test_freeze_names_the_layers_it_takes():
+    """One rule, `configs.frozen_layers`, which the model applies and a run's validation reaches."""
     with pytest.raises(ValueError, match="not a layer of config A; choose one of conv1_1"):
-        finetune.check_freeze("A", "pool9")
+        validate(TrainConfig(workdir="w", config="A", freeze="pool9"))
     with pytest.raises(ValueError, match="freezes every layer"):
-        finetune.check_freeze("A", "fc8")
+        VGG(config="A", freeze="fc8")
     assert (
         resolve.pretrained_spec("torchvision:vgg16")
         == ("torchvision", "vgg16")

@@ -14,7 +14,7 @@ import vgg_jax
 from vgg_jax.weights import imagenet, predict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_IMAGENET = dict(width_scale=1 / 16, fc_width=32, num_classes=1000)
+TINY_IMAGENET = dict(width_scale=1 / 16, fc_width=32, num_classes=1000, init_scheme="glorot")
 
 
 @pytest.fixture(scope="module")

@@ -513,3 +513,27 @@ def test_every_model_field_of_a_run_config_reaches_its_model():
         expected = jnp.bfloat16 if name == "dtype" else getattr(cfg, name)
         assert getattr(model, name) == expected, name
     assert model.num_classes == 7
+
+
+def test_the_model_options_are_declared_once_and_validated_by_the_model(tmp_path, capsys):
+    """`ModelOptions` declares VGG's settings for both commands, at VGG's defaults; VGG checks them, and the
+    command line names the flag."""
+    import dataclasses
+
+    from vgg_jax.benchmark.bench import BenchSpec
+    from vgg_jax.cli import train as train_cli
+    from vgg_jax.model.vgg import MODEL_FIELDS, VGG, ModelOptions, model_from
+
+    options = {field.name: field.default for field in dataclasses.fields(ModelOptions)}
+    assert all(
+        name in MODEL_FIELDS and default in (None, getattr(VGG, name)) for name, default in options.items()
+    )
+    for config_class in (loop.TrainConfig, BenchSpec):
+        assert issubclass(config_class, ModelOptions) and not set(config_class.__annotations__) & set(options)
+    model = model_from(BenchSpec(batch_norm=True, init_scheme="paper"), config="A")
+    assert model.batch_norm and model.init_scheme == "paper" and model.width_scale == VGG.width_scale == 1.0
+    with pytest.raises(ValueError, match="fc_width must be a positive int"):
+        loop.validate(loop.TrainConfig(workdir="w", fc_width=0))
+    argv = ["--workdir", str(tmp_path / "run"), "--data", "synthetic", "--dropout", "1"]
+    assert train_cli.main(argv) == 2
+    assert capsys.readouterr().err.startswith("train.py: error: --dropout must be a number in [0, 1)")

@@ -31,7 +31,7 @@ from vgg_jax.weights import resolve, runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
-TINY = dict(width_scale=1 / 16, fc_width=32)
+TINY = dict(width_scale=1 / 16, fc_width=32, init_scheme="glorot")  # as conftest's
 TINY_FLAGS = ["--width-scale", "0.0625", "--fc-width", "32"]
 
 

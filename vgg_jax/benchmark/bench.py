@@ -25,10 +25,8 @@ from vgg_jax.benchmark import device_profile, hardware, peers, timing
 from vgg_jax.model.configs import CONFIGS, MIN_IMAGE_SIZE, frozen_layers, layer_macs, resolve_config
 from vgg_jax.model.vgg import (
     COMPUTE_DTYPES,
-    CONV_IMPLS,
-    POOL_IMPLS,
-    RELU_IMPLS,
     VGG,
+    ModelOptions,
     model_from,
     resolve_conv_impl,
     resolve_pool_impl,
@@ -45,12 +43,7 @@ CPU_DEFAULTS = {"batch_size": 4, "steps": 5, "warmup": 1}
 # pixels it counts about 3% fewer FLOPs than 2 x count_macs (the paper's count).
 XLA_FLOPS_TOLERANCE = 0.05
 # beyond these, a typo, not a benchmark
-MAX_IMAGE_SIZE, MAX_STEPS, MAX_BATCH, MAX_WIDTH = (
-    8192,
-    10**7,
-    2**20,
-    2**20,
-)
+MAX_IMAGE_SIZE, MAX_STEPS, MAX_BATCH, MAX_DEVICES = 8192, 10**7, 2**20, 2**20
 MODE_MEANINGS = {  # the header says what each timed mode computes
     "forward": "forward: inference logits, no dropout",
     "forward_backward": "forward-backward: the gradient of l2_loss(fc8) = sum(fc8**2)/2 with respect to the "
@@ -76,9 +69,9 @@ PEERS = ("torch", "torch-compile")  # torchvision eager, and under torch.compile
 
 
 @dataclasses.dataclass(frozen=True)
-class BenchSpec:
-    """What to benchmark; one field per `scripts/bench.py` flag. Sizes left as None take the backend's
-    defaults."""
+class BenchSpec(ModelOptions):
+    """What to benchmark; one field per `scripts/bench.py` flag, the model's own from `ModelOptions`. Sizes
+    left as None take the backend's defaults."""
 
     configs: tuple[str, ...] = option(
         ("D",),
@@ -130,28 +123,9 @@ class BenchSpec:
         each=str.lower,
         metavar="PEER[,PEER]",
     )
-    width_scale: float = option(1.0, "multiply conv channels (small experiments)")
-    fc_width: int = option(4096, "width of fc6 and fc7")
     num_classes: int = option(1000, "outputs of fc8")
     peak_tflops: Optional[float] = option(None, "peak TFLOP/s for MFU on a device the table lacks")
     seed: int = option(0, "seeds the parameters and the images")
-    conv_impl: str = option(
-        "auto", "the model's conv implementation (auto: custom_vjp on CPU, xla elsewhere)", choices=CONV_IMPLS
-    )
-    relu_impl: str = option(
-        "jax", "jax.nn.relu, or output_mask (its gradient masked by the output)", choices=RELU_IMPLS
-    )
-    pool_impl: str = option(
-        "auto",
-        "auto (reshape on CPU, else reduce_window), reduce_window (nn.max_pool) or reshape (a reshape and a "
-        "max)",
-        choices=POOL_IMPLS,
-    )
-    freeze: Optional[str] = option(
-        None,
-        "fine-tuning cost: the layers up to LAYER frozen, as train.py --freeze (pool5: the classifier alone)",
-        metavar="LAYER",
-    )
     profile_dir: Optional[str] = option(
         None,
         "trace 3 steps of each case with jax.profiler into DIR and print device time by kind",
@@ -203,13 +177,13 @@ def check_spec(spec: BenchSpec) -> None:
         raise BenchError(f"--batch-size must be between 1 and {MAX_BATCH}, got {spec.batch_sizes}")
     if spec.peak_tflops is not None and not (math.isfinite(spec.peak_tflops) and spec.peak_tflops > 0):
         raise BenchError(f"--peak-tflops must be a positive finite number, got {spec.peak_tflops}")
-    if spec.devices is not None and not 1 <= spec.devices <= MAX_WIDTH:
+    if spec.devices is not None and not 1 <= spec.devices <= MAX_DEVICES:
         raise BenchError(f"--devices must be a positive number of devices, got {spec.devices}")
-    for flag, value in (("--fc-width", spec.fc_width), ("--num-classes", spec.num_classes)):
-        if not 1 <= value <= MAX_WIDTH:
-            raise BenchError(f"{flag} must be between 1 and {MAX_WIDTH}, got {value}")
-    if not (math.isfinite(spec.width_scale) and 0 < spec.width_scale <= 64):
-        raise BenchError(f"--width-scale must be a positive finite number up to 64, got {spec.width_scale}")
+    for config in spec.configs:
+        try:
+            _model(spec, config, "float32")  # VGG's own checks of its fields, the one place they are made
+        except (TypeError, ValueError) as error:
+            raise BenchError(str(error)) from None
     if spec.vs_torch or spec.vs_torch_compile:
         try:
             peers.check_torch()
@@ -218,10 +192,13 @@ def check_spec(spec: BenchSpec) -> None:
 
 
 def resolve_sizes(spec: BenchSpec, backend: str) -> tuple[BenchSpec, Optional[str]]:
-    """Fills unset sizes with the backend's defaults; returns a notice when CPU defaults apply."""
+    """Fills unset sizes with the backend's defaults, and unset widths with VGG's; returns a notice when CPU
+    defaults apply."""
     defaults = CPU_DEFAULTS if backend == "cpu" else ACCELERATOR_DEFAULTS
     filled = dataclasses.replace(
         spec,
+        width_scale=spec.width_scale or VGG.width_scale,
+        fc_width=spec.fc_width or VGG.fc_width,
         batch_sizes=spec.batch_sizes or (defaults["batch_size"],),
         steps=spec.steps if spec.steps is not None else defaults["steps"],
         warmup=spec.warmup if spec.warmup is not None else defaults["warmup"],
@@ -673,8 +650,8 @@ def _make_peer(
     log: Callable[[str], None],
     compile: bool = False,
 ):
-    if spec.width_scale != 1.0 or spec.fc_width != 4096:
-        log("  torchvision: skipped, it has no --width-scale or --fc-width")
+    if spec.width_scale != 1.0 or spec.fc_width != 4096 or spec.batch_norm:
+        log("  torchvision: skipped, it has no --width-scale or --fc-width (and runs without --batch-norm)")
         return None
     try:
         return peers.TorchVisionPeer(

@@ -49,14 +49,21 @@ def invocation(command: str) -> str:
     return f"python -m vgg_jax.cli.{command}"
 
 
-def fail(prog: str, error: BaseException | str, status: int = 2) -> int:
+def fail(prog: str, error: BaseException | str, status: int = 2, config_class: Optional[type] = None) -> int:
     """Prints `prog: error: MESSAGE` as one line on stderr and returns `status` (2: bad input).
 
     A message of several lines (a strict load's report, say) is joined with
     "; " after its first line, so that every failure is one line and no traceback.
+    The library names a config's fields ("fc_width must be ..."); with
+    `config_class`, a message that begins with one of its fields begins with
+    that field's flag instead ("--fc-width must be ...").
     """
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = lines[0] if lines else type(error).__name__
+    field = text.split(" ", 1)[0]
+    flags = flag_names(config_class) if config_class is not None else {}
+    if field in flags:
+        text = flags[field] + text[len(field) :]
     if len(lines) > 1:
         text += f" ({'; '.join(lines[1:])})"
     print(f"{prog}: error: {text}", file=sys.stderr, flush=True)
@@ -128,11 +135,13 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
     `--no-name`. A tuple field is a comma-separated list, its items checked
     against the choices (`all` for every one, where the field allows it). A
     field that is itself a dataclass contributes its own fields. A field
-    without a default is a required flag. Values are checked for their kind
-    here, and for their range by the library's validation.
+    without a default is a required flag. A flag not given stays unset in the
+    parsed namespace (`given_fields`), and `config_from_args` takes the field's
+    default. Values are checked for their kind here, and for their range by
+    the library's validation.
     """
     hints = typing.get_type_hints(config_class)
-    for field in dataclasses.fields(config_class):
+    for field in sorted(dataclasses.fields(config_class), key=lambda field: field.kw_only):  # inherited last
         if dataclasses.is_dataclass(hints[field.name]):
             add_config_flags(parser, hints[field.name])
             continue
@@ -146,15 +155,15 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
         spelled = field.metadata.get("flag")
         flags = [spelled, derived] if spelled and spelled != derived else [derived]
         required = field.default is dataclasses.MISSING
-        default = None if required else field.default
+        default = argparse.SUPPRESS  # unset unless given: config_from_args fills in the field's default
         text = field.metadata.get("help", "")
         is_list = typing.get_origin(kind) is tuple
         if is_list and field.metadata.get("choices"):
             text += f"; from {', '.join(map(str, field.metadata['choices']))}" + (
                 " or all" if field.metadata.get("every") else ""
             )
-        if not required and kind is not bool and "default" not in text:
-            text += f" (default: {shown(default)})"
+        if not required and "default" not in text:
+            text += f" (default: {shown(field.default)})"
         options: dict[str, Any] = dict(dest=field.name, help=text)
         if kind is bool:
             options.update(action=argparse.BooleanOptionalAction, default=default)
@@ -171,6 +180,18 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
             if field.metadata.get("metavar"):
                 options["metavar"] = field.metadata["metavar"]
         parser.add_argument(*flags, **options)
+
+
+def flag_names(config_class: type) -> dict[str, str]:
+    """Each field of a config dataclass (and of the dataclasses it holds) -> its documented flag."""
+    hints = typing.get_type_hints(config_class)
+    names: dict[str, str] = {}
+    for field in dataclasses.fields(config_class):
+        if dataclasses.is_dataclass(hints[field.name]):
+            names.update(flag_names(hints[field.name]))
+        elif not field.metadata.get("positional"):
+            names[field.name] = field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+    return names
 
 
 def _list_type(kind: Any, metadata: Any) -> Callable[[str], tuple]:
@@ -230,21 +251,13 @@ def _unwrap(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
-def given_fields(
-    build_parser: Callable[[], argparse.ArgumentParser], argv: Optional[Sequence[str]], config_class: type
-) -> set[str]:
-    """The fields of `config_class` whose flags appear in `argv` (not filled in from defaults).
+def given_fields(args: argparse.Namespace, config_class: type) -> set[str]:
+    """The fields of `config_class` whose flags were given (`add_config_flags` leaves the others unset).
 
     `--resume` takes every other field from the saved run, so it must know
-    which values the user typed and which are the parser's defaults.
+    which values the user typed and which are defaults.
     """
-    unset = object()  # not a string: argparse converts string defaults with the flag's type
-    probe = build_parser()
-    names = {field.name for field in dataclasses.fields(config_class)}
-    probe.set_defaults(**{name: unset for name in names})
-    return {
-        name for name, value in vars(probe.parse_args(argv)).items() if name in names and value is not unset
-    }
+    return {field.name for field in dataclasses.fields(config_class) if hasattr(args, field.name)}
 
 
 def config_from_args(args: argparse.Namespace, config_class: type) -> Any:
@@ -254,8 +267,9 @@ def config_from_args(args: argparse.Namespace, config_class: type) -> Any:
         **{
             field.name: config_from_args(args, hints[field.name])
             if dataclasses.is_dataclass(hints[field.name])
-            else getattr(args, field.name)
+            else getattr(args, field.name, field.default)
             for field in dataclasses.fields(config_class)
+            if hasattr(args, field.name) or field.default is not dataclasses.MISSING
         }
     )
 

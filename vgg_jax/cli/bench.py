@@ -50,5 +50,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         bench.execute(config_from_args(args, bench.BenchConfig))
     except (ValueError, OSError) as error:
-        return fail(prog_name(PROG), error)
+        return fail(prog_name(PROG), error, config_class=bench.BenchConfig)
     return 0

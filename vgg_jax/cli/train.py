@@ -64,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if not start_distributed(args, prog_name(PROG)):
         return 2
-    given = given_fields(build_parser, argv, TrainConfig)  # on --resume, every other field comes from the run
+    given = given_fields(args, TrainConfig)  # on --resume, every other field comes from the run
     return train(
         config_from_args(args, TrainConfig), resume=args.resume, overwrite=args.overwrite, given=given
     )
@@ -104,7 +104,7 @@ def train(
     except (loop.NonFiniteError, CheckpointWriteError) as error:
         return fail(prog, error, status=1)
     except (ValueError, OSError) as error:
-        return fail(prog, error)
+        return fail(prog, error, config_class=TrainConfig)
     except KeyboardInterrupt:
         print(
             f"{prog}: interrupted; the last finished checkpoint stays; continue with: {invocation('train')} "

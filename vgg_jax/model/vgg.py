@@ -30,6 +30,7 @@ from vgg_jax.model.configs import (
 )
 from vgg_jax.model.conv import flax_conv
 from vgg_jax.model.layers import LocalResponseNorm, max_pool_2x2, relu_output_mask
+from vgg_jax.util.options import option
 
 Initializer = Callable[..., jax.Array]
 INIT_SCHEMES = ("glorot", "paper", "kaiming")
@@ -39,6 +40,7 @@ RELU_IMPLS = ("jax", "output_mask")
 POOL_IMPLS = ("auto", "reduce_window", "reshape")  # auto: reshape on CPU; nn.max_pool, or layers.max_pool_2x2
 CLASSIFIER = ("fc6", "fc7", "fc8")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # by name, for configs and flags
+MAX_WIDTH, MAX_WIDTH_SCALE = 2**20, 64  # fc_width and num_classes; width_scale: beyond these, a typo
 
 
 _INITIALIZERS: dict[str, dict[str, Initializer]] = {  # built once; INIT_SCHEMES names them
@@ -141,8 +143,8 @@ class VGG(nn.Module):
             torchvision's momentum (0.1, i.e. Flax 0.9) and epsilon (1e-5).
         fc_width: width of fc6 and fc7.
         width_scale: multiplies every conv's channels (small experiments, tests).
-        init_scheme: "glorot" (default, the original TF1 benchmark's), "paper" or "kaiming". Named
-            `init_scheme` because `init` is Flax's `Module.init` method.
+        init_scheme: "kaiming" (default, torchvision's), "glorot" (the original TF1 benchmark's) or
+            "paper". Named `init_scheme` because `init` is Flax's `Module.init` method.
         dtype: compute dtype; logits are always returned as float32.
         param_dtype: parameter dtype.
         conv_impl: "auto" (default: "custom_vjp" when JAX's default backend
@@ -175,7 +177,7 @@ class VGG(nn.Module):
     batch_norm: bool = False
     fc_width: int = 4096
     width_scale: float = 1.0
-    init_scheme: str = "glorot"
+    init_scheme: str = "kaiming"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     conv_impl: str = "auto"
@@ -188,10 +190,12 @@ class VGG(nn.Module):
         resolve_config(self.config)
         _check_positive_int("num_classes", self.num_classes)
         _check_positive_int("fc_width", self.fc_width)
-        if not isinstance(self.dropout_rate, (int, float)) or not 0.0 <= self.dropout_rate < 1.0:
+        if not _number(self.dropout_rate) or not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"dropout_rate must be a number in [0, 1), got {self.dropout_rate!r}")
-        if not isinstance(self.width_scale, (int, float)) or not self.width_scale > 0:
-            raise ValueError(f"width_scale must be a positive number, got {self.width_scale!r}")
+        if not _number(self.width_scale) or not 0 < self.width_scale <= MAX_WIDTH_SCALE:
+            raise ValueError(
+                f"width_scale must be a positive number up to {MAX_WIDTH_SCALE}, got {self.width_scale!r}"
+            )
         for flag in ("batch_norm", "remat"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
@@ -476,14 +480,66 @@ def _depth(name: str) -> int:
 MODEL_FIELDS = tuple(field.name for field in dataclasses.fields(VGG) if field.name not in ("parent", "name"))
 
 
+def _flag(name: str, help: str, **metadata: Any) -> Any:
+    """A `ModelOptions` field: VGG's field `name` as a flag, with VGG's default."""
+    return option(getattr(VGG, name), help, **metadata)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """VGG's settings as the commands' configs take them (`TrainConfig`, `BenchSpec` inherit these fields):
+    declared once, here, with their flags, and passed to `VGG` unchanged by `model_from`. A width left as
+    None is VGG's default (a run's: its --init-from weights')."""
+
+    width_scale: Optional[float] = option(
+        None, "multiply every conv's channels, for small experiments (default: --init-from's, else 1)"
+    )
+    fc_width: Optional[int] = option(None, "width of fc6 and fc7 (default: --init-from's, else 4096)")
+    batch_norm: bool = _flag("batch_norm", "conv, BN, ReLU as torchvision's _bn variants")
+    dropout_rate: float = _flag("dropout_rate", "dropout before fc7 and fc8 in training", flag="--dropout")
+    init_scheme: str = _flag(
+        "init_scheme",
+        "kaiming (torchvision's; it trained A on digits fastest, see docs/coarse_to_fine.md), glorot (the "
+        "TF1 benchmark's), or paper (N(0, 0.01))",
+        flag="--init",
+        choices=INIT_SCHEMES,
+    )
+    freeze: Optional[str] = _flag(
+        "freeze",
+        "fine-tuning: the layers up to LAYER get no update (pool5: the classifier alone trains)",
+        metavar="LAYER",
+    )
+    conv_impl: str = _flag(
+        "conv_impl",
+        "the convolution (auto: custom_vjp on CPU, xla elsewhere)",
+        choices=CONV_IMPLS,
+        resumable=True,
+    )
+    relu_impl: str = _flag(
+        "relu_impl",
+        "jax.nn.relu, or output_mask (its gradient masked by the output)",
+        choices=RELU_IMPLS,
+        resumable=True,
+    )
+    pool_impl: str = _flag(
+        "pool_impl",
+        "auto (reshape on CPU, else reduce_window), reduce_window (nn.max_pool) or reshape (a reshape and a "
+        "max)",
+        choices=POOL_IMPLS,
+        resumable=True,
+    )
+
+
 def model_from(settings: Any, **overrides: Any) -> VGG:
     """The VGG that `settings` describes: each of its fields (a dataclass's, or a mapping's keys) named
-    as a `VGG` field passes through unchanged, a dtype given by name ("bfloat16") as its jnp type, and
-    `overrides` win. A field added to `VGG` and to a config with the same name needs no other edit."""
+    as a `VGG` field passes through unchanged (None: VGG's default), a dtype given by name ("bfloat16") as
+    its jnp type, and `overrides` win. A field added to `VGG` and to `ModelOptions` needs no other edit."""
     values = settings if isinstance(settings, Mapping) else vars(settings)
-    fields = {name: values[name] for name in MODEL_FIELDS if name in values}
+    fields = {name: values[name] for name in MODEL_FIELDS if values.get(name) is not None}
     fields.update(overrides)
     if isinstance(fields.get("dtype"), str):
+        if fields["dtype"] not in COMPUTE_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {fields['dtype']!r}")
         fields["dtype"] = COMPUTE_DTYPES[fields["dtype"]]
     return VGG(**fields)
 
@@ -511,5 +567,14 @@ def resolve_pool_impl(pool_impl: str) -> str:
 
 
 def _check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= MAX_WIDTH:
+        raise ValueError(f"{name} must be a positive int up to {MAX_WIDTH}, got {value!r}")
+
+
+def _number(value: Any) -> bool:
+    """A finite int or float, not a bool."""
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and (math.isfinite(value))
+    )

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from vgg_jax.model.configs import MIN_IMAGE_SIZE, resolve_config
-from vgg_jax.model.vgg import COMPUTE_DTYPES, INIT_SCHEMES, VGG
+from vgg_jax.model.vgg import COMPUTE_DTYPES, VGG, ModelOptions, model_from
 from vgg_jax.research.warm_start import LAYER_CHOICES
 from vgg_jax.training import data as data_lib
 from vgg_jax.training import evaluate as evaluate_lib
@@ -27,12 +27,13 @@ from vgg_jax.util.options import option
 from vgg_jax.weights import resolve, runs
 
 
-@dataclasses.dataclass
-class TrainConfig:
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(ModelOptions):
     """One training run; saved as the workdir's config.json.
 
     Every field is a `scripts/train.py` flag: `--field-name`, or the spelling
-    in its metadata (`--lr` for `learning_rate`), with the same default.
+    in its metadata (`--lr` for `learning_rate`), with the same default. The
+    model's own settings are `ModelOptions`' (`vgg_jax.model.vgg`).
     """
 
     workdir: str = dataclasses.field(metadata={"help": "where config.json, metrics.jsonl and checkpoints go"})
@@ -72,19 +73,6 @@ class TrainConfig:
         "evaluation and export use it",
     )
     dtype: str = option("float32", "compute dtype; parameters stay float32", choices=tuple(COMPUTE_DTYPES))
-    width_scale: Optional[float] = option(
-        None, "multiply every conv's channels (small experiments; default: --init-from's, else 1)"
-    )
-    fc_width: Optional[int] = option(None, "width of fc6 and fc7 (default: --init-from's, else 4096)")
-    dropout_rate: float = option(0.5, "dropout before fc7 and fc8", flag="--dropout")
-    batch_norm: bool = option(False, "conv, BN, ReLU as torchvision's _bn variants")
-    init_scheme: str = option(
-        "kaiming",
-        "kaiming (torchvision's; it trained A on digits fastest, see docs/coarse_to_fine.md), glorot, or "
-        "paper (N(0, 0.01))",
-        flag="--init",
-        choices=INIT_SCHEMES,
-    )
     seed: int = option(0, "seeds the init, the dropout and the data order")
     scale: Optional[list[int]] = option(
         None,
@@ -135,11 +123,6 @@ class TrainConfig:
         "or a pretrained name (torchvision:vgg16); fc8 is initialised anew when the class counts differ",
         metavar="WORKDIR|FILE|NAME",
     )
-    freeze: Optional[str] = option(
-        None,
-        "train only the layers after LAYER (pool5: the classifier alone); the rest get no update",
-        metavar="LAYER",
-    )
     warm_start_layers: str = option(
         "paper",
         "which layers --init-from copies: paper (the first 4 convs and the 3 FC layers) or matching (every "
@@ -182,14 +165,11 @@ def validate(cfg: TrainConfig) -> None:
         ("lr_policy", train_lib.LR_POLICIES),
         ("optimizer", train_lib.OPTIMIZERS),
         ("dtype", tuple(COMPUTE_DTYPES)),
-        ("init_scheme", INIT_SCHEMES),
         ("eval_method", evaluate_lib.METHODS),
         ("warm_start_layers", LAYER_CHOICES),
     ):
         if getattr(cfg, field) not in options:
-            raise ValueError(
-                f"{flag_of(field)} must be one of {', '.join(options)}, got {getattr(cfg, field)!r}"
-            )
+            raise ValueError(f"{field} must be one of {', '.join(options)}, got {getattr(cfg, field)!r}")
     try:
         data_lib.workers_flag(cfg.workers)
     except ValueError as error:
@@ -201,8 +181,10 @@ def validate(cfg: TrainConfig) -> None:
         )
     if cfg.init_from and resolve.describe(cfg.init_from) is None:
         raise resolve.unknown_spec(cfg.init_from, "--init-from")
-    if cfg.freeze is not None:
-        finetune.check_freeze(cfg.config, cfg.freeze)
+    try:
+        model_from(cfg, num_classes=1)  # VGG's own checks of its fields, the one place they are made
+    except TypeError as error:
+        raise ValueError(str(error)) from None
     data_lib.parse_data(cfg.data)
 
 
@@ -212,7 +194,7 @@ _INTEGERS = {
     "image_size": (MIN_IMAGE_SIZE, 8192),
     **{name: (1, 2**31 - 1) for name in ("epochs", "batch_size", "plateau_patience", "keep", "log_every")},
     **{name: (0, 2**31 - 1) for name in ("eval_every", "checkpoint_every", "skip_nonfinite")},
-    **{name: (1, 2**31 - 1) for name in ("fc_width", "max_steps", "devices")},
+    **{name: (1, 2**31 - 1) for name in ("max_steps", "devices")},
     "seed": (0, 2**32 - 1),
     "accumulate": (1, 2**16),
 }
@@ -220,13 +202,11 @@ _NUMBERS = {
     "learning_rate": (0, math.inf, True, True),
     "momentum": (0, 1, False, True),
     "weight_decay": (0, math.inf, False, True),
-    "width_scale": (0, math.inf, True, True),
-    "dropout_rate": (0, 1, False, True),
     "pca_std": (0, math.inf, False, True),
     "label_smoothing": (0, 1, False, True),
     "ema_decay": (0, 1, True, True),
 }
-_OPTIONAL = ("fc_width", "max_steps", "devices", "width_scale", "ema_decay")
+_OPTIONAL = ("max_steps", "devices", "ema_decay")
 
 
 def _check_numbers(cfg: TrainConfig) -> None:
@@ -240,9 +220,7 @@ def _check_numbers(cfg: TrainConfig) -> None:
             or not isinstance(value, (int, np.integer))
             or not minimum <= value <= maximum
         ):
-            raise ValueError(
-                f"{flag_of(field)} must be an integer from {minimum} to {maximum}, got {value!r}"
-            )
+            raise ValueError(f"{field} must be an integer from {minimum} to {maximum}, got {value!r}")
     for field, (low, high, low_open, high_open) in _NUMBERS.items():
         value = getattr(cfg, field)
         if value is None and field in _OPTIONAL:
@@ -259,7 +237,7 @@ def _check_numbers(cfg: TrainConfig) -> None:
         )
         if not ok:
             interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-            raise ValueError(f"{flag_of(field)} must be a finite number in {interval}, got {value!r}")
+            raise ValueError(f"{field} must be a finite number in {interval}, got {value!r}")
 
 
 def _check_sizes_and_pixels(cfg: TrainConfig) -> None:

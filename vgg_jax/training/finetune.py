@@ -21,14 +21,6 @@ import jax
 from vgg_jax.model.configs import frozen_layers
 
 
-def check_freeze(config: str, freeze: Optional[str]) -> None:
-    """Refuses a --freeze that is not a layer of the config before fc8 (`configs.frozen_layers`'s rule)."""
-    try:
-        frozen_layers(config, freeze)
-    except ValueError as error:
-        raise ValueError(f"--{error}") from None
-
-
 def param_labels(config: str, freeze: Optional[str]) -> Callable[[Any], Any]:
     """For `optax.multi_transform`: params -> the same tree of "frozen" / "train" labels."""
     frozen = set(frozen_layers(config, freeze))

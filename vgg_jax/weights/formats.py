@@ -3,7 +3,8 @@
 
 Loading is strict by default: any missing, unexpected or wrongly shaped
 tensor raises a ValueError that lists each by name with both shapes;
-`strict=False` returns `(variables, report)` instead. torch is only needed to
+`strict=False` warns instead (`LoadWarning`), and `read` returns the
+`LoadReport` itself. torch is only needed to
 read `.pth` files. The converters are `torchvision_format` and `keras_format`.
 """
 
@@ -17,9 +18,9 @@ import numpy as np
 
 from vgg_jax.model.configs import resolve_config
 from vgg_jax.model.infer import config_of
-from vgg_jax.weights.keras_format import from_keras
-from vgg_jax.weights.layout import LoadReport, finish, flatten, unflatten, variable_shapes
-from vgg_jax.weights.torchvision_format import from_torchvision, is_timm_state, timm_to_torchvision
+from vgg_jax.weights.keras_format import convert_keras
+from vgg_jax.weights.layout import LoadReport, checked, flatten, unflatten, variable_shapes
+from vgg_jax.weights.torchvision_format import convert_torchvision, is_timm_state, timm_to_torchvision
 
 METADATA_KEY = "__vgg_jax__"  # in .msgpack files: a JSON string beside the collections
 METADATA_FILE = "vgg_jax_metadata.json"  # in an Orbax directory
@@ -125,8 +126,20 @@ def load(
     batch_norm: Optional[bool] = None,
     strict: bool = True,
     num_classes: Optional[int] = None,
-):
-    """Variables from any supported file, by its extension.
+) -> dict[str, Any]:
+    """Variables from any supported file (`read`'s formats); any difference from the model's layout raises,
+    listing each, or with `strict=False` is a `LoadWarning`."""
+    return checked(*read(path, config, batch_norm, num_classes), strict)
+
+
+def read(
+    path: str,
+    config: Optional[str] = None,
+    batch_norm: Optional[bool] = None,
+    num_classes: Optional[int] = None,
+) -> tuple[dict[str, Any], LoadReport]:
+    """Variables from any supported file, by its extension, and the report of every difference from the
+    model's layout (`load` checks it).
 
     - `.pth` / `.pt`: a torchvision state_dict (needs torch);
     - `.safetensors`: a torchvision or timm state_dict (timm's Hugging Face
@@ -162,7 +175,7 @@ def load(
             state = state["state_dict"]
         if not isinstance(state, Mapping):
             raise ValueError(f"{path} holds a {type(state).__name__}, not a state_dict")
-        return _from_state_dict(state, config or "D", batch_norm, strict, num_classes)
+        return _from_state_dict(state, config or "D", batch_norm, num_classes)
     if lower.endswith(".safetensors"):
         from safetensors.numpy import load_file
 
@@ -171,10 +184,10 @@ def load(
         except Exception as error:
             raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
         if any(key.startswith(("features.", "classifier.")) for key in flat) or is_timm_state(flat):
-            return _from_state_dict(flat, config or "D", batch_norm, strict, num_classes)
-        return _checked(unflatten(flat), config, path, strict)
+            return _from_state_dict(flat, config or "D", batch_norm, num_classes)
+        return _checked(unflatten(flat), config, path)
     if lower.endswith(".h5"):
-        return from_keras(path, config or "D", strict=strict, num_classes=num_classes)
+        return convert_keras(path, config or "D", num_classes=num_classes)
     if lower.endswith(".msgpack"):
         from flax import serialization
 
@@ -189,12 +202,12 @@ def load(
                 "not a map of collections"
             )
         variables.pop(METADATA_KEY, None)
-        return _checked(variables, config, path, strict)
+        return _checked(variables, config, path)
     if os.path.isdir(path):
         import orbax.checkpoint as ocp
 
         with ocp.StandardCheckpointer() as checkpointer:
-            return _checked(checkpointer.restore(os.path.abspath(path)), config, path, strict)
+            return _checked(checkpointer.restore(os.path.abspath(path)), config, path)
     raise ValueError(
         f"cannot tell the format of {path}: expected .pth, .pt, .safetensors, .h5, .msgpack or an Orbax "
         "directory"
@@ -212,27 +225,25 @@ def _recorded_config(path: str) -> Optional[str]:
 
 
 def _from_state_dict(
-    state: Mapping[str, Any],
-    config: str,
-    batch_norm: Optional[bool],
-    strict: bool,
-    num_classes: Optional[int],
-):
+    state: Mapping[str, Any], config: str, batch_norm: Optional[bool], num_classes: Optional[int]
+) -> tuple[dict[str, Any], LoadReport]:
     if is_timm_state(state):
         state = timm_to_torchvision(state)
     if batch_norm is None:
         batch_norm = any(key.endswith("running_mean") for key in state)
-    return from_torchvision(state, config, batch_norm=batch_norm, strict=strict, num_classes=num_classes)
+    return convert_torchvision(state, config, batch_norm=batch_norm, num_classes=num_classes)
 
 
-def _checked(variables: Mapping[str, Any], config: Optional[str], source: str, strict: bool):
+def _checked(
+    variables: Mapping[str, Any], config: Optional[str], source: str
+) -> tuple[dict[str, Any], LoadReport]:
     """vgg_jax variables from our own formats, checked against the config's layer names and conv shapes
     (`config=None`: the config their layer names say)."""
     if "params" not in variables:
         raise ValueError(f"{source} holds no 'params' collection; it is not a vgg_jax variables file")
     params = variables["params"]
     config = config or config_of(params) or "D"
-    report = LoadReport()
+    report = LoadReport(source=source)
     shapes = variable_shapes(config)["params"]
     expected = set(shapes)
     present = {name for name in params if not name.endswith("_bn")}
@@ -243,4 +254,4 @@ def _checked(variables: Mapping[str, Any], config: Optional[str], source: str, s
         if shape[: len(window)] != window or len(shape) != len(shapes[name]["kernel"]):
             report.mismatched.append((f"{name}/kernel", (*window, "in", "out"), shape))
     report.mapped = [(name, name) for name in sorted(present & expected)]
-    return finish(dict(variables), report, strict, source)
+    return dict(variables), report

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import numpy as np
 
 from vgg_jax.model.configs import conv_layers, resolve_config
-from vgg_jax.weights.layout import LoadReport, finish, variable_shapes
+from vgg_jax.weights.layout import LoadReport, checked, variable_shapes
 
 KERAS_TOP = {"fc1": "fc6", "fc2": "fc7", "predictions": "fc8"}
 
@@ -70,22 +70,32 @@ def _keras_targets(keras_convs: list, keras_dense: list, convs: list[str]) -> li
     ]
 
 
-def from_keras(path: str, config: str = "D", strict: bool = True, num_classes: Optional[int] = None):
+def from_keras(
+    path: str, config: str = "D", strict: bool = True, num_classes: Optional[int] = None
+) -> dict[str, Any]:
     """vgg_jax variables from a Keras applications VGG16/VGG19 HDF5 weight file.
 
     Reads Keras 2 files (`vgg16_weights_tf_dim_ordering_tf_kernels.h5`, with
     or without the top, and `model.save("x.h5")`) and Keras 3 `.weights.h5`,
     with h5py. `block{b}_conv{i}` maps to `conv{b}_{i}`, fc1/fc2/predictions to
     fc6/fc7/fc8; Keras's layout is already NHWC, (H, W, C) flattened. A no-top
-    file yields the conv layers only, and the report (a warning when strict)
-    says so. The weights expect `preprocess(images, "caffe")`: BGR input.
+    file yields the conv layers only, and a warning says so. The weights
+    expect `preprocess(images, "caffe")`: BGR input. With `strict=False` the
+    differences are a `LoadWarning` (`convert_keras` gives the report itself).
     """
+    return checked(*convert_keras(path, config, num_classes), strict)
+
+
+def convert_keras(
+    path: str, config: str = "D", num_classes: Optional[int] = None
+) -> tuple[dict[str, Any], LoadReport]:
+    """`from_keras`'s variables, with the `LoadReport` of every difference instead of raising."""
     config = resolve_config(config)
     if not os.path.isfile(path):
         raise ValueError(f"Keras weights file {path} does not exist")
     layers = _read_keras(path)
     convs = [name for name, _, _ in conv_layers(config)]
-    report = LoadReport()
+    report = LoadReport(source=f"Keras file {path}")
     keras_convs = [(n, w) for n, w in layers if len(w) == 2 and np.ndim(w[0]) == 4]
     keras_dense = [(n, w) for n, w in layers if len(w) == 2 and np.ndim(w[0]) == 2]
     targets = _keras_targets(keras_convs, keras_dense, convs)
@@ -134,4 +144,5 @@ def from_keras(path: str, config: str = "D", strict: bool = True, num_classes: O
             f"\nThe file holds {len(keras_convs)} convs, config {config} has {len(convs)}; it is Keras's "
             f"{holds}."
         )
-    return finish(variables, report, strict, f"Keras file {path}", hint)
+    report.hint = hint
+    return variables, report

@@ -2,8 +2,8 @@
 nested-dict helpers.
 
 A converter maps a file's tensors to these shapes by name and reports every
-difference (`LoadReport`); `finish` raises on any unless the caller asked
-for the report (`strict=False`).
+difference (`LoadReport`); `checked` gives the variables, raising on any
+difference (strict) or warning of each (`LoadWarning`).
 """
 
 from __future__ import annotations
@@ -18,15 +18,22 @@ import numpy as np
 FC_WINDOW = 7  # torchvision pools to 7x7 before fc6; Keras's top expects 224 images
 
 
+class LoadWarning(UserWarning):
+    """A non-strict load let differences from the model's layout through (the message lists them)."""
+
+
 @dataclasses.dataclass
 class LoadReport:
-    """What a conversion mapped, and every difference from the target layout."""
+    """What a conversion of `source` mapped, and every difference from the target layout; `hint` says how
+    to fix them, where it can be told."""
 
     mapped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     missing: list[str] = dataclasses.field(default_factory=list)
     unexpected: list[str] = dataclasses.field(default_factory=list)
     mismatched: list[tuple[str, tuple, tuple]] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    source: str = "the weights"
+    hint: str = ""
 
     @property
     def ok(self) -> bool:
@@ -98,11 +105,14 @@ def variable_shapes(
     return jax.tree.map(lambda leaf: tuple(leaf.shape), unfreeze(abstract))
 
 
-def finish(variables: dict, report: LoadReport, strict: bool, source: str, hint: str = ""):
-    if strict:
-        if not report.ok:
-            raise ValueError(f"{source} does not match the model:\n{report.problems()}{hint}")
-        for note in report.notes:
-            warnings.warn(note, stacklevel=3)
-        return variables
-    return variables, report
+def checked(variables: dict, report: LoadReport, strict: bool) -> dict:
+    """The converted variables. Any difference from the layout raises, listing each (strict), or is a
+    `LoadWarning`; the report's notes are warnings either way."""
+    if not report.ok:
+        message = f"{report.source} does not match the model:\n{report.problems()}{report.hint}"
+        if strict:
+            raise ValueError(message)
+        warnings.warn(message, LoadWarning, stacklevel=3)
+    for note in report.notes:
+        warnings.warn(note, stacklevel=3)
+    return variables

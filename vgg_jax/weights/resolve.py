@@ -159,7 +159,7 @@ def _resolve_file(
 ) -> Resolved:
     metadata = weights_lib.read_metadata(path)
     config = metadata.get("config") or config  # else the file's own layer names say (or D)
-    variables, report = weights_lib.load(path, config, batch_norm=batch_norm, strict=False)
+    variables, report = weights_lib.read(path, config, batch_norm=batch_norm)
     config = resolve_config(config or config_of(variables["params"]) or "D")
     if report.mismatched or report.unexpected or any(not name.startswith("fc") for name in report.missing):
         # raises, naming every problem (a convs-only file passes)

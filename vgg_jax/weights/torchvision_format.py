@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from vgg_jax.model.configs import CONFIGS, LRN, TORCHVISION_NAMES, conv_layers, resolve_config
-from vgg_jax.weights.layout import FC_WINDOW, LoadReport, as_numpy, finish, set_in, variable_shapes
+from vgg_jax.weights.layout import FC_WINDOW, LoadReport, as_numpy, checked, set_in, variable_shapes
 
 CONVS_TO_CONFIG = {
     len(conv_layers(config)): config for config in TORCHVISION_NAMES
@@ -96,17 +96,23 @@ def from_torchvision(
     batch_norm: bool = False,
     strict: bool = True,
     num_classes: Optional[int] = None,
-):
+) -> dict[str, Any]:
     """vgg_jax variables from a torchvision `vgg11/13/16/19` (or `_bn`) state_dict.
 
     Tensors may be torch tensors or NumPy arrays. BN running statistics go to
     `batch_stats`. The variables are those of a model initialised at 224 pixels
     (fc6 takes 7x7x512). num_classes follows fc8's shape in the file unless
-    given, in which case a file with other classes is an error.
-
-    Returns:
-        variables; with `strict=False`, `(variables, LoadReport)`.
+    given, in which case a file with other classes is an error. With
+    `strict=False` the differences are a `LoadWarning` and what matched is
+    returned (`convert_torchvision` gives the report itself).
     """
+    return checked(*convert_torchvision(state_dict, config, batch_norm, num_classes), strict)
+
+
+def convert_torchvision(
+    state_dict: Mapping[str, Any], config: str, batch_norm: bool = False, num_classes: Optional[int] = None
+) -> tuple[dict[str, Any], LoadReport]:
+    """`from_torchvision`'s variables, with the `LoadReport` of every difference instead of raising."""
     config = resolve_config(config)
     state = {key: value for key, value in state_dict.items()}
     fc8 = state.get("classifier.6.weight")
@@ -114,7 +120,7 @@ def from_torchvision(
     num_classes = file_classes if num_classes is None else num_classes
     fc_width = _shape_of(state["classifier.3.weight"])[0] if "classifier.3.weight" in state else 4096
     expected = _expected_torch_shapes(config, batch_norm, num_classes, fc_width)
-    report = LoadReport()
+    report = LoadReport(source="the torchvision state_dict")
     report.missing = [key for key in expected if key not in state]
     report.unexpected = [key for key in state if key not in expected]
     report.mismatched = [
@@ -169,7 +175,8 @@ def from_torchvision(
             set_in(variables, ("params", name, "kernel"), np.ascontiguousarray(kernel))
         if bias is not None:
             set_in(variables, ("params", name, "bias"), bias)
-    return finish(variables, report, strict, "the torchvision state_dict", hint)
+    report.hint = hint
+    return variables, report
 
 
 TIMM_CLASSIFIER = {

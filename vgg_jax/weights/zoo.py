@@ -246,7 +246,7 @@ def _converted(entry: Weights, mirror: Optional[str]) -> dict[str, Any]:
         and not os.path.isfile(source)
         and _published(entry, recorded.get("source_sha256"), recorded.get("source_md5"))
     ):
-        return weights_lib.load(converted, entry.config, strict=False)[0]
+        return weights_lib.read(converted, entry.config)[0]
     path = hub.fetch(
         entry.url,
         sha256=entry.sha256,
@@ -257,10 +257,11 @@ def _converted(entry: Weights, mirror: Optional[str]) -> dict[str, Any]:
     )
     found = hub.digests(path)
     if recorded.get("source_sha256") == found["sha256"]:
-        return weights_lib.load(converted, entry.config, strict=False)[0]
-    variables = weights_lib.load(path, entry.config, batch_norm=entry.batch_norm, strict=entry.include_top)
-    if not entry.include_top:
-        variables = variables[0]  # a no-top file: the convs only (the report says so)
+        return weights_lib.read(converted, entry.config)[0]
+    if entry.include_top:
+        variables = weights_lib.load(path, entry.config, batch_norm=entry.batch_norm)
+    else:  # a no-top file: the convs only, as its entry says
+        variables = weights_lib.read(path, entry.config, batch_norm=entry.batch_norm)[0]
     metadata = {
         "config": entry.config,
         "preprocess": entry.preprocess,
