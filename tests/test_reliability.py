@@ -584,6 +584,23 @@ def test_a_read_only_workdir_is_refused_up_front_with_its_path(tmp_path, monkeyp
     assert os.listdir(workdir) == []
 
 
+def test_a_new_workdir_under_a_read_only_folder_is_refused_and_nothing_is_created(tmp_path, monkeypatch):
+    """A new workdir is made only once the inputs are read, so the check asks its nearest existing parent."""
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    workdir = parent / "new" / "run"
+    if os.geteuid() != 0:
+        parent.chmod(0o555)
+    else:  # root writes through permissions
+        monkeypatch.setattr(os, "access", lambda path, mode: os.path.abspath(path) != str(parent))
+    try:
+        with pytest.raises(OSError, match=rf"workdir {workdir} is not writable: Permission denied"):
+            loop.run(loop.TrainConfig(workdir=str(workdir), max_steps=1, **TINY_RUN), **QUIET)
+    finally:
+        parent.chmod(0o755)
+    assert os.listdir(parent) == []
+
+
 # ----------------------------------------------------------------------------- non-finite steps
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -107,69 +108,31 @@ def resumed_config(cfg: TrainConfig, given: Optional[Collection[str]] = None) ->
     )
 
 
-def prepare_workdir(
-    cfg: TrainConfig, resume: bool, overwrite: bool, given: Optional[Collection[str]] = None
-) -> TrainConfig:
-    """Refuses to touch an existing run unless told; on resume the saved config wins but for the fields given
-    (`resumed_config`).
+def _check_writable(workdir: str) -> None:
+    """Fails fast on a workdir that cannot be written (read-only, full, not ours), before inputs are read.
 
-    Nothing is deleted here: `--overwrite` removes the old run only once the
-    new run's inputs have been read (`run`).
+    An existing workdir gets a probe file, created and removed; a new one is
+    made only once the run's inputs are read, so its nearest existing parent
+    is asked instead, and nothing is created here.
     """
-    if resume and overwrite:
-        raise ValueError("--resume and --overwrite contradict each other; pick one")
-    holds_run = rundir.holds_run(cfg.workdir)
-    if holds_run and resume:
-        return resumed_config(cfg, given)
-    if holds_run and not overwrite:
-        raise ValueError(
-            f"workdir {cfg.workdir} already holds a run; pass --resume to continue it or --overwrite to "
-            "replace it"
-        )
-    try:
-        os.makedirs(cfg.workdir, exist_ok=True)
-        if parallel.is_primary():
-            _check_writable(cfg.workdir)
-    except OSError as error:
-        raise OSError(f"workdir {cfg.workdir} is not writable: {error.strerror or error}") from None
-    parallel.barrier("vgg_jax.prepare_workdir.done")
-    return cfg
-
-
-def _check_writable(directory: str) -> None:
-    """Creates and removes a probe file: fails fast on a read-only or full disk."""
     import tempfile
 
-    handle, probe = tempfile.mkstemp(prefix=".vgg_jax_probe.", dir=directory)
+    existing = os.path.abspath(workdir)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
     try:
-        os.write(handle, b"probe")
-    finally:
-        os.close(handle)
-        os.unlink(probe)
-
-
-def _first_missing(path: str) -> Optional[str]:
-    """The outermost folder of `path` that does not exist yet (what a failed start must remove), or None."""
-    path, missing = os.path.abspath(path), None
-    while not os.path.exists(path):
-        missing, parent = path, os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return missing
-
-
-def _remove_created(workdir: str, top: Optional[str]) -> None:
-    """Removes the empty folders a failed start created, from `workdir` up to `top`."""
-    path = os.path.abspath(workdir)
-    while top is not None and parallel.is_primary():
+        if existing != os.path.abspath(workdir):
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+            return
+        handle, probe = tempfile.mkstemp(prefix=".vgg_jax_probe.", dir=workdir)
         try:
-            os.rmdir(path)
-        except OSError:
-            return
-        if path == top:
-            return
-        path = os.path.dirname(path)
+            os.write(handle, b"probe")
+        finally:
+            os.close(handle)
+            os.unlink(probe)
+    except OSError as error:
+        raise OSError(f"workdir {workdir} is not writable: {error.strerror or error}") from None
 
 
 def load_params(workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -360,28 +323,37 @@ def _start(
     log: Callable[[str], None],
     given: Optional[Collection[str]] = None,
 ) -> tuple[_Plan, bool]:
-    """Validates, reads every input, and only then writes: --overwrite's removal of the old run, config.json.
+    """Validates, reads every input, and only then writes: the workdir, --overwrite's removal of the old run,
+    config.json.
 
     A start that fails leaves nothing behind (or only what an earlier run had).
     Returns the plan and whether the run resumes: `resume` on a workdir that
     holds no run yet starts it (one command serves a scheduler's first start
-    and every restart).
+    and every restart); on resume the saved config wins but for the fields
+    given (`resumed_config`).
     """
-    if resume and not overwrite and not rundir.holds_run(cfg.workdir):
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pick one")
+    holds_run = rundir.holds_run(cfg.workdir)
+    if resume and not holds_run:
         log(f"resume: {cfg.workdir} holds no run yet, so it starts now")
         resume = False
+    if holds_run and not resume and not overwrite:
+        raise ValueError(
+            f"workdir {cfg.workdir} already holds a run; pass --resume to continue it or --overwrite to "
+            "replace it"
+        )
     validate(cfg)
-    created = _first_missing(cfg.workdir)
-    try:
-        cfg = prepare_workdir(cfg, resume, overwrite, given)
-        validate(cfg)  # a resumed run's saved config, with this run's length and devices
-        plan = _plan(cfg, resume, log)
-    except BaseException:
-        _remove_created(cfg.workdir, created)
-        raise
+    if resume:
+        cfg = resumed_config(cfg, given)
+        validate(cfg)  # the saved config, with this run's length and devices
+    if parallel.is_primary():
+        _check_writable(cfg.workdir)
+    plan = _plan(cfg, resume, log)
     parallel.barrier("vgg_jax.start.read")  # every process has read its inputs before process 0 deletes
     if overwrite:
         rundir.remove_run(cfg.workdir)
+    os.makedirs(cfg.workdir, exist_ok=True)
     if parallel.is_primary():
         write_text(
             os.path.join(cfg.workdir, "config.json"), json.dumps(dataclasses.asdict(plan.cfg), indent=2)
