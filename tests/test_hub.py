@@ -216,8 +216,10 @@ def test_pretrained_downloads_converts_once_then_reads_one_local_file(server, tm
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     assert (
         np.array_equal(again.prepare(images), vgg_jax.preprocess(images, "torch"))
-        and again[1] is again.variables
+        and list(again) == [again.model, again.variables]  # `model, variables = ...` unpacks it
     )
+    with pytest.raises(TypeError):
+        again[1]  # noqa: B018 - not a sequence (the house issue): .variables says what it is
     assert server.requests == [f"/models/tiny-{digest[:8]}.safetensors"]
 
 

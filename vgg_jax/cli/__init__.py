@@ -111,18 +111,7 @@ def float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
-def _integer(text: str) -> int:
-    return _int_at_least(text, -(2**63))
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-_TYPES = {int: _integer, float: _number, str: str, list[int]: int_list, list[float]: float_list}
+_TYPES = {int: int, float: float, str: str, list[int]: int_list, list[float]: float_list}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:

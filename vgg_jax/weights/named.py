@@ -25,9 +25,9 @@ class Resolved:
         kind: "pretrained", "file" or "run".
         run: a run's saved config.json (dict), else None.
 
-    It unpacks as `model, variables = resolved` (what `vgg_jax.pretrained`
-    returned before it carried the pixel convention), and `prepare(images)`
-    turns RGB images into the pixels these weights expect.
+    `model, variables = resolved` unpacks it, the Flax idiom (it is not a
+    sequence otherwise), and `prepare(images)` turns RGB images into the
+    pixels these weights expect.
     """
 
     model: VGG
@@ -43,12 +43,6 @@ class Resolved:
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.model, self.variables))
-
-    def __getitem__(self, index: int) -> Any:
-        return (self.model, self.variables)[index]
-
-    def __len__(self) -> int:
-        return 2
 
     def prepare(self, images: Any, scale: float = 1.0) -> Any:
         """The model's input for RGB NHWC images (uint8, or float in [0, scale]): `vgg_jax.preprocess` with
