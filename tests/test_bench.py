@@ -99,7 +99,7 @@ def test_xla_flops_agree_with_count_macs_at_224(mode, freeze, factor):
     images = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
     params = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
     key = jax.eval_shape(lambda: jax.random.key(0))
-    function, args, _ = bench.step_function(model, mode, images, None, params, key)
+    function, args, _ = bench.step_function(model, mode, images, None, {"params": params}, key)
     flops = jax.jit(function).lower(*args).cost_analysis()["flops"]
     analytic, source = bench.step_flops("D", mode, 2, 224, freeze)
     if factor is not None:
@@ -441,7 +441,7 @@ def test_bench_train_step_is_train_pys_step_with_its_weight_decay():
     params = jax.jit(model.init)(jax.random.key(1), images)["params"]
     key = jax.random.key(2)
     function, (state, batch, _), carries_state = bench.step_function(
-        model, "train_step", images, labels, params, key
+        model, "train_step", images, labels, {"params": params}, key
     )
     assert carries_state and batch["image"].dtype == jnp.uint8  # what train.py's input pipeline gives
     benched, _ = jax.jit(function)(state, batch, key)
@@ -471,3 +471,21 @@ def train_pixels(batch):
     from vgg_jax.training.data import device_pixels
 
     return device_pixels(None, None)(batch)
+
+
+def test_every_mode_runs_a_batch_norm_model_with_its_statistics():
+    """`--batch-norm`: the training modes run the BN layers on batch statistics and the forward on the
+    running ones (traced, not compiled)."""
+    model = VGG(config="A", batch_norm=True, width_scale=1 / 16, fc_width=16, num_classes=10)
+    images, labels, key = jnp.zeros((2, 32, 32, 3)), jnp.arange(2), jax.random.key(1)
+    variables = jax.jit(model.init)(jax.random.key(0), images)
+    assert "batch_stats" in variables
+    for mode in bench.MODES:
+        function, args, carries_state = bench.step_function(model, mode, images, labels, variables, key)
+        out = jax.eval_shape(function, *args)
+        if mode == "forward":
+            assert out.shape == (2, 10)
+        elif carries_state:
+            assert "conv1_1_bn" in out[0].batch_stats
+        else:
+            assert set(out) == set(variables["params"])

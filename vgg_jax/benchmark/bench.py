@@ -223,32 +223,44 @@ def resolve_sizes(spec: BenchSpec, backend: str) -> tuple[BenchSpec, Optional[st
     return filled, notice
 
 
-def step_function(model: VGG, mode: str, images: jax.Array, labels: jax.Array, params: Any, key: jax.Array):
+def step_function(
+    model: VGG, mode: str, images: jax.Array, labels: jax.Array, variables: Any, key: jax.Array
+):
     """The function a mode times, and its device-resident arguments.
 
     Returns (function, args, carries_state): when `carries_state`, the first
     argument is the train state, donated, and the first output replaces it.
+    With batch norm, training modes use and update the batch statistics.
     """
+    params, rest = variables["params"], {name: value for name, value in variables.items() if name != "params"}
     if mode == "forward":
 
-        def forward(params, images):
-            return model.apply({"params": params}, images)
+        def forward(variables, images):
+            return model.apply(variables, images)
 
-        return forward, (params, images), False
+        return forward, (variables, images), False
 
     if mode == "forward_backward":
 
-        def l2_loss_of_fc8(params, images, key):  # the original benchmark's objective, tf.nn.l2_loss(fc8)
-            fc8 = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
-            return 0.5 * jnp.sum(jnp.square(fc8))
+        def l2_loss_of_fc8(
+            params, images, key, rest
+        ):  # the original benchmark's objective, tf.nn.l2_loss(fc8)
+            fc8 = model.apply(
+                {"params": params, **rest},
+                images,
+                train=True,
+                rngs={"dropout": key},
+                mutable=list(rest) or False,
+            )
+            return 0.5 * jnp.sum(jnp.square(fc8[0] if rest else fc8))
 
-        return jax.grad(l2_loss_of_fc8), (params, images, key), False
+        return jax.grad(l2_loss_of_fc8), (params, images, key, rest), False
 
     # train.py's own step and optimiser, from a run config with this model's settings and train.py's
     # defaults: uint8 crops normalised on the device, cross-entropy, the paper's SGD, metrics, state donated.
     cfg = TrainConfig(workdir="", config=model.config, freeze=model.freeze)
     optimizer, step = make_train_step(cfg, model, total_steps=1)
-    state = train.create_train_state(model, optimizer, {"params": params})
+    state = train.create_train_state(model, optimizer, variables)
     return step, (state, train_batch(images, labels), key), True
 
 
@@ -295,11 +307,12 @@ def _model(spec: BenchSpec, config: str, dtype: str, remat: bool = False) -> VGG
     return model_from(spec, config=config, dtype=dtype, remat=remat)
 
 
-def init_params(spec: BenchSpec, config: str, device: Any) -> Any:
-    """float32 parameters on the device; they do not depend on the batch or the compute dtype."""
+def init_variables(spec: BenchSpec, config: str, device: Any) -> Any:
+    """float32 variables on the device (parameters, and batch statistics with BN); they do not depend on the
+    batch or the compute dtype."""
     images = jnp.zeros((1, spec.image_size, spec.image_size, 3), jnp.float32)
     with jax.default_device(device):
-        return jax.jit(_model(spec, config, "float32").init)(jax.random.key(spec.seed), images)["params"]
+        return jax.jit(_model(spec, config, "float32").init)(jax.random.key(spec.seed), images)
 
 
 @dataclasses.dataclass
@@ -326,7 +339,7 @@ class _Case:
     batch_size: int
     dtype: str
     mesh: Any
-    params: Any
+    variables: Any
     images: jax.Array
     labels: jax.Array
     dropout_key: jax.Array
@@ -342,7 +355,7 @@ class _Case:
         )
 
 
-def _make_case(spec: BenchSpec, config: str, batch_size: int, dtype: str, mesh: Any, params: Any) -> _Case:
+def _make_case(spec: BenchSpec, config: str, batch_size: int, dtype: str, mesh: Any, variables: Any) -> _Case:
     device = mesh.devices.flat[0]
     image_key, label_key, dropout_key = jax.random.split(jax.random.key(spec.seed + 1), 3)
     with jax.default_device(device):
@@ -357,7 +370,7 @@ def _make_case(spec: BenchSpec, config: str, batch_size: int, dtype: str, mesh: 
         batch_size,
         dtype,
         mesh,
-        params,
+        variables,
         images,
         labels,
         dropout_key,
@@ -573,7 +586,7 @@ def benchmark_case(
     batch_size: int,
     dtype: str,
     mesh: Any,
-    params: Any,
+    variables: Any,
     dispatch_s: float,
     log: Callable[[str], None] = print,
     baseline: Optional[dict[str, Any]] = None,
@@ -583,7 +596,7 @@ def benchmark_case(
     `baseline` is the one-device record at the same per-device batch, for the
     scaling efficiency.
     """
-    case = _make_case(spec, config, batch_size, dtype, mesh, params)
+    case = _make_case(spec, config, batch_size, dtype, mesh, variables)
     results: dict[str, Any] = {}
     for mode in spec.modes:
         ours, remat, peer_list = _time_mode(case, mode, log)
@@ -605,6 +618,7 @@ def benchmark_case(
         "relu_impl": spec.relu_impl,
         "pool_impl": resolve_pool_impl(spec.pool_impl),
         "freeze": spec.freeze,
+        "batch_norm": spec.batch_norm,
         "fc_width": spec.fc_width,
         "num_classes": spec.num_classes,
         "results": results,
@@ -614,7 +628,7 @@ def benchmark_case(
 def _compile(case: _Case, model: VGG, mode: str) -> _Timed:
     """Lowers and compiles one mode's step on the case's mesh with explicit shardings."""
     function, args, carries_state = step_function(
-        model, mode, case.images, case.labels, case.params, case.dropout_key
+        model, mode, case.images, case.labels, case.variables, case.dropout_key
     )
     in_shardings, out_shardings = _shardings(mode, args, case.mesh)
     begin = time.perf_counter()
@@ -631,7 +645,7 @@ def _shardings(mode: str, args: tuple, mesh: Any) -> tuple[Any, Any]:
     if mode == "forward":
         return (whole, rows), rows
     if mode == "forward_backward":
-        return (whole, rows, whole), whole
+        return (whole, rows, whole, whole), whole
     state = parallel.state_sharding(args[0], mesh)
     return (state, {"image": rows, "shift": rows, "label": rows}, whole), (state, whole)
 
@@ -709,7 +723,7 @@ def run(spec: BenchSpec, log: Callable[[str], None] = print) -> list[dict[str, A
         log(f"Scaling: {', '.join(map(str, counts))} devices at the same per-device batch")
     records = []
     for config in spec.configs:
-        params = init_params(spec, config, device)
+        variables = init_variables(spec, config, device)
         for batch_size in spec.batch_sizes:
             for dtype in spec.dtypes:
                 baseline = None
@@ -721,14 +735,14 @@ def run(spec: BenchSpec, log: Callable[[str], None] = print) -> list[dict[str, A
                         batch_size // devices * count,
                         dtype,
                         submesh,
-                        params,
+                        variables,
                         dispatch_s,
                         log,
                         baseline=baseline if count > 1 else None,
                     )
                     baseline = record if count == 1 else baseline
                     records.append(record)
-        del params
+        del variables
     return records
 
 

@@ -130,6 +130,7 @@ RECORDS_SCHEMA: dict[str, Any] = {
             "width_scale": _NUMBER,
             "fc_width": {"type": "integer"},
             "num_classes": {"type": "integer"},
+            "batch_norm": {"type": "boolean"},
             "results": {
                 "type": "object",
                 "minProperties": 1,
