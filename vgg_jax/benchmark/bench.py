@@ -242,16 +242,9 @@ def step_function(
 
     if mode == "forward_backward":
 
-        def l2_loss_of_fc8(
-            params, images, key, rest
-        ):  # the original benchmark's objective, tf.nn.l2_loss(fc8)
-            fc8 = model.apply(
-                {"params": params, **rest},
-                images,
-                train=True,
-                rngs={"dropout": key},
-                mutable=list(rest) or False,
-            )
+        def l2_loss_of_fc8(params, images, key, rest):  # the original benchmark's objective: l2_loss(fc8)
+            variables, mutable = {"params": params, **rest}, list(rest) or False
+            fc8 = model.apply(variables, images, train=True, rngs={"dropout": key}, mutable=mutable)
             return 0.5 * jnp.sum(jnp.square(fc8[0] if rest else fc8))
 
         return jax.grad(l2_loss_of_fc8), (params, images, key, rest), False

@@ -573,8 +573,5 @@ def _check_positive_int(name: str, value: Any) -> None:
 
 def _number(value: Any) -> bool:
     """A finite int or float, not a bool."""
-    return (
-        isinstance(value, (int, float, np.integer, np.floating))
-        and not isinstance(value, bool)
-        and (math.isfinite(value))
-    )
+    numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return numeric and math.isfinite(value)
