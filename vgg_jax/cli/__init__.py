@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shlex
 import sys
 import types
@@ -60,7 +61,7 @@ def fail(prog: str, error: BaseException | str, status: int = 2, config_class: O
     """
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = lines[0] if lines else type(error).__name__
-    field = text.split(" ", 1)[0]
+    field = re.match(r"[a-z_]*", text).group()  # the leading name: "fc_width must ...", "workers: ..."
     flags = flag_names(config_class) if config_class is not None else {}
     if field in flags:
         text = flags[field] + text[len(field) :]
@@ -160,7 +161,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
             options.update(
                 type=_list_type(kind, field.metadata)
                 if is_list
-                else field.metadata.get("parse") or _TYPES[kind],
+                else _argument_type(field.metadata.get("parse")) or _TYPES[kind],
                 default=default,
                 required=required,
             )
@@ -169,6 +170,20 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
             if field.metadata.get("metavar"):
                 options["metavar"] = field.metadata["metavar"]
         parser.add_argument(*flags, **options)
+
+
+def _argument_type(parse: Optional[Callable[[str], Any]]) -> Optional[Callable[[str], Any]]:
+    """A library parser as an argparse type: its ValueError's message becomes the flag's error."""
+    if parse is None:
+        return None
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert
 
 
 def flag_names(config_class: type) -> dict[str, str]:

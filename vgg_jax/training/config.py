@@ -156,9 +156,10 @@ def flag_of(field: str) -> str:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Refuses a config that cannot run, before anything is written; the message names the flag."""
+    """Refuses a config that cannot run, before anything is written; the message begins with the field's
+    name (the command line puts its flag there, `cli.fail`)."""
     if not isinstance(cfg.workdir, str) or not cfg.workdir.strip():
-        raise ValueError(f"--workdir must be a directory path, got {cfg.workdir!r}")
+        raise ValueError(f"workdir must be a directory path, got {cfg.workdir!r}")
     resolve_config(cfg.config)
     _check_numbers(cfg)
     for field, options in (
@@ -173,11 +174,11 @@ def validate(cfg: TrainConfig) -> None:
     try:
         data_lib.workers_flag(cfg.workers)
     except ValueError as error:
-        raise ValueError(f"--workers: {error}") from None
+        raise ValueError(f"workers: {error}") from None
     _check_sizes_and_pixels(cfg)
     if cfg.init_from is not None and (not isinstance(cfg.init_from, str) or not cfg.init_from.strip()):
         raise ValueError(
-            f"--init-from needs a run's workdir, a weights file or a pretrained name, got {cfg.init_from!r}"
+            f"init_from needs a run's workdir, a weights file or a pretrained name, got {cfg.init_from!r}"
         )
     if cfg.init_from and resolve.describe(cfg.init_from) is None:
         raise resolve.unknown_spec(cfg.init_from, "--init-from")
@@ -250,7 +251,7 @@ def _check_sizes_and_pixels(cfg: TrainConfig) -> None:
             or scale != sorted(scale)
         ):
             raise ValueError(
-                f"--scale must be S or S_min,S_max with {cfg.image_size} (the image size) <= S_min <= S_max, "
+                f"scale must be S or S_min,S_max with {cfg.image_size} (the image size) <= S_min <= S_max, "
                 f"got {cfg.scale!r}"
             )
     if cfg.eval_scales is not None and (
@@ -258,16 +259,18 @@ def _check_sizes_and_pixels(cfg: TrainConfig) -> None:
         or any(isinstance(q, bool) or not isinstance(q, int) or q < cfg.image_size for q in cfg.eval_scales)
     ):
         raise ValueError(
-            f"--eval-scales must be test scales Q of at least the image size {cfg.image_size}, got "
+            f"eval_scales must be test scales Q of at least the image size {cfg.image_size}, got "
             f"{cfg.eval_scales!r}"
         )
     if cfg.mean_rgb is not None and (
         len(cfg.mean_rgb) != 3
         or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in cfg.mean_rgb)
     ):
-        raise ValueError(f"--mean-rgb must be three finite numbers (0-255), got {cfg.mean_rgb!r}")
+        raise ValueError(f"mean_rgb must be three finite numbers (0-255), got {cfg.mean_rgb!r}")
     if cfg.mean_rgb is not None and not cfg.subtract_mean:
-        raise ValueError("--mean-rgb and --no-subtract-mean contradict each other; pick one")
+        raise ValueError(
+            "--mean-rgb and --no-subtract-mean (mean_rgb, subtract_mean=False) contradict: pick one"
+        )
 
 
 def make_train_step(
