@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 from vgg_jax.training.sources import one_line_warnings
 from vgg_jax.util import xla_flags
 from vgg_jax.util.images import NORMALIZE_MODES
-from vgg_jax.util.options import shown
+from vgg_jax.util.options import flag_of, shown
 
 xla_flags.apply()
 one_line_warnings()
@@ -141,9 +141,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
                 field.name, metavar=field.name.upper(), type=_TYPES[kind], help=field.metadata.get("help", "")
             )
             continue
-        derived = "--" + field.name.replace("_", "-")
-        spelled = field.metadata.get("flag")
-        flags = [spelled, derived] if spelled and spelled != derived else [derived]
+        flags = list(dict.fromkeys([flag_of(field), "--" + field.name.replace("_", "-")]))  # the derived too
         required = field.default is dataclasses.MISSING
         default = argparse.SUPPRESS  # unset unless given: config_from_args fills in the field's default
         text = field.metadata.get("help", "")
@@ -194,7 +192,7 @@ def flag_names(config_class: type) -> dict[str, str]:
         if dataclasses.is_dataclass(hints[field.name]):
             names.update(flag_names(hints[field.name]))
         elif not field.metadata.get("positional"):
-            names[field.name] = field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+            names[field.name] = flag_of(field)
     return names
 
 

@@ -23,6 +23,7 @@ from vgg_jax.training import data as data_lib
 from vgg_jax.training import evaluate as evaluate_lib
 from vgg_jax.training import finetune
 from vgg_jax.training import step as train_lib
+from vgg_jax.util.options import flag_of as flag_of_field
 from vgg_jax.util.options import option
 from vgg_jax.weights import resolve, runs
 
@@ -151,8 +152,7 @@ class TrainConfig(ModelOptions):
 
 def flag_of(field: str) -> str:
     """The command-line flag of a TrainConfig field, for error messages."""
-    spelled = TrainConfig.__dataclass_fields__[field].metadata.get("flag")
-    return spelled or "--" + field.replace("_", "-")
+    return flag_of_field(TrainConfig.__dataclass_fields__[field])
 
 
 def validate(cfg: TrainConfig) -> None:

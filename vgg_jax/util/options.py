@@ -67,6 +67,11 @@ def option(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def flag_of(field: dataclasses.Field) -> str:
+    """The documented flag of a config field: the spelling its metadata gives, else `--field-name`."""
+    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
 def shown(value: Any) -> str:
     """A field's value as its flag takes it, for messages: lists comma-separated, None as "none"."""
     if isinstance(value, (list, tuple)) and value:
