@@ -143,8 +143,8 @@ class VGG(nn.Module):
             torchvision's momentum (0.1, i.e. Flax 0.9) and epsilon (1e-5).
         fc_width: width of fc6 and fc7.
         width_scale: multiplies every conv's channels (small experiments, tests).
-        init_scheme: "kaiming" (default, torchvision's), "glorot" (the original TF1 benchmark's) or
-            "paper". Named `init_scheme` because `init` is Flax's `Module.init` method.
+        init_scheme: "kaiming" (default, torchvision's; `train.py`'s too), "glorot" (the original TF1
+            benchmark's) or "paper". Named `init_scheme` because `init` is Flax's `Module.init` method.
         dtype: compute dtype; logits are always returned as float32.
         param_dtype: parameter dtype.
         conv_impl: "auto" (default: "custom_vjp" when JAX's default backend
@@ -158,7 +158,7 @@ class VGG(nn.Module):
         relu_impl: "jax" (`jax.nn.relu`) or "output_mask" (the same function,
             its gradient masked by its output: one activation fewer kept).
         pool_impl: "auto" (default: "reshape" when JAX's default backend is
-            the CPU, where it measured 5-7% faster, else "reduce_window"),
+            the CPU, the faster there (docs/benchmarks.md), else "reduce_window"),
             "reduce_window" (`nn.max_pool`) or "reshape" (a reshape and a max:
             the same forward; the gradient is elementwise and shared among tied
             maxima, which after a ReLU are zeros that the ReLU's mask drops).
