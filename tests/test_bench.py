@@ -372,7 +372,7 @@ def test_plot_writes_the_format_its_extension_names(tmp_path):
     for name, start in magic.items():
         report.write_plot([record], str(tmp_path / name))
         assert (tmp_path / name).read_bytes().startswith(start), name
-    with pytest.raises(ValueError, match=r"--plot .*plot.bmp: name a file ending in .png, .jpg"):
+    with pytest.raises(ValueError, match=r"^plot .*plot.bmp: name a file ending in .png, .jpg"):
         report.plot_format(str(tmp_path / "plot.bmp"))
 
 

@@ -152,33 +152,34 @@ class BenchSpec(ModelOptions):
 
 
 def check_spec(spec: BenchSpec) -> None:
-    """Refuses a spec that cannot run, before anything is compiled."""
-    for flag, values, allowed in (
-        ("--config", spec.configs, CONFIGS),
-        ("--dtype", spec.dtypes, COMPUTE_DTYPES),
-        ("--mode", spec.modes, MODES),
-        ("--vs", spec.peers, PEERS),
+    """Refuses a spec that cannot run, before anything is compiled; the message begins with the field's
+    name (the command line puts its flag there, `cli.fail`)."""
+    for field, values, allowed in (
+        ("configs", spec.configs, CONFIGS),
+        ("dtypes", spec.dtypes, COMPUTE_DTYPES),
+        ("modes", spec.modes, MODES),
+        ("peers", spec.peers, PEERS),
     ):
         unknown = [value for value in values if value not in allowed]
-        if unknown or (not values and flag != "--vs"):
+        if unknown or (not values and field != "peers"):
             raise BenchError(
-                f"{flag} takes {', '.join(allowed)} (comma-separated), got "
+                f"{field} takes {', '.join(allowed)} (comma-separated), got "
                 f"{', '.join(map(str, unknown)) or 'nothing'}"
             )
     if not MIN_IMAGE_SIZE <= spec.image_size <= MAX_IMAGE_SIZE:
         raise BenchError(
-            f"--image-size must be between {MIN_IMAGE_SIZE} (five 2x2 pools) and {MAX_IMAGE_SIZE}, got "
+            f"image_size must be between {MIN_IMAGE_SIZE} (five 2x2 pools) and {MAX_IMAGE_SIZE}, got "
             f"{spec.image_size}"
         )
-    for flag, value, minimum in (("--steps", spec.steps, 1), ("--warmup", spec.warmup, 0)):
+    for field, value, minimum in (("steps", spec.steps, 1), ("warmup", spec.warmup, 0)):
         if value is not None and not minimum <= value <= MAX_STEPS:
-            raise BenchError(f"{flag} must be between {minimum} and {MAX_STEPS}, got {value}")
+            raise BenchError(f"{field} must be between {minimum} and {MAX_STEPS}, got {value}")
     if spec.batch_sizes is not None and any(not 1 <= b <= MAX_BATCH for b in spec.batch_sizes):
-        raise BenchError(f"--batch-size must be between 1 and {MAX_BATCH}, got {spec.batch_sizes}")
+        raise BenchError(f"batch_sizes must be between 1 and {MAX_BATCH}, got {spec.batch_sizes}")
     if spec.peak_tflops is not None and not (math.isfinite(spec.peak_tflops) and spec.peak_tflops > 0):
-        raise BenchError(f"--peak-tflops must be a positive finite number, got {spec.peak_tflops}")
+        raise BenchError(f"peak_tflops must be a positive finite number, got {spec.peak_tflops}")
     if spec.devices is not None and not 1 <= spec.devices <= MAX_DEVICES:
-        raise BenchError(f"--devices must be a positive number of devices, got {spec.devices}")
+        raise BenchError(f"devices must be a positive number of devices, got {spec.devices}")
     for config in spec.configs:
         try:
             _model(spec, config, "float32")  # VGG's own checks of its fields, the one place they are made
@@ -766,12 +767,12 @@ def check_outputs(config: BenchConfig) -> None:
     """Refuses empty or unwritable output paths, and a plot without matplotlib, before anything runs."""
     from vgg_jax.benchmark import report
 
-    for path, flag in ((config.json, "--json"), (config.plot, "--plot"), (config.cache_dir, "--cache-dir")):
+    for path, field in ((config.json, "json"), (config.plot, "plot"), (config.cache_dir, "cache_dir")):
         if path is not None and not path.strip():
-            raise BenchError(f"{flag} needs a path, got an empty string")
-    for path, flag in ((config.json, "--json"), (config.plot, "--plot")):
+            raise BenchError(f"{field} needs a path, got an empty string")
+    for path, field in ((config.json, "json"), (config.plot, "plot")):
         if path:
-            report.check_writable(path, flag)
+            report.check_writable(path, field)
     if config.plot:
         report.check_plot_available()
         report.plot_format(config.plot)

@@ -142,15 +142,15 @@ RECORDS_SCHEMA: dict[str, Any] = {
 }
 
 
-def check_writable(path: str, flag: str) -> None:
-    """Fails before any benchmarking when an output path cannot be written."""
+def check_writable(path: str, field: str) -> None:
+    """Fails before any benchmarking when an output path (the config's `field`) cannot be written."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise ValueError(f"{flag} {path}: directory {directory} does not exist")
+        raise ValueError(f"{field} {path}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
-        raise ValueError(f"{flag} {path}: directory {directory} is not writable")
+        raise ValueError(f"{field} {path}: directory {directory} is not writable")
     if os.path.isdir(path):
-        raise ValueError(f"{flag} {path} is a directory; give a file name")
+        raise ValueError(f"{field} {path} is a directory; give a file name")
 
 
 def write_json(records: Sequence[dict[str, Any]], path: str) -> None:
@@ -173,7 +173,7 @@ def plot_format(path: str) -> str:
     extension = os.path.splitext(path)[1].lower()
     if extension not in PLOT_FORMATS:
         raise ValueError(
-            f"--plot {path}: name a file ending in {', '.join(PLOT_FORMATS)} (the extension picks the format)"
+            f"plot {path}: name a file ending in {', '.join(PLOT_FORMATS)} (the extension picks the format)"
         )
     return PLOT_FORMATS[extension]
 
