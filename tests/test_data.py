@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from vgg_jax.training import data, sources
+from vgg_jax.util import images
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_train_transform_augmentations():
     plain = data.TrainTransform(32, scale=None, flip=False)  # scale None: the short side to the crop size
     out = plain.random_map(element, np.random.default_rng(0))["image"]
     assert out.shape == (32, 32, 3) and out.dtype == np.float32
-    short = data.rescale_short_side(image, 32)
+    short = images.rescale_short_side(image, 32)
     assert (
         short.shape == (32, 38, 3)
         and any(  # only the crop is resized: within 2 of 255 of the whole
@@ -100,7 +101,7 @@ def test_train_transform_augmentations():
     ]
     assert any(f[0, 0, 0] > f[0, -1, 0] for f in flips)  # some are mirrored (the ramp runs backwards)
     jitter = data.TrainTransform(32, scale=(32, 48), flip=False)
-    rescaled = data.rescale_short_side(image, 40)
+    rescaled = images.rescale_short_side(image, 40)
     assert rescaled.shape == (40, 48, 3)
     pca = data.TrainTransform(32, flip=False, pca_std=0.1).random_map(element, np.random.default_rng(0))[
         "image"

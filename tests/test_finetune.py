@@ -163,7 +163,7 @@ def test_init_from_refuses_what_it_cannot_read(tmp_path, folder, capsys):
 
 def test_pretrained_pixel_conventions_match_preprocess():
     """The loader's numpy normalisation equals vgg_jax.preprocess, and a pretrained name picks its own."""
-    from vgg_jax.training.data import normalize_pixels
+    from vgg_jax.util.images import normalize_pixels
 
     image = np.random.default_rng(0).integers(0, 256, (5, 6, 3)).astype(np.uint8)
     for mode in ("torch", "caffe"):

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from vgg_jax.training import data, loop
+from vgg_jax.util import images
 
 pytest.importorskip("array_record", reason="packs need the packed extra (array_record)")
 from vgg_jax.cli.pack_images import main as pack_cli  # noqa: E402
@@ -55,7 +56,7 @@ def test_a_pack_keeps_pixels_labels_classes_and_paths_and_trains(folder, capsys)
     original = sources.ImageFolderSource(str(folder / "src" / "train"))
     record = packed.decode(train.records[0], "record 0")
     assert record["path"] == original.files[0][0] and record["label"] == original.files[0][1]
-    np.testing.assert_array_equal(record["image"], data.rescale_short_side(original[0]["image"], 40))
+    np.testing.assert_array_equal(record["image"], images.rescale_short_side(original[0]["image"], 40))
     config = loop.TrainConfig(
         workdir=str(folder / "run"),
         data=f"packed:{dst}",
@@ -108,7 +109,7 @@ def test_a_pack_is_whole_or_absent_and_never_replaced_silently(folder, monkeypat
         calls.append(1)
         if len(calls) == 5:
             raise KeyboardInterrupt  # a Ctrl-C, or a kill, half-way
-        return data.rescale_short_side(image, size)
+        return images.rescale_short_side(image, size)
 
     monkeypatch.setattr(packed, "rescale_short_side", interrupted)
     with pytest.raises(KeyboardInterrupt):

@@ -23,6 +23,7 @@ from vgg_jax.training import data as data_lib
 from vgg_jax.training import evaluate as evaluate_lib
 from vgg_jax.training import finetune
 from vgg_jax.training import step as train_lib
+from vgg_jax.util.images import NORMALIZE_MODES
 from vgg_jax.util.options import flag_of as flag_of_field
 from vgg_jax.util.options import option
 from vgg_jax.weights import resolve, runs
@@ -89,7 +90,7 @@ class TrainConfig(ModelOptions):
         None,
         "the pixel convention of pretrained weights, torch or caffe, instead of mean subtraction "
         "(default with a pretrained --init-from: the weights' own)",
-        choices=data_lib.NORMALIZE_MODES,
+        choices=NORMALIZE_MODES,
     )
     mean_rgb: Optional[list[float]] = option(
         None, "the mean RGB to subtract, 0-255 (default: computed from the training set)", metavar="R,G,B"

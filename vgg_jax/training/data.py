@@ -27,18 +27,13 @@ from vgg_jax.training.sources import (
     load_digits,
     one_line_warnings,
 )
-from vgg_jax.util.images import (  # noqa: F401 (center_crop, read_image, rescale_short_side re-exported)
-    NORMALIZE_MODES,
-    center_crop,
+from vgg_jax.util.images import (
     normalize_pixels,
     preprocess,
-    read_image,
-    rescale_short_side,
     rescaled_crop,
     resize_rule,
     short_side_size,
     square_view,
-    to_rgb8,
 )
 
 # AlexNet's PCA of ImageNet RGB pixels (0-255 scale eigenvalues), as in its

@@ -22,7 +22,9 @@ from vgg_jax.model.vgg import VGG
 from vgg_jax.training import data as data_lib
 from vgg_jax.training import evaluate as evaluate_lib
 from vgg_jax.training import sources
+from vgg_jax.util.images import NORMALIZE_MODES
 from vgg_jax.weights import resolve
+from vgg_jax.weights.named import require_pixels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +46,10 @@ def open_target(
 ) -> Target:
     """The model and variables `spec` names (`vgg_jax.weights.resolve`: a run's workdir, a weights file, or
     a published name)."""
-    named = resolve.require_pixels(resolve.resolve(spec, config, preprocess))
+    named = require_pixels(resolve.resolve(spec, config, preprocess))
     run_data = named.run["data"] if named.run else None
     mean = named.mean_rgb if named.preprocess == "paper" else None
-    normalize = named.preprocess if named.preprocess in data_lib.NORMALIZE_MODES else None
+    normalize = named.preprocess if named.preprocess in NORMALIZE_MODES else None
     return Target(
         named.model,
         named.variables,

@@ -37,7 +37,7 @@ from vgg_jax.training import curves, interrupt, parallel, rundir
 from vgg_jax.training import data as data_lib
 from vgg_jax.training import evaluate as evaluate_lib
 from vgg_jax.training import step as train_lib
-from vgg_jax.training.config import (  # noqa: F401 (re-exported: loop.TrainConfig)
+from vgg_jax.training.config import (
     TrainConfig,
     flag_of,
     make_train_step,
@@ -46,6 +46,7 @@ from vgg_jax.training.config import (  # noqa: F401 (re-exported: loop.TrainConf
 )
 from vgg_jax.training.interrupt import StopRequested
 from vgg_jax.util.files import write_text
+from vgg_jax.util.images import NORMALIZE_MODES
 from vgg_jax.util.options import shown
 from vgg_jax.weights import resolve, runs
 
@@ -266,7 +267,7 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
         cfg.preprocess is None
         and source is not None
         and source.kind != "run"
-        and source.preprocess in data_lib.NORMALIZE_MODES
+        and source.preprocess in NORMALIZE_MODES
     ):
         cfg = dataclasses.replace(cfg, preprocess=source.preprocess)
         log(f"--init-from {cfg.init_from}: pixels as those weights expect (--preprocess {cfg.preprocess})")

@@ -18,6 +18,7 @@ from vgg_jax.model.infer import init_image_size
 from vgg_jax.model.vgg import VGG
 from vgg_jax.util import images as images_lib
 from vgg_jax.weights import imagenet, resolve
+from vgg_jax.weights.named import require_pixels
 
 DENSE_SCALE = 256  # the paper's test scale Q for dense evaluation of 224-pixel models
 read_image = images_lib.read_image
@@ -40,7 +41,7 @@ def load_model(
 
     A weights file that does not say which pixels it expects needs `preprocess`.
     """
-    return resolve.require_pixels(resolve.resolve(model, config, preprocess, source=source))
+    return require_pixels(resolve.resolve(model, config, preprocess, source=source))
 
 
 def expand_paths(paths: Sequence[str]) -> list[str]:

@@ -32,7 +32,7 @@ from vgg_jax.model.infer import config_of, infer_model, init_image_size
 from vgg_jax.util.images import PIXEL_MODES
 from vgg_jax.weights import formats as weights_lib
 from vgg_jax.weights import runs, zoo
-from vgg_jax.weights.named import Resolved, require_pixels  # noqa: F401 (re-exported)
+from vgg_jax.weights.named import Resolved
 from vgg_jax.weights.torchvision_format import to_torchvision
 from vgg_jax.weights.zoo import SOURCES, weights_info
 
