@@ -18,6 +18,7 @@ import pytest
 from vgg_jax import VGG, count_macs
 from vgg_jax.benchmark import bench, hardware, report
 from vgg_jax.cli import bench as cli_bench
+from vgg_jax.cli import flagged
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = ["--image-size", "32", "--width-scale", "0.0625", "--fc-width", "32", "--num-classes", "10"]
@@ -112,7 +113,8 @@ def test_xla_flops_agree_with_count_macs_at_224(mode, freeze, factor):
 def test_cpu_defaults_and_notice():
     filled, notice = bench.resolve_sizes(bench.BenchSpec(), "cpu")
     assert (filled.batch_sizes, filled.steps, filled.warmup) == ((4,), 5, 1)
-    assert "--batch-size 4 --steps 5 --warmup 1" in notice and "override" in notice
+    assert "`batch_sizes` 4 `steps` 5 `warmup` 1" in notice and "override" in notice
+    assert "--batch-size 4 --steps 5 --warmup 1" in flagged(notice, cli_bench.build_parser())
     filled, notice = bench.resolve_sizes(bench.BenchSpec(), "gpu")
     assert (filled.batch_sizes, filled.steps, filled.warmup, notice) == ((32,), 100, 10, None)
     assert bench.resolve_sizes(bench.BenchSpec(batch_sizes=(2,), steps=2, warmup=0), "cpu")[1] is None
@@ -172,7 +174,7 @@ def test_a_batch_that_does_not_fit_says_what_to_try(monkeypatch):
         bench, "step_function", lambda *a: (out_of_memory, (jnp.zeros(1), jnp.zeros((64, 1))), False)
     )
     spec = bench.BenchSpec(configs=("A",), batch_sizes=(64,), modes=("forward",), **TINY_SPEC)
-    with pytest.raises(bench.BenchError, match="A batch 64 float32 forward does not fit.*--batch-size.*32"):
+    with pytest.raises(bench.BenchError, match="A batch 64 float32 forward does not fit.*`batch_sizes`.*32"):
         bench.run(spec, log=lambda line: None)
 
 

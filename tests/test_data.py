@@ -52,7 +52,7 @@ def test_bad_folders_get_clear_errors(tmp_path):
         pytest.raises(ValueError, match="holds no"),
     ):
         sources.ImageFolderSource(str(tmp_path))
-    with pytest.raises(ValueError, match="unknown --data"):
+    with pytest.raises(ValueError, match="is unknown; use digits"):
         data.load_data("imagenet", 32)
 
 

@@ -141,7 +141,7 @@ def test_a_global_batch_that_does_not_divide_names_both_numbers():
         match=r"global batch of 12 does not divide over 8 devices.*multiple of 8 \(for example 8 or 16\)",
     ):
         parallel.check_global_batch(12, fake)
-    with pytest.raises(ValueError, match=r"--devices must be between 1 and the 1 devices available, got 3"):
+    with pytest.raises(ValueError, match=r"devices must be between 1 and the 1 devices available, got 3"):
         parallel.make_mesh(3)
 
 

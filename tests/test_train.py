@@ -146,7 +146,7 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path, settings)
 def test_existing_workdir_is_refused_without_resume_or_overwrite(tmp_path):
     cfg = loop.TrainConfig(workdir=str(tmp_path), max_steps=1, **TINY_RUN)
     loop.run(cfg, log=lambda line: None)
-    with pytest.raises(ValueError, match="already holds a run; pass --resume .* or --overwrite"):
+    with pytest.raises(ValueError, match="already holds a run; pass `resume` .* or `overwrite`"):
         loop.run(cfg, log=lambda line: None)
     loop.run(cfg, overwrite=True, log=lambda line: None)
 
@@ -157,7 +157,7 @@ def test_resume_on_a_workdir_without_a_run_starts_it(tmp_path):
     loop.run(loop.TrainConfig(workdir=str(workdir), max_steps=2, **TINY_RUN), resume=True, log=lines.append)
     assert f"resume: {workdir} holds no run yet, so it starts now" in lines
     assert runs.finished_steps(str(workdir)) == [2]
-    with pytest.raises(ValueError, match="--resume and --overwrite contradict each other"):
+    with pytest.raises(ValueError, match="`resume` and `overwrite` contradict each other"):
         loop.run(loop.TrainConfig(workdir=str(tmp_path / "other"), **TINY_RUN), resume=True, overwrite=True)
 
 
@@ -281,6 +281,7 @@ def test_every_train_config_field_is_a_train_py_flag_with_the_same_default():
     import typing
 
     from vgg_jax import cli
+    from vgg_jax.util import options
 
     script = train_cli()
     parser = script.build_parser()
@@ -288,7 +289,7 @@ def test_every_train_config_field_is_a_train_py_flag_with_the_same_default():
     assert defaults == loop.TrainConfig(workdir="w")  # one default, shared by the script and the library
     hints = typing.get_type_hints(loop.TrainConfig)
     for field in dataclasses.fields(loop.TrainConfig):
-        flag = loop.flag_of(field.name)
+        flag = options.flag_of(field)
         kind, _ = cli._unwrap(hints[field.name])
         if kind is bool:
             argv = [flag if not field.default else "--no-" + flag[2:]]
@@ -537,3 +538,23 @@ def test_the_model_options_are_declared_once_and_validated_by_the_model(tmp_path
     argv = ["--workdir", str(tmp_path / "run"), "--data", "synthetic", "--dropout", "1"]
     assert train_cli.main(argv) == 2
     assert capsys.readouterr().err.startswith("train.py: error: --dropout must be a number in [0, 1)")
+
+
+def test_library_messages_name_arguments_and_the_command_line_gives_its_flags(tmp_path, capsys):
+    from vgg_jax.cli import flagged
+
+    script = train_cli()
+    parser = script.build_parser()
+    message = "fc_width 64 differs; drop `fc_width` to `resume`, or pass `overwrite`; `not_a_field` stays"
+    assert flagged(message, parser) == (
+        "--fc-width 64 differs; drop --fc-width to --resume, or pass --overwrite; `not_a_field` stays"
+    )
+    assert flagged("learning_rate must be positive", parser) == "--lr must be positive"
+    assert flagged("workdir_x is not a field", parser) == "workdir_x is not a field"
+    assert flagged(message, None) == message  # the library's own words, for a library caller
+    workdir = str(tmp_path / "run")
+    argv = ["--workdir", workdir, "--data", "synthetic", "--image-size", "32", "--resume", "--overwrite"]
+    assert script.main(argv) == 2
+    assert capsys.readouterr().err == (
+        "train.py: error: --resume and --overwrite contradict each other; pick one\n"
+    )

@@ -153,7 +153,7 @@ class BenchSpec(ModelOptions):
 
 def check_spec(spec: BenchSpec) -> None:
     """Refuses a spec that cannot run, before anything is compiled; the message begins with the field's
-    name (the command line puts its flag there, `cli.fail`)."""
+    name (the command line puts its flag there, `cli.flagged`)."""
     for field, values, allowed in (
         ("configs", spec.configs, CONFIGS),
         ("dtypes", spec.dtypes, COMPUTE_DTYPES),
@@ -204,22 +204,14 @@ def resolve_sizes(spec: BenchSpec, backend: str) -> tuple[BenchSpec, Optional[st
         steps=spec.steps if spec.steps is not None else defaults["steps"],
         warmup=spec.warmup if spec.warmup is not None else defaults["warmup"],
     )
-    unset = [
-        flag
-        for flag, value in (
-            ("--batch-size", spec.batch_sizes),
-            ("--steps", spec.steps),
-            ("--warmup", spec.warmup),
-        )
-        if value is None
-    ]
+    used = {"batch_sizes": filled.batch_sizes[0], "steps": filled.steps, "warmup": filled.warmup}
+    unset = [field for field in used if getattr(spec, field) is None]
     notice = None
     if backend == "cpu" and unset:
-        used = {"--batch-size": filled.batch_sizes[0], "--steps": filled.steps, "--warmup": filled.warmup}
         notice = (
             "Running on CPU, so the CPU defaults apply: "
-            f"{' '.join(f'{flag} {used[flag]}' for flag in unset)} "
-            "(the original benchmark's accelerator defaults are 32 / 100 / 10); pass the flags to override."
+            f"{' '.join(f'`{field}` {used[field]}' for field in unset)} "
+            "(the original benchmark's accelerator defaults are 32 / 100 / 10); give them to override."
         )
     return filled, notice
 
@@ -392,13 +384,13 @@ def _time_mode(
         steps = [t.stepper.step for t in timed] + [peer.step for _, peer, _ in peer_list]
         timing.warm_up(steps, spec.warmup or 0)
         if spec.vs_torch_compile and not spec.warmup:
-            log("  note: torch.compile compiles in its first step; with --warmup 0 that is timed")
+            log("  note: torch.compile compiles in its first step; with `warmup` 0 that is timed")
         with _Progress() as progress:
             times = timing.time_interleaved(steps, spec.steps, progress.task(case.name(mode), spec.steps))
     except Exception as error:
         if timing.is_out_of_memory(error):
             raise BenchError(
-                f"{case.name(mode)} does not fit in device memory; try a smaller --batch-size (for example "
+                f"{case.name(mode)} does not fit in device memory; try a smaller `batch_sizes` (for example "
                 f"{max(1, case.batch_size // 2)})"
             ) from None
         raise
@@ -659,7 +651,7 @@ def _make_peer(
     compile: bool = False,
 ):
     if spec.width_scale != 1.0 or spec.fc_width != 4096 or spec.batch_norm:
-        log("  torchvision: skipped, it has no --width-scale or --fc-width (and runs without --batch-norm)")
+        log("  torchvision: skipped, it has no `width_scale` or `fc_width` (and runs without `batch_norm`)")
         return None
     try:
         return peers.TorchVisionPeer(
@@ -699,19 +691,17 @@ def run(spec: BenchSpec, log: Callable[[str], None] = print) -> list[dict[str, A
         + "; ".join(MODE_MEANINGS[mode] for mode in spec.modes)
     )
     if (spec.vs_torch or spec.vs_torch_compile) and spec.image_size != 224:
-        log("Note: torchvision pools to 7x7 before fc6, so its work equals ours only at --image-size 224.")
+        log("Note: torchvision pools to 7x7 before fc6, so its work equals ours only at `image_size` 224.")
     dispatch_s = timing.dispatch_overhead(device)
     log(f"Host dispatch of a trivial jitted call: {dispatch_s * 1e6:.0f} us per step")
     devices = mesh.devices.size
     if spec.scaling and jax.process_count() > 1:
-        raise BenchError(
-            "--scaling compares against one device, so it runs in one process; run it on one host"
-        )
+        raise BenchError("scaling compares against one device, so it runs in one process; run it on one host")
     for batch_size in spec.batch_sizes:
         try:
             parallel.check_global_batch(batch_size, mesh)
         except ValueError as error:
-            raise BenchError(f"--batch-size: {error}") from None
+            raise BenchError(f"batch_sizes: {error}") from None
     counts = _device_counts(devices) if spec.scaling else [devices]
     if spec.scaling:
         log(f"Scaling: {', '.join(map(str, counts))} devices at the same per-device batch")
@@ -778,7 +768,7 @@ def check_outputs(config: BenchConfig) -> None:
         report.plot_format(config.plot)
 
 
-def execute(config: BenchConfig) -> list[dict[str, Any]]:
+def execute(config: BenchConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Checks the config, times every case, prints the table and writes the outputs it asks for; returns the
     records.
 
@@ -793,12 +783,12 @@ def execute(config: BenchConfig) -> list[dict[str, Any]]:
         os.makedirs(config.cache_dir, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", config.cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    records = run(config.spec)
+    records = run(config.spec, log)
     report.render_table(records)
     if config.json:
         report.write_json(records, config.json)
-        print(f"Wrote {len(records)} records to {config.json}")
+        log(f"Wrote {len(records)} records to {config.json}")
     if config.plot:
         report.write_plot(records, config.plot)
-        print(f"Wrote the plot to {config.plot}")
+        log(f"Wrote the plot to {config.plot}")
     return records

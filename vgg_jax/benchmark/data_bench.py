@@ -68,7 +68,7 @@ def folder_of(spec: str) -> str:
 
 
 def data_spec(data: str) -> str:
-    """DATA as train.py's --data spells it: a bare PATH is an ImageFolder."""
+    """DATA as a run's `data` spells it: a bare PATH is an ImageFolder."""
     return data if data.startswith(("folder:", "packed:")) else f"folder:{data}"
 
 
@@ -78,22 +78,22 @@ def check(config: DataBenchConfig) -> None:
         raise ValueError("give DATA, an ImageFolder or packed:PATH")
     if not 1 <= len(config.scale) <= 2 or min(config.scale) < config.image_size:
         raise ValueError(
-            f"--scale takes S or S_MIN,S_MAX, each at least the crop {config.image_size}, got {config.scale}"
+            f"scale takes S or S_MIN,S_MAX, each at least the crop {config.image_size}, got {config.scale}"
         )
     for name in ("image_size", "batch_size", "batches"):
         if getattr(config, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
     if config.warmup < 0 or config.workers < 0:
-        raise ValueError("--warmup and --workers must be 0 or more")
+        raise ValueError("warmup and `workers` must be 0 or more")
     if config.feed is not None and not config.feed > 0:
-        raise ValueError(f"--feed must be a positive rate in img/s, got {config.feed}")
+        raise ValueError(f"feed must be a positive rate in img/s, got {config.feed}")
     from vgg_jax.training.data import packed_splits, parse_data
 
     kind, path = parse_data(data_spec(config.data))
     if kind != "packed":
         folder_of(config.data)
     elif config.peers:
-        raise ValueError("--vs torch reads an ImageFolder; give the folder the pack was made from")
+        raise ValueError("peers: torch reads an ImageFolder; give the folder the pack was made from")
     else:
         packed_splits(path, config.image_size)  # one line when it is no pack, or packed too small
 

@@ -20,7 +20,7 @@ def check_torch() -> None:
         import torchvision  # noqa: F401
     except Exception as error:  # ImportError, or a broken torch/torchvision pair
         raise PeerUnavailable(
-            f"--vs torch needs torchvision, which did not import ({error}); install it with {INSTALL_HINT}"
+            f"peers: torch needs torchvision, which did not import ({error}); install it with {INSTALL_HINT}"
         ) from error
 
 

@@ -162,7 +162,7 @@ def check_plot_available() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ValueError(f"--plot needs matplotlib; install it with {PLOT_HINT}") from None
+        raise ValueError(f"plot needs matplotlib; install it with {PLOT_HINT}") from None
 
 
 PLOT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}

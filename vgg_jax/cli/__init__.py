@@ -50,25 +50,40 @@ def invocation(command: str) -> str:
     return f"python -m vgg_jax.cli.{command}"
 
 
-def fail(prog: str, error: BaseException | str, status: int = 2, config_class: Optional[type] = None) -> int:
+def fail(
+    prog: str, error: BaseException | str, status: int = 2, parser: Optional[argparse.ArgumentParser] = None
+) -> int:
     """Prints `prog: error: MESSAGE` as one line on stderr and returns `status` (2: bad input).
 
     A message of several lines (a strict load's report, say) is joined with
-    "; " after its first line, so that every failure is one line and no traceback.
-    The library names a config's fields ("fc_width must be ..."); with
-    `config_class`, a message that begins with one of its fields begins with
-    that field's flag instead ("--fc-width must be ...").
+    "; " after its first line, so that every failure is one line and no
+    traceback. With `parser`, the library's argument names become its flags
+    (`flagged`).
     """
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if lines else type(error).__name__
-    field = re.match(r"[a-z_]*", text).group()  # the leading name: "fc_width must ...", "workers: ..."
-    flags = flag_names(config_class) if config_class is not None else {}
-    if field in flags:
-        text = flags[field] + text[len(field) :]
+    text = flagged(lines[0] if lines else type(error).__name__, parser)
     if len(lines) > 1:
-        text += f" ({'; '.join(lines[1:])})"
+        text += f" ({'; '.join(flagged(line, parser) for line in lines[1:])})"
     print(f"{prog}: error: {text}", file=sys.stderr, flush=True)
     return status
+
+
+def flagged(text: str, parser: Optional[argparse.ArgumentParser]) -> str:
+    """A library message or log line as the command line says it: argument names become the parser's flags.
+
+    The library names a config's fields and a function's arguments, never
+    flags: at the start of a message ("fc_width must be ...") and in
+    backticks elsewhere ("pass `resume` to continue it"). Each of those that
+    is one of the parser's destinations becomes its documented flag
+    ("--fc-width must be ...", "pass --resume to continue it").
+    """
+    if parser is None:
+        return text
+    flags = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    leading = re.match(r"[a-z_]*", text).group()
+    if leading in flags:
+        text = flags[leading] + text[len(leading) :]
+    return re.sub(r"`([a-z_]+)`", lambda match: flags.get(match[1], match[0]), text)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -182,18 +197,6 @@ def _argument_type(parse: Optional[Callable[[str], Any]]) -> Optional[Callable[[
             raise argparse.ArgumentTypeError(str(error)) from None
 
     return convert
-
-
-def flag_names(config_class: type) -> dict[str, str]:
-    """Each field of a config dataclass (and of the dataclasses it holds) -> its documented flag."""
-    hints = typing.get_type_hints(config_class)
-    names: dict[str, str] = {}
-    for field in dataclasses.fields(config_class):
-        if dataclasses.is_dataclass(hints[field.name]):
-            names.update(flag_names(hints[field.name]))
-        elif not field.metadata.get("positional"):
-            names[field.name] = flag_of(field)
-    return names
 
 
 def _list_type(kind: Any, metadata: Any) -> Callable[[str], tuple]:

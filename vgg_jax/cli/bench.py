@@ -21,6 +21,7 @@ from vgg_jax.cli import (
     add_parallel_flags,
     config_from_args,
     fail,
+    flagged,
     prog_name,
     start_distributed,
 )
@@ -44,11 +45,13 @@ def bench_config(argv: Optional[Sequence[str]] = None) -> bench.BenchConfig:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the benchmark; 0, or 2 after one line on stderr for bad input or a batch that does not fit."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not start_distributed(args, prog_name(PROG)):
         return 2
     try:
-        bench.execute(config_from_args(args, bench.BenchConfig))
+        config = config_from_args(args, bench.BenchConfig)
+        bench.execute(config, log=lambda line: print(flagged(line, parser)))
     except (ValueError, OSError) as error:
-        return fail(prog_name(PROG), error, config_class=bench.BenchConfig)
+        return fail(prog_name(PROG), error, parser=parser)
     return 0

@@ -30,11 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         record = data_bench.run(config_from_args(args, data_bench.DataBenchConfig))
     except (ValueError, OSError, ImportError) as error:
-        return fail(prog_name(PROG), error)
+        return fail(prog_name(PROG), error, parser=parser)
     if args.json:
         print(json.dumps(record, indent=2))
     return 0

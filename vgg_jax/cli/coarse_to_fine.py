@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from vgg_jax.cli import OneLineParser, fail, names, prog_name
+from vgg_jax.cli import OneLineParser, fail, flagged, names, prog_name
 from vgg_jax.experiments.coarse_to_fine import report as report
 from vgg_jax.experiments.coarse_to_fine import study as c2f
 from vgg_jax.util.files import write_text
@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     preset = c2f.PRESETS[args.preset]
     if args.tiny:
         preset = c2f.tiny(preset)
@@ -88,10 +89,15 @@ def main(argv=None) -> int:
             print(report.markdown(report.render(args.workdir)))
             return 0
         c2f.run_experiment(
-            preset, args.workdir, targets=args.targets, arms=args.arms, overwrite=args.overwrite
+            preset,
+            args.workdir,
+            targets=args.targets,
+            arms=args.arms,
+            overwrite=args.overwrite,
+            log=lambda line: print(flagged(line, parser)),
         )
     except (ValueError, OSError) as error:
-        return fail(prog_name(PROG), error)
+        return fail(prog_name(PROG), error, parser=parser)
     return 0
 
 

@@ -27,7 +27,7 @@ vgg_jax (docs/weights.md).
 import argparse
 import sys
 
-from vgg_jax.cli import OneLineParser, add_weights_flags, fail, prog_name
+from vgg_jax.cli import OneLineParser, add_weights_flags, fail, flagged, prog_name
 
 PROG = "convert_weights.py"
 
@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from vgg_jax.weights import resolve
 
     if args.dst is None and args.serve is None:
@@ -63,7 +64,12 @@ def main(argv=None) -> int:
     try:
         if args.dst is not None:
             named = resolve.export(
-                args.src, args.dst, args.config, args.preprocess, batch_norm=args.batch_norm
+                args.src,
+                args.dst,
+                args.config,
+                args.preprocess,
+                batch_norm=args.batch_norm,
+                log=lambda line: print(flagged(line, parser)),
             )
         else:
             named = resolve.resolve(args.src, args.config, args.preprocess, batch_norm=args.batch_norm)
@@ -79,7 +85,7 @@ def main(argv=None) -> int:
         ValueError,
         OSError,
     ) as error:
-        return fail(prog_name(PROG), error)
+        return fail(prog_name(PROG), error, parser=parser)
     return 0
 
 

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         target = evaluate_model.open_target(args.model, args.config, args.preprocess, args.image_size)
         images = evaluate_model.evaluation_images(target, args.data)
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
         finally:
             progress.stop()
     except (ValueError, OSError) as error:
-        return fail(prog_name(PROG), error)
+        return fail(prog_name(PROG), error, parser=parser)
     if args.json:
         print(json.dumps(result))
     else:

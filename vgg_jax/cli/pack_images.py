@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     try:
@@ -65,7 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImportError as error:
         return fail(prog_name(PROG), f'{error}; install the extra: pip install -e ".[packed]"')
     except (ValueError, OSError) as error:
-        return fail(prog_name(PROG), error)
+        return fail(prog_name(PROG), error, parser=parser)
     splits = ", ".join(f"{name} {count}" for name, count in meta["splits"].items())
     print(
         f"packed {splits} images of {len(meta['classes'])} classes into {args.dst}: "

@@ -68,9 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.embed is not None:
-        return _embed(args)
+        return _embed(args, parser)
     try:
         named = predict.load_model(args.model, args.source, args.config, args.preprocess)
         results = predict.classify(
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
             classes=named.classes,
         )
     except (ValueError, OSError) as error:
-        return fail(prog_name(PROG), error)
+        return fail(prog_name(PROG), error, parser=parser)
     failed = [result for result in results if "error" in result]
     for result in failed:
         fail(prog_name(PROG), result["error"])
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _embed(args: argparse.Namespace) -> int:
+def _embed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """--embed OUT.npy: the embeddings of every readable image, and the list of their paths beside them."""
     prog = prog_name(PROG)
     try:
@@ -124,7 +125,7 @@ def _embed(args: argparse.Namespace) -> int:
             mean_rgb=named.mean_rgb,
         )
         for path, error in errors.items():
-            fail(prog, error)
+            fail(prog, error, parser=parser)
         if embeddings is None:
             raise ValueError("no image could be read; nothing to embed")
         buffer = io.BytesIO()
@@ -132,7 +133,7 @@ def _embed(args: argparse.Namespace) -> int:
         write_bytes(args.embed, buffer.getvalue())
         write_text(_rows_file(args.embed), "".join(f"{path}\n" for path in read))
     except (ValueError, OSError) as error:
-        return fail(prog, error)
+        return fail(prog, error, parser=parser)
     print(
         f"{len(read)} embeddings {embeddings.shape} -> {args.embed}; rows' images in {_rows_file(args.embed)}"
     )

@@ -33,6 +33,7 @@ from vgg_jax.cli import (
     add_parallel_flags,
     config_from_args,
     fail,
+    flagged,
     given_fields,
     invocation,
     prog_name,
@@ -82,13 +83,13 @@ def train(
     KeyboardInterrupt here, so that a second Ctrl-C during the clean stop
     ends it at once.
     """
-    prog = prog_name(PROG)
+    prog, parser = prog_name(PROG), build_parser()
 
     def say(line: str) -> None:
-        print(line, flush=True)
+        print(flagged(line, parser), flush=True)
 
     def warn(message: str) -> None:
-        print(f"{prog}: warning: {message}", file=sys.stderr, flush=True)
+        print(f"{prog}: warning: {flagged(message, parser)}", file=sys.stderr, flush=True)
 
     previous = (
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -102,9 +103,9 @@ def train(
         print(f"{prog}: {stopped}. Continue with: {resume}", file=sys.stderr)
         return stopped.exit_status
     except (loop.NonFiniteError, CheckpointWriteError) as error:
-        return fail(prog, error, status=1)
+        return fail(prog, error, status=1, parser=parser)
     except (ValueError, OSError) as error:
-        return fail(prog, error, config_class=TrainConfig)
+        return fail(prog, error, parser=parser)
     except KeyboardInterrupt:
         print(
             f"{prog}: interrupted; the last finished checkpoint stays; continue with: {invocation('train')} "

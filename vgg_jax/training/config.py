@@ -24,7 +24,6 @@ from vgg_jax.training import evaluate as evaluate_lib
 from vgg_jax.training import finetune
 from vgg_jax.training import step as train_lib
 from vgg_jax.util.images import NORMALIZE_MODES
-from vgg_jax.util.options import flag_of as flag_of_field
 from vgg_jax.util.options import option
 from vgg_jax.weights import resolve, runs
 
@@ -151,14 +150,9 @@ class TrainConfig(ModelOptions):
     )
 
 
-def flag_of(field: str) -> str:
-    """The command-line flag of a TrainConfig field, for error messages."""
-    return flag_of_field(TrainConfig.__dataclass_fields__[field])
-
-
 def validate(cfg: TrainConfig) -> None:
     """Refuses a config that cannot run, before anything is written; the message begins with the field's
-    name (the command line puts its flag there, `cli.fail`)."""
+    name (the command line puts its flag there, `cli.flagged`)."""
     if not isinstance(cfg.workdir, str) or not cfg.workdir.strip():
         raise ValueError(f"workdir must be a directory path, got {cfg.workdir!r}")
     resolve_config(cfg.config)
@@ -182,7 +176,7 @@ def validate(cfg: TrainConfig) -> None:
             f"init_from needs a run's workdir, a weights file or a pretrained name, got {cfg.init_from!r}"
         )
     if cfg.init_from and resolve.describe(cfg.init_from) is None:
-        raise resolve.unknown_spec(cfg.init_from, "--init-from")
+        raise resolve.unknown_spec(cfg.init_from, "init_from")
     try:
         model_from(cfg, num_classes=1)  # VGG's own checks of its fields, the one place they are made
     except TypeError as error:
@@ -269,9 +263,7 @@ def _check_sizes_and_pixels(cfg: TrainConfig) -> None:
     ):
         raise ValueError(f"mean_rgb must be three finite numbers (0-255), got {cfg.mean_rgb!r}")
     if cfg.mean_rgb is not None and not cfg.subtract_mean:
-        raise ValueError(
-            "--mean-rgb and --no-subtract-mean (mean_rgb, subtract_mean=False) contradict: pick one"
-        )
+        raise ValueError("mean_rgb is a mean to subtract, and `subtract_mean` is off: pick one")
 
 
 def make_train_step(
@@ -299,16 +291,16 @@ def make_train_step(
     return optimizer, train_lib.train_step(model, optimizer, pixels, cfg.label_smoothing, cfg.ema_decay)
 
 
-def read_config(workdir: str, flag: str = "--resume") -> TrainConfig:
+def read_config(workdir: str, argument: str = "resume") -> TrainConfig:
     """A run's saved TrainConfig; one-line errors naming the file for garbled JSON or keys this version
     lacks."""
     path = os.path.join(workdir, runs.CONFIG)
-    saved = runs.read_config(workdir, flag)
+    saved = runs.read_config(workdir, argument)
     known = {field.name for field in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(saved) - known)
     if unknown:
         raise ValueError(
-            f"{flag}: {path} has a key this version of vgg_jax does not know: {unknown[0]!r}"
+            f"{argument}: {path} has a key this version of vgg_jax does not know: {unknown[0]!r}"
             + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
             + "; it was written by a newer version or edited by hand: remove the key, or use the version "
             "that wrote it"

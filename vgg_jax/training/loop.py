@@ -39,7 +39,6 @@ from vgg_jax.training import evaluate as evaluate_lib
 from vgg_jax.training import step as train_lib
 from vgg_jax.training.config import (
     TrainConfig,
-    flag_of,
     make_train_step,
     read_config,
     validate,
@@ -98,11 +97,10 @@ def resumed_config(cfg: TrainConfig, given: Optional[Collection[str]] = None) ->
     for field in sorted(given - set(RESUME_MAY_CHANGE)):
         if not same(field):
             raise ValueError(
-                f"--resume: {flag_of(field)} {shown(getattr(cfg, field))} differs from the run's "
-                f"{shown(getattr(saved, field))} "
-                f"({os.path.join(cfg.workdir, 'config.json')}); a resumed run keeps its settings: drop "
-                f"{flag_of(field)}, "
-                "or start a new run with --overwrite or another --workdir"
+                f"resume: `{field}` {shown(getattr(cfg, field))} differs from the run's "
+                f"{shown(getattr(saved, field))} ({os.path.join(cfg.workdir, 'config.json')}); a resumed "
+                f"run keeps its settings: drop `{field}`, or start a new run with `overwrite` or another "
+                "`workdir`"
             )
     return dataclasses.replace(
         saved, workdir=cfg.workdir, **{field: getattr(cfg, field) for field in given & set(RESUME_MAY_CHANGE)}
@@ -141,8 +139,8 @@ def load_params(workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
     One-line errors name the file and the step when they cannot be read.
     """
-    saved = read_config(workdir, "--init-from")
-    _, state = runs.restore_state(workdir, "--init-from")
+    saved = read_config(workdir, "init_from")
+    _, state = runs.restore_state(workdir, "init_from")
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
@@ -204,9 +202,7 @@ def _warm_start(
     source_variables, source_config, what = source.variables, source.config, source.description
     source_params = source_variables["params"]
     if any(name.endswith("_bn") for name in source_params) and not cfg.batch_norm:
-        raise ValueError(
-            f"--init-from {what} has batch norm; add --batch-norm so that its BN layers are used"
-        )
+        raise ValueError(f"init_from {what} has batch norm; set `batch_norm` so that its BN layers are used")
     source_classes = source_params["fc8"]["kernel"].shape[-1] if "fc8" in source_params else None
     exclude, notes = [], []
     if source_classes not in (None, model.num_classes):
@@ -231,13 +227,13 @@ def _warm_start(
         )
     except LayerShapeError as error:
         raise ValueError(
-            f"--init-from {what}: layer {error.layer} has shapes {error.source_shapes} there but "
-            f"{error.target_shapes} in this run; leave out --width-scale and --fc-width (they default to "
+            f"init_from {what}: layer {error.layer} has shapes {error.source_shapes} there but "
+            f"{error.target_shapes} in this run; leave out `width_scale` and `fc_width` (they default to "
             "the source's) or give the source's"
         ) from None
     except ValueError as error:
-        raise ValueError(f"--init-from {what}: {error}") from None
-    log(f"--init-from {what}\n{report}")
+        raise ValueError(f"init_from {what}: {error}") from None
+    log(f"`init_from` {what}\n{report}")
     for note in notes:
         log(f"{note}: initialised anew")
     return variables, report
@@ -253,7 +249,7 @@ def _model_widths(cfg: TrainConfig, source: Any) -> TrainConfig:
 def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     """Reads every input of a run (data, warm-start source) and builds its model; writes nothing."""
     largest = max(cfg.scale) if cfg.scale else cfg.image_size  # the training short side S never exceeds it
-    with _phase(log, f"reading --data {cfg.data}"):
+    with _phase(log, f"reading `data` {cfg.data}"):
         train_source, val_source = data_lib.load_data(
             cfg.data, cfg.image_size, seed=cfg.seed, draft_short_side=largest
         )
@@ -261,8 +257,8 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     if cfg.init_from and not resume:
         # a run written by a newer version is refused, as on --resume
         if resolve.describe(cfg.init_from) == "run":
-            read_config(runs.run_of(cfg.init_from)[0], "--init-from")
-        source = resolve.resolve(cfg.init_from, cfg.config, flag="--init-from")
+            read_config(runs.run_of(cfg.init_from)[0], "init_from")
+        source = resolve.resolve(cfg.init_from, cfg.config, argument="init_from")
     if (
         cfg.preprocess is None
         and source is not None
@@ -270,7 +266,7 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
         and source.preprocess in NORMALIZE_MODES
     ):
         cfg = dataclasses.replace(cfg, preprocess=source.preprocess)
-        log(f"--init-from {cfg.init_from}: pixels as those weights expect (--preprocess {cfg.preprocess})")
+        log(f"`init_from` {cfg.init_from}: pixels as those weights expect (`preprocess` {cfg.preprocess})")
     plain = cfg.mean_rgb is not None or not cfg.subtract_mean or cfg.preprocess is not None
     mean = cfg.mean_rgb if plain else list(data_lib.mean_rgb(train_source))
     cfg = dataclasses.replace(_model_widths(cfg, source), config=resolve_config(cfg.config), mean_rgb=mean)
@@ -299,7 +295,7 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
             )
     workers = data_lib.auto_workers(cfg.workers, train_source)
     if workers:
-        log(f"input: {workers} worker processes (--workers {cfg.workers})")
+        log(f"input: {workers} worker processes (`workers` {cfg.workers})")
     return _Plan(
         cfg,
         train_source,
@@ -334,14 +330,14 @@ def _start(
     given (`resumed_config`).
     """
     if resume and overwrite:
-        raise ValueError("--resume and --overwrite contradict each other; pick one")
+        raise ValueError("`resume` and `overwrite` contradict each other; pick one")
     holds_run = rundir.holds_run(cfg.workdir)
     if resume and not holds_run:
         log(f"resume: {cfg.workdir} holds no run yet, so it starts now")
         resume = False
     if holds_run and not resume and not overwrite:
         raise ValueError(
-            f"workdir {cfg.workdir} already holds a run; pass --resume to continue it or --overwrite to "
+            f"workdir {cfg.workdir} already holds a run; pass `resume` to continue it or `overwrite` to "
             "replace it"
         )
     validate(cfg)
@@ -424,7 +420,7 @@ def nonfinite_policy(
         good = (runs.finished_steps(workdir) or [None])[-1]
         raise NonFiniteError(
             f"non-finite {name} ({metrics[name]}) at step {step}; training stopped"
-            + (f" after skipping {skipped - 1} such steps (--skip-nonfinite {allowed})" if allowed else "")
+            + (f" after skipping {skipped - 1} such steps (`skip_nonfinite` {allowed})" if allowed else "")
             + ". "
             + (
                 f"The last good checkpoint is step {good} in {workdir}/checkpoints."
@@ -651,7 +647,7 @@ def _prepare(plan: _Plan, resume: bool, log: Callable[[str], None], warn: Callab
             else f"Resuming {cfg.workdir}: it holds no finished checkpoint yet, so training starts at step 0"
         )
     if cfg.ema_decay is not None:
-        log(f"--ema-decay {cfg.ema_decay}: evaluations and exports use the parameters' moving average")
+        log(f"`ema_decay` {cfg.ema_decay}: evaluations and exports use the parameters' moving average")
     train_step = parallel.jit_train_step(step_function, mesh, state, cfg.shard_fc)
     board = (
         curves.TensorBoard(cfg.workdir, start + 1 if resume else None, log) if parallel.is_primary() else None

@@ -103,12 +103,10 @@ def make_mesh(devices: Optional[int] = None) -> Mesh:
         or not isinstance(devices, (int, np.integer))
         or not 1 <= devices <= available
     ):
-        raise ValueError(
-            f"--devices must be between 1 and the {available} devices available, got {devices!r}"
-        )
+        raise ValueError(f"devices must be between 1 and the {available} devices available, got {devices!r}")
     if devices % processes:
         raise ValueError(
-            f"--devices {devices} does not divide among {processes} processes; use a multiple of {processes}"
+            f"devices {devices} does not divide among {processes} processes; use a multiple of {processes}"
         )
     per_process = devices // processes
     chosen = [device for index in range(processes) for device in _process_devices(index)[:per_process]]
@@ -137,7 +135,7 @@ def check_global_batch(batch_size: int, mesh: Mesh) -> None:
         raise ValueError(
             f"the global batch of {batch_size} does not divide over {devices} devices; use a multiple of "
             f"{devices} "
-            f"(for example {lower} or {lower + devices}) or change --devices"
+            f"(for example {lower} or {lower + devices}) or change `devices`"
         )
 
 

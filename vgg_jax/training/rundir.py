@@ -110,7 +110,7 @@ def save(
                 if good is not None
                 else "no checkpoint was written before. "
             )
-            + "Free space or make the directory writable, then continue with --resume"
+            + "Free space or make the directory writable, then continue with `resume`"
         ) from error
     if parallel.is_primary():
         shutil.rmtree(os.path.join(checkpoint_dir(workdir), TRASH), ignore_errors=True)
@@ -144,7 +144,7 @@ def restore_newest(
         raise CheckpointReadError(
             f"no checkpoint in {checkpoint_dir(workdir)} could be restored (steps "
             f"{', '.join(map(str, damaged))} are damaged, "
-            f"now in {os.path.join(workdir, DAMAGED)}); start the run again with --overwrite"
+            f"now in {os.path.join(workdir, DAMAGED)}); start the run again with `overwrite`"
         )
     return None, None
 
@@ -188,7 +188,7 @@ def read_metrics(path: str, warn: Warn) -> list[dict[str, Any]]:
                 raise ValueError(
                     f"{path} line {number} is not a metrics record ({line[:60]!r}); the file is damaged in "
                     "the middle: "
-                    "fix or delete that line, then --resume"
+                    "fix or delete that line, then `resume`"
                 ) from None
             warn(
                 f"dropped the torn last line of {path} (line {number}, {line[:60]!r}): the run was stopped "

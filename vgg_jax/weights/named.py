@@ -66,12 +66,12 @@ class Resolved:
         }
 
 
-def require_pixels(resolved: Resolved, flag: str = "--preprocess") -> Resolved:
-    """The resolved model, or one line asking for `--preprocess` when nothing says how its pixels were
+def require_pixels(resolved: Resolved, argument: str = "`preprocess`") -> Resolved:
+    """The resolved model, or one line asking for `preprocess` when nothing says how its pixels were
     prepared."""
     if resolved.preprocess is None:
         raise ValueError(
-            f"{resolved.description} does not say which pixels its weights expect; pass {flag} torch "
+            f"{resolved.description} does not say which pixels its weights expect; pass {argument} torch "
             "(torchvision's "
             f"weights: ImageNet mean and std) or caffe (Keras's and Caffe's: BGR minus the mean)"
         )

@@ -15,7 +15,7 @@ the weights: the registry's for a published name, the file's own metadata
 (written by `vgg_jax.weights.save` and `convert_weights.py`), a published
 file recognised by its hash, or the run's own mean RGB or convention.
 Where none of these says, `preprocess` is None and `require_pixels` refuses
-with one line asking for `--preprocess`: the convention is never guessed.
+with one line asking for `preprocess`: the convention is never guessed.
 """
 
 from __future__ import annotations
@@ -43,28 +43,28 @@ UNKNOWN_SPEC = (
 )
 
 
-def unknown_spec(spec: str, flag: str = "") -> ValueError:
+def unknown_spec(spec: str, argument: str = "") -> ValueError:
     """The one error for a spec that names nothing."""
     return ValueError(
-        f"{flag + ' ' if flag else ''}{spec} {UNKNOWN_SPEC.format(files=', '.join(WEIGHT_FILES))}"
+        f"{argument + ' ' if argument else ''}{spec} {UNKNOWN_SPEC.format(files=', '.join(WEIGHT_FILES))}"
     )
 
 
-def _not_found(spec: str, source: Optional[str], flag: str) -> ValueError:
+def _not_found(spec: str, source: Optional[str], argument: str) -> ValueError:
     """The registry's own message for a name it does not publish (`vgg17`, `keras:vgg11`); else
     `unknown_spec`."""
     if not isinstance(spec, str) or os.sep in spec or os.path.splitext(spec)[1] or os.path.exists(spec):
-        return unknown_spec(spec, flag)
+        return unknown_spec(spec, argument)
     prefix, sep, name = spec.partition(":")
     if sep and prefix not in SOURCES:
-        return unknown_spec(spec, flag)
+        return unknown_spec(spec, argument)
     try:
         weights_info(name if sep else spec, prefix if sep else source or "torchvision")
     except ValueError as error:
         return ValueError(
-            f"{flag + ' ' if flag else ''}{spec}: {error}; or name a weights file or a run's workdir"
+            f"{argument + ' ' if argument else ''}{spec}: {error}; or name a weights file or a run's workdir"
         )
-    return unknown_spec(spec, flag)
+    return unknown_spec(spec, argument)
 
 
 def pretrained_spec(spec: str, source: Optional[str] = None) -> Optional[tuple[str, str]]:
@@ -112,7 +112,7 @@ def resolve(
     config: Optional[str] = None,
     preprocess: Optional[str] = None,
     source: Optional[str] = None,
-    flag: str = "",
+    argument: str = "",
     batch_norm: Optional[bool] = None,
     **model_kwargs: Any,
 ) -> Resolved:
@@ -124,21 +124,21 @@ def resolve(
             the layer names of our own formats, else D).
         preprocess: overrides the pixel convention the weights carry ("torch", "caffe", "paper").
         source: the source of a bare published name (default torchvision); a prefix in `spec` wins.
-        flag: the flag that took the spec, for error messages ("--init-from").
+        argument: the argument that took the spec, for error messages ("init_from").
         batch_norm: whether a torchvision state_dict is a `_bn` variant (default: read off the file).
         **model_kwargs: `VGG` fields that do not change the variables (dtype, conv_impl, ...).
     """
     if preprocess is not None and preprocess not in PIXEL_MODES:
-        raise ValueError(f"--preprocess must be one of {', '.join(PIXEL_MODES)}, got {preprocess!r}")
+        raise ValueError(f"preprocess must be one of {', '.join(PIXEL_MODES)}, got {preprocess!r}")
     kind = describe(spec, source)
     if kind == "run":
-        resolved = _resolve_run(spec, flag, model_kwargs)
+        resolved = _resolve_run(spec, argument, model_kwargs)
     elif kind == "file":
         resolved = _resolve_file(spec, config, batch_norm, model_kwargs, identify=preprocess is None)
     elif kind == "pretrained":
         resolved = _resolve_pretrained(spec, source, model_kwargs)
     else:
-        raise _not_found(spec, source, flag)
+        raise _not_found(spec, source, argument)
     if preprocess is not None and preprocess != resolved.preprocess:
         mean = resolved.mean_rgb if preprocess == "paper" else None
         resolved = dataclasses.replace(resolved, preprocess=preprocess, mean_rgb=mean)
@@ -213,10 +213,10 @@ def _published_entry(path: str) -> Any:
     return None
 
 
-def _resolve_run(spec: str, flag: str, model_kwargs: dict[str, Any]) -> Resolved:
+def _resolve_run(spec: str, argument: str, model_kwargs: dict[str, Any]) -> Resolved:
     workdir, step = runs.run_of(spec)
-    saved = runs.model_fields(workdir, flag or "the run")
-    step, state = runs.restore_state(workdir, flag or "the run", step)
+    saved = runs.model_fields(workdir, argument or "the run")
+    step, state = runs.restore_state(workdir, argument or "the run", step)
     ema = state.get("ema_params")  # a run with --ema-decay is used through its parameters' average
     variables = {"params": ema or state["params"]}
     if state.get("batch_stats"):
@@ -287,10 +287,10 @@ def export(
         + (f", {len(named.classes)} class names" if named.classes else "")
     )
     if dst.lower().endswith((".pth", ".pt")):
-        log("note: a .pth file records no pixel convention; pass --preprocess when you use it")
+        log("note: a .pth file records no pixel convention; pass `preprocess` when you use it")
     elif named.preprocess is None:
         log(
             "note: the source does not say which pixels its weights expect, so neither does the output; pass "
-            "--preprocess torch|caffe to record it"
+            "`preprocess` torch|caffe to record it"
         )
     return named

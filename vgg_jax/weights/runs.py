@@ -150,7 +150,7 @@ def state_on_one_device(manager: ocp.CheckpointManager, step: int) -> Any:
     )
 
 
-def restore_state(workdir: str, flag: str = "--init-from", step: Optional[int] = None) -> tuple[int, Any]:
+def restore_state(workdir: str, argument: str = "init_from", step: Optional[int] = None) -> tuple[int, Any]:
     """A finished checkpoint's train state (the newest, or `step`), whole on one device, as (step, state); the
     run is not changed.
 
@@ -160,11 +160,11 @@ def restore_state(workdir: str, flag: str = "--init-from", step: Optional[int] =
     steps = finished_steps(workdir)
     if not steps:
         raise CheckpointReadError(
-            f"{flag} {workdir} holds no finished checkpoint (nothing in {checkpoint_dir(workdir)})"
+            f"{argument} {workdir} holds no finished checkpoint (nothing in {checkpoint_dir(workdir)})"
         )
     if step is not None and step not in steps:
         raise CheckpointReadError(
-            f"{flag} {workdir} has no finished checkpoint of step {step}; its finished steps are {steps}"
+            f"{argument} {workdir} has no finished checkpoint of step {step}; its finished steps are {steps}"
         )
     step = steps[-1] if step is None else step
     try:
@@ -175,8 +175,8 @@ def restore_state(workdir: str, flag: str = "--init-from", step: Optional[int] =
             )
     except Exception as error:
         raise CheckpointReadError(
-            f"{flag} {workdir}: checkpoint step {step} ({os.path.join(checkpoint_dir(workdir), str(step))}) "
-            f"could not be read: {short(error)}"
+            f"{argument} {workdir}: checkpoint step {step} "
+            f"({os.path.join(checkpoint_dir(workdir), str(step))}) could not be read: {short(error)}"
         ) from None
     return step, restored.state
 
@@ -209,7 +209,7 @@ def read_json(path: str, what: str) -> Any:
         raise ValueError(f"{what} {path} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(
-            f"{what} {path} is not valid JSON ({error}); restore it or start the run again with --overwrite"
+            f"{what} {path} is not valid JSON ({error}); restore it or start the run again with `overwrite`"
         ) from None
 
 
@@ -224,19 +224,19 @@ def read_classes(workdir: str) -> Optional[list[str]]:
     return names
 
 
-def read_config(workdir: str, flag: str = "--resume") -> dict[str, Any]:
+def read_config(workdir: str, argument: str = "resume") -> dict[str, Any]:
     """A run's config.json as a dict (one-line errors naming the file when it is missing, garbled or not an
     object)."""
     path = os.path.join(workdir, CONFIG)
-    saved = read_json(path, f"{flag}: the run's config")
+    saved = read_json(path, f"{argument}: the run's config")
     if not isinstance(saved, dict):
         raise ValueError(
-            f"{flag}: {path} holds {type(saved).__name__}, not a config object; restore it or start again "
-            "with --overwrite"
+            f"{argument}: {path} holds {type(saved).__name__}, not a config object; restore it or start "
+            "again with `overwrite`"
         )
     return saved
 
 
-def model_fields(workdir: str, flag: str = "the run") -> dict[str, Any]:
+def model_fields(workdir: str, argument: str = "the run") -> dict[str, Any]:
     """The run's saved config, with `MODEL_FIELDS` filled in where an older version did not write them."""
-    return {**MODEL_FIELDS, **read_config(workdir, flag)}
+    return {**MODEL_FIELDS, **read_config(workdir, argument)}

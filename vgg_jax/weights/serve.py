@@ -33,7 +33,7 @@ PLATFORMS = ("cpu", "cuda")  # lowered for both: the artifact runs on a CPU or a
 
 def serving_function(named: Resolved) -> Any:
     """`uint8 (N, S, S, 3) -> float32 (N, classes)` probabilities, the weights closed over as constants."""
-    named = require_pixels(named, "--preprocess")
+    named = require_pixels(named)
     model = dataclasses.replace(named.model, conv_impl="xla")  # the plain convolution, on every platform
     variables, mode, mean = named.variables, named.preprocess, named.mean_rgb
 

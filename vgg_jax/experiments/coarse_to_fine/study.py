@@ -361,14 +361,14 @@ def run_experiment(
     results_path = os.path.join(workdir, "results.json")
     if os.path.exists(results_path) and not overwrite:
         raise ValueError(
-            f"{workdir} already holds an experiment (results.json); pass --overwrite to replace it"
+            f"{workdir} already holds an experiment (results.json); pass `overwrite` to replace it"
         )
     sources, runs = plan(targets, arms)
     if not c2f_report.plot_available():
         log(
             "matplotlib is missing: results.json and the table will be written, the plot not "
             f"({c2f_report.PLOT_HINT}, "
-            "then scripts/coarse_to_fine.py --render WORKDIR)"
+            "then `render` the workdir)"
         )
     os.makedirs(workdir, exist_ok=True)
     begin = time.perf_counter()
