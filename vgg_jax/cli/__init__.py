@@ -86,6 +86,15 @@ def flagged(text: str, parser: Optional[argparse.ArgumentParser]) -> str:
     return re.sub(r"`([a-z_]+)`", lambda match: flags.get(match[1], match[0]), text)
 
 
+def printer(parser: argparse.ArgumentParser) -> Callable[[str], None]:
+    """A `log` for the library: each line printed as the command line says it (`flagged`)."""
+
+    def say(line: str) -> None:
+        print(flagged(line, parser), flush=True)
+
+    return say
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose bad flags end with one line on stderr and status 2."""
 

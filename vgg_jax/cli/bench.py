@@ -21,7 +21,7 @@ from vgg_jax.cli import (
     add_parallel_flags,
     config_from_args,
     fail,
-    flagged,
+    printer,
     prog_name,
     start_distributed,
 )
@@ -51,7 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         config = config_from_args(args, bench.BenchConfig)
-        bench.execute(config, log=lambda line: print(flagged(line, parser)))
+        bench.execute(config, log=printer(parser))
     except (ValueError, OSError) as error:
         return fail(prog_name(PROG), error, parser=parser)
     return 0

@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from vgg_jax.cli import OneLineParser, fail, flagged, names, prog_name
+from vgg_jax.cli import OneLineParser, fail, names, printer, prog_name
 from vgg_jax.experiments.coarse_to_fine import report as report
 from vgg_jax.experiments.coarse_to_fine import study as c2f
 from vgg_jax.util.files import write_text
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
             targets=args.targets,
             arms=args.arms,
             overwrite=args.overwrite,
-            log=lambda line: print(flagged(line, parser)),
+            log=printer(parser),
         )
     except (ValueError, OSError) as error:
         return fail(prog_name(PROG), error, parser=parser)

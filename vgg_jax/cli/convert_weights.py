@@ -27,7 +27,7 @@ vgg_jax (docs/weights.md).
 import argparse
 import sys
 
-from vgg_jax.cli import OneLineParser, add_weights_flags, fail, flagged, prog_name
+from vgg_jax.cli import OneLineParser, add_weights_flags, fail, printer, prog_name
 
 PROG = "convert_weights.py"
 
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                 args.config,
                 args.preprocess,
                 batch_norm=args.batch_norm,
-                log=lambda line: print(flagged(line, parser)),
+                log=printer(parser),
             )
         else:
             named = resolve.resolve(args.src, args.config, args.preprocess, batch_norm=args.batch_norm)

@@ -36,6 +36,7 @@ from vgg_jax.cli import (
     flagged,
     given_fields,
     invocation,
+    printer,
     prog_name,
     start_distributed,
 )
@@ -85,9 +86,6 @@ def train(
     """
     prog, parser = prog_name(PROG), build_parser()
 
-    def say(line: str) -> None:
-        print(flagged(line, parser), flush=True)
-
     def warn(message: str) -> None:
         print(f"{prog}: warning: {flagged(message, parser)}", file=sys.stderr, flush=True)
 
@@ -97,7 +95,7 @@ def train(
         else None
     )
     try:
-        loop.run(cfg, resume=resume, overwrite=overwrite, log=say, warn=warn, given=given)
+        loop.run(cfg, resume=resume, overwrite=overwrite, log=printer(parser), warn=warn, given=given)
     except loop.StopRequested as stopped:
         resume = f"{invocation('train')} --workdir {shlex.quote(cfg.workdir)} --resume"
         print(f"{prog}: {stopped}. Continue with: {resume}", file=sys.stderr)
