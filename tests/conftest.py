@@ -47,6 +47,20 @@ jax.config.update("jax_threefry_partitionable", False)
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
+# A tiny run on the command line (scripts/train.py): config A at width 1/16, fc 32, synthetic data, batch 8.
+TINY_TRAIN_FLAGS = [
+    "--config",
+    "A",
+    "--data",
+    "synthetic",
+    "--width-scale",
+    "0.0625",
+    "--fc-width",
+    "32",
+    "--batch-size",
+    "8",
+]
+
 # Glorot: the tiny nets' tests (overfitting, fine-tuning) were tuned on it; VGG's default is torchvision's.
 TINY = dict(width_scale=1 / 16, fc_width=32, num_classes=10, init_scheme="glorot")
 

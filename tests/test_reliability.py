@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from conftest import TINY_TRAIN_FLAGS
 from PIL import Image
 
 from vgg_jax.cli import train as train_command
@@ -168,16 +169,7 @@ def test_kill_9_at_random_points_then_resume_gives_bit_identical_params(tmp_path
 # process
 
 SIGNAL_ARGS = [
-    "--config",
-    "A",
-    "--data",
-    "synthetic",
-    "--width-scale",
-    "0.0625",
-    "--fc-width",
-    "32",
-    "--batch-size",
-    "8",
+    *TINY_TRAIN_FLAGS,
     "--epochs",
     "50",
     "--checkpoint-every",
@@ -411,9 +403,13 @@ def test_resume_takes_the_newest_step_that_restores_and_names_each_damaged_one(f
     with pytest.warns(loop.RunWarning) as caught:
         loop.run(tiny_run(workdir, max_steps=8), resume=True, log=lines.append)
     messages = [str(w.message) for w in caught if issubclass(w.category, loop.RunWarning)]
-    assert [m.split(" in ")[0] for m in messages] == ["checkpoint step 6", "checkpoint step 4"]
+    assert [m.split(" (")[0] for m in messages] == ["checkpoint step 6", "checkpoint step 4"]
     assert all(
-        "could not be restored" in m and "damaged_checkpoints" in m and "\n" not in m for m in messages
+        "could not be read" in m
+        and "damaged_checkpoints" in m
+        and "resuming from step 2" in m
+        and "\n" not in m
+        for m in messages
     )
     assert f"Resumed {workdir} at step 2" in lines
     assert sorted(os.listdir(workdir / "damaged_checkpoints")) == ["4", "6"] and finished_steps(workdir) == [
@@ -434,16 +430,7 @@ def test_damaged_checkpoints_give_one_line_on_the_command_line(finished_run, tmp
     base = [
         sys.executable,
         TRAIN,
-        "--config",
-        "A",
-        "--data",
-        "synthetic",
-        "--width-scale",
-        "0.0625",
-        "--fc-width",
-        "32",
-        "--batch-size",
-        "8",
+        *TINY_TRAIN_FLAGS,
         "--max-steps",
         "2",
     ]
@@ -463,8 +450,9 @@ def test_damaged_checkpoints_give_one_line_on_the_command_line(finished_run, tmp
     )
     errors = [line for line in resumed.stderr.splitlines() if line.startswith("train.py: error")]
     assert resumed.returncode == 2 and "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
-    assert len(errors) == 1 and "no checkpoint in" in errors[0] and "steps 6, 4, 2 are damaged" in errors[0]
-    assert resumed.stderr.count("train.py: warning: checkpoint step") == 3
+    assert len(errors) == 1 and "no checkpoint in" in errors[0] and "Nothing was moved" in errors[0]
+    assert [errors[0].index(f"step {step}: ") > 0 for step in (6, 4, 2)] == [True] * 3
+    assert "train.py: warning" not in resumed.stderr and finished_steps(workdir) == [2, 4, 6]
 
 
 def test_a_config_json_with_an_unknown_key_or_garbled_is_one_line_naming_key_and_file(
@@ -562,46 +550,47 @@ def test_a_checkpoint_that_cannot_be_written_names_the_path_and_keeps_the_previo
     assert finished_steps(tmp_path)[-1] == 6 and not same(kept, params_of(tmp_path))
 
 
-def test_a_read_only_workdir_is_refused_up_front_with_its_path(tmp_path, monkeypatch):
-    workdir = tmp_path / "ro"
-    workdir.mkdir()
-    if os.geteuid() != 0:  # a real read-only directory (root writes through permissions)
-        workdir.chmod(0o555)
-    else:
-        import tempfile
+def read_only_folder(tmp_path):
+    """A folder nobody may write: `chmod 555` for a user; for root, who writes through modes, a tmpfs
+    mounted read-only (skipped where root cannot mount). Returns it and its undo."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return folder, lambda: folder.chmod(0o755)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs: {made.stderr.decode().strip()}")
+    return folder, lambda: subprocess.run(["umount", "-l", str(folder)], check=False)
 
-        def read_only(*args, **kwargs):
-            raise OSError(errno.EROFS, "Read-only file system")
 
-        monkeypatch.setattr(tempfile, "mkstemp", read_only)
+def test_a_read_only_workdir_is_refused_up_front_with_its_path(tmp_path):
+    workdir, undo = read_only_folder(tmp_path)
     try:
         with pytest.raises(
             OSError, match=rf"workdir {workdir} is not writable: (Read-only file system|Permission denied)"
         ):
             loop.run(loop.TrainConfig(workdir=str(workdir), max_steps=1, **TINY_RUN), **QUIET)
+        assert os.listdir(workdir) == []
     finally:
-        workdir.chmod(0o755)
-    assert os.listdir(workdir) == []
+        undo()
 
 
-def test_a_new_workdir_under_a_read_only_folder_is_refused_and_nothing_is_created(tmp_path, monkeypatch):
-    """A new workdir is made only once the inputs are read, so the check asks its nearest existing parent."""
-    parent = tmp_path / "ro"
-    parent.mkdir()
+def test_a_new_workdir_under_a_read_only_folder_is_refused_and_nothing_is_created(tmp_path):
+    """A new workdir is made only once the inputs are read, so the check probes its nearest existing
+    parent."""
+    parent, undo = read_only_folder(tmp_path)
     workdir = parent / "new" / "run"
-    if os.geteuid() != 0:
-        parent.chmod(0o555)
-    else:  # root writes through permissions
-        monkeypatch.setattr(os, "access", lambda path, mode: os.path.abspath(path) != str(parent))
     try:
-        with pytest.raises(OSError, match=rf"workdir {workdir} is not writable: Permission denied"):
+        with pytest.raises(
+            OSError, match=rf"workdir {workdir} is not writable: (Read-only file system|Permission denied)"
+        ):
             loop.run(loop.TrainConfig(workdir=str(workdir), max_steps=1, **TINY_RUN), **QUIET)
+        assert os.listdir(parent) == []
     finally:
-        parent.chmod(0o755)
-    assert os.listdir(parent) == []
-
-
-# ----------------------------------------------------------------------------- non-finite steps
+        undo()
 
 
 def poisoned_run(tmp_path, monkeypatch, skip: int, bad_steps: set[int]):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import random_images, tiny_vgg
+from conftest import TINY_TRAIN_FLAGS, random_images, tiny_vgg
 
 from vgg_jax.training import loop
 from vgg_jax.training import step as train
@@ -201,16 +201,7 @@ def test_train_script_end_to_end(tmp_path):
     command = [
         sys.executable,
         os.path.join(ROOT, "scripts", "train.py"),
-        "--config",
-        "A",
-        "--data",
-        "synthetic",
-        "--width-scale",
-        "0.0625",
-        "--fc-width",
-        "32",
-        "--batch-size",
-        "8",
+        *TINY_TRAIN_FLAGS,
         "--max-steps",
         "4",
         "--log-every",
@@ -344,12 +335,21 @@ def test_run_does_not_change_the_callers_config(tmp_path):
     assert vars(cfg) == before and json.load(open(tmp_path / "config.json"))["config"] == "A"
 
 
-def test_a_run_read_as_weights_fills_missing_fields_as_train_config_does():
-    """A config.json from before a field existed: the weights side fills in TrainConfig's own defaults."""
+def test_the_one_migration_adds_only_fields_newer_than_the_first_layout_at_their_old_behaviour():
+    """`runs.migrate`: the fields config.json gained later, each at the value that reproduces how a run
+    behaved before it (today's default: SGD, no smoothing, no accumulation, no EMA, the automatic
+    implementations); nothing else is ever filled in."""
     from vgg_jax.weights import runs
 
     defaults = loop.TrainConfig(workdir="w")
-    assert {name: getattr(defaults, name) for name in runs.MODEL_FIELDS} == runs.MODEL_FIELDS
+    assert runs.ADDED_FIELDS == {name: getattr(defaults, name) for name in runs.ADDED_FIELDS}
+    old = json.load(open(os.path.join(OLD_MAIN, "run_b522551", "config.json")))
+    assert not set(runs.ADDED_FIELDS) & set(old) and runs.migrate(old) == {**runs.ADDED_FIELDS, **old}
+    newer = {
+        **old,
+        "optimizer": "adamw",
+    }  # today's layout with fields missing: returned as it is, then refused
+    assert runs.migrate(newer) == newer
 
 
 def test_the_resume_command_is_printed_as_the_command_was_invoked(monkeypatch):

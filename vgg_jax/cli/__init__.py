@@ -29,6 +29,10 @@ from vgg_jax.util.options import flag_of, shown
 
 xla_flags.apply()
 one_line_warnings()
+# multiprocessing's resource tracker (a process of its own, started with these options) warns of the shared
+# memory it unlinks for input workers that ended with a killed run: it is the clean-up working, printed
+# after the run's last line. A run that ends on its own closes its workers and leaves it nothing to do.
+sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
 
 
 def prog_name(script: str) -> str:

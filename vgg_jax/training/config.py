@@ -25,7 +25,7 @@ from vgg_jax.training import finetune
 from vgg_jax.training import step as train_lib
 from vgg_jax.util.images import NORMALIZE_MODES
 from vgg_jax.util.options import option
-from vgg_jax.weights import resolve, runs
+from vgg_jax.weights import runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,8 +175,6 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(
             f"init_from needs a run's workdir, a weights file or a pretrained name, got {cfg.init_from!r}"
         )
-    if cfg.init_from and resolve.describe(cfg.init_from) is None:
-        raise resolve.unknown_spec(cfg.init_from, "init_from")
     try:
         model_from(cfg, num_classes=1)  # VGG's own checks of its fields, the one place they are made
     except TypeError as error:
@@ -292,17 +290,28 @@ def make_train_step(
 
 
 def read_config(workdir: str, argument: str = "resume") -> TrainConfig:
-    """A run's saved TrainConfig; one-line errors naming the file for garbled JSON or keys this version
-    lacks."""
+    """A run's saved TrainConfig, checked whole: one-line `RunConfigError`s name the file and the field.
+
+    Garbled JSON, a key this version lacks, a missing field and a bad value
+    are each refused; nothing is filled in but through `runs.migrate` (the
+    older layout). A start refused here changes nothing in the run.
+    """
     path = os.path.join(workdir, runs.CONFIG)
     saved = runs.read_config(workdir, argument)
-    known = {field.name for field in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(saved) - known)
+    names = [field.name for field in dataclasses.fields(TrainConfig) if field.name != "workdir"]
+    unknown = sorted(set(saved) - set(names) - {"workdir"})
     if unknown:
-        raise ValueError(
+        raise runs.RunConfigError(
             f"{argument}: {path} has a key this version of vgg_jax does not know: {unknown[0]!r}"
             + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
             + "; it was written by a newer version or edited by hand: remove the key, or use the version "
             "that wrote it"
         )
-    return TrainConfig(**{**saved, "workdir": workdir})
+    runs.require_fields(saved, names, argument, path)
+    runs.run_settings(workdir, argument, saved)  # the readers' checks: VGG's settings, the crop, the pixels
+    cfg = TrainConfig(**{**saved, "workdir": workdir})
+    try:
+        validate(cfg)
+    except ValueError as error:
+        raise runs.config_error(argument, path, "the field " + str(error).replace("`", "")) from None
+    return cfg

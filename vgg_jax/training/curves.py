@@ -28,7 +28,7 @@ class TensorBoard:
     """
 
     def __init__(self, workdir: str, purge_step: Optional[int], log: Callable[[str], None]):
-        self.writer = None
+        self.writer, self.log = None, log
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
@@ -47,9 +47,39 @@ class TensorBoard:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(name, value, record["step"])
 
+    def flush(self) -> None:
+        """Writes the pending events: at every checkpoint, so that a kill loses none that the checkpoint kept
+        (the writer flushes on its own only every 10 s)."""
+        self._guarded(lambda writer: writer.flush())
+
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        self._guarded(lambda writer: writer.close())
+        self.writer = None
+
+    def _guarded(self, act: Callable[[Any], None]) -> None:
+        """Runs `act` on the writer; an OSError (a full disk) ends the events with one line, not a traceback.
+
+        tensorboardX would retry its close at exit and trace the same error
+        again from its writer thread, so its event writer is stopped and marked
+        closed here (metrics.jsonl keeps every record).
+        """
+        if self.writer is None:
+            return
+        try:
+            act(self.writer)
+        except OSError as error:
+            events = getattr(self.writer.file_writer, "event_writer", None)
+            worker = getattr(events, "_worker", None)
+            if worker is not None:
+                worker.stop()
+            if events is not None:
+                events._closed = True
+            self.writer = None
+            self.log(
+                f"TensorBoard events: stopped writing them ({error.strerror or error}); "
+                "metrics.jsonl has every "
+                "record"
+            )
 
 
 def plot_curves(records: list[dict[str, Any]], path: str) -> None:

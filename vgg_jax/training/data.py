@@ -247,13 +247,39 @@ def _with_index(index: int, box: tuple[Any]) -> tuple[int, Any]:
     return index, box[0]
 
 
-def _ignore_ctrl_c(worker_index: int, worker_count: int) -> None:
-    """In each worker: Ctrl-C is the main process's to act on (it stops cleanly); a worker must not print a
-    traceback."""
+def _worker_init(worker_index: int, worker_count: int) -> None:
+    """In each input worker: Ctrl-C is the main process's to act on (it stops cleanly), so a worker prints no
+    traceback; and the worker ends itself when the main process is gone (`_end_with_parent`)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     one_line_warnings()
+    _end_with_parent()
+
+
+# how often a worker looks for its parent: the longest an orphan lives
+PARENT_POLL_S = 0.5
+
+
+def _end_with_parent() -> None:
+    """Ends this process soon after the process that started it ends, however it ended (kill -9 included).
+
+    A worker whose parent died is adopted by init (or a subreaper), so its
+    parent's PID changes. A daemon thread watches for that and exits at once:
+    the worker's pipes and shared memory close with it, and the resource
+    tracker, whose last client it was, then unlinks the segments and ends.
+    """
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="vgg_jax-parent-watch", daemon=True).start()
 
 
 class Loader:
@@ -301,7 +327,7 @@ class LoaderIterator:
             if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags; the defaults serve
                 flags.FLAGS.mark_as_parsed()
             dataset = dataset.mp_prefetch(
-                grain.MultiprocessingOptions(num_workers=loader.worker_count), worker_init_fn=_ignore_ctrl_c
+                grain.MultiprocessingOptions(num_workers=loader.worker_count), worker_init_fn=_worker_init
             )
         return iter(dataset)
 

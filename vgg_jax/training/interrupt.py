@@ -1,10 +1,11 @@
 """Ctrl-C and a scheduler's SIGTERM as a request to stop cleanly: finish the step, checkpoint, exit.
 
-The first SIGINT or SIGTERM only sets a flag (and says so on stderr); the
-handlers that were there before are put back at once, so a second signal
-does what it did before: a second SIGTERM terminates, a second Ctrl-C raises
-KeyboardInterrupt, or kills the process where the caller made SIGINT's
-default action the previous one (the command line does).
+The first SIGINT or SIGTERM only sets a flag (and says so on stderr). A
+second signal does what it did before: a second SIGTERM terminates, a second
+Ctrl-C raises KeyboardInterrupt, or kills the process where the caller made
+SIGINT's default action the previous one (the command line does). With
+`again`, it first prints one line that says what that leaves saved, so that
+the last line a stopped run printed is true.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -32,8 +33,12 @@ class StopRequest:
     nothing and `requested` stays False.
     """
 
-    def __init__(self, announce: str = "finishing the current step and writing a checkpoint"):
-        self.announce = announce
+    def __init__(
+        self,
+        announce: str = "finishing the current step and writing a checkpoint",
+        again: Optional[Callable[[], str]] = None,
+    ):
+        self.announce, self.again = announce, again
         self.signum: Optional[int] = None
         self._previous: dict[int, Any] = {}
 
@@ -53,13 +58,26 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.signum = signum
-        self._restore()
+        if self.again is None:
+            self._restore()
+        else:  # the second signal says what is saved, then acts as before
+            for other in self._previous:
+                signal.signal(other, self._second)
         # os.write, not print: a handler may run in the middle of another write to the same stream.
         os.write(
             2,
             f"\n{signal.Signals(signum).name} received: {self.announce}; send it again to stop at once "
             "without saving\n".encode(),
         )
+
+    def _second(self, signum: int, frame: Any) -> None:
+        previous = self._previous.get(signum)
+        os.write(2, f"\n{signal.Signals(signum).name} again: stopping now; {self.again()}\n".encode())
+        self._restore()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            os.kill(os.getpid(), signum)  # the default action, now put back: the process ends
 
     def _restore(self) -> None:
         for signum, previous in self._previous.items():

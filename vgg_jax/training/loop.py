@@ -108,23 +108,22 @@ def resumed_config(cfg: TrainConfig, given: Optional[Collection[str]] = None) ->
 
 
 def _check_writable(workdir: str) -> None:
-    """Fails fast on a workdir that cannot be written (read-only, full, not ours), before inputs are read.
+    """Fails fast, with the true reason, on a workdir that cannot be written, before inputs are read.
 
-    An existing workdir gets a probe file, created and removed; a new one is
-    made only once the run's inputs are read, so its nearest existing parent
-    is asked instead, and nothing is created here.
+    A probe file is created and removed in the workdir, or, for a new one
+    (made only once the run's inputs are read), in its nearest existing
+    parent; so the refusal gives the system's own reason: a read-only file
+    system, a parent that is a file, no permission, a full disk.
     """
     import tempfile
 
     existing = os.path.abspath(workdir)
-    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
         existing = os.path.dirname(existing)
     try:
-        if existing != os.path.abspath(workdir):
-            if not os.access(existing, os.W_OK | os.X_OK):
-                raise OSError(errno.EACCES, os.strerror(errno.EACCES))
-            return
-        handle, probe = tempfile.mkstemp(prefix=".vgg_jax_probe.", dir=workdir)
+        if not os.path.isdir(existing):
+            raise OSError(errno.ENOTDIR, f"{os.strerror(errno.ENOTDIR)} ({existing} is a file)")
+        handle, probe = tempfile.mkstemp(prefix=".vgg_jax_probe.", dir=existing)
         try:
             os.write(handle, b"probe")
         finally:
@@ -132,6 +131,16 @@ def _check_writable(workdir: str) -> None:
             os.unlink(probe)
     except OSError as error:
         raise OSError(f"workdir {workdir} is not writable: {error.strerror or error}") from None
+
+
+def _make_workdir(workdir: str, log: Callable[[str], None]) -> None:
+    """Makes the workdir; one line names the parent folders it makes too, so that a typo in a path shows."""
+    missing = os.path.abspath(workdir)
+    while not os.path.isdir(os.path.dirname(missing)):
+        missing = os.path.dirname(missing)
+    if missing != os.path.abspath(workdir):
+        log(f"`workdir` {workdir}: {missing} did not exist; made it and the folders below it")
+    os.makedirs(workdir, exist_ok=True)
 
 
 def load_params(workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -318,20 +327,25 @@ def _start(
     resume: bool,
     overwrite: bool,
     log: Callable[[str], None],
+    lock: rundir.WorkdirLock,
     given: Optional[Collection[str]] = None,
 ) -> tuple[_Plan, bool]:
     """Validates, reads every input, and only then writes: the workdir, --overwrite's removal of the old run,
-    config.json.
+    config.json (on resume: once a checkpoint restored, in `_prepare`).
 
     A start that fails leaves nothing behind (or only what an earlier run had).
-    Returns the plan and whether the run resumes: `resume` on a workdir that
-    holds no run yet starts it (one command serves a scheduler's first start
-    and every restart); on resume the saved config wins but for the fields
-    given (`resumed_config`).
+    `lock` is taken before anything in the workdir is read for resuming or
+    changed: at once for a folder holding a run, else when the folder is
+    made. Returns the plan and whether the run resumes: `resume` on a workdir
+    that holds no run yet starts it (one command serves a scheduler's first
+    start and every restart); on resume the saved config wins but for the
+    fields given (`resumed_config`).
     """
     if resume and overwrite:
         raise ValueError("`resume` and `overwrite` contradict each other; pick one")
     holds_run = rundir.holds_run(cfg.workdir)
+    if holds_run and parallel.is_primary():
+        lock.acquire()  # a run still writing the folder is refused before anything here reads or changes it
     if resume and not holds_run:
         log(f"resume: {cfg.workdir} holds no run yet, so it starts now")
         resume = False
@@ -344,20 +358,35 @@ def _start(
     if resume:
         cfg = resumed_config(cfg, given)
         validate(cfg)  # the saved config, with this run's length and devices
+    elif cfg.init_from and resolve.describe(cfg.init_from) is None:
+        raise resolve.unknown_spec(cfg.init_from, "init_from")
     if parallel.is_primary():
         _check_writable(cfg.workdir)
     plan = _plan(cfg, resume, log)
     parallel.barrier("vgg_jax.start.read")  # every process has read its inputs before process 0 deletes
-    if overwrite:
-        rundir.remove_run(cfg.workdir)
-    os.makedirs(cfg.workdir, exist_ok=True)
     if parallel.is_primary():
-        write_text(
-            os.path.join(cfg.workdir, "config.json"), json.dumps(dataclasses.asdict(plan.cfg), indent=2)
-        )
-        rundir.write_classes(cfg.workdir, getattr(plan.train_source, "classes", None))
+        if not lock.held:
+            _make_workdir(cfg.workdir, log)
+            lock.acquire()
+            if rundir.holds_run(cfg.workdir) and not overwrite:  # another start got here first
+                raise ValueError(
+                    f"workdir {cfg.workdir} now holds a run, started while this one read its inputs"
+                )
+        if overwrite:
+            rundir.remove_run(cfg.workdir)
+    os.makedirs(cfg.workdir, exist_ok=True)
+    if not resume:
+        _write_config(plan)
     parallel.barrier("vgg_jax.start.written")
     return plan, resume
+
+
+def _write_config(plan: _Plan) -> None:
+    """config.json (process 0): the run's settings as it runs them; and its class names."""
+    if parallel.is_primary():
+        path = os.path.join(plan.cfg.workdir, "config.json")
+        write_text(path, json.dumps(dataclasses.asdict(plan.cfg), indent=2))
+        rundir.write_classes(plan.cfg.workdir, getattr(plan.train_source, "classes", None))
 
 
 def restore(
@@ -377,6 +406,7 @@ def restore(
 
     def args_for(step: int) -> Any:
         saved = manager.item_metadata(step)["state"]
+        rundir.check_shapes(saved["params"], target.params, workdir, step)
         legacy = state.ema_params is None and "ema_params" not in saved
         return ocp.args.Composite(
             state=ocp.args.StandardRestore(before_ema if legacy else target),
@@ -525,7 +555,17 @@ def run(
     raising `StopRequested`.
     """
     warn = warn or (lambda message: warnings.warn(message, RunWarning, stacklevel=3))
-    plan, resume = _start(cfg, resume, overwrite, log, given)
+    lock = rundir.WorkdirLock(cfg.workdir)
+    try:
+        return _train(*_start(cfg, resume, overwrite, log, lock, given), log, warn)
+    finally:
+        lock.release()
+
+
+def _train(
+    plan: _Plan, resume: bool, log: Callable[[str], None], warn: Callable[[str], None]
+) -> dict[str, Any]:
+    """The steps of a started run (`_start`), to its summary."""
     cfg, total = plan.cfg, plan.total_steps
     session = _prepare(plan, resume, log, warn)
     state, start, skipped, iterator = session.state, session.start, session.skipped, session.iterator
@@ -533,7 +573,7 @@ def run(
     progress, task, plain = _progress(total, start, cfg.config)
     last, last_eval, window, logged = {}, None, _Window(), {}
     try:
-        with interrupt.StopRequest() as stop, progress:
+        with interrupt.StopRequest(again=lambda: _saved(cfg.workdir)) as stop, progress:
             batches, pending = _prefetch(iterator, session.mesh), []
             first = f"starting {plan.workers} input workers" if plan.workers else "reading the first batch"
             for step in range(start, total):
@@ -570,6 +610,8 @@ def run(
                     drained, skipped = _drain(pending, window, skipped, cfg, log)
                     last = drained or last
                     checkpoint(session.manager, cfg.workdir, done, state, position, session.plateau, skipped)
+                    if board is not None:
+                        board.flush()  # TensorBoard keeps every step the checkpoint kept
                 if stopping:
                     raise StopRequested(
                         _stopped_message(stop.name or "another process's stop request", done, cfg.workdir),
@@ -578,6 +620,8 @@ def run(
                 progress.update(task, advance=1)
         final = _final_evaluation(plan, state, last_eval, metrics_log)
     finally:
+        if hasattr(iterator, "close"):  # stops the input workers and frees their shared memory
+            iterator.close()
         metrics_log.close()
         if board is not None:
             board.close()
@@ -641,6 +685,7 @@ def _prepare(plan: _Plan, resume: bool, log: Callable[[str], None], warn: Callab
         restore(manager, cfg.workdir, state, shardings, iterator, plateau, warn) if resume else (state, 0, 0)
     )
     if resume:
+        _write_config(plan)  # a checkpoint restored (or there was none): the run's length may have changed
         log(
             f"Resumed {cfg.workdir} at step {start}"
             if start
@@ -804,6 +849,17 @@ def _evaluate_and_adapt(
         state = parallel.reshard(train_lib.set_learning_rate(state, new_rate), shardings)
         log(f"step {done}: validation accuracy stopped improving; learning rate now {new_rate:g}")
     return state, result
+
+
+def _saved(workdir: str) -> str:
+    """What a run stopped at once leaves, for the last line it prints."""
+    steps = runs.finished_steps(workdir)
+    if not steps:
+        return f"no checkpoint was written; {workdir} starts from step 0 when resumed"
+    return (
+        f"the step in progress is not saved; the newest checkpoint is step {steps[-1]} in "
+        f"{runs.checkpoint_dir(workdir)}, where resuming continues"
+    )
 
 
 def _stopped_message(signal_name: str, step: int, workdir: str) -> str:

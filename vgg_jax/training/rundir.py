@@ -20,6 +20,7 @@ import os
 import shutil
 from typing import Any, Callable, Optional
 
+import jax
 import orbax.checkpoint as ocp
 
 from vgg_jax.training import parallel
@@ -27,10 +28,12 @@ from vgg_jax.util.files import write_text
 from vgg_jax.weights.runs import (
     CHECKPOINTS,
     CLASSES,
+    ERRORS_LOG,
     FINISHED_MARKER,
     TRASH,
     CheckpointReadError,
-    FailedRestoreNoise,
+    CheckpointReports,
+    RunConfigError,
     checkpoint_dir,
     finished_steps,
     short,
@@ -38,6 +41,7 @@ from vgg_jax.weights.runs import (
 )
 
 DAMAGED = "damaged_checkpoints"
+LOCK = ".lock"  # flock()ed by the run writing the folder; holds its PID and host; never removed
 RUN_FILES = ("config.json", "classes.json", "metrics.jsonl", CHECKPOINTS, DAMAGED)
 
 Warn = Callable[[str], None]
@@ -45,6 +49,58 @@ Warn = Callable[[str], None]
 
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (disk full, read-only, ...); the last complete one is kept."""
+
+
+class WorkdirInUseError(ValueError):
+    """Another process is writing the run folder; the message names the folder and the holder's PID."""
+
+
+class WorkdirLock:
+    """One writer per run folder: an exclusive `fcntl.flock` on `WORKDIR/.lock`, held until `release`.
+
+    The operating system releases it when the holder ends, however it ends
+    (kill -9 included), so a lock is never stale. The file holds the
+    holder's PID and host, for the refusal's message; it stays in the folder,
+    since removing a lock file races with a process about to lock it.
+    Readers (predict, evaluate, convert) take no lock.
+    """
+
+    def __init__(self, workdir: str):
+        self.workdir, self.fd = workdir, None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    def acquire(self) -> None:
+        """Takes the lock, or raises `WorkdirInUseError` at once (no waiting) naming the holder."""
+        import fcntl
+        import socket
+
+        if self.held:
+            return
+        try:
+            fd = os.open(os.path.join(self.workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:  # a read-only file system, say: the folder cannot be written at all
+            raise OSError(f"workdir {self.workdir} is not writable: {error.strerror or error}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").split()
+            os.close(fd)
+            who = f"PID {holder[0]} on {holder[1]}" if len(holder) == 2 else "a process that is starting"
+            raise WorkdirInUseError(
+                f"workdir {self.workdir} is being written by another run ({who}); one run writes a folder at "
+                "a time: wait for it to end (or stop it), or use another `workdir`"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
 
 
 def holds_run(workdir: str) -> bool:
@@ -91,16 +147,17 @@ def save(
     """Writes checkpoint `step` and waits for it; `CheckpointWriteError` (one line, previous kept) on
     failure."""
     try:
-        checkpoints.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=ocp.args.JsonSave(data),
-                policy=ocp.args.JsonSave(policy),
-            ),
-            force=True,
-        )
-        checkpoints.wait_until_finished()
+        with CheckpointReports(os.path.join(workdir, ERRORS_LOG)):
+            checkpoints.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data=ocp.args.JsonSave(data),
+                    policy=ocp.args.JsonSave(policy),
+                ),
+                force=True,
+            )
+            checkpoints.wait_until_finished()
     except Exception as error:  # OSError, or Orbax's and tensorstore's wrappers of one
         good = ([s for s in finished_steps(workdir) if s != step] or [None])[-1]
         raise CheckpointWriteError(
@@ -121,32 +178,70 @@ def restore_newest(
 ) -> tuple[Optional[int], Any]:
     """The newest checkpoint that restores, as (step, restored); (None, None) when there is none.
 
-    A finished step that fails to restore (deleted or overwritten files,
-    garbled metadata) is moved to `damaged_checkpoints/` with a warning naming
-    it, and the next older one is tried: the resumed run will write those
-    step numbers again.
+    A finished step whose own files fail to read (deleted or overwritten
+    files, garbled metadata) is damaged: once an older step restores, each
+    damaged newer one is moved to `damaged_checkpoints/` with a one-line
+    warning (the resumed run writes those step numbers again). When none
+    restores, nothing is moved and `CheckpointReadError` lists them. A
+    `RunConfigError` from `args_for` (config.json does not describe the
+    checkpoints) is the config's problem: raised at once, nothing moved.
+    What Orbax reports about a failed read goes to `checkpoint_errors.log`.
     """
-    damaged = []
+    damaged: list[tuple[int, str]] = []
     for step in reversed(finished_steps(workdir)):
         try:
-            with FailedRestoreNoise():
-                return step, checkpoints.restore(step, args=args_for(step))
+            with CheckpointReports(os.path.join(workdir, ERRORS_LOG)):
+                restored = checkpoints.restore(step, args=args_for(step))
+        except RunConfigError:
+            raise
         except Exception as error:  # whatever Orbax, tensorstore or JSON raise for damaged files
-            moved = _move_aside(workdir, step)
-            damaged.append(step)
-            warn(
-                f"checkpoint step {step} in {checkpoint_dir(workdir)} could not be restored "
-                f"({short(error)}); "
-                f"moved it to {moved} and trying the previous one"
-            )
+            damaged.append((step, short(error)))
             checkpoints.reload()
+            continue
+        for bad, reason in damaged:
+            moved = _move_aside(workdir, bad)
+            warn(
+                f"checkpoint step {bad} ({os.path.join(checkpoint_dir(workdir), str(bad))}) could not be "
+                f"read ({reason}); moved it to {moved}, resuming from step {step}" + _details(workdir)
+            )
+        if damaged:
+            checkpoints.reload()  # the manager forgets the steps moved aside, so the run writes them again
+        return step, restored
     if damaged:
         raise CheckpointReadError(
-            f"no checkpoint in {checkpoint_dir(workdir)} could be restored (steps "
-            f"{', '.join(map(str, damaged))} are damaged, "
-            f"now in {os.path.join(workdir, DAMAGED)}); start the run again with `overwrite`"
+            f"no checkpoint in {checkpoint_dir(workdir)} could be read: "
+            + "; ".join(f"step {step}: {reason}" for step, reason in damaged)
+            + f". Nothing was moved or changed{_details(workdir)}. To train again, start a new run in "
+            "another `workdir` (or `overwrite` this one, which deletes these checkpoints)"
         )
     return None, None
+
+
+def check_shapes(saved: Any, expected: Any, workdir: str, step: int) -> None:
+    """`RunConfigError` when checkpoint `step`'s parameters (`saved`, its metadata) are not those of the model
+    config.json builds (`expected`): the file was changed, the checkpoint is not damaged."""
+
+    def shapes(tree: Any) -> dict[str, tuple]:
+        leaves = jax.tree_util.tree_leaves_with_path(tree)
+        return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape) for path, leaf in leaves}
+
+    theirs, ours = shapes(saved), shapes(expected)
+    if theirs == ours:
+        return
+    name = next(n for n in sorted(set(theirs) | set(ours)) if theirs.get(n) != ours.get(n))
+    held = f"{theirs[name]}" if name in theirs else "no such parameter"
+    built = f"{ours[name]}" if name in ours else "no such parameter"
+    raise RunConfigError(
+        f"resume: {os.path.join(workdir, 'config.json')} does not describe the run's checkpoints: parameter "
+        f"{name} is {held} in checkpoint step {step} but {built} in the model the file builds; the file "
+        "was changed after the run started. The checkpoints are intact and nothing was moved or changed: "
+        "restore the file's settings as the run was started"
+    )
+
+
+def _details(workdir: str) -> str:
+    path = os.path.join(workdir, ERRORS_LOG)
+    return f" (details: {path})" if os.path.isfile(path) else ""
 
 
 def _move_aside(workdir: str, step: int) -> str:
@@ -221,11 +316,21 @@ class MetricsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         if self.file is not None:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
+            try:
+                self.file.write(json.dumps(record) + "\n")
+                self.file.flush()
+            except OSError as error:
+                raise OSError(
+                    f"could not append to {self.path}: {error.strerror or error}; free space, then continue "
+                    "with `resume` (the last checkpoint is kept)"
+                ) from None
             if self.also is not None:  # TensorBoard's events, say
                 self.also(record)
 
     def close(self) -> None:
         if self.file is not None:
-            self.file.close()
+            file, self.file = self.file, None
+            try:
+                file.close()
+            except OSError:  # a full disk: write() has said so, or the run's own error will
+                pass

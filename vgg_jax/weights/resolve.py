@@ -215,7 +215,7 @@ def _published_entry(path: str) -> Any:
 
 def _resolve_run(spec: str, argument: str, model_kwargs: dict[str, Any]) -> Resolved:
     workdir, step = runs.run_of(spec)
-    saved = runs.model_fields(workdir, argument or "the run")
+    saved = runs.run_settings(workdir, argument or "the run")
     step, state = runs.restore_state(workdir, argument or "the run", step)
     ema = state.get("ema_params")  # a run with --ema-decay is used through its parameters' average
     variables = {"params": ema or state["params"]}

@@ -11,44 +11,82 @@ run's weights without importing training.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
+import re
 import sys
+import traceback
 import warnings
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
 
+from vgg_jax.model.configs import MIN_IMAGE_SIZE, resolve_config
+from vgg_jax.model.vgg import ModelOptions, model_from
+from vgg_jax.util.images import NORMALIZE_MODES
+
 CHECKPOINTS = "checkpoints"
 TRASH = ".deleted"  # under checkpoints/: not digit-named, so never listed as a step
 FINISHED_MARKER = "_CHECKPOINT_METADATA"  # Orbax writes it before the final rename
 CONFIG = "config.json"
 CLASSES = "classes.json"
-# The TrainConfig fields a run's weights are read with, at TrainConfig's defaults (a test holds them equal),
-# for config.json files written before a field existed.
-MODEL_FIELDS = {
-    "config": "A",
-    "data": "digits",
-    "image_size": 32,
-    "dropout_rate": 0.5,
-    "init_scheme": "kaiming",
-    "preprocess": None,
-    "mean_rgb": None,
+ERRORS_LOG = (
+    "checkpoint_errors.log"  # what Orbax and TensorStore report when a checkpoint fails to read or write
+)
+# The fields config.json gained after its first layout (vgg_jax before the AdamW/EMA options), each at the
+# value that reproduces how such a run behaved. A file that lacks all of them is of that layout and is read
+# with them (`migrate`); a file that lacks some of them, or any other field, is damaged and refused.
+ADDED_FIELDS = {
+    "optimizer": "sgd",
+    "label_smoothing": 0.0,
+    "accumulate": 1,
+    "ema_decay": None,
+    "conv_impl": "auto",
+    "relu_impl": "jax",
+    "pool_impl": "auto",
 }
+# What a run's weights are read with besides VGG's own settings (`ModelOptions`): its config, its crop and
+# its pixels. Each must be in config.json: none is ever filled in with a default.
+READ_FIELDS = ("config", "dtype", "image_size", "preprocess", "subtract_mean", "mean_rgb")
 
 
 class CheckpointReadError(ValueError):
     """No checkpoint of a run could be restored; the message names the path and the step."""
 
 
+class RunConfigError(ValueError):
+    """A run's config.json is missing a field, holds a bad value, or does not describe its checkpoints.
+
+    A config problem, never a damaged checkpoint: nothing is moved and the
+    file is not rewritten. The message names the file and the field.
+    """
+
+
 def short(error: BaseException) -> str:
-    """The first line of an error (or of its first cause with a message), for one-line messages."""
+    """The first line of an error (or of its first cause with a message), for one-line messages.
+
+    Object reprs (`<bound method ... at 0x...>`), TensorStore's index lists
+    and its "See full TensorStore details" tail are cut, so that the line
+    reads as a reason.
+    """
     while error.__cause__ is not None and not str(error).strip():
         error = error.__cause__
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    line = text[0].split(" See full TensorStore details")[0]
+    code = re.search(r"os_error_code='(\d+)'", line)
+    if code:  # TensorStore's wrapping of an OSError: its reason first, where a long path cannot cut it off
+        line = f"{os.strerror(int(code[1]))} ({line})"
+    line = re.sub(r"<[^<>]* at 0x[0-9a-f]+>|\(slice\(.*\)\)|\(\)(?=\.?$)", "", line)
+    line = re.sub(r":\s*\.?$", "", line.strip()).strip()
+    if len(line) > 200:
+        line = line[:199] + "\u2026"
+    return f"{type(error).__name__}: {line}"
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -97,44 +135,86 @@ def manager(workdir: str, keep: int = 1, read_only: bool = False) -> ocp.Checkpo
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=handlers)
 
 
-class FailedRestoreNoise(logging.Filter):
-    """Silences what a restore that fails on damaged files makes Orbax's asyncio internals print.
+class CheckpointReports(logging.Filter):
+    """Keeps what Orbax and TensorStore report on their own off the terminal while a checkpoint is read or
+    written.
 
-    The reads still in flight end after the failure: their callbacks find the
-    event loop closed (`RuntimeError: Event loop is closed`, reported as
-    unraisable), their tasks' exceptions are never retrieved (logged by
-    asyncio), and coroutines are never awaited (a RuntimeWarning): a traceback
-    each, after the caller's one-line message. Installed around a restore;
-    left in place after a failure, since the reports come later; removed after
-    a success. Every other report still reaches its usual hook.
+    A read or write that fails makes them report from their own threads:
+    absl `ERROR` records with tracebacks, asyncio's "never retrieved"
+    records, and one "Exception ignored in <coroutine ...>" per array read
+    still in flight, when those coroutines are finalised (hundreds of lines
+    for a damaged checkpoint). Inside this context they are collected
+    instead; the caller's exception says what failed, in one line. On a
+    failure the context waits until the reads in flight have reported
+    (`SETTLE_S` without a new report, at most `WAIT_S`), so that nothing
+    arrives after it; every hook is put back on leaving, failure or not.
+    With `log_path`, what was collected is appended to that file (a run's
+    `checkpoint_errors.log`), where the full detail stays.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.previous_hook = sys.unraisablehook
-        self.warnings = warnings.catch_warnings()
+    SETTLE_S, WAIT_S = 0.3, 5.0
 
-    def __enter__(self) -> "FailedRestoreNoise":
-        sys.unraisablehook = self._unraisable
-        logging.getLogger("asyncio").addFilter(self)
-        self.warnings.__enter__()
-        warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+    def __init__(self, log_path: Optional[str] = None) -> None:
+        super().__init__()
+        self.log_path, self.reports = log_path, []
+        self._loggers = [logging.getLogger(name) for name in ("absl", "asyncio", "orbax")]
+
+    def __enter__(self) -> "CheckpointReports":
+        self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        self._warnings = warnings.catch_warnings(record=True)
+        self._caught = self._warnings.__enter__()
+        warnings.simplefilter("always")
+        for logger in self._loggers:
+            logger.addFilter(self)
         return self
 
     def __exit__(self, exc_type: Any, *rest: Any) -> None:
-        if exc_type is None:
-            sys.unraisablehook = self.previous_hook
-            logging.getLogger("asyncio").removeFilter(self)
-            self.warnings.__exit__(None, None, None)
+        try:
+            if exc_type is not None:
+                self._settle()
+        finally:
+            sys.unraisablehook = self._hook
+            for logger in self._loggers:
+                logger.removeFilter(self)
+            self._warnings.__exit__(None, None, None)
+            self.reports += [f"warning: {warning.message}" for warning in self._caught]
+            self._write()
+
+    def _settle(self) -> None:
+        """Waits for the reads and writes still in flight to finish and report, finalising their
+        coroutines."""
+        import gc
+        import time
+
+        begin = last_change = time.monotonic()
+        count = -1
+        while time.monotonic() - last_change < self.SETTLE_S and time.monotonic() - begin < self.WAIT_S:
+            gc.collect()
+            if len(self.reports) != count:
+                count, last_change = len(self.reports), time.monotonic()
+            time.sleep(0.05)
 
     def _unraisable(self, report: Any) -> None:
-        if not (report.exc_type is RuntimeError and str(report.exc_value) == "Event loop is closed"):
-            self.previous_hook(report)
+        lines = traceback.format_exception(report.exc_type, report.exc_value, report.exc_traceback)
+        self.reports.append(
+            f"{report.err_msg or 'Exception ignored in'}: {report.object!r}\n{''.join(lines)}"
+        )
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(
-            ("Task exception was never retrieved", "Future exception was never retrieved")
-        )
+        text = f"{record.levelname}:{record.name}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info))
+        self.reports.append(text)
+        return False
+
+    def _write(self) -> None:
+        if not self.reports or self.log_path is None:
+            return
+        try:
+            with open(self.log_path, "a") as file:
+                file.write("".join(report.rstrip("\n") + "\n" for report in self.reports))
+        except OSError:  # a full disk, say: the one-line error has already said what failed
+            pass
 
 
 def state_on_one_device(manager: ocp.CheckpointManager, step: int) -> Any:
@@ -168,7 +248,7 @@ def restore_state(workdir: str, argument: str = "init_from", step: Optional[int]
         )
     step = steps[-1] if step is None else step
     try:
-        with FailedRestoreNoise(), manager(workdir, read_only=True) as reader:
+        with CheckpointReports(), manager(workdir, read_only=True) as reader:
             restored = reader.restore(
                 step,
                 args=ocp.args.Composite(state=ocp.args.StandardRestore(state_on_one_device(reader, step))),
@@ -208,9 +288,7 @@ def read_json(path: str, what: str) -> Any:
     except FileNotFoundError:
         raise ValueError(f"{what} {path} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(
-            f"{what} {path} is not valid JSON ({error}); restore it or start the run again with `overwrite`"
-        ) from None
+        raise ValueError(f"{what} {path} is not valid JSON ({error}); restore the file") from None
 
 
 def read_classes(workdir: str) -> Optional[list[str]]:
@@ -224,19 +302,97 @@ def read_classes(workdir: str) -> Optional[list[str]]:
     return names
 
 
+def config_error(argument: str, path: str, problem: str) -> RunConfigError:
+    """The one form of a config.json problem: the file, the field's problem, and the fix; nothing changed."""
+    return RunConfigError(
+        f"{argument}: {path}: {problem}; nothing is filled in for it: put back the value the run was started "
+        "with, or restore the file (nothing was changed)"
+    )
+
+
 def read_config(workdir: str, argument: str = "resume") -> dict[str, Any]:
-    """A run's config.json as a dict (one-line errors naming the file when it is missing, garbled or not an
-    object)."""
+    """A run's config.json as a dict, older layouts migrated (`migrate`); one-line errors naming the file
+    when it is missing, garbled or not an object."""
     path = os.path.join(workdir, CONFIG)
     saved = read_json(path, f"{argument}: the run's config")
     if not isinstance(saved, dict):
-        raise ValueError(
-            f"{argument}: {path} holds {type(saved).__name__}, not a config object; restore it or start "
-            "again with `overwrite`"
+        raise RunConfigError(
+            f"{argument}: {path} holds {type(saved).__name__}, not a config object; restore it"
         )
+    return migrate(saved)
+
+
+def migrate(saved: dict[str, Any]) -> dict[str, Any]:
+    """The one migration of a config.json written before `ADDED_FIELDS` existed: they are added at the
+    values such a run had. A file holding any of them is of today's layout and is returned as it is."""
+    if any(name in saved for name in ADDED_FIELDS):
+        return saved
+    return {**ADDED_FIELDS, **saved}
+
+
+def require_fields(saved: dict[str, Any], names: Any, argument: str, path: str) -> None:
+    """Refuses, naming the first, a field of `names` that config.json lacks."""
+    missing = [name for name in names if name not in saved]
+    if missing:
+        more = f" (and {len(missing) - 1} more: {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        raise config_error(argument, path, f"the field {missing[0]} is missing{more}")
+
+
+def run_settings(
+    workdir: str, argument: str = "the run", saved: Optional[dict[str, Any]] = None
+) -> dict[str, Any]:
+    """What a run's weights are read with, checked: VGG's settings and `READ_FIELDS`, each present and valid.
+
+    `saved`: the file as `read_config` read it, where the caller has it. A
+    missing field or a bad value is a `RunConfigError` naming the file and
+    the field. So is a run that subtracted a mean (`subtract_mean`, no
+    `preprocess`) whose `mean_rgb` is gone: its pixels would be wrong.
+    """
+    path = os.path.join(workdir, CONFIG)
+    saved = read_config(workdir, argument) if saved is None else saved
+    model_names = [field.name for field in dataclasses.fields(ModelOptions)]
+    require_fields(saved, list(READ_FIELDS) + model_names, argument, path)
+
+    def check(ok: bool, field: str, wants: str) -> None:
+        if not ok:
+            raise config_error(argument, path, f"the field {field} must be {wants}, got {saved[field]!r}")
+
+    try:
+        resolve_config(saved["config"])
+    except (ValueError, TypeError, AttributeError) as error:
+        raise config_error(argument, path, f"the field config: {error}") from None
+    size = saved["image_size"]
+    check(
+        type(size) is int and size >= MIN_IMAGE_SIZE, "image_size", f"an integer of at least {MIN_IMAGE_SIZE}"
+    )
+    check(
+        saved["preprocess"] is None or saved["preprocess"] in NORMALIZE_MODES,
+        "preprocess",
+        f"null or one of {', '.join(NORMALIZE_MODES)}",
+    )
+    check(type(saved["subtract_mean"]) is bool, "subtract_mean", "true or false")
+    mean = saved["mean_rgb"]
+    check(
+        mean is None
+        or (
+            isinstance(mean, list)
+            and len(mean) == 3
+            and all(type(v) in (int, float) and math.isfinite(v) for v in mean)
+        ),
+        "mean_rgb",
+        "null or three numbers (0-255)",
+    )
+    if mean is None and saved["subtract_mean"] and saved["preprocess"] is None:
+        raise config_error(
+            argument,
+            path,
+            "the field mean_rgb is null, but the run subtracted its training set's mean "
+            "(subtract_mean true, no preprocess): the weights' pixels are unknown without it",
+        )
+    for name in ("width_scale", "fc_width"):  # resolved when the run started: never null in its file
+        check(saved[name] is not None, name, "a number")
+    try:
+        model_from(saved, num_classes=1)  # VGG's own checks of its settings
+    except (ValueError, TypeError) as error:
+        raise config_error(argument, path, f"the field {str(error).replace('`', '')}") from None
     return saved
-
-
-def model_fields(workdir: str, argument: str = "the run") -> dict[str, Any]:
-    """The run's saved config, with `MODEL_FIELDS` filled in where an older version did not write them."""
-    return {**MODEL_FIELDS, **read_config(workdir, argument)}
