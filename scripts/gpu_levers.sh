@@ -41,6 +41,7 @@ lever() {  # name, XLA_FLAGS, then bench.py arguments
     if [ "$left" -lt 40 ]; then echo "skipping $name: ${left}s left" | tee -a "$out/levers.log"; return; fi
     echo "== $name (XLA_FLAGS='$flags', $left s left)" | tee -a "$out/levers.log"
     cap=$((left < 100 ? left : 100))  # one lever never takes the rest (autotune level 0 ran past 222 s on an H200)
+    rm -f "$out/lever.json"  # bench.py never replaces an output
     XLA_FLAGS="$flags" timeout "$cap" python scripts/bench.py "${common[@]}" --cache-dir "$cache" --json "$out/lever.json" "$@" \
         >> "$out/levers.log" 2>&1 || { echo "$name failed (status $?)" | tee -a "$out/levers.log"; return; }
     python - "$name" "$out/lever.json" >> "$out/levers.tsv" <<'EOF'

@@ -745,10 +745,14 @@ class BenchConfig:
 
     spec: BenchSpec = BenchSpec()
     json: Optional[str] = option(
-        None, "write the records as JSON (schema in docs/benchmarks.md)", metavar="PATH"
+        None,
+        "write the records as JSON (schema in docs/bench.md); a new file: an existing one is never replaced",
+        metavar="PATH",
     )
     plot: Optional[str] = option(
-        None, "write images/s per config and batch (.png, .jpg, .svg or .pdf)", metavar="PATH"
+        None,
+        "write images/s per config and batch (.png, .jpg, .svg or .pdf); a new file, as --json",
+        metavar="PATH",
     )
     cache_dir: Optional[str] = option(None, "JAX's persistent compilation cache directory", metavar="DIR")
 
@@ -761,6 +765,8 @@ def check_outputs(config: BenchConfig) -> None:
         if path is not None and not path.strip():
             raise BenchError(f"{field} needs a path, got an empty string")
     for path, field in ((config.json, "json"), (config.plot, "plot")):
+        if path and os.path.exists(path):  # as every command treats an output: never replaced
+            raise BenchError(f"{field} {path} already exists; choose another path or remove it first")
         if path:
             report.check_writable(path, field)
     if config.plot:

@@ -84,9 +84,10 @@ def flagged(text: str, parser: Optional[argparse.ArgumentParser]) -> str:
     if parser is None:
         return text
     flags = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
-    leading = re.match(r"[a-z_]*", text).group()
-    if leading in flags:
-        text = flags[leading] + text[len(leading) :]
+    # a name standing alone: `data/vgg16.msgpack ...` and a file named `data` are paths, shown as typed
+    leading = re.match(r"[a-z_]+(?=[ :,]|$)", text)
+    if leading and leading[0] in flags and not os.path.exists(leading[0]):
+        text = flags[leading[0]] + text[len(leading[0]) :]
     return re.sub(r"`([a-z_]+)`", lambda match: flags.get(match[1], match[0]), text)
 
 

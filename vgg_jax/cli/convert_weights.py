@@ -19,9 +19,10 @@ an existing output is never replaced.
 
 --serve OUT writes a `jax.export` artifact (serialized StableHLO, for CPUs
 and NVIDIA GPUs): uint8 images at the model's crop size in, probabilities
-out, the pixel convention and the softmax inside, the batch size free; and
-OUT.json beside it (crop size, class names). Running it needs jax, not
-vgg_jax (docs/weights.md).
+out, the pixel convention and the softmax inside, the batch size free. Beside
+it: OUT.json (crop size, class names), OUT.requirements.txt (what a client
+needs: jax, jaxlib, flatbuffers, numpy and Pillow, never vgg_jax) and
+OUT.client.py, a client that prints photos' top classes (docs/weights.md).
 """
 
 import argparse

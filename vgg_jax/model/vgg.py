@@ -492,9 +492,12 @@ class ModelOptions:
     None is VGG's default (a run's: its --init-from weights')."""
 
     width_scale: Optional[float] = option(
-        None, "multiply every conv's channels, for small experiments (default: --init-from's, else 1)"
+        None,
+        "multiply every conv's channels, for small experiments (default: the warm-start weights', else 1)",
     )
-    fc_width: Optional[int] = option(None, "width of fc6 and fc7 (default: --init-from's, else 4096)")
+    fc_width: Optional[int] = option(
+        None, "width of fc6 and fc7 (default: the warm-start weights', else 4096)"
+    )
     batch_norm: bool = _flag("batch_norm", "conv, BN, ReLU as torchvision's _bn variants")
     dropout_rate: float = _flag("dropout_rate", "dropout before fc7 and fc8 in training", flag="--dropout")
     init_scheme: str = _flag(

@@ -98,7 +98,9 @@ def plot_curves(records: list[dict[str, Any]], path: str) -> None:
         (axes[2], "learning_rate", "learning rate"),
     )
     for axis, name, title in panels:
-        axis.plot([r["step"] for r in train], [r.get(name, float("nan")) for r in train], label="training")
+        # markers: a run that logged one window shows its point (a line needs two)
+        steps, values = [r["step"] for r in train], [r.get(name, float("nan")) for r in train]
+        axis.plot(steps, values, marker="o", ms=3, label="training")
         axis.set_title(title)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)

@@ -77,15 +77,17 @@ def set_fields(cfg: TrainConfig) -> set[str]:
     }
 
 
-def resumed_config(cfg: TrainConfig, given: Optional[Collection[str]] = None) -> TrainConfig:
-    """The saved run's config, with the fields the user gave on --resume (`given`; default: those set away
-    from their defaults).
+def resumed_config(
+    cfg: TrainConfig, given: Optional[Collection[str]] = None, saved: Optional[TrainConfig] = None
+) -> TrainConfig:
+    """The saved run's config (`saved`, else read from the workdir), with the fields the user gave on
+    --resume (`given`; default: those set away from their defaults).
 
     A field the user did not give comes from the run, never from a default.
     A given field that defines the run (config, data, model, optimiser, ...)
     and differs from the run's is refused in one line naming both values.
     """
-    saved = read_config(cfg.workdir)
+    saved = read_config(cfg.workdir) if saved is None else saved
     given = set(set_fields(cfg) if given is None else given) - {"workdir"}
 
     def same(field: str) -> bool:
@@ -190,7 +192,8 @@ class _Plan:
     warm_report: Any
     local_batch: int
     steps_per_epoch: int
-    total_steps: int
+    schedule_steps: int  # `epochs` x steps per epoch: what the learning-rate schedule spans
+    total_steps: int  # where the run stops: `max_steps`, when it comes first
     eval_every: int
     checkpoint_every: int
     eval_scales: list[int]
@@ -255,6 +258,18 @@ def _model_widths(cfg: TrainConfig, source: Any) -> TrainConfig:
     return dataclasses.replace(cfg, **{name: defaults[name] for name in WIDTHS if getattr(cfg, name) is None})
 
 
+def _which_stops(cfg: TrainConfig, steps_per_epoch: int) -> str:
+    """One line for a `max_steps` that disagrees with `epochs`: which of the two stops the run."""
+    length = cfg.epochs * steps_per_epoch
+    epochs = f"`epochs` {cfg.epochs} ({length} steps, {steps_per_epoch} per epoch)"
+    if cfg.max_steps > length:
+        return f"`max_steps` {cfg.max_steps} is past the end of {epochs}: the run stops at step {length}"
+    return (
+        f"`max_steps` {cfg.max_steps} stops the run before the end of {epochs}; the learning rate follows "
+        f"the {length} steps of `epochs`"
+    )
+
+
 def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     """Reads every input of a run (data, warm-start source) and builds its model; writes nothing."""
     largest = max(cfg.scale) if cfg.scale else cfg.image_size  # the training short side S never exceeds it
@@ -286,11 +301,10 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
         raise ValueError(
             f"batch size {cfg.batch_size} is larger than the {len(train_source)} training images"
         )
-    total_steps = (
-        cfg.epochs * steps_per_epoch
-        if cfg.max_steps is None
-        else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
-    )
+    schedule_steps = cfg.epochs * steps_per_epoch  # the run's length: the learning-rate schedule spans it
+    total_steps = schedule_steps if cfg.max_steps is None else min(cfg.max_steps, schedule_steps)
+    if cfg.max_steps is not None and cfg.max_steps != schedule_steps:
+        log(_which_stops(cfg, steps_per_epoch))
     eval_every = cfg.eval_every or steps_per_epoch
     model = build_model(cfg, train_source.num_classes)
     init_key = jax.random.split(jax.random.key(cfg.seed))[0]
@@ -314,6 +328,7 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
         warm_report,
         local_batch,
         steps_per_epoch,
+        schedule_steps,
         total_steps,
         eval_every,
         cfg.checkpoint_every or eval_every,
@@ -356,13 +371,16 @@ def _start(
         )
     validate(cfg)
     if resume:
-        cfg = resumed_config(cfg, given)
+        saved = read_config(cfg.workdir)
+        cfg = resumed_config(cfg, given, saved)
         validate(cfg)  # the saved config, with this run's length and devices
     elif cfg.init_from and resolve.describe(cfg.init_from) is None:
         raise resolve.unknown_spec(cfg.init_from, "init_from")
     if parallel.is_primary():
         _check_writable(cfg.workdir)
     plan = _plan(cfg, resume, log)
+    if resume:
+        _check_resumed_length(plan, saved, set(set_fields(cfg) if given is None else given), log)
     parallel.barrier("vgg_jax.start.read")  # every process has read its inputs before process 0 deletes
     if parallel.is_primary():
         if not lock.held:
@@ -379,6 +397,48 @@ def _start(
         _write_config(plan)
     parallel.barrier("vgg_jax.start.written")
     return plan, resume
+
+
+def _check_resumed_length(
+    plan: _Plan, saved: TrainConfig, given: set[str], log: Callable[[str], None]
+) -> None:
+    """A resume's new length: a stop at or before the run's newest checkpoint is refused (nothing changed);
+    another `epochs` is said in one line, with the learning rate before and after (the schedule spans it)."""
+    cfg, steps = plan.cfg, runs.finished_steps(plan.cfg.workdir)
+    newest = steps[-1] if steps else 0
+    if newest and plan.total_steps <= newest and given & {"max_steps", "epochs"}:
+        stops = {"max_steps": cfg.max_steps or plan.schedule_steps, "epochs": plan.schedule_steps}
+        field = min((name for name in stops if stops[name] <= newest), key=lambda name: name not in given)
+        limit = f"`{field}` {getattr(cfg, field)}" + (
+            f" (step {plan.schedule_steps})" if field == "epochs" else ""
+        )
+        if field not in given:
+            limit = f"the run's {limit} (in its config.json)"
+        raise ValueError(
+            f"resume: {limit} is at or before step {newest}, the run's newest checkpoint, where it goes on "
+            f"from: give a later `{field}` (nothing was changed)"
+        )
+    if cfg.epochs == saved.epochs:
+        return
+    old_length = saved.epochs * plan.steps_per_epoch
+    line = (
+        f"resume: `epochs` {saved.epochs} -> {cfg.epochs}: the run is {plan.schedule_steps} steps long, was "
+        f"{old_length}; "
+    )
+    before, after = (_rate_at(cfg, length, newest) for length in (old_length, plan.schedule_steps))
+    if before is None:
+        log(line + f"the learning rate does not depend on the length (`lr_policy` {cfg.lr_policy})")
+    else:
+        log(
+            line + f"the learning rate at step {newest} is now {after:.4g}, was {before:.4g} (`lr_policy` "
+            f"{cfg.lr_policy} spans the whole run); config.json records the new length"
+        )
+
+
+def _rate_at(cfg: TrainConfig, length: int, step: int) -> Optional[float]:
+    """The scheduled learning rate after `step` steps of a run `length` steps long; None when constant."""
+    schedule = train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, length // cfg.accumulate)
+    return float(schedule(step // cfg.accumulate)) if callable(schedule) else None
 
 
 def _write_config(plan: _Plan) -> None:
@@ -668,7 +728,7 @@ def _prepare(plan: _Plan, resume: bool, log: Callable[[str], None], warn: Callab
     """The mesh, the train state (restored on resume), the data iterator, the jitted step and the logs."""
     cfg = plan.cfg
     mesh = parallel.make_mesh(cfg.devices)
-    optimizer, step_function = make_train_step(cfg, plan.model, plan.total_steps)
+    optimizer, step_function = make_train_step(cfg, plan.model, plan.schedule_steps)
     state = parallel.put_state(
         train_lib.create_train_state(plan.model, optimizer, plan.variables, ema=cfg.ema_decay is not None),
         mesh,

@@ -16,7 +16,13 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
     do, not the private 0600 of a temporary file.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+        )
+    except OSError as error:  # the user's path, not the temporary file's, and why
+        missing = "" if os.path.isdir(directory) else f": its folder {os.path.dirname(path)} does not exist"
+        raise OSError(f"cannot write {path}{missing or ': ' + (error.strerror or str(error))}") from None
     os.close(handle)
     try:
         write(temporary)

@@ -25,6 +25,7 @@ import os
 from typing import Any, Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vgg_jax.model.configs import resolve_config
@@ -142,7 +143,24 @@ def resolve(
     if preprocess is not None and preprocess != resolved.preprocess:
         mean = resolved.mean_rgb if preprocess == "paper" else None
         resolved = dataclasses.replace(resolved, preprocess=preprocess, mean_rgb=mean)
+    check_finite(resolved.variables, resolved.description)
     return resolved
+
+
+def check_finite(variables: Any, what: str) -> None:
+    """Refuses weights that hold NaN or Inf, naming the first such parameter: checked once, where every
+    command loads them, since a model computing with them answers nonsense (or 50% error) without a word."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(variables):
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            continue
+        bad = int(jnp.size(leaf) - jnp.count_nonzero(jnp.isfinite(leaf)))
+        if bad:
+            name = "/".join(str(getattr(key, "key", key)) for key in path)
+            raise ValueError(
+                f"{what} holds non-finite weights: {name} has {bad} NaN or Inf value{'s' if bad > 1 else ''} "
+                f"(of {jnp.size(leaf)}); the file is damaged or its run diverged: use another file or "
+                "checkpoint"
+            )
 
 
 def _resolve_pretrained(spec: str, source: Optional[str], model_kwargs: dict[str, Any]) -> Resolved:

@@ -10,8 +10,11 @@ vgg_jax:
     exported = jax.export.deserialize(open("model.jax", "rb").read())
     probabilities = exported.call(images_uint8)
 
-A JSON file beside it (`model.jax.json`) records the crop size, the class
-names and the pixel convention the artifact applies.
+Beside it: `model.jax.json` records the crop size, the class names and the
+pixel convention the artifact applies; `model.jax.requirements.txt` lists
+what a client needs (`CLIENT_REQUIREMENTS`); `model.jax.client.py` is such a
+client, which resizes and crops photos as the docs say and prints each one's
+top classes.
 """
 
 from __future__ import annotations
@@ -29,6 +32,58 @@ from vgg_jax.util.files import write_bytes, write_text
 from vgg_jax.weights.named import Resolved, require_pixels
 
 PLATFORMS = ("cpu", "cuda")  # lowered for both: the artifact runs on a CPU or an NVIDIA GPU
+# A client's needs, never vgg_jax: jax reads the artifact (jax.export reads those of older versions too),
+# flatbuffers is its deserializer's, NumPy and Pillow make the crops (the client beside the artifact).
+CLIENT_REQUIREMENTS = ("jax>={jax}", "jaxlib>={jax}", "flatbuffers>=23", "numpy>=1.24", "Pillow>=9")
+CLIENT = """\"""Top classes of photos from {name}, the serving artifact beside this file; it needs {needs}.
+
+    python -m pip install -r {name}.requirements.txt
+    python {name}.client.py cat.jpg dog.png
+
+Each photo's short side is resized to round(S * 256 / 224) and its centre S x S
+cropped (torchvision's Resize(256) + CenterCrop(224), scaled to the artifact's
+crop S), with Pillow's bilinear resize. Prints one JSON line per photo.
+\"""
+
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+from PIL import Image
+
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), {name!r})
+
+
+def crop(path, size):
+    image = Image.open(path).convert("RGB")
+    scale = round(size * 256 / 224) / min(image.size)
+    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+    left, top = (image.width - size) // 2, (image.height - size) // 2
+    return np.asarray(image.crop((left, top, left + size, top + size)), np.uint8)
+
+
+def main(paths, top=5):
+    with open(HERE, "rb") as file:
+        exported = jax.export.deserialize(file.read())
+    with open(HERE + ".json") as file:
+        described = json.load(file)
+    crops = np.stack([crop(path, described["image_size"]) for path in paths])
+    names = described["classes"]
+    for path, row in zip(paths, np.asarray(exported.call(crops))):
+        best = np.argsort(-row)[:top]
+        found = [
+            dict(index=int(i), name=names[i] if names else str(i), probability=float(row[i])) for i in best
+        ]
+        print(json.dumps(dict(image=path, top=found)))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(f"usage: python {{sys.argv[0]}} IMAGE [IMAGE ...]")
+    main(sys.argv[1:])
+"""
 
 
 def serving_function(named: Resolved) -> Any:
@@ -50,8 +105,8 @@ def export_serving(named: Resolved, path: str, platforms: Sequence[str] = PLATFO
     Both are written atomically; an existing path is never replaced.
     Returns the description.
     """
-    sidecar = path + ".json"
-    for target in (path, sidecar):
+    sidecar, requirements, client = path + ".json", path + ".requirements.txt", path + ".client.py"
+    for target in (path, sidecar, requirements, client):
         if os.path.exists(target):
             raise ValueError(f"{target} already exists; choose another output or remove it first")
     size = named.image_size
@@ -78,4 +133,8 @@ def export_serving(named: Resolved, path: str, platforms: Sequence[str] = PLATFO
         "source": named.description,
     }
     write_text(sidecar, json.dumps(description, indent=1))
+    needs = [requirement.format(jax=jax.__version__) for requirement in CLIENT_REQUIREMENTS]
+    write_text(requirements, "".join(f"{requirement}\n" for requirement in needs))
+    name = os.path.basename(path)
+    write_text(client, CLIENT.format(name=name, needs=", ".join(n.split(">")[0] for n in needs)))
     return description
