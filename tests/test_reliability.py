@@ -432,7 +432,7 @@ def test_damaged_checkpoints_give_one_line_on_the_command_line(finished_run, tmp
         TRAIN,
         *TINY_TRAIN_FLAGS,
         "--max-steps",
-        "2",
+        "8",  # past the run's newest step, 6: a resume must go on from it
     ]
     init = subprocess.run(
         [*base, "--config", "D", "--workdir", str(tmp_path / "d"), "--init-from", str(workdir)],
