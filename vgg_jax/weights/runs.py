@@ -148,8 +148,9 @@ class CheckpointReports(logging.Filter):
     failure the context waits until the reads in flight have reported
     (`SETTLE_S` without a new report, at most `WAIT_S`), so that nothing
     arrives after it; every hook is put back on leaving, failure or not.
-    With `log_path`, what was collected is appended to that file (a run's
-    `checkpoint_errors.log`), where the full detail stays.
+    With `log_path`, the failure's full traceback and what was collected are
+    appended to that file (a run's `checkpoint_errors.log`), where the full
+    detail stays.
     """
 
     SETTLE_S, WAIT_S = 0.3, 5.0
@@ -168,9 +169,14 @@ class CheckpointReports(logging.Filter):
             logger.addFilter(self)
         return self
 
-    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+    def __exit__(self, exc_type: Any, exc_value: Any = None, exc_traceback: Any = None) -> None:
         try:
-            if exc_type is not None:
+            if (
+                exc_type is not None
+            ):  # the failure's whole story first: the caller's message is its first line
+                self.reports.insert(
+                    0, "".join(traceback.format_exception(exc_type, exc_value, exc_traceback))
+                )
                 self._settle()
         finally:
             sys.unraisablehook = self._hook

@@ -1,0 +1,135 @@
+"""The training loop against the benchmark's train step, and where the loop's host time goes.
+
+    python benchmarks/loop_overhead.py [ROUNDS]
+
+At one model (config A, 32 px, width 0.25, fc 256, batch 64, 10 classes), each round runs
+`bench.py --mode train-step` and `train.py --data synthetic` (160 steps, a log line every 20,
+evaluations and checkpoints out of the way) in fresh processes, one after the other. The loop's rate
+is the median of its logged windows after the first; the ratio is loop / step. Then one loop runs in
+this process with its host work timed by part (the input, the transfer, the step's dispatch, the wait
+for the metrics, the rest): on a CPU every millisecond the host spends is taken from the step's
+threads. Prints the medians over the rounds (docs/benchmarks.md).
+"""
+
+import collections
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = ["--config", "A", "--image-size", "32", "--width-scale", "0.25", "--fc-width", "256", "--batch-size", "64"]
+STEPS, LOG_EVERY = 160, 20
+
+
+def bench_rate(folder: str) -> float:
+    out = os.path.join(folder, f"bench{time.monotonic_ns()}.json")
+    subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "bench.py"), *MODEL, "--mode", "train-step", "--steps",
+         "40", "--warmup", "5", "--num-classes", "10", "--json", out],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (record,) = json.load(open(out))
+    return record["images_per_s"]
+
+
+def loop_rate(folder: str) -> float:
+    workdir = os.path.join(folder, f"run{time.monotonic_ns()}")
+    subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *MODEL, "--data", "synthetic", "--max-steps",
+         str(STEPS), "--log-every", str(LOG_EVERY), "--eval-every", "100000", "--checkpoint-every", "100000",
+         "--workdir", workdir],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    rates = [r["images_per_s"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if "loss" in r]
+    return statistics.median(rates[1:])
+
+
+def host_split(folder: str) -> dict[str, float]:
+    """Milliseconds of host time per step, by part, in one loop run in this process (after its first window)."""
+    import jax
+
+    from vgg_jax.training import loop, parallel
+    from vgg_jax.training.config import TrainConfig
+
+    spent: dict[str, float] = collections.defaultdict(float)
+    counting = [False]
+
+    def timed(name, function):
+        def wrapper(*args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                if counting[0]:
+                    spent[name] += time.perf_counter() - begin
+
+        return wrapper
+
+    class Timed:
+        def __init__(self, iterator):
+            self.iterator = iterator
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return timed("input (next batch)", self.iterator.__next__)()
+
+        def __getattr__(self, name):
+            return getattr(self.iterator, name)
+
+    train_iterator, jit_step, drain = loop._train_iterator, parallel.jit_train_step, loop._drain
+    loop._train_iterator = lambda plan: Timed(train_iterator(plan))
+    parallel.put_batch = timed("transfer (put_batch)", parallel.put_batch)
+    parallel.jit_train_step = lambda *a, **k: timed("step dispatch", jit_step(*a, **k))
+    loop._drain = timed("wait for metrics", drain)
+    marks = []
+
+    def log(line: str) -> None:
+        if line.startswith("step "):
+            marks.append(time.perf_counter())
+            counting[0] = True  # from the end of the first window
+
+    args = dict(zip(MODEL[::2], MODEL[1::2]))
+    cfg = TrainConfig(
+        workdir=os.path.join(folder, "inprocess"), config="A", data="synthetic", image_size=32,
+        width_scale=0.25, fc_width=256, batch_size=64, max_steps=STEPS, log_every=LOG_EVERY,
+        eval_every=100000, checkpoint_every=100000,
+    )  # fmt: skip
+    assert args["--batch-size"] == "64"
+    import rich.console
+
+    rich.console.Console.is_terminal = property(lambda self: False)  # plain lines, as in a pipe
+    loop.run(cfg, log=log)
+    steps = STEPS - LOG_EVERY
+    wall = (marks[-1] - marks[0]) * 1e3 / steps
+    split = {name: seconds * 1e3 / steps for name, seconds in spent.items()}
+    split["wall per step"] = wall
+    split["the rest (host)"] = wall - sum(v for k, v in split.items() if k != "wall per step")
+    jax.clear_caches()
+    return split
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    with tempfile.TemporaryDirectory() as folder:
+        steps, loops = [], []
+        for _ in range(rounds):
+            steps.append(bench_rate(folder))
+            loops.append(loop_rate(folder))
+            print(f"round: step {steps[-1]:.0f} img/s, loop {loops[-1]:.0f} img/s, {loops[-1] / steps[-1]:.3f}x")
+        ratios = [loop / step for loop, step in zip(loops, steps)]
+        print(
+            f"median of {rounds}: step {statistics.median(steps):.0f} img/s, loop {statistics.median(loops):.0f} "
+            f"img/s, loop/step {statistics.median(ratios):.3f}x (range {min(ratios):.3f}-{max(ratios):.3f})"
+        )
+        for name, ms in host_split(folder).items():
+            print(f"  {name:<22} {ms:7.2f} ms/step")
+
+
+if __name__ == "__main__":
+    main()
