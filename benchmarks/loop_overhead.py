@@ -1,14 +1,19 @@
 """The training loop against the benchmark's train step, and where the loop's host time goes.
 
-    python benchmarks/loop_overhead.py [ROUNDS]
+    python benchmarks/loop_overhead.py [ROUNDS [TREE ...]]
 
 At one model (config A, 32 px, width 0.25, fc 256, batch 64, 10 classes), each round runs
-`bench.py --mode train-step` and `train.py --data synthetic` (160 steps, a log line every 20,
-evaluations and checkpoints out of the way) in fresh processes, one after the other. The loop's rate
+`bench.py --mode train-step` and `train.py --data synthetic` (320 steps of 10 epochs of 32, a log line
+every 20, evaluations and checkpoints out of the way; one epoch of the synthetic set is 32 steps at
+batch 64, so `--max-steps` alone stops at 32), and the loop again on a pack of 2,048
+40x40 JPEGs at short side 32 (`--data packed:`) in fresh processes, one after the other. The loop's rate
 is the median of its logged windows after the first; the ratio is loop / step. Then one loop runs in
 this process with its host work timed by part (the input, the transfer, the step's dispatch, the wait
 for the metrics, the rest): on a CPU every millisecond the host spends is taken from the step's
 threads. Prints the medians over the rounds (docs/benchmarks.md).
+
+With TREEs (checkouts of vgg_jax, a `git worktree` of an older commit, say), each round runs the
+bench and the loop of each tree in turn (PYTHONPATH=TREE), for a before/after in one run.
 """
 
 import collections
@@ -21,35 +26,51 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL = ["--config", "A", "--image-size", "32", "--width-scale", "0.25", "--fc-width", "256", "--batch-size", "64"]
-STEPS, LOG_EVERY = 160, 20
+MODEL = [
+    "--config",
+    "A",
+    "--image-size",
+    "32",
+    "--width-scale",
+    "0.25",
+    "--fc-width",
+    "256",
+    "--batch-size",
+    "64",
+]
+STEPS, LOG_EVERY = 320, 20
 
 
-def bench_rate(folder: str) -> float:
+def bench_rate(folder: str, tree: str) -> float:
     out = os.path.join(folder, f"bench{time.monotonic_ns()}.json")
     subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "bench.py"), *MODEL, "--mode", "train-step", "--steps",
-         "40", "--warmup", "5", "--num-classes", "10", "--json", out],
-        check=True, capture_output=True,
+        [sys.executable, os.path.join(tree, "scripts", "bench.py"), *MODEL, "--mode", "train-step", "--steps",
+         "80", "--warmup", "5", "--num-classes", "10", "--json", out],
+        check=True, capture_output=True, env={**os.environ, "PYTHONPATH": tree},
     )  # fmt: skip
     (record,) = json.load(open(out))
-    return record["images_per_s"]
+    return record["results"]["train_step"]["images_per_s"]
 
 
-def loop_rate(folder: str) -> float:
+def loop_rate(folder: str, tree: str, data: str = "synthetic") -> float:
     workdir = os.path.join(folder, f"run{time.monotonic_ns()}")
     subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *MODEL, "--data", "synthetic", "--max-steps",
-         str(STEPS), "--log-every", str(LOG_EVERY), "--eval-every", "100000", "--checkpoint-every", "100000",
-         "--workdir", workdir],
-        check=True, capture_output=True,
+        [sys.executable, os.path.join(tree, "scripts", "train.py"), *MODEL, "--data", data,
+         "--epochs", "10", "--max-steps", str(STEPS), "--log-every", str(LOG_EVERY), "--eval-every",
+         "100000", "--checkpoint-every", "100000", "--workdir", workdir],
+        check=True, capture_output=True, env={**os.environ, "PYTHONPATH": tree},
     )  # fmt: skip
-    rates = [r["images_per_s"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if "loss" in r]
+    rates = [
+        r["images_per_s"]
+        for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
+        if "loss" in r
+    ]
     return statistics.median(rates[1:])
 
 
 def host_split(folder: str) -> dict[str, float]:
-    """Milliseconds of host time per step, by part, in one loop run in this process (after its first window)."""
+    """Milliseconds of host time per step, by part, in one loop run in this process (after its first
+    window)."""
     import jax
 
     from vgg_jax.training import loop, parallel
@@ -97,7 +118,7 @@ def host_split(folder: str) -> dict[str, float]:
     args = dict(zip(MODEL[::2], MODEL[1::2]))
     cfg = TrainConfig(
         workdir=os.path.join(folder, "inprocess"), config="A", data="synthetic", image_size=32,
-        width_scale=0.25, fc_width=256, batch_size=64, max_steps=STEPS, log_every=LOG_EVERY,
+        width_scale=0.25, fc_width=256, batch_size=64, epochs=10, max_steps=STEPS, log_every=LOG_EVERY,
         eval_every=100000, checkpoint_every=100000,
     )  # fmt: skip
     assert args["--batch-size"] == "64"
@@ -114,19 +135,44 @@ def host_split(folder: str) -> dict[str, float]:
     return split
 
 
+def packed_folder(folder: str) -> str:
+    """2,048 JPEGs of 40x40 in 10 classes (the synthetic set's size), packed at short side 32."""
+    from vgg_jax.benchmark.data_bench import write_jpeg_folder
+
+    jpegs = write_jpeg_folder(os.path.join(folder, "jpegs"), 2048, size=(40, 40), classes=10)
+    packed = os.path.join(folder, "packed")
+    subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "pack_images.py"), jpegs, packed, "--short-side",
+         "32"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return f"packed:{packed}"
+
+
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    trees = [os.path.abspath(tree) for tree in sys.argv[2:]] or [ROOT]
     with tempfile.TemporaryDirectory() as folder:
-        steps, loops = [], []
+        packed = packed_folder(folder)
+        steps, loops = collections.defaultdict(list), collections.defaultdict(list)
         for _ in range(rounds):
-            steps.append(bench_rate(folder))
-            loops.append(loop_rate(folder))
-            print(f"round: step {steps[-1]:.0f} img/s, loop {loops[-1]:.0f} img/s, {loops[-1] / steps[-1]:.3f}x")
-        ratios = [loop / step for loop, step in zip(loops, steps)]
-        print(
-            f"median of {rounds}: step {statistics.median(steps):.0f} img/s, loop {statistics.median(loops):.0f} "
-            f"img/s, loop/step {statistics.median(ratios):.3f}x (range {min(ratios):.3f}-{max(ratios):.3f})"
-        )
+            for tree in trees:
+                steps[tree].append(bench_rate(folder, tree))
+                loops[tree].append(loop_rate(folder, tree))
+                loops[tree, "packed"].append(loop_rate(folder, tree, packed))
+                print(f"{tree}: step {steps[tree][-1]:.0f} img/s, loop {loops[tree][-1]:.0f} img/s "
+                      f"({loops[tree][-1] / steps[tree][-1]:.3f}x), on packed input "
+                      f"{loops[tree, 'packed'][-1]:.0f} img/s", flush=True)  # fmt: skip
+        for tree in trees:
+            ratios = [loop / step for loop, step in zip(loops[tree], steps[tree])]
+            packed_ratios = [p / s for p, s in zip(loops[tree, "packed"], loops[tree])]
+            print(
+                f"{tree}, median of {rounds}: step {statistics.median(steps[tree]):.0f} img/s, loop "
+                f"{statistics.median(loops[tree]):.0f} img/s, loop/step {statistics.median(ratios):.3f}x "
+                f"(range {min(ratios):.3f}-{max(ratios):.3f}); packed/synthetic "
+                f"{statistics.median(packed_ratios):.3f}x "
+                f"(range {min(packed_ratios):.3f}-{max(packed_ratios):.3f})"
+            )
         for name, ms in host_split(folder).items():
             print(f"  {name:<22} {ms:7.2f} ms/step")
 

@@ -150,14 +150,18 @@ class CheckpointReports(logging.Filter):
     arrives after it; every hook is put back on leaving, failure or not.
     With `log_path`, the failure's full traceback and what was collected are
     appended to that file (a run's `checkpoint_errors.log`), where the full
-    detail stays.
+    detail stays; `verdicts` (a config.json that does not describe the
+    checkpoints) are the caller's own refusals, not failed reads, and leave
+    no file.
     """
 
     SETTLE_S, WAIT_S = 0.3, 5.0
 
-    def __init__(self, log_path: Optional[str] = None) -> None:
+    def __init__(
+        self, log_path: Optional[str] = None, verdicts: tuple[type, ...] = (RunConfigError,)
+    ) -> None:
         super().__init__()
-        self.log_path, self.reports = log_path, []
+        self.log_path, self.reports, self.verdicts = log_path, [], verdicts
         self._loggers = [logging.getLogger(name) for name in ("absl", "asyncio", "orbax")]
 
     def __enter__(self) -> "CheckpointReports":
@@ -171,12 +175,11 @@ class CheckpointReports(logging.Filter):
 
     def __exit__(self, exc_type: Any, exc_value: Any = None, exc_traceback: Any = None) -> None:
         try:
-            if (
-                exc_type is not None
-            ):  # the failure's whole story first: the caller's message is its first line
-                self.reports.insert(
-                    0, "".join(traceback.format_exception(exc_type, exc_value, exc_traceback))
-                )
+            if exc_type is not None and issubclass(exc_type, self.verdicts):  # the caller's own refusal
+                self.log_path = None
+            elif exc_type is not None:  # the failure's whole story first; the caller's line is its first
+                story = traceback.format_exception(exc_type, exc_value, exc_traceback)
+                self.reports.insert(0, "".join(story))
                 self._settle()
         finally:
             sys.unraisablehook = self._hook
