@@ -43,7 +43,7 @@ def main() -> None:
     state = train.create_train_state(
         model, optimizer, jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     )
-    step = train.make_train_step(model, optimizer)
+    step = train.single_device_step(model, optimizer)
     rng = np.random.default_rng(0)
     for index in range(args.steps):
         batch = rng.integers(0, len(train_source), 32)

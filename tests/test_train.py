@@ -15,7 +15,7 @@ from conftest import TINY_TRAIN_FLAGS, random_images, tiny_vgg
 
 from vgg_jax.training import loop
 from vgg_jax.training import step as train
-from vgg_jax.training.step import Plateau, create_train_state, make_train_step, paper_optimizer
+from vgg_jax.training.step import Plateau, create_train_state, paper_optimizer, single_device_step
 from vgg_jax.weights import resolve, runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +26,7 @@ def overfit(model, lr, steps=40):
     batch = {"image": random_images((8, 32, 32, 3)), "label": jnp.arange(8) % 10}
     optimizer = paper_optimizer(lr)
     state = create_train_state(model, optimizer, jax.jit(model.init)(jax.random.key(0), batch["image"]))
-    step = make_train_step(model, optimizer)
+    step = single_device_step(model, optimizer)
     losses = []
     for _ in range(steps):
         state, metrics = step(state, batch, jax.random.key(1))
@@ -51,7 +51,7 @@ def test_dropout_rng_is_folded_with_the_step(tiny_a):
     model, variables = tiny_a
     batch = {"image": random_images((2, 32, 32, 3)), "label": jnp.array([1, 2])}
     optimizer = optax.sgd(0.0)  # no update: only the dropout mask differs between steps
-    step = make_train_step(model, optimizer)
+    step = single_device_step(model, optimizer)
     state = create_train_state(model, optimizer, variables)
     state, first = step(state, batch, jax.random.key(0))
     state, second = step(state, batch, jax.random.key(0))
@@ -95,7 +95,7 @@ def test_host_can_lower_the_learning_rate(tiny_a):
     optimizer = paper_optimizer(0.01)
     state = train.set_learning_rate(create_train_state(model, optimizer, variables), 0.001)
     batch = {"image": random_images((2, 32, 32, 3)), "label": jnp.array([1, 2])}
-    _, metrics = make_train_step(model, optimizer)(state, batch, jax.random.key(0))
+    _, metrics = single_device_step(model, optimizer)(state, batch, jax.random.key(0))
     assert float(metrics["learning_rate"]) == pytest.approx(0.001)
 
 

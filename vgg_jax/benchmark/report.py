@@ -6,6 +6,7 @@ leaves a half-written one.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 from typing import Any, Sequence
@@ -14,132 +15,10 @@ from vgg_jax.util.files import atomic_write, write_text
 
 PLOT_HINT = "pip install -e '.[plot]' (matplotlib)"
 
-_NUMBER = {"type": "number"}
-_NULLABLE_NUMBER = {"type": ["number", "null"]}
-_NULLABLE_INT = {"type": ["integer", "null"]}
-_PEER = {
-    "type": "object",
-    "required": ["name", "median_s", "images_per_s"],
-    "properties": {"name": {"type": "string"}, "median_s": _NUMBER, "images_per_s": _NUMBER},
-}
-_RESULT = {
-    "type": "object",
-    "required": [
-        "compile_s",
-        "median_s",
-        "mean_s",
-        "std_s",
-        "min_s",
-        "images_per_s",
-        "flops_per_step",
-        "flops_source",
-        "tflops_per_s",
-        "mfu",
-        "memory",
-    ],
-    "properties": {
-        **{
-            key: _NUMBER
-            for key in (
-                "compile_s",
-                "lower_s",
-                "median_s",
-                "mean_s",
-                "std_s",
-                "min_s",
-                "images_per_s",
-                "flops_per_step",
-                "tflops_per_s",
-            )
-        },
-        "flops_source": {"type": "string"},
-        "xla_flops_per_step": _NULLABLE_NUMBER,
-        "peak_tflops": _NULLABLE_NUMBER,
-        "peak_source": {"type": ["string", "null"]},
-        "mfu": _NULLABLE_NUMBER,
-        "memory": {
-            "type": "object",
-            "required": ["argument_bytes", "output_bytes", "temp_bytes", "peak_bytes"],
-            "properties": {
-                key: _NULLABLE_INT for key in ("argument_bytes", "output_bytes", "temp_bytes", "peak_bytes")
-            },
-        },
-        "traces": {"type": "integer"},
-        "images_per_s_per_device": _NUMBER,
-        "scaling_efficiency": _NUMBER,
-        "steps": {"type": "integer"},
-        "warmup": {"type": "integer"},
-        "peer": _PEER,
-        "ratio": _NUMBER,
-        "compiled_peer": _PEER,
-        "compiled_ratio": _NUMBER,
-        "remat": {
-            "type": "object",
-            "required": ["compile_s", "median_s", "images_per_s", "temp_bytes", "step_time_ratio"],
-            "properties": {
-                **{key: _NUMBER for key in ("compile_s", "median_s", "images_per_s", "step_time_ratio")},
-                "temp_bytes": _NULLABLE_INT,
-            },
-        },
-    },
-    "dependentRequired": {
-        "peer": ["ratio"],
-        "ratio": ["peer"],
-        "compiled_peer": ["compiled_ratio"],
-        "compiled_ratio": ["compiled_peer"],
-    },
-}
-
-# JSON Schema (2020-12) of the file --json writes; docs/bench.md documents it.
-RECORDS_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "array",
-    "items": {
-        "type": "object",
-        "required": [
-            "config",
-            "batch_size",
-            "image_size",
-            "dtype",
-            "backend",
-            "device_kind",
-            "device_count",
-            "versions",
-            "xla_flags",
-            "results",
-        ],
-        "properties": {
-            "config": {"enum": ["A", "A-LRN", "B", "C", "D", "E"]},
-            "batch_size": {"type": "integer", "minimum": 1},
-            "image_size": {"type": "integer", "minimum": 32},
-            "dtype": {"enum": ["float32", "bfloat16"]},
-            "backend": {"type": "string"},
-            "device_kind": {"type": "string"},
-            "device_count": {"type": "integer", "minimum": 1},
-            "per_device_batch": {"type": "integer", "minimum": 1},
-            "devices_available": {"type": "integer"},
-            "host_cpu": {"type": ["string", "null"]},
-            "host_cores": _NULLABLE_INT,
-            "versions": {
-                "type": "object",
-                "required": ["jax", "jaxlib", "flax"],
-                "additionalProperties": {"type": "string"},
-            },
-            "xla_flags": {"type": "array", "items": {"type": "string"}},
-            "dispatch_s": _NUMBER,
-            "width_scale": _NUMBER,
-            "fc_width": {"type": "integer"},
-            "num_classes": {"type": "integer"},
-            "batch_norm": {"type": "boolean"},
-            "results": {
-                "type": "object",
-                "minProperties": 1,
-                "propertyNames": {"enum": ["forward", "forward_backward", "train_step"]},
-                "additionalProperties": _RESULT,
-            },
-        },
-    },
-}
+# JSON Schema (2020-12) of the file --json writes, shipped as package data; docs/bench.md documents it.
+RECORDS_SCHEMA: dict[str, Any] = json.loads(
+    importlib.resources.files(__package__).joinpath("records.schema.json").read_text()
+)
 
 
 def check_writable(path: str, field: str) -> None:

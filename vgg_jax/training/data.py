@@ -388,11 +388,11 @@ class _Chunks(grain.MapDataset):
     """`parent.batch(size, batch_fn=_stack_readable)`, each chunk's elements read in one call.
 
     Grain's `batch` asks its parent for one element at a time, and every
-    stage on the way does its bookkeeping per element. Its parents'
+    stage on the way does its bookkeeping per element. Its parent's
     `_getitems` (Grain's batch read, which its own `batch` uses only as an
     experiment) does it once per chunk: the same elements, the same random
-    draws (each by its index), and about 40% less host time for the input
-    on a CPU, where the host's time is taken from the step (docs/benchmarks.md).
+    draws (each by its index), and about 30% less host CPU for the input, which
+    on a CPU is taken from the step (docs/benchmarks.md).
     A Grain without it reads element by element, as `batch` does.
     """
 

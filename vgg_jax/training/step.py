@@ -269,7 +269,7 @@ def train_step(
     of the parameters, d = `ema_warmup(D, updates so far)` (a state made with
     `create_train_state(..., ema=True)`).
 
-    This is the one step: `make_train_step` jits it for one device, the loop
+    This is the one step: `single_device_step` jits it for one device, the loop
     and `vgg_jax.training.parallel.jit_train_step` for a mesh, and the benchmark's
     train-step mode lowers it ahead of time.
     """
@@ -347,8 +347,9 @@ def ema_warmup(decay: float, updates: jax.Array) -> jax.Array:
     return jnp.minimum(decay, (1.0 + updates) / (10.0 + updates))
 
 
-def make_train_step(model: VGG, optimizer: optax.GradientTransformation) -> Callable:
-    """`train_step` jitted for one device, with the state donated."""
+def single_device_step(model: VGG, optimizer: optax.GradientTransformation) -> Callable:
+    """`train_step` jitted for one device, with the state donated (research code; a run's own step is
+    `vgg_jax.training.config.make_train_step`'s, jitted for its devices by `parallel.jit_train_step`)."""
     return jax.jit(train_step(model, optimizer), donate_argnums=0)
 
 

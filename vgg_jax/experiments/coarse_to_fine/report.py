@@ -6,6 +6,7 @@ re-rendered without training again.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 from typing import Any, Optional, Sequence
@@ -150,92 +151,7 @@ def render(workdir: str) -> dict[str, Any]:
     return document
 
 
-_SEED_FLOATS = {"type": "array", "items": {"type": ["number", "null"]}}
-_SEED_STEPS = {"type": "array", "items": {"type": ["integer", "null"]}}
-_CURVES = {
-    "type": "object",
-    "required": ["step", "val_top1", "loss"],
-    "properties": {
-        "step": {"type": "array", "items": {"type": "integer"}},
-        "val_top1": {"type": "array", "items": _SEED_FLOATS},
-        "loss": {"type": "array", "items": _SEED_FLOATS},
-    },
-}
-_RUN = {
-    "type": "object",
-    "required": [
-        "seeds",
-        "final_val_top1",
-        "val_top1_at",
-        "steps_to",
-        "nonfinite_steps",
-        "seconds",
-        "curves",
-    ],
-    "properties": {
-        "seeds": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
-        "final_val_top1": _SEED_FLOATS,
-        "val_top1_at": {"type": "object", "additionalProperties": _SEED_FLOATS},
-        "steps_to": {"type": "object", "required": ["0.9", "0.95"], "additionalProperties": _SEED_STEPS},
-        "nonfinite_steps": {"type": "array", "items": {"type": "integer"}},
-        "seconds": {"type": "number"},
-        "curves": _CURVES,
-    },
-}
-RESULTS_SCHEMA = {  # results.json, as docs/coarse_to_fine.md describes it
-    "type": "object",
-    "required": [
-        "preset",
-        "recipe",
-        "data",
-        "macs_per_step",
-        "machine",
-        "seconds",
-        "source",
-        "extra_sources",
-        "arms",
-    ],
-    "properties": {
-        "source": {"allOf": [_RUN, {"type": "object", "required": ["config", "init_scheme", "steps"]}]},
-        "extra_sources": {
-            "type": "array",
-            "items": {"allOf": [_RUN, {"type": "object", "required": ["config", "init_scheme", "steps"]}]},
-        },
-        "arms": {
-            "type": "array",
-            "items": {
-                "allOf": [
-                    _RUN,
-                    {
-                        "type": "object",
-                        "required": [
-                            "name",
-                            "label",
-                            "target",
-                            "init_from",
-                            "init_scheme",
-                            "batch_norm",
-                            "layers",
-                            "copied",
-                            "steps",
-                            "cost_to",
-                            "source_macs",
-                        ],
-                        "properties": {
-                            "target": {"enum": ["D", "E"]},
-                            "init_from": {"type": ["string", "null"]},
-                            "cost_to": {
-                                "type": "object",
-                                "additionalProperties": {
-                                    "type": "object",
-                                    "required": ["steps", "macs"],
-                                    "properties": {"steps": _SEED_STEPS, "macs": _SEED_STEPS},
-                                },
-                            },
-                        },
-                    },
-                ]
-            },
-        },
-    },
-}
+# JSON Schema (2020-12) of results.json, as docs/coarse_to_fine.md describes it; shipped as package data.
+RESULTS_SCHEMA: dict[str, Any] = json.loads(
+    importlib.resources.files(__package__).joinpath("results.schema.json").read_text()
+)
