@@ -113,3 +113,29 @@ def _full_float32_precision_on_accelerators():
         return
     with jax.default_matmul_precision("highest"):
         yield
+
+
+def tensorboard_scalars(workdir) -> dict:
+    """{tag: {step: value}} as TensorBoard reads WORKDIR/tensorboard: its event files in order (TFRecord
+    framing), a session START at step s (a resumed writer's purge) dropping the events at s and after, and
+    a step logged twice under one tag an error."""
+    import pathlib
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict = {}
+    for path in sorted((pathlib.Path(workdir) / "tensorboard").iterdir()):
+        data = path.read_bytes()
+        while data:
+            (length,) = struct.unpack("<Q", data[:8])
+            event = event_pb2.Event.FromString(data[12 : 12 + length])
+            data = data[12 + length + 4 :]
+            if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+                scalars = {
+                    tag: {k: v for k, v in steps.items() if k < event.step} for tag, steps in scalars.items()
+                }
+            for value in event.summary.value:
+                assert event.step not in scalars.get(value.tag, {}), f"{value.tag} at step {event.step} twice"
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import TINY_TRAIN_FLAGS
+from conftest import TINY_TRAIN_FLAGS, tensorboard_scalars
 from PIL import Image
 
 import vgg_jax
@@ -44,29 +43,6 @@ def one_error_line(capsys, status, expected_status=2):
 
 
 # ----------------------------------------------------------------------------- a kill and TensorBoard
-
-
-def tensorboard_scalars(workdir, tag):
-    """{step: value} of `tag` as TensorBoard reads the run's event files: in order, a session START at step
-    s (a resumed writer's `purge_step`) dropping the events at s and after."""
-    from tensorboardX.proto import event_pb2
-
-    values = {}
-    folder = os.path.join(workdir, "tensorboard")
-    for name in sorted(os.listdir(folder)):
-        data = open(os.path.join(folder, name), "rb").read()
-        offset = 0
-        while offset + 12 <= len(data):
-            (length,) = struct.unpack("<Q", data[offset : offset + 8])
-            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
-            offset += 12 + length + 4
-            if event.HasField("session_log") and event.session_log.status == event.session_log.START:
-                values = {step: value for step, value in values.items() if step < event.step}
-            for value in event.summary.value:
-                if value.tag == tag:
-                    assert event.step not in values, f"step {event.step} twice"
-                    values[event.step] = value.simple_value
-    return values
 
 
 def test_tensorboard_keeps_every_step_across_a_kill(tmp_path):
@@ -93,7 +69,7 @@ def test_tensorboard_keeps_every_step_across_a_kill(tmp_path):
         if "loss" in record
     }
     assert sorted(logged) == list(range(1, kept[-1] + 7))
-    shown = tensorboard_scalars(workdir, "train/loss")
+    shown = tensorboard_scalars(workdir)["train/loss"]
     assert sorted(shown) == sorted(logged)
     assert all(shown[step] == pytest.approx(logged[step], rel=1e-6) for step in logged)
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import TINY_TRAIN_FLAGS, random_images, tiny_vgg
+from conftest import TINY_TRAIN_FLAGS, random_images, tensorboard_scalars, tiny_vgg
 
 from vgg_jax.training import loop
 from vgg_jax.training import step as train
@@ -450,24 +450,6 @@ def test_a_run_and_a_weights_file_written_by_an_older_version_still_load_and_res
         jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded["params"], named.variables["params"])
     )
     assert resolve.resolve(path).preprocess == "paper"
-
-
-def tensorboard_scalars(workdir) -> dict:
-    """{tag: {step: value}} from the TensorBoard event files under WORKDIR/tensorboard (TFRecord framing)."""
-    import struct
-
-    from tensorboardX.proto import event_pb2
-
-    scalars = {}
-    for path in sorted((workdir / "tensorboard").iterdir()):
-        data = path.read_bytes()
-        while data:
-            (length,) = struct.unpack("<Q", data[:8])
-            event = event_pb2.Event.FromString(data[12 : 12 + length])
-            data = data[12 + length + 4 :]
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
-    return scalars
 
 
 def test_the_plateau_policy_lowers_the_rate_under_accumulation_too():

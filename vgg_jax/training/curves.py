@@ -11,6 +11,7 @@ package the run says so in one line and goes on.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Callable, Optional
 
 from vgg_jax.util.files import atomic_write
@@ -23,18 +24,36 @@ SKIPPED = {"step", "epoch", "eval"}  # not scalars of a training window
 class TensorBoard:
     """Writes each metrics record as TensorBoard scalars (`train/loss`, `eval/top1_error`, ...).
 
-    On resume, `purge_step` drops the events a stopped run wrote past its
-    checkpoint, as `metrics.jsonl` drops its lines.
+    Written in this thread with tensorboardX's `EventsWriter`, not its
+    `SummaryWriter`, whose events wait in a queue for a thread of its own:
+    there `flush()` leaves the queued ones unwritten, and a full disk ends in
+    tracebacks at exit. Here `flush` (before every checkpoint) puts every event
+    so far on disk, so a kill loses none that a checkpoint keeps. On resume,
+    `purge_step` starts the new file with TensorBoard's restart marker, which
+    drops the events a stopped run wrote past its checkpoint, as
+    `metrics.jsonl` drops its lines.
     """
 
     def __init__(self, workdir: str, purge_step: Optional[int], log: Callable[[str], None]):
         self.writer, self.log = None, log
         try:
-            from tensorboardX import SummaryWriter
+            from tensorboardX.event_file_writer import EventsWriter
+            from tensorboardX.proto import event_pb2, summary_pb2
         except ImportError:
             log("TensorBoard curves: pip install 'vgg_jax[tensorboard]' (tensorboardX) to write them")
             return
-        self.writer = SummaryWriter(os.path.join(workdir, TENSORBOARD), purge_step=purge_step, flush_secs=10)
+        self.event_pb2, self.summary_pb2 = event_pb2, summary_pb2
+        folder = os.path.join(workdir, TENSORBOARD)
+        os.makedirs(folder, exist_ok=True)
+        # the nanoseconds order two files of one second (a kill and a resume) as TensorBoard reads them
+        try:
+            self.writer = EventsWriter(os.path.join(folder, "events"), f".{time.time_ns()}")
+        except OSError as error:
+            self._stopped(error)
+            return
+        if purge_step is not None:
+            restart = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+            self._write(event_pb2.Event(step=purge_step, wall_time=time.time(), session_log=restart))
 
     def write(self, record: dict[str, Any]) -> None:
         if self.writer is None:
@@ -43,43 +62,40 @@ class TensorBoard:
             scalars = {f"eval/{name}": value for name, value in record["eval"].items()}
         else:
             scalars = {f"train/{name}": value for name, value in record.items() if name not in SKIPPED}
-        for name, value in scalars.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(name, value, record["step"])
+        values = [
+            self.summary_pb2.Summary.Value(tag=name, simple_value=float(value))
+            for name, value in scalars.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        ]
+        summary = self.summary_pb2.Summary(value=values)
+        self._write(self.event_pb2.Event(step=record["step"], wall_time=time.time(), summary=summary))
 
     def flush(self) -> None:
-        """Writes the pending events: at every checkpoint, so that a kill loses none that the checkpoint kept
-        (the writer flushes on its own only every 10 s)."""
-        self._guarded(lambda writer: writer.flush())
+        """Puts every event so far on disk: before every checkpoint, so that a kill loses none it keeps."""
+        self._guarded(lambda: self.writer.flush())
 
     def close(self) -> None:
-        self._guarded(lambda writer: writer.close())
+        self._guarded(lambda: self.writer.close())
         self.writer = None
 
-    def _guarded(self, act: Callable[[Any], None]) -> None:
-        """Runs `act` on the writer; an OSError (a full disk) ends the events with one line, not a traceback.
+    def _write(self, event: Any) -> None:
+        self._guarded(lambda: self.writer.write_event(event))
 
-        tensorboardX would retry its close at exit and trace the same error
-        again from its writer thread, so its event writer is stopped and marked
-        closed here (metrics.jsonl keeps every record).
-        """
+    def _guarded(self, act: Callable[[], None]) -> None:
+        """Runs `act` on the writer; an OSError (a full disk) ends the events with one line."""
         if self.writer is None:
             return
         try:
-            act(self.writer)
+            act()
         except OSError as error:
-            events = getattr(self.writer.file_writer, "event_writer", None)
-            worker = getattr(events, "_worker", None)
-            if worker is not None:
-                worker.stop()
-            if events is not None:
-                events._closed = True
-            self.writer = None
-            self.log(
-                f"TensorBoard events: stopped writing them ({error.strerror or error}); "
-                "metrics.jsonl has every "
-                "record"
-            )
+            self._stopped(error)
+
+    def _stopped(self, error: OSError) -> None:
+        self.writer = None
+        self.log(
+            f"TensorBoard events: stopped writing them ({error.strerror or error}); metrics.jsonl has every "
+            "record"
+        )
 
 
 def plot_curves(records: list[dict[str, Any]], path: str) -> None:

@@ -669,9 +669,11 @@ def _train(
                     # nothing is saved past a step that stops the run
                     drained, skipped = _drain(pending, window, skipped, cfg, log)
                     last = drained or last
+                    if (
+                        board is not None
+                    ):  # first: a kill once the checkpoint is whole finds its steps' events
+                        board.flush()  # on disk (those past a checkpoint are purged on resume)
                     checkpoint(session.manager, cfg.workdir, done, state, position, session.plateau, skipped)
-                    if board is not None:
-                        board.flush()  # TensorBoard keeps every step the checkpoint kept
                 if stopping:
                     raise StopRequested(
                         _stopped_message(stop.name or "another process's stop request", done, cfg.workdir),
