@@ -91,3 +91,16 @@ def test_no_import_cycles_between_modules():
 
     for node in graph:
         visit(node)
+
+
+def test_no_data_literal_over_60_lines_in_the_package():
+    """Data is data: a schema or table that long ships as a package file (`records.schema.json`), not code."""
+    long = []
+    for name, path in modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, (ast.Dict, ast.List, ast.Tuple, ast.Set))
+                and node.end_lineno - node.lineno >= 60
+            ):
+                long.append(f"{name}:{node.lineno} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long

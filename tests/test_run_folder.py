@@ -98,6 +98,25 @@ def test_a_bad_config_json_is_refused_by_every_command_naming_file_and_field_and
     assert not (tmp_path / "out.msgpack").exists()
 
 
+def test_a_resume_reads_the_run_s_config_json_once(run_with_checkpoints, tmp_path, monkeypatch):
+    """One pass at a run's start: `--resume` opens config.json once (its rewrite goes through a temporary
+    file, renamed onto it)."""
+    import builtins
+
+    workdir = tmp_path / "run"
+    shutil.copytree(run_with_checkpoints, workdir)
+    opened, real = [], builtins.open
+
+    def traced(file, *args, **kwargs):
+        if str(file).endswith("config.json"):
+            opened.append(str(file))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", traced)
+    assert train_command.main(["--workdir", str(workdir), "--resume", "--max-steps", "5"]) == 0
+    assert opened == [str(workdir / "config.json")]
+
+
 def test_a_mistyped_field_is_the_file_s_not_a_flag_the_user_never_typed(
     run_with_checkpoints, tmp_path, capsys
 ):
