@@ -180,6 +180,7 @@ class CheckpointReports(logging.Filter):
             elif exc_type is not None:  # the failure's whole story first; the caller's line is its first
                 story = traceback.format_exception(exc_type, exc_value, exc_traceback)
                 self.reports.insert(0, "".join(story))
+                _release_frames(exc_value)
                 self._settle()
         finally:
             sys.unraisablehook = self._hook
@@ -190,8 +191,9 @@ class CheckpointReports(logging.Filter):
             self._write()
 
     def _settle(self) -> None:
-        """Waits for the reads and writes still in flight to finish and report, finalising their
-        coroutines."""
+        """Waits for the reads and writes still in flight to finish and report, finalising their coroutines
+        and tasks while their reports are still caught (`_release_frames` let go of the failed ones, which
+        the exception's frames would otherwise keep until the process's exit)."""
         import gc
         import time
 
@@ -224,6 +226,16 @@ class CheckpointReports(logging.Filter):
                 file.write("".join(report.rstrip("\n") + "\n" for report in self.reports))
         except OSError:  # a full disk, say: the one-line error has already said what failed
             pass
+
+
+def _release_frames(error: Optional[BaseException]) -> None:
+    """Clears the locals of the frames an exception and its causes hold (`traceback.clear_frames`), so
+    that what they referenced (Orbax's failed tasks) can be collected now; the messages stay."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
 
 
 def state_on_one_device(manager: ocp.CheckpointManager, step: int) -> Any:
