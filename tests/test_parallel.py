@@ -16,6 +16,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from conftest import TINY_TRAIN_FLAGS
 
 from vgg_jax.training import parallel
 
@@ -284,18 +285,9 @@ def train_two_processes(workdir, steps: int, resume: bool = False) -> list[str]:
     command = [
         sys.executable,
         os.path.join(ROOT, "scripts", "train.py"),
-        "--config",
-        "A",
-        "--data",
-        "synthetic",
+        *TINY_TRAIN_FLAGS,
         "--image-size",
         "32",
-        "--width-scale",
-        "0.0625",
-        "--fc-width",
-        "32",
-        "--batch-size",
-        "8",
         "--max-steps",
         str(steps),
         "--checkpoint-every",
