@@ -241,6 +241,26 @@ def test_one_writer_per_run_folder_a_second_start_and_a_live_resume_are_refused_
     assert train_command.main(["--workdir", str(workdir), "--resume", "--max-steps", str(steps[-1] + 1)]) == 0
 
 
+def test_a_holder_that_has_locked_but_not_yet_written_its_pid_is_named_once_it_does(tmp_path):
+    import fcntl
+    import threading
+
+    from vgg_jax.training.rundir import WorkdirInUseError, WorkdirLock
+
+    holder = os.open(tmp_path / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # locked; the file is still empty (CI's race)
+    late = threading.Timer(0.3, lambda: os.write(holder, b"4242 somehost\n"))
+    late.start()
+    with pytest.raises(WorkdirInUseError, match=r"another run \(PID 4242 on somehost\)"):
+        WorkdirLock(str(tmp_path)).acquire()
+    late.join()
+    os.close(holder)
+    lock = WorkdirLock(str(tmp_path))
+    lock.acquire()  # the holder ended: the lock is free, and its line replaces the old one whole
+    assert open(tmp_path / ".lock").read().split()[0] == str(os.getpid())
+    lock.release()
+
+
 def test_two_starts_together_on_a_new_folder_one_runs_and_one_is_refused(tmp_path):
     workdir = tmp_path / "run"
     args = [sys.executable, TRAIN, *TINY, "--max-steps", "4", "--log-every", "1", "--workdir", str(workdir)]

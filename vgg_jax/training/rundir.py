@@ -86,21 +86,34 @@ class WorkdirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").split()
+            holder = _holder(fd)
             os.close(fd)
             who = f"PID {holder[0]} on {holder[1]}" if len(holder) == 2 else "a process that is starting"
             raise WorkdirInUseError(
                 f"workdir {self.workdir} is being written by another run ({who}); one run writes a folder at "
                 "a time: wait for it to end (or stop it), or use another `workdir`"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        line = f"{os.getpid()} {socket.gethostname()}\n".encode()
+        os.pwrite(fd, line, 0)  # over the last holder's line, never leaving the file empty
+        os.ftruncate(fd, len(line))
         self.fd = fd
 
     def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor releases the flock
             self.fd = None
+
+
+def _holder(fd: int, wait: float = 2.0) -> list[str]:
+    """The lock holder's PID and host; a holder that has just locked writes them a moment later."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+        if len(holder) == 2 or time.monotonic() > deadline:
+            return holder
+        time.sleep(0.02)
 
 
 def holds_run(workdir: str) -> bool:
