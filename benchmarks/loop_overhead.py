@@ -73,6 +73,7 @@ def host_split(folder: str) -> dict[str, float]:
     window)."""
     import jax
 
+    from vgg_jax.model.vgg import ModelConfig
     from vgg_jax.training import loop, parallel
     from vgg_jax.training.config import TrainConfig
 
@@ -118,7 +119,8 @@ def host_split(folder: str) -> dict[str, float]:
     args = dict(zip(MODEL[::2], MODEL[1::2]))
     cfg = TrainConfig(
         workdir=os.path.join(folder, "inprocess"), config="A", data="synthetic", image_size=32,
-        width_scale=0.25, fc_width=256, batch_size=64, epochs=10, max_steps=STEPS, log_every=LOG_EVERY,
+        model=ModelConfig(width_scale=0.25, fc_width=256), batch_size=64, epochs=10, max_steps=STEPS,
+        log_every=LOG_EVERY,
         eval_every=100000, checkpoint_every=100000,
     )  # fmt: skip
     assert args["--batch-size"] == "64"

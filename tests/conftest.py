@@ -41,13 +41,23 @@ import jax.numpy as jnp  # noqa: E402
 import pytest  # noqa: E402
 
 from vgg_jax import VGG, apply_xla_cpu_flags  # noqa: E402
+from vgg_jax.model.vgg import ModelConfig  # noqa: E402
 
 apply_xla_cpu_flags()  # as the commands do, before any backend starts; subprocesses inherit XLA_FLAGS
 jax.config.update("jax_threefry_partitionable", False)
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
-# A tiny run on the command line (scripts/train.py): config A at width 1/16, fc 32, synthetic data, batch 8.
+# A tiny run as `loop.TrainConfig` fields, for the tests that train in-process: config A at width 1/16, fc 32,
+# synthetic data, batch 8, a line per step.
+TINY_RUN = dict(
+    config="A",
+    data="synthetic",
+    model=ModelConfig(width_scale=1 / 16, fc_width=32),
+    batch_size=8,
+    log_every=1,
+)
+# The same run on the command line (scripts/train.py).
 TINY_TRAIN_FLAGS = [
     "--config",
     "A",

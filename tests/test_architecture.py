@@ -104,3 +104,27 @@ def test_no_data_literal_over_60_lines_in_the_package():
             ):
                 long.append(f"{name}:{node.lineno} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
+
+
+def test_one_class_declares_vgg_s_settings_and_the_configs_hold_it_never_inherit_it():
+    """`ModelConfig` is the only class whose fields are VGG's settings; no class derives from it; no module
+    lists VGG's fields by name (`MODEL_FIELDS` is gone)."""
+    from vgg_jax.model.vgg import VGG, ModelConfig
+
+    settings = {field for field in ModelConfig.__dataclass_fields__}
+    declaring, deriving, listing = [], [], []
+    for name, path in modules():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.name not in ("ModelConfig", "VGG"):
+                own = {
+                    s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and hasattr(s.target, "id")
+                }
+                if len(own & settings) > 2:
+                    declaring.append(f"{name}.{node.name}")
+                if any(getattr(base, "id", None) == "ModelConfig" for base in node.bases):
+                    deriving.append(f"{name}.{node.name}")
+            if isinstance(node, ast.Name) and node.id == "MODEL_FIELDS":
+                listing.append(name)
+    assert not declaring and not deriving and not listing, (declaring, deriving, listing)
+    assert settings <= set(VGG.__dataclass_fields__)

@@ -19,10 +19,13 @@ from vgg_jax import VGG, count_macs
 from vgg_jax.benchmark import bench, hardware, report
 from vgg_jax.cli import bench as cli_bench
 from vgg_jax.cli import flagged
+from vgg_jax.model.vgg import ModelConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = ["--image-size", "32", "--width-scale", "0.0625", "--fc-width", "32", "--num-classes", "10"]
-TINY_SPEC = dict(image_size=32, width_scale=1 / 16, fc_width=32, num_classes=10, steps=3, warmup=1)
+TINY_SPEC = dict(
+    image_size=32, model=ModelConfig(width_scale=1 / 16, fc_width=32), num_classes=10, steps=3, warmup=1
+)
 SEED_LINE = re.compile(
     r"^\S+ \S+: (Forward|Forward-backward|Train-step) across \d+ steps, \d+\.\d{3} \+/- \d+\.\d{3} sec / "
     r"batch$",
@@ -317,8 +320,7 @@ def test_remat_reports_its_temp_memory_and_step_time():
         image_size=32,
         steps=2,
         warmup=1,
-        width_scale=1 / 16,
-        fc_width=32,
+        model=ModelConfig(width_scale=1 / 16, fc_width=32),
         num_classes=10,
         remat=True,
     )
@@ -448,7 +450,7 @@ def test_bench_train_step_is_train_pys_step_with_its_weight_decay():
     assert carries_state and batch["image"].dtype == jnp.uint8  # what train.py's input pipeline gives
     benched, _ = jax.jit(function)(state, batch, key)
 
-    cfg = TrainConfig(workdir="w", config="A", width_scale=1 / 16, fc_width=32)  # a train.py run's defaults
+    cfg = TrainConfig(workdir="w", config="A", model=ModelConfig(width_scale=1 / 16, fc_width=32))
     optimizer, step = make_train_step(cfg, model, total_steps=100)
     trained, _ = jax.jit(step)(train.create_train_state(model, optimizer, {"params": params}), batch, key)
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), benched, trained))

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vgg_jax.model.configs import frozen_layers
-from vgg_jax.model.vgg import VGG
+from vgg_jax.model.vgg import VGG, ModelConfig
 from vgg_jax.training import finetune
 from vgg_jax.training import step as train
 from vgg_jax.training.config import TrainConfig, validate
@@ -65,7 +65,7 @@ def test_frozen_layers_get_no_optimizer_state():
 def test_freeze_names_the_layers_it_takes():
     """One rule, `configs.frozen_layers`, which the model applies and a run's validation reaches."""
     with pytest.raises(ValueError, match="not a layer of config A; choose one of conv1_1"):
-        validate(TrainConfig(workdir="w", config="A", freeze="pool9"))
+        validate(TrainConfig(workdir="w", config="A", model=ModelConfig(freeze="pool9")))
     with pytest.raises(ValueError, match="freezes every layer"):
         VGG(config="A", freeze="fc8")
     assert (
@@ -230,7 +230,10 @@ def test_init_from_a_file_of_other_widths_takes_its_widths(tmp_path, folder, nar
     assert "copied from A: (none)" not in out
     assert "copied from A: conv1_1, conv2_1, conv3_1, conv3_2, conv4_1, conv4_2, conv5_1, conv5_2" in out
     saved = json.load(open(workdir / "config.json"))
-    assert saved["width_scale"] == NARROW["width_scale"] and saved["fc_width"] == NARROW["fc_width"]
+    assert (
+        saved["model"]["width_scale"] == NARROW["width_scale"]
+        and saved["model"]["fc_width"] == NARROW["fc_width"]
+    )
     _, state = runs.restore_state(str(workdir), "test")
     for name in ("conv1_1", "conv5_2"):  # frozen: still the file's, bit for bit
         np.testing.assert_array_equal(state["params"][name]["kernel"], source["params"][name]["kernel"])

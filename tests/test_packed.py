@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vgg_jax.model.vgg import ModelConfig
 from vgg_jax.training import data, loop
 from vgg_jax.util import images
 
@@ -61,8 +62,7 @@ def test_a_pack_keeps_pixels_labels_classes_and_paths_and_trains(folder, capsys)
         workdir=str(folder / "run"),
         data=f"packed:{dst}",
         config="A",
-        width_scale=1 / 16,
-        fc_width=32,
+        model=ModelConfig(width_scale=1 / 16, fc_width=32),
         batch_size=4,
         max_steps=3,
         image_size=32,

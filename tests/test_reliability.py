@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import TINY_TRAIN_FLAGS
+from conftest import TINY_RUN, TINY_TRAIN_FLAGS
 from PIL import Image
 
 from vgg_jax.cli import train as train_command
@@ -29,7 +29,6 @@ from vgg_jax.weights.runs import finished_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
-TINY_RUN = dict(config="A", data="synthetic", width_scale=1 / 16, fc_width=32, batch_size=8, log_every=1)
 QUIET = dict(log=lambda line: None)
 
 

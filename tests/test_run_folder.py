@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import TINY_TRAIN_FLAGS
+from conftest import TINY_RUN, TINY_TRAIN_FLAGS
 from PIL import Image
 
 from vgg_jax.cli import convert_weights, evaluate, predict
@@ -27,7 +27,6 @@ from vgg_jax.weights.runs import finished_steps
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
 TINY = TINY_TRAIN_FLAGS
-TINY_RUN = dict(config="A", data="synthetic", width_scale=1 / 16, fc_width=32, batch_size=8, log_every=1)
 
 
 def quiet_run(workdir, **overrides):
@@ -65,7 +64,15 @@ def one_error_line(capsys, status, expected_status=2):
 
 
 CONFIG_FAULTS = {
-    "width_scale missing": (lambda c: c.pop("width_scale"), "the field width_scale is missing"),
+    "width_scale missing": (
+        lambda c: c["model"].pop("width_scale"),
+        "the field model.width_scale is missing",
+    ),
+    "model not an object": (lambda c: c.update(model=[]), "the field model must be an object"),
+    "model has an unknown setting": (
+        lambda c: c["model"].update(widht_scale=1.0),
+        "the field model.widht_scale is not one of VGG's settings",
+    ),
     "mean_rgb missing": (lambda c: c.pop("mean_rgb"), "the field mean_rgb is missing"),
     "mean_rgb null": (lambda c: c.update(mean_rgb=None), "the field mean_rgb is null"),
     "image_size mistyped": (lambda c: c.update(image_size="32"), "the field image_size must be an integer"),
@@ -129,7 +136,7 @@ def test_a_mistyped_field_is_the_file_s_not_a_flag_the_user_never_typed(
 def test_a_changed_width_is_a_config_problem_not_damaged_checkpoints(run_with_checkpoints, tmp_path, capsys):
     """config.json edited to another valid width: the shapes differ from the checkpoints'. That is named as
     the file's problem; the healthy checkpoints are not called damaged, moved, or replaced."""
-    workdir = edited(run_with_checkpoints, tmp_path, "run", lambda c: c.update(width_scale=0.125))
+    workdir = edited(run_with_checkpoints, tmp_path, "run", lambda c: c["model"].update(width_scale=0.125))
     before = snapshot(workdir)
     line = one_error_line(capsys, train_command.main(["--workdir", str(workdir), "--resume"]))
     assert f"{workdir}/config.json does not describe the run's checkpoints" in line
@@ -140,15 +147,26 @@ def test_a_changed_width_is_a_config_problem_not_damaged_checkpoints(run_with_ch
 def test_an_older_layout_is_read_through_the_one_migration_and_a_partial_one_is_refused(
     run_with_checkpoints, tmp_path, capsys
 ):
-    """A file without every field added since the first layout (`runs.ADDED_FIELDS`) is that layout and
-    resumes; a file without some of them was damaged and is refused."""
+    """Both older layouts resume and are rewritten in today's: VGG's settings beside the run's own (no
+    "model"), and the first, which also lacks every field added since (`runs.ADDED_FIELDS`); a file without
+    some of those was damaged and is refused."""
     from vgg_jax.weights import runs
 
-    old = edited(run_with_checkpoints, tmp_path, "old", lambda c: [c.pop(n) for n in runs.ADDED_FIELDS])
-    assert train_command.main(["--workdir", str(old), "--resume", "--max-steps", "6"]) == 0
-    assert finished_steps(old)[-1] == 6
+    def flat(c):
+        c.update(c.pop("model"))
+
+    def first(c):
+        flat(c)
+        [c.pop(name) for name in runs.ADDED_FIELDS]
+
+    for name, layout in (("flat", flat), ("first", first)):
+        old = edited(run_with_checkpoints, tmp_path, name, layout)
+        assert train_command.main(["--workdir", str(old), "--resume", "--max-steps", "6"]) == 0
+        assert finished_steps(old)[-1] == 6
+        rewritten = json.loads((old / "config.json").read_text())
+        assert rewritten["model"]["width_scale"] == 1 / 16 and "width_scale" not in rewritten
     capsys.readouterr()
-    partial = edited(run_with_checkpoints, tmp_path, "partial", lambda c: c.pop("optimizer"))
+    partial = edited(run_with_checkpoints, tmp_path, "partial", lambda c: (flat(c), c.pop("optimizer")))
     line = one_error_line(capsys, train_command.main(["--workdir", str(partial), "--resume"]))
     assert "the field optimizer is missing" in line
 

@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import TINY_TRAIN_FLAGS, tensorboard_scalars
+from conftest import TINY_RUN, TINY_TRAIN_FLAGS, tensorboard_scalars
 from PIL import Image
 
 import vgg_jax
@@ -32,7 +32,6 @@ from vgg_jax.weights.runs import finished_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
-TINY_RUN = dict(config="A", data="synthetic", width_scale=1 / 16, fc_width=32, batch_size=8, log_every=1)
 
 
 def one_error_line(capsys, status, expected_status=2):
@@ -81,9 +80,9 @@ def test_a_run_that_ends_closes_its_input_workers_without_a_leak_warning(tmp_pat
 
     folder = write_jpeg_folder(str(tmp_path / "images"), 32, size=(40, 40), classes=2)
     code = (
-        "from vgg_jax.training import loop\n"
+        "from vgg_jax.model.vgg import ModelConfig\nfrom vgg_jax.training import loop\n"
         f"cfg = loop.TrainConfig(workdir={str(tmp_path / 'run')!r}, config='A', data='folder:{folder}', "
-        "width_scale=1/16, fc_width=32, batch_size=8, max_steps=4, workers=2)\n"
+        "model=ModelConfig(width_scale=1/16, fc_width=32), batch_size=8, max_steps=4, workers=2)\n"
         "loop.run(cfg, log=lambda line: None)\n"
     )
     done = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True,

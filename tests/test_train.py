@@ -11,15 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import TINY_TRAIN_FLAGS, random_images, tensorboard_scalars, tiny_vgg
+from conftest import TINY_RUN, TINY_TRAIN_FLAGS, random_images, tensorboard_scalars, tiny_vgg
 
+from vgg_jax.model.vgg import ModelConfig
 from vgg_jax.training import loop
 from vgg_jax.training import step as train
 from vgg_jax.training.step import Plateau, create_train_state, paper_optimizer, single_device_step
 from vgg_jax.weights import resolve, runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_RUN = dict(config="A", data="synthetic", width_scale=1 / 16, fc_width=32, batch_size=8, log_every=1)
 
 
 def overfit(model, lr, steps=40):
@@ -268,7 +268,6 @@ OTHER_VALUE = {
 
 def test_every_train_config_field_is_a_train_py_flag_with_the_same_default():
     """A field added to TrainConfig is a flag with no other edit: walk the fields, set each by its flag."""
-    import dataclasses
     import typing
 
     from vgg_jax import cli
@@ -278,8 +277,8 @@ def test_every_train_config_field_is_a_train_py_flag_with_the_same_default():
     parser = script.build_parser()
     defaults = cli.config_from_args(parser.parse_args(["--workdir", "w"]), loop.TrainConfig)
     assert defaults == loop.TrainConfig(workdir="w")  # one default, shared by the script and the library
-    hints = typing.get_type_hints(loop.TrainConfig)
-    for field in dataclasses.fields(loop.TrainConfig):
+    hints = {**typing.get_type_hints(loop.TrainConfig), **typing.get_type_hints(ModelConfig)}
+    for field in loop.FIELDS.values():  # the run's own fields, and its model's (`model`)
         flag = options.flag_of(field)
         kind, _ = cli._unwrap(hints[field.name])
         if kind is bool:
@@ -297,7 +296,7 @@ def test_every_train_config_field_is_a_train_py_flag_with_the_same_default():
             argv = []
         parsed = cli.config_from_args(parser.parse_args(["--workdir", "w", *argv]), loop.TrainConfig)
         if field.name != "workdir":
-            assert getattr(parsed, field.name) == expected, (field.name, argv)
+            assert loop.settings(parsed)[field.name] == expected, (field.name, argv)
     # Today's documented spellings keep working, and the derived ones are accepted too.
     for documented, derived, value, name in (
         ("--lr", "--learning-rate", "0.5", "learning_rate"),
@@ -308,12 +307,11 @@ def test_every_train_config_field_is_a_train_py_flag_with_the_same_default():
         for spelling in (documented, derived):
             assert (
                 str(
-                    getattr(
+                    loop.settings(
                         cli.config_from_args(
                             parser.parse_args(["--workdir", "w", spelling, value]), loop.TrainConfig
-                        ),
-                        name,
-                    )
+                        )
+                    )[name]
                 )
                 == value
             )
@@ -325,8 +323,7 @@ def test_run_does_not_change_the_callers_config(tmp_path):
         workdir=str(tmp_path),
         config="vgg11",
         data="synthetic",
-        width_scale=1 / 16,
-        fc_width=32,
+        model=ModelConfig(width_scale=1 / 16, fc_width=32),
         batch_size=8,
         max_steps=1,
     )
@@ -338,17 +335,23 @@ def test_run_does_not_change_the_callers_config(tmp_path):
 def test_the_one_migration_adds_only_fields_newer_than_the_first_layout_at_their_old_behaviour():
     """`runs.migrate`: the fields config.json gained later, each at the value that reproduces how a run
     behaved before it (today's default: SGD, no smoothing, no accumulation, no EMA, the automatic
-    implementations); nothing else is ever filled in."""
+    implementations), and VGG's settings gathered into "model"; nothing else is ever filled in."""
+    import dataclasses
+
     from vgg_jax.weights import runs
 
-    defaults = loop.TrainConfig(workdir="w")
-    assert runs.ADDED_FIELDS == {name: getattr(defaults, name) for name in runs.ADDED_FIELDS}
+    defaults = loop.settings(loop.TrainConfig(workdir="w"))
+    assert runs.ADDED_FIELDS == {name: defaults[name] for name in runs.ADDED_FIELDS}
     old = json.load(open(os.path.join(OLD_MAIN, "run_b522551", "config.json")))
-    assert not set(runs.ADDED_FIELDS) & set(old) and runs.migrate(old) == {**runs.ADDED_FIELDS, **old}
-    newer = {
-        **old,
-        "optimizer": "adamw",
-    }  # today's layout with fields missing: returned as it is, then refused
+    flat = {**runs.ADDED_FIELDS, **old}
+    model = [field.name for field in dataclasses.fields(ModelConfig)]
+    assert not set(runs.ADDED_FIELDS) & set(old)
+    assert runs.migrate(old) == {
+        **{key: value for key, value in flat.items() if key not in model},
+        "model": {name: flat[name] for name in model},
+    }
+    newer = runs.migrate(old)
+    newer.pop("optimizer")  # today's layout with a field missing: returned as it is, then refused
     assert runs.migrate(newer) == newer
 
 
@@ -469,54 +472,52 @@ def test_the_plateau_policy_lowers_the_rate_under_accumulation_too():
     np.testing.assert_allclose(updates["fc6"]["bias"], -0.01 * 1.0, rtol=1e-6)
 
 
-def test_every_model_field_of_a_run_config_reaches_its_model():
-    """`build_model` passes TrainConfig's fields named as VGG's through: none is mapped by hand."""
+def test_a_run_config_holds_its_model_config_whole_and_every_field_reaches_its_model():
+    """`TrainConfig.model` is a `ModelConfig`, passed whole to `VGG` by `model_from`: no name mapped."""
     import dataclasses
 
-    from vgg_jax.model.vgg import MODEL_FIELDS
+    from vgg_jax.model.vgg import ModelConfig
 
-    shared = [f.name for f in dataclasses.fields(loop.TrainConfig) if f.name in MODEL_FIELDS]
-    assert {"config", "dropout_rate", "batch_norm", "fc_width", "width_scale", "init_scheme", "dtype"} <= set(
-        shared
-    )
-    cfg = loop.TrainConfig(
-        workdir="w",
-        config="B",
+    settings = ModelConfig(
         dropout_rate=0.25,
         batch_norm=True,
         fc_width=48,
         width_scale=0.5,
         init_scheme="paper",
-        dtype="bfloat16",
-        remat=True,
         freeze="pool2",
+        conv_impl="xla",
+        relu_impl="output_mask",
+        pool_impl="reshape",
     )
+    cfg = loop.TrainConfig(workdir="w", config="B", model=settings, dtype="bfloat16", remat=True)
     model = loop.build_model(cfg, num_classes=7)
-    for name in shared:
-        expected = jnp.bfloat16 if name == "dtype" else getattr(cfg, name)
-        assert getattr(model, name) == expected, name
-    assert model.num_classes == 7
+    for field in dataclasses.fields(ModelConfig):
+        assert getattr(model, field.name) == getattr(settings, field.name), field.name
+    assert (model.config, model.num_classes, model.dtype) == ("B", 7, jnp.bfloat16)
 
 
-def test_the_model_options_are_declared_once_and_validated_by_the_model(tmp_path, capsys):
-    """`ModelOptions` declares VGG's settings for both commands, at VGG's defaults; VGG checks them, and the
-    command line names the flag."""
+def test_the_model_config_is_declared_once_held_not_inherited_and_validated_by_the_model(tmp_path, capsys):
+    """`ModelConfig` declares VGG's settings for both commands, at VGG's defaults; the configs hold it; VGG
+    checks it, and the command line names the flag."""
     import dataclasses
 
     from vgg_jax.benchmark.bench import BenchSpec
     from vgg_jax.cli import train as train_cli
-    from vgg_jax.model.vgg import MODEL_FIELDS, VGG, ModelOptions, model_from
+    from vgg_jax.model.vgg import VGG, ModelConfig, model_from
 
-    options = {field.name: field.default for field in dataclasses.fields(ModelOptions)}
+    vgg_fields = {field.name for field in dataclasses.fields(VGG)}
+    options = {field.name: field.default for field in dataclasses.fields(ModelConfig)}
     assert all(
-        name in MODEL_FIELDS and default in (None, getattr(VGG, name)) for name, default in options.items()
+        name in vgg_fields and default in (None, getattr(VGG, name)) for name, default in options.items()
     )
     for config_class in (loop.TrainConfig, BenchSpec):
-        assert issubclass(config_class, ModelOptions) and not set(config_class.__annotations__) & set(options)
-    model = model_from(BenchSpec(batch_norm=True, init_scheme="paper"), config="A")
+        held = config_class.__dataclass_fields__["model"].type
+        assert ModelConfig not in config_class.__mro__ and held in (ModelConfig, "ModelConfig")
+        assert not {field.name for field in dataclasses.fields(config_class)} & set(options)
+    model = model_from(ModelConfig(batch_norm=True, init_scheme="paper"), config="A")
     assert model.batch_norm and model.init_scheme == "paper" and model.width_scale == VGG.width_scale == 1.0
     with pytest.raises(ValueError, match="fc_width must be a positive int"):
-        loop.validate(loop.TrainConfig(workdir="w", fc_width=0))
+        loop.validate(loop.TrainConfig(workdir="w", model=ModelConfig(fc_width=0)))
     argv = ["--workdir", str(tmp_path / "run"), "--data", "synthetic", "--dropout", "1"]
     assert train_cli.main(argv) == 2
     assert capsys.readouterr().err.startswith("train.py: error: --dropout must be a number in [0, 1)")
@@ -540,3 +541,31 @@ def test_library_messages_name_arguments_and_the_command_line_gives_its_flags(tm
     assert capsys.readouterr().err == (
         "train.py: error: --resume and --overwrite contradict each other; pick one\n"
     )
+
+
+def test_a_run_and_its_export_carry_the_model_config_whole(tmp_path):
+    """config.json's "model" builds the run's model when the run is named, and an export's metadata carries
+    it, so the file builds the same model; a file whose stored settings are not VGG's is refused in one
+    line naming it."""
+    import dataclasses
+
+    from vgg_jax.weights import formats
+
+    settings = dataclasses.replace(
+        TINY_RUN["model"], dropout_rate=0.25, init_scheme="paper", relu_impl="output_mask"
+    )
+    workdir = tmp_path / "run"
+    loop.run(
+        loop.TrainConfig(workdir=str(workdir), max_steps=1, **{**TINY_RUN, "model": settings}),
+        log=lambda line: None,
+    )
+    saved = json.loads((workdir / "config.json").read_text())["model"]
+    assert saved == dataclasses.asdict(settings)
+    exported = str(tmp_path / "a.msgpack")
+    named = resolve.export(str(workdir), exported, log=lambda line: None)
+    for model in (named.model, resolve.resolve(exported).model):
+        assert {name: getattr(model, name) for name in saved} == saved
+    bad = str(tmp_path / "bad.msgpack")
+    formats.save(named.variables, bad, metadata={**named.metadata(), "model": {"widht_scale": 1.0}})
+    with pytest.raises(ValueError, match=r"bad.msgpack's metadata: its model settings cannot be used"):
+        resolve.resolve(bad)

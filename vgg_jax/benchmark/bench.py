@@ -26,7 +26,7 @@ from vgg_jax.model.configs import CONFIGS, MIN_IMAGE_SIZE, frozen_layers, layer_
 from vgg_jax.model.vgg import (
     COMPUTE_DTYPES,
     VGG,
-    ModelOptions,
+    ModelConfig,
     model_from,
     resolve_conv_impl,
     resolve_pool_impl,
@@ -69,9 +69,9 @@ PEERS = ("torch", "torch-compile")  # torchvision eager, and under torch.compile
 
 
 @dataclasses.dataclass(frozen=True)
-class BenchSpec(ModelOptions):
-    """What to benchmark; one field per `scripts/bench.py` flag, the model's own from `ModelOptions`. Sizes
-    left as None take the backend's defaults."""
+class BenchSpec:
+    """What to benchmark; one field per `scripts/bench.py` flag, VGG's settings held whole in `model` (their
+    flags without a prefix). Sizes left as None take the backend's defaults."""
 
     configs: tuple[str, ...] = option(
         ("D",),
@@ -124,6 +124,7 @@ class BenchSpec(ModelOptions):
         metavar="PEER[,PEER]",
     )
     num_classes: int = option(1000, "outputs of fc8")
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     peak_tflops: Optional[float] = option(None, "peak TFLOP/s for MFU on a device the table lacks")
     seed: int = option(0, "seeds the parameters and the images")
     profile_dir: Optional[str] = option(
@@ -198,8 +199,11 @@ def resolve_sizes(spec: BenchSpec, backend: str) -> tuple[BenchSpec, Optional[st
     defaults = CPU_DEFAULTS if backend == "cpu" else ACCELERATOR_DEFAULTS
     filled = dataclasses.replace(
         spec,
-        width_scale=spec.width_scale or VGG.width_scale,
-        fc_width=spec.fc_width or VGG.fc_width,
+        model=dataclasses.replace(
+            spec.model,
+            width_scale=spec.model.width_scale or VGG.width_scale,
+            fc_width=spec.model.fc_width or VGG.fc_width,
+        ),
         batch_sizes=spec.batch_sizes or (defaults["batch_size"],),
         steps=spec.steps if spec.steps is not None else defaults["steps"],
         warmup=spec.warmup if spec.warmup is not None else defaults["warmup"],
@@ -244,7 +248,7 @@ def step_function(
 
     # train.py's own step and optimiser, from a run config with this model's settings and train.py's
     # defaults: uint8 crops normalised on the device, cross-entropy, the paper's SGD, metrics, state donated.
-    cfg = TrainConfig(workdir="", config=model.config, freeze=model.freeze)
+    cfg = TrainConfig(workdir="", config=model.config, model=ModelConfig(freeze=model.freeze))
     optimizer, step = make_train_step(cfg, model, total_steps=1)
     state = train.create_train_state(model, optimizer, variables)
     return step, (state, train_batch(images, labels), key), True
@@ -290,7 +294,7 @@ class _Progress:
 
 def _model(spec: BenchSpec, config: str, dtype: str, remat: bool = False) -> VGG:
     """The VGG of one case: the spec's model fields passed through, one config and dtype of its sweeps."""
-    return model_from(spec, config=config, dtype=dtype, remat=remat)
+    return model_from(spec.model, config=config, dtype=dtype, remat=remat, num_classes=spec.num_classes)
 
 
 def init_variables(spec: BenchSpec, config: str, device: Any) -> Any:
@@ -467,10 +471,10 @@ def _mode_result(
         mode,
         batch_size,
         spec.image_size,
-        spec.freeze,
+        spec.model.freeze,
         num_classes=spec.num_classes,
-        fc_width=spec.fc_width,
-        width_scale=spec.width_scale,
+        fc_width=spec.model.fc_width,
+        width_scale=spec.model.width_scale,
     )
     peak, peak_name = (
         (spec.peak_tflops, "--peak-tflops")
@@ -599,13 +603,13 @@ def benchmark_case(
         "versions": hardware.versions(),
         "xla_flags": hardware.xla_flags(),
         "dispatch_s": dispatch_s,
-        "width_scale": spec.width_scale,
-        "conv_impl": resolve_conv_impl(spec.conv_impl),  # what ran: "auto" resolved
-        "relu_impl": spec.relu_impl,
-        "pool_impl": resolve_pool_impl(spec.pool_impl),
-        "freeze": spec.freeze,
-        "batch_norm": spec.batch_norm,
-        "fc_width": spec.fc_width,
+        "width_scale": spec.model.width_scale,
+        "conv_impl": resolve_conv_impl(spec.model.conv_impl),  # what ran: "auto" resolved
+        "relu_impl": spec.model.relu_impl,
+        "pool_impl": resolve_pool_impl(spec.model.pool_impl),
+        "freeze": spec.model.freeze,
+        "batch_norm": spec.model.batch_norm,
+        "fc_width": spec.model.fc_width,
         "num_classes": spec.num_classes,
         "results": results,
     }
@@ -650,7 +654,7 @@ def _make_peer(
     log: Callable[[str], None],
     compile: bool = False,
 ):
-    if spec.width_scale != 1.0 or spec.fc_width != 4096 or spec.batch_norm:
+    if spec.model.width_scale != 1.0 or spec.model.fc_width != 4096 or spec.model.batch_norm:
         log("  torchvision: skipped, it has no `width_scale` or `fc_width` (and runs without `batch_norm`)")
         return None
     try:

@@ -276,7 +276,14 @@ def given_fields(args: argparse.Namespace, config_class: type) -> set[str]:
     `--resume` takes every other field from the saved run, so it must know
     which values the user typed and which are defaults.
     """
-    return {field.name for field in dataclasses.fields(config_class) if hasattr(args, field.name)}
+    hints = typing.get_type_hints(config_class)
+    given = set()
+    for field in dataclasses.fields(config_class):
+        if dataclasses.is_dataclass(hints[field.name]):  # a held config (`model`): its fields by their names
+            given |= given_fields(args, hints[field.name])
+        elif hasattr(args, field.name):
+            given.add(field.name)
+    return given
 
 
 def config_from_args(args: argparse.Namespace, config_class: type) -> Any:
@@ -288,7 +295,9 @@ def config_from_args(args: argparse.Namespace, config_class: type) -> Any:
             if dataclasses.is_dataclass(hints[field.name])
             else getattr(args, field.name, field.default)
             for field in dataclasses.fields(config_class)
-            if hasattr(args, field.name) or field.default is not dataclasses.MISSING
+            if hasattr(args, field.name)
+            or field.default is not dataclasses.MISSING
+            or dataclasses.is_dataclass(hints[field.name])
         }
     )
 

@@ -11,6 +11,9 @@ import numpy as np
 from vgg_jax.model.configs import CONFIGS, MIN_IMAGE_SIZE, conv_layers, resolve_config, scaled
 from vgg_jax.model.vgg import VGG
 
+# What `infer_model` reads off a tree besides its config: the fields that give the parameters' shapes.
+SHAPE_FIELDS = ("num_classes", "fc_width", "width_scale", "batch_norm")
+
 
 def config_of(params: Any) -> Optional[str]:
     """The config whose conv names and kernel sizes `params` has (A for A-LRN, which has A's), or None."""

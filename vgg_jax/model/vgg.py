@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 import flax.linen as nn
 import jax
@@ -476,20 +476,21 @@ def _depth(name: str) -> int:
     return int(name.removeprefix("pool").removeprefix("conv").removeprefix("relu").split("_")[0])
 
 
-# VGG's own settings, by name: what a run's or a benchmark's config passes through to the model.
-MODEL_FIELDS = tuple(field.name for field in dataclasses.fields(VGG) if field.name not in ("parent", "name"))
-
-
 def _flag(name: str, help: str, **metadata: Any) -> Any:
-    """A `ModelOptions` field: VGG's field `name` as a flag, with VGG's default."""
+    """A `ModelConfig` field: VGG's field `name`, with VGG's default."""
     return option(getattr(VGG, name), help, **metadata)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ModelOptions:
-    """VGG's settings as the commands' configs take them (`TrainConfig`, `BenchSpec` inherit these fields):
-    declared once, here, with their flags, and passed to `VGG` unchanged by `model_from`. A width left as
-    None is VGG's default (a run's: its --init-from weights')."""
+class ModelConfig:
+    """VGG's settings, declared once: held whole by the commands' configs (`TrainConfig.model`,
+    `BenchSpec.model`), stored whole in a run's config.json ("model"), and made a `VGG` by `model_from`.
+
+    The config name, the class count and the compute dtype are each command's
+    own choice (one config to train, several to time; classes from the data),
+    so they are not here. A width left as None is VGG's default (a run's: its
+    --init-from weights').
+    """
 
     width_scale: Optional[float] = option(
         None,
@@ -533,18 +534,16 @@ class ModelOptions:
     )
 
 
-def model_from(settings: Any, **overrides: Any) -> VGG:
-    """The VGG that `settings` describes: each of its fields (a dataclass's, or a mapping's keys) named
-    as a `VGG` field passes through unchanged (None: VGG's default), a dtype given by name ("bfloat16") as
-    its jnp type, and `overrides` win. A field added to `VGG` and to `ModelOptions` needs no other edit."""
-    values = settings if isinstance(settings, Mapping) else vars(settings)
-    fields = {name: values[name] for name in MODEL_FIELDS if values.get(name) is not None}
-    fields.update(overrides)
-    if isinstance(fields.get("dtype"), str):
-        if fields["dtype"] not in COMPUTE_DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {fields['dtype']!r}")
-        fields["dtype"] = COMPUTE_DTYPES[fields["dtype"]]
-    return VGG(**fields)
+def model_from(model: ModelConfig, **fields: Any) -> VGG:
+    """The one way from a `ModelConfig` to a `VGG`: its settings (None: VGG's default) and `fields` (the
+    config, classes, dtype, ...; a dtype may be given by name, "bfloat16")."""
+    settings = {name: value for name, value in dataclasses.asdict(model).items() if value is not None}
+    settings.update(fields)
+    if isinstance(settings.get("dtype"), str):
+        if settings["dtype"] not in COMPUTE_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {settings['dtype']!r}")
+        settings["dtype"] = COMPUTE_DTYPES[settings["dtype"]]
+    return VGG(**settings)
 
 
 def conv_function_for(conv_impl: str) -> Callable[..., jax.Array]:

@@ -15,12 +15,11 @@ import jax
 import jax.numpy as jnp
 
 from vgg_jax.model.configs import conv_layers, resolve_config
-from vgg_jax.model.infer import infer_model, init_image_size
+from vgg_jax.model.infer import SHAPE_FIELDS, infer_model, init_image_size
 from vgg_jax.model.vgg import CLASSIFIER, VGG
 
 LAYER_CHOICES = ("paper", "matching")  # the named choices of `layers`; explicit layer names work too
 # The target's fields that fix its parameters' shapes: by default the source's own, read off its variables.
-SHAPE_FIELDS = ("num_classes", "fc_width", "width_scale", "batch_norm")
 
 
 class LayerShapeError(ValueError):

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from vgg_jax.model.configs import MIN_IMAGE_SIZE, resolve_config
-from vgg_jax.model.vgg import COMPUTE_DTYPES, VGG, ModelOptions, model_from
+from vgg_jax.model.vgg import COMPUTE_DTYPES, VGG, ModelConfig, model_from
 from vgg_jax.research.warm_start import LAYER_CHOICES
 from vgg_jax.training import data as data_lib
 from vgg_jax.training import evaluate as evaluate_lib
@@ -29,16 +29,18 @@ from vgg_jax.weights import runs
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(ModelOptions):
+class TrainConfig:
     """One training run; saved as the workdir's config.json.
 
     Every field is a `scripts/train.py` flag: `--field-name`, or the spelling
     in its metadata (`--lr` for `learning_rate`), with the same default. The
-    model's own settings are `ModelOptions`' (`vgg_jax.model.vgg`).
+    model's own settings are held whole in `model` (`vgg_jax.model.vgg.ModelConfig`; their flags are
+    `--width-scale`, `--dropout`, ..., without a prefix).
     """
 
     workdir: str = dataclasses.field(metadata={"help": "where config.json, metrics.jsonl and checkpoints go"})
     config: str = option("A", "config or alias")
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: str = option("digits", "digits | synthetic | folder:PATH | packed:PATH (scripts/pack_images.py)")
     image_size: int = option(32, "training crop size in pixels (at least 32)")
     epochs: int = option(1, "passes over the training set", resumable=True)
@@ -176,7 +178,7 @@ def validate(cfg: TrainConfig) -> None:
             f"init_from needs a run's workdir, a weights file or a pretrained name, got {cfg.init_from!r}"
         )
     try:
-        model_from(cfg, num_classes=1)  # VGG's own checks of its fields, the one place they are made
+        model_from(cfg.model, config=cfg.config, num_classes=1)  # VGG's own checks, the one place made
     except TypeError as error:
         raise ValueError(str(error)) from None
     data_lib.parse_data(cfg.data)
@@ -272,7 +274,7 @@ def make_train_step(
 
     The optimiser: `cfg.optimizer` (decay on kernels), the learning-rate
     policy over the run's updates (`total_steps` / `cfg.accumulate`), no
-    update nor state for the layers `cfg.freeze` freezes. Its batches are
+    update nor state for the layers `cfg.model.freeze` freezes. Its batches are
     `{"image": uint8 crops, "shift": (N, 3) colour shifts, "label"}`, turned
     into the model's pixels on the device (`data.device_pixels`, by
     `cfg.mean_rgb` or `cfg.preprocess`).
@@ -282,7 +284,7 @@ def make_train_step(
         train_lib.learning_rate_schedule(cfg.lr_policy, cfg.learning_rate, total_steps // cfg.accumulate),
         cfg.momentum,
         cfg.weight_decay,
-        param_labels=finetune.param_labels(cfg.config, cfg.freeze) if cfg.freeze else None,
+        param_labels=finetune.param_labels(cfg.config, cfg.model.freeze) if cfg.model.freeze else None,
         accumulate=cfg.accumulate,
     )
     pixels = data_lib.device_pixels(None if cfg.mean_rgb is None else tuple(cfg.mean_rgb), cfg.preprocess)
@@ -309,7 +311,7 @@ def read_config(workdir: str, argument: str = "resume") -> TrainConfig:
         )
     runs.require_fields(saved, names, argument, path)
     runs.run_settings(workdir, argument, saved)  # the readers' checks: VGG's settings, the crop, the pixels
-    cfg = TrainConfig(**{**saved, "workdir": workdir})
+    cfg = TrainConfig(**{**saved, "workdir": workdir, "model": ModelConfig(**saved["model"])})
     try:
         validate(cfg)
     except ValueError as error:

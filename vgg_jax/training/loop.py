@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from vgg_jax.model.configs import resolve_config
-from vgg_jax.model.vgg import MODEL_FIELDS, VGG, model_from
+from vgg_jax.model.vgg import VGG, ModelConfig, model_from
 from vgg_jax.research.warm_start import LayerShapeError, warm_start
 from vgg_jax.training import curves, interrupt, parallel, rundir
 from vgg_jax.training import data as data_lib
@@ -49,7 +49,7 @@ from vgg_jax.util.images import NORMALIZE_MODES
 from vgg_jax.util.options import shown
 from vgg_jax.weights import resolve, runs
 
-WIDTHS = ("width_scale", "fc_width")  # TrainConfig fields that default to the --init-from source's
+WIDTHS = ("width_scale", "fc_width")  # ModelConfig fields that default to the --init-from source's
 
 
 class NonFiniteError(RuntimeError):
@@ -62,18 +62,37 @@ class RunWarning(UserWarning):
 
 # What a resumed run may change: the fields declared `resumable` (its length, evaluation and logging, the
 # hardware). Everything else defines the run; a flag that changes it on --resume is refused.
-RESUME_MAY_CHANGE = tuple(
-    field.name for field in dataclasses.fields(TrainConfig) if field.metadata.get("resumable")
-)
+# A run's settings by name, as its flags give them: TrainConfig's fields, and its model's in their place.
+FIELDS = {
+    field.name: field
+    for field in (*dataclasses.fields(TrainConfig), *dataclasses.fields(ModelConfig))
+    if field.name != "model"
+}
+RESUME_MAY_CHANGE = tuple(name for name, field in FIELDS.items() if field.metadata.get("resumable"))
+
+
+def settings(cfg: TrainConfig) -> dict[str, Any]:
+    """A run's settings by name (`FIELDS`): its model's beside its own."""
+    return {
+        name: getattr(cfg.model if name not in cfg.__dataclass_fields__ else cfg, name) for name in FIELDS
+    }
+
+
+def with_settings(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
+    """`cfg` with settings changed by name (`FIELDS`), each in its place: the model's in `model`."""
+    own = {name: value for name, value in changes.items() if name in cfg.__dataclass_fields__}
+    model = {name: value for name, value in changes.items() if name not in own}
+    return dataclasses.replace(cfg, **own, model=dataclasses.replace(cfg.model, **model))
 
 
 def set_fields(cfg: TrainConfig) -> set[str]:
-    """The fields of a TrainConfig built in code that differ from their defaults (what a library caller
+    """The settings of a TrainConfig built in code that differ from their defaults (what a library caller
     set)."""
+    values = settings(cfg)
     return {
-        field.name
-        for field in dataclasses.fields(TrainConfig)
-        if field.default is dataclasses.MISSING or getattr(cfg, field.name) != field.default
+        name
+        for name, field in FIELDS.items()
+        if field.default is dataclasses.MISSING or values[name] != field.default
     }
 
 
@@ -90,23 +109,23 @@ def resumed_config(
     saved = read_config(cfg.workdir) if saved is None else saved
     given = set(set_fields(cfg) if given is None else given) - {"workdir"}
 
+    ours, theirs = settings(cfg), settings(saved)
+
     def same(field: str) -> bool:
-        ours, theirs = getattr(cfg, field), getattr(saved, field)
         if field == "config":
-            return resolve_config(ours) == resolve_config(theirs)
-        return ours == theirs or (isinstance(ours, (list, tuple)) and list(ours) == list(theirs or []))
+            return resolve_config(ours[field]) == resolve_config(theirs[field])
+        mine, run = ours[field], theirs[field]
+        return mine == run or (isinstance(mine, (list, tuple)) and list(mine) == list(run or []))
 
     for field in sorted(given - set(RESUME_MAY_CHANGE)):
         if not same(field):
             raise ValueError(
-                f"resume: `{field}` {shown(getattr(cfg, field))} differs from the run's "
-                f"{shown(getattr(saved, field))} ({os.path.join(cfg.workdir, 'config.json')}); a resumed "
-                f"run keeps its settings: drop `{field}`, or start a new run with `overwrite` or another "
-                "`workdir`"
+                f"resume: `{field}` {shown(ours[field])} differs from the run's {shown(theirs[field])} "
+                f"({os.path.join(cfg.workdir, 'config.json')}); a resumed run keeps its settings: drop "
+                f"`{field}`, or start a new run with `overwrite` or another `workdir`"
             )
-    return dataclasses.replace(
-        saved, workdir=cfg.workdir, **{field: getattr(cfg, field) for field in given & set(RESUME_MAY_CHANGE)}
-    )
+    changes = {field: ours[field] for field in given & set(RESUME_MAY_CHANGE)}
+    return with_settings(dataclasses.replace(saved, workdir=cfg.workdir), changes)
 
 
 def _check_writable(workdir: str) -> None:
@@ -159,8 +178,8 @@ def load_params(workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> VGG:
-    """The VGG a run with this config trains: its model fields passed through (`model_from`)."""
-    return model_from(cfg, num_classes=num_classes)
+    """The VGG a run with this config trains (`model_from` its `model`)."""
+    return model_from(cfg.model, config=cfg.config, num_classes=num_classes, dtype=cfg.dtype)
 
 
 @contextlib.contextmanager
@@ -213,7 +232,7 @@ def _warm_start(
     """
     source_variables, source_config, what = source.variables, source.config, source.description
     source_params = source_variables["params"]
-    if any(name.endswith("_bn") for name in source_params) and not cfg.batch_norm:
+    if any(name.endswith("_bn") for name in source_params) and not cfg.model.batch_norm:
         raise ValueError(f"init_from {what} has batch norm; set `batch_norm` so that its BN layers are used")
     source_classes = source_params["fc8"]["kernel"].shape[-1] if "fc8" in source_params else None
     exclude, notes = [], []
@@ -235,7 +254,11 @@ def _warm_start(
             layers=layers,
             exclude=exclude,
             image_size=cfg.image_size,
-            **{name: getattr(model, name) for name in MODEL_FIELDS if name != "config"},
+            **{
+                field.name: getattr(model, field.name)
+                for field in dataclasses.fields(model)
+                if field.name not in ("config", "parent", "name")  # VGG's settings, the config aside
+            },
         )
     except LayerShapeError as error:
         raise ValueError(
@@ -255,7 +278,8 @@ def _model_widths(cfg: TrainConfig, source: Any) -> TrainConfig:
     """`cfg` with --width-scale and --fc-width filled in: the --init-from weights' where not given, else
     `VGG`'s defaults."""
     defaults = {name: getattr(source.model if source is not None else VGG, name) for name in WIDTHS}
-    return dataclasses.replace(cfg, **{name: defaults[name] for name in WIDTHS if getattr(cfg, name) is None})
+    widths = {name: defaults[name] for name in WIDTHS if getattr(cfg.model, name) is None}
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **widths))
 
 
 def _which_stops(cfg: TrainConfig, steps_per_epoch: int) -> str:
@@ -542,7 +566,7 @@ def evaluate_state(plan: _Plan, state: Any, method: str) -> dict[str, Any]:
     )
     variables = {
         "params": state.eval_params,  # the EMA with --ema-decay
-        **({"batch_stats": state.batch_stats} if plan.cfg.batch_norm else {}),
+        **({"batch_stats": state.batch_stats} if plan.cfg.model.batch_norm else {}),
     }
     return evaluate_lib.evaluate(
         plan.model,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterator, Optional
 
-from vgg_jax.model.vgg import VGG
+from vgg_jax.model.vgg import VGG, ModelConfig
 from vgg_jax.util import images as images_lib
 
 
@@ -61,6 +61,9 @@ class Resolved:
                 "classes": self.classes,
                 "image_size": self.image_size,
                 "source": self.description,
+                "model": {  # VGG's settings whole (a `ModelConfig`), for the model to be built as it was
+                    field.name: getattr(self.model, field.name) for field in dataclasses.fields(ModelConfig)
+                },
             }.items()
             if value is not None
         }

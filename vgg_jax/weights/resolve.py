@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgg_jax.model.configs import resolve_config
-from vgg_jax.model.infer import config_of, infer_model, init_image_size
+from vgg_jax.model.infer import SHAPE_FIELDS, config_of, infer_model, init_image_size
+from vgg_jax.model.vgg import VGG
 from vgg_jax.util.images import PIXEL_MODES
 from vgg_jax.weights import formats as weights_lib
 from vgg_jax.weights import runs, zoo
@@ -183,7 +184,7 @@ def _resolve_file(
         # raises, naming every problem (a convs-only file passes)
         weights_lib.load(path, config, batch_norm=batch_norm, strict=True)
     variables = {collection: value for collection, value in variables.items() if value}
-    model = infer_model(variables, config, **model_kwargs)
+    model = _built(variables, config, metadata.get("model"), model_kwargs, f"{path}'s metadata")
     preprocess, mean = metadata.get("preprocess"), metadata.get("mean_rgb")
     classes = metadata.get("classes")
     if preprocess is None and identify:  # hashing a 500 MB file is only worth it when nothing else says
@@ -210,6 +211,21 @@ def _resolve_file(
         f"{path} (config {config})",
         "file",
     )
+
+
+def _built(variables: Any, config: str, settings: Any, model_kwargs: dict[str, Any], where: str) -> VGG:
+    """The model of these variables: its shapes read off them (`infer.SHAPE_FIELDS`), the rest of VGG's
+    settings as stored with them (`settings`: a `ModelConfig` as a dict; None for files that carry none),
+    and `model_kwargs` over both."""
+    rest = {
+        name: value for name, value in (settings or {}).items() if name not in SHAPE_FIELDS
+    } | model_kwargs
+    try:
+        if settings is not None and not isinstance(settings, dict):
+            raise TypeError(f"expected an object, got {settings!r}")
+        return dataclasses.replace(infer_model(variables, config), **rest)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: its model settings cannot be used ({error}); restore the file") from None
 
 
 def _published_entry(path: str) -> Any:
@@ -240,13 +256,7 @@ def _resolve_run(spec: str, argument: str, model_kwargs: dict[str, Any]) -> Reso
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
     config = resolve_config(saved["config"])
-    model = infer_model(
-        variables,
-        config,
-        dropout_rate=saved["dropout_rate"],
-        init_scheme=saved["init_scheme"],
-        **model_kwargs,
-    )
+    model = _built(variables, config, saved["model"], model_kwargs, f"{workdir}/{runs.CONFIG}")
     if saved["preprocess"]:
         preprocess, mean = saved["preprocess"], None
     else:  # the run's mean RGB (none with --no-subtract-mean: the pixels as they are)

@@ -26,7 +26,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from vgg_jax.model.configs import MIN_IMAGE_SIZE, resolve_config
-from vgg_jax.model.vgg import ModelOptions, model_from
+from vgg_jax.model.vgg import ModelConfig, model_from
 from vgg_jax.util.images import NORMALIZE_MODES
 
 CHECKPOINTS = "checkpoints"
@@ -49,8 +49,8 @@ ADDED_FIELDS = {
     "relu_impl": "jax",
     "pool_impl": "auto",
 }
-# What a run's weights are read with besides VGG's own settings (`ModelOptions`): its config, its crop and
-# its pixels. Each must be in config.json: none is ever filled in with a default.
+# What a run's weights are read with besides VGG's settings ("model", a `ModelConfig`): its config, its crop
+# and its pixels. Each must be in config.json: none is ever filled in with a default.
 READ_FIELDS = ("config", "dtype", "image_size", "preprocess", "subtract_mean", "mean_rgb")
 
 
@@ -344,11 +344,19 @@ def read_config(workdir: str, argument: str = "resume") -> dict[str, Any]:
 
 
 def migrate(saved: dict[str, Any]) -> dict[str, Any]:
-    """The one migration of a config.json written before `ADDED_FIELDS` existed: they are added at the
-    values such a run had. A file holding any of them is of today's layout and is returned as it is."""
-    if any(name in saved for name in ADDED_FIELDS):
+    """The one migration of an older config.json to today's layout, where VGG's settings are one object,
+    "model" (a `ModelConfig`). A file without it has them beside the run's own; one that also lacks all
+    of `ADDED_FIELDS` was written before they existed, and gets them at the values such a run had. A
+    field missing from either layout stays missing, for the readers to refuse."""
+    if "model" in saved:
         return saved
-    return {**ADDED_FIELDS, **saved}
+    if not any(name in saved for name in ADDED_FIELDS):
+        saved = {**ADDED_FIELDS, **saved}
+    names = [field.name for field in dataclasses.fields(ModelConfig)]
+    return {
+        **{key: value for key, value in saved.items() if key not in names},
+        "model": {name: saved[name] for name in names if name in saved},
+    }
 
 
 def require_fields(saved: dict[str, Any], names: Any, argument: str, path: str) -> None:
@@ -371,12 +379,21 @@ def run_settings(
     """
     path = os.path.join(workdir, CONFIG)
     saved = read_config(workdir, argument) if saved is None else saved
-    model_names = [field.name for field in dataclasses.fields(ModelOptions)]
-    require_fields(saved, list(READ_FIELDS) + model_names, argument, path)
+    require_fields(saved, [*READ_FIELDS, "model"], argument, path)
+    model = saved["model"]
+    if not isinstance(model, dict):
+        raise config_error(argument, path, f"the field model must be an object, got {model!r}")
+    names = [field.name for field in dataclasses.fields(ModelConfig)]
+    prefixed = {f"model.{key}": value for key, value in model.items()}
+    require_fields(prefixed, [f"model.{name}" for name in names], argument, path)
+    unknown = sorted(set(model) - set(names))
+    if unknown:
+        raise config_error(argument, path, f"the field model.{unknown[0]} is not one of VGG's settings")
 
     def check(ok: bool, field: str, wants: str) -> None:
         if not ok:
-            raise config_error(argument, path, f"the field {field} must be {wants}, got {saved[field]!r}")
+            value = model[field.removeprefix("model.")] if field.startswith("model.") else saved[field]
+            raise config_error(argument, path, f"the field {field} must be {wants}, got {value!r}")
 
     try:
         resolve_config(saved["config"])
@@ -411,9 +428,9 @@ def run_settings(
             "(subtract_mean true, no preprocess): the weights' pixels are unknown without it",
         )
     for name in ("width_scale", "fc_width"):  # resolved when the run started: never null in its file
-        check(saved[name] is not None, name, "a number")
+        check(model[name] is not None, f"model.{name}", "a number")
     try:
-        model_from(saved, num_classes=1)  # VGG's own checks of its settings
+        model_from(ModelConfig(**model), config=saved["config"], num_classes=1)  # VGG's own checks
     except (ValueError, TypeError) as error:
-        raise config_error(argument, path, f"the field {str(error).replace('`', '')}") from None
+        raise config_error(argument, path, f"the field model.{str(error).replace('`', '')}") from None
     return saved

@@ -30,7 +30,7 @@ from vgg_jax.benchmark import hardware
 from vgg_jax.experiments.coarse_to_fine import multiseed
 from vgg_jax.experiments.coarse_to_fine.multiseed import Recipe
 from vgg_jax.model.configs import count_macs
-from vgg_jax.model.vgg import VGG, model_from
+from vgg_jax.model.vgg import VGG, ModelConfig, model_from
 from vgg_jax.research.warm_start import warm_start
 from vgg_jax.training.sources import load_digits
 from vgg_jax.util.files import write_text
@@ -152,14 +152,14 @@ def split_digits(tune: bool) -> multiseed.Data:
 
 
 def _model(preset: Preset, config: str, init_scheme: str, batch_norm: bool = False) -> VGG:
-    return model_from(
-        preset,
-        config=config,
-        num_classes=10,
+    settings = ModelConfig(
+        width_scale=preset.width_scale,
+        fc_width=preset.fc_width,
         dropout_rate=preset.recipe.dropout_rate,
         init_scheme=init_scheme,
         batch_norm=batch_norm,
     )
+    return model_from(settings, config=config, num_classes=10)
 
 
 def _init_key(seed: int) -> jax.Array:
