@@ -209,8 +209,13 @@ def test_resume_takes_every_flag_not_given_from_the_run(messy_folder, tmp_path, 
         assert train(["--workdir", str(workdir), "--resume", "--config", "B"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "--resume: --config B differs from the run's A" in err
-        assert train(["--workdir", str(workdir), "--resume", "--max-steps", "6", "--eval", "dense"]) == 0
+        assert train(["--workdir", str(workdir), "--resume", "--fc-width", "64"]) == 2  # the model's own
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--resume: --fc-width 64 differs from the run's 32" in err
+        resumed = ["--workdir", str(workdir), "--resume", "--max-steps", "6", "--eval", "dense"]
+        assert train([*resumed, "--pool-impl", "reduce_window"]) == 0  # a model switch that may change
     saved = json.loads((workdir / "config.json").read_text())
+    assert saved["model"]["pool_impl"] == "reduce_window" and saved["model"]["fc_width"] == 32
     assert (saved["epochs"], saved["max_steps"], saved["eval_method"], saved["scale"]) == (
         2,
         6,
