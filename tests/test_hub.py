@@ -207,6 +207,12 @@ def test_pretrained_downloads_converts_once_then_reads_one_local_file(server, tm
         jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), loaded, jax.device_get(variables))
     )
     assert model.apply(loaded, jnp.zeros((1, 32, 32, 3))).shape == (1, 10)
+    copy = tmp_path / "cache" / f"tiny-{digest[:8]}.safetensors.vgg_jax.msgpack"
+    whole = copy.read_bytes()
+    copy.write_bytes(whole[: len(whole) // 2])  # a damaged copy beside its verified source: made again
+    remade = vgg_jax.pretrained("tiny", **tiny)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), remade.variables, loaded))
+    assert copy.read_bytes() == whole
     server.close()  # offline from now on: the converted file in the cache is all a second call needs
     os.unlink(tmp_path / "cache" / f"tiny-{digest[:8]}.safetensors")
     # the convention travels with the weights: no second call to learn it

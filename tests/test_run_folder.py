@@ -124,6 +124,32 @@ def test_a_resume_reads_the_run_s_config_json_once(run_with_checkpoints, tmp_pat
     assert opened == [str(workdir / "config.json")]
 
 
+def test_init_from_opens_its_source_once_a_weights_file_or_a_run_s_config_json(
+    run_with_checkpoints, tmp_path, monkeypatch
+):
+    """One pass at a run's start: `--init-from F` reads F once (its variables and metadata together), and
+    `--init-from RUN` reads the run's config.json once (checked, then handed on)."""
+    import builtins
+
+    exported = tmp_path / "a.msgpack"
+    assert convert_weights.main([str(run_with_checkpoints), str(exported)]) == 0
+    opened, real = [], builtins.open
+
+    def traced(file, *args, **kwargs):
+        if str(file) in (str(exported), str(run_with_checkpoints / "config.json")):
+            opened.append(str(file))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", traced)
+    for source in (exported, run_with_checkpoints):
+        opened.clear()
+        workdir = tmp_path / f"from_{source.name}"
+        argv = [*TINY_TRAIN_FLAGS, "--max-steps", "1", "--workdir", str(workdir), "--init-from", str(source)]
+        assert train_command.main(argv) == 0
+        read = source / "config.json" if source.is_dir() else source
+        assert opened == [str(read)], opened
+
+
 def test_a_mistyped_field_is_the_file_s_not_a_flag_the_user_never_typed(
     run_with_checkpoints, tmp_path, capsys
 ):

@@ -303,10 +303,12 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
         )
     source = None
     if cfg.init_from and not resume:
-        # a run written by a newer version is refused, as on --resume
+        # a run is checked whole, as on --resume (one written by a newer version is refused), and its
+        # config.json, read once, handed on
+        run = None
         if resolve.describe(cfg.init_from) == "run":
-            read_config(runs.run_of(cfg.init_from)[0], "init_from")
-        source = resolve.resolve(cfg.init_from, cfg.config, argument="init_from")
+            run = dataclasses.asdict(read_config(runs.run_of(cfg.init_from)[0], "init_from"))
+        source = resolve.resolve(cfg.init_from, cfg.config, argument="init_from", run_config=run)
     if (
         cfg.preprocess is None
         and source is not None
@@ -393,12 +395,11 @@ def _start(
             f"workdir {cfg.workdir} already holds a run; pass `resume` to continue it or `overwrite` to "
             "replace it"
         )
-    validate(cfg)
-    if resume:
+    if resume:  # the saved config (read_config checks the file), with the fields given anew
         saved = read_config(cfg.workdir)
         cfg = resumed_config(cfg, given, saved)
-        validate(cfg)  # the saved config, with this run's length and devices
-    elif cfg.init_from and resolve.describe(cfg.init_from) is None:
+    validate(cfg)  # the run's config, once, as it will run
+    if not resume and cfg.init_from and resolve.describe(cfg.init_from) is None:
         raise resolve.unknown_spec(cfg.init_from, "init_from")
     if parallel.is_primary():
         _check_writable(cfg.workdir)

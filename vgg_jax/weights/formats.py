@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 import numpy as np
 
@@ -85,7 +85,7 @@ def save(variables: Mapping[str, Any], path: str, metadata: Optional[Mapping[str
 
 def read_metadata(path: str) -> dict[str, Any]:
     """The metadata `save` wrote into a file (empty for files that carry none: torchvision's, Keras's,
-    older ones)."""
+    older ones), read alone: a .msgpack's first entry, a .safetensors header."""
     lower = path.lower()
     text = None
     try:
@@ -102,13 +102,24 @@ def read_metadata(path: str) -> dict[str, Any]:
 
             with safe_open(path, "np") as file:
                 text = (file.metadata() or {}).get(METADATA_KEY)
-        elif os.path.isdir(path) and os.path.isfile(os.path.join(path, METADATA_FILE)):
-            with open(os.path.join(path, METADATA_FILE)) as file:
-                text = file.read()
+        elif os.path.isdir(path):
+            text = _metadata_file(path)
     except Exception as error:
         raise ValueError(
             f"{path}: its metadata could not be read ({type(error).__name__}: {error})"
         ) from None
+    return _parsed_metadata(text, path)
+
+
+def _metadata_file(path: str) -> Optional[str]:
+    """An Orbax directory's metadata file, if it has one."""
+    if not os.path.isfile(os.path.join(path, METADATA_FILE)):
+        return None
+    with open(os.path.join(path, METADATA_FILE)) as file:
+        return file.read()
+
+
+def _parsed_metadata(text: Optional[str], path: str) -> dict[str, Any]:
     if not text:
         return {}
     try:
@@ -153,41 +164,60 @@ def read(
     else our own formats' layer names; D for files that say nothing.
     `batch_norm=None` reads BN from the file (torchvision `_bn` files).
     """
+    variables, report, _ = read_with_metadata(path, config, batch_norm, num_classes, recorded_first=False)
+    return variables, report
+
+
+def read_with_metadata(
+    path: str,
+    config: Optional[str] = None,
+    batch_norm: Optional[bool] = None,
+    num_classes: Optional[int] = None,
+    recorded_first: bool = True,
+) -> tuple[dict[str, Any], LoadReport, dict[str, Any]]:
+    """`read`, and the file's metadata (`read_metadata`), from one reading of the file.
+
+    `recorded_first`: the config the metadata records wins over `config`
+    (which then stands for files that record none); else `config` wins.
+    """
     if not os.path.exists(path):
         raise ValueError(f"weights file {path} does not exist")
-    config = _recorded_config(path) if config is None else resolve_config(config)
+    contents, metadata = _contents(path)
+    recorded = metadata.get("config")
+    chosen = (recorded or config) if recorded_first else (config or recorded)
+    config = None if chosen is None else resolve_config(chosen)
+    if contents.kind == "state_dict":
+        return (*_from_state_dict(contents.value, config or "D", batch_norm, num_classes), metadata)
+    if contents.kind == "keras":
+        return (*convert_keras(path, config or "D", num_classes=num_classes), metadata)
+    return (*_checked(contents.value, config, path), metadata)
+
+
+class _Contents(NamedTuple):
+    kind: str  # "state_dict" (torchvision's, timm's), "keras" (read by its converter) or "variables" (ours)
+    value: Any
+
+
+def _contents(path: str) -> tuple[_Contents, dict[str, Any]]:
+    """What a weights file holds and its vgg_jax metadata, each file opened once."""
     lower = path.lower()
     if lower.endswith((".pth", ".pt")):
-        try:
-            import torch
-        except ImportError:
-            raise ValueError(
-                f"reading {path} needs torch: pip install -e '.[torch]' (or convert it to .safetensors "
-                "elsewhere)"
-            ) from None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise ValueError(
-                f"{path} is not a readable torch file ({type(error).__name__}: {str(error)[:200]})"
-            ) from None
-        if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-            state = state["state_dict"]
-        if not isinstance(state, Mapping):
-            raise ValueError(f"{path} holds a {type(state).__name__}, not a state_dict")
-        return _from_state_dict(state, config or "D", batch_norm, num_classes)
+        return _Contents("state_dict", _torch_state(path)), {}
     if lower.endswith(".safetensors"):
-        from safetensors.numpy import load_file
+        from safetensors import safe_open
 
         try:
-            flat = load_file(path)
+            with safe_open(path, "np") as file:
+                text = (file.metadata() or {}).get(METADATA_KEY)
+                flat = {key: file.get_tensor(key) for key in file.keys()}
         except Exception as error:
             raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
-        if any(key.startswith(("features.", "classifier.")) for key in flat) or is_timm_state(flat):
-            return _from_state_dict(flat, config or "D", batch_norm, num_classes)
-        return _checked(unflatten(flat), config, path)
+        state = any(key.startswith(("features.", "classifier.")) for key in flat) or is_timm_state(flat)
+        if state:
+            return _Contents("state_dict", flat), _parsed_metadata(text, path)
+        return _Contents("variables", unflatten(flat)), _parsed_metadata(text, path)
     if lower.endswith(".h5"):
-        return convert_keras(path, config or "D", num_classes=num_classes)
+        return _Contents("keras", None), {}
     if lower.endswith(".msgpack"):
         from flax import serialization
 
@@ -201,27 +231,37 @@ def read(
                 f"{path} is not a Flax msgpack weights file: it holds a {type(variables).__name__}, "
                 "not a map of collections"
             )
-        variables.pop(METADATA_KEY, None)
-        return _checked(variables, config, path)
+        return _Contents("variables", variables), _parsed_metadata(variables.pop(METADATA_KEY, None), path)
     if os.path.isdir(path):
         import orbax.checkpoint as ocp
 
+        metadata = _parsed_metadata(_metadata_file(path), path)
         with ocp.StandardCheckpointer() as checkpointer:
-            return _checked(checkpointer.restore(os.path.abspath(path)), config, path)
+            return _Contents("variables", checkpointer.restore(os.path.abspath(path))), metadata
     raise ValueError(
         f"cannot tell the format of {path}: expected .pth, .pt, .safetensors, .h5, .msgpack or an Orbax "
         "directory"
     )
 
 
-def _recorded_config(path: str) -> Optional[str]:
-    """The config a file's metadata records, or None (nothing recorded, or a damaged file: its loader
-    then names what is wrong)."""
+def _torch_state(path: str) -> Mapping[str, Any]:
     try:
-        config = read_metadata(path).get("config")
-    except ValueError:
-        return None
-    return None if config is None else resolve_config(config)
+        import torch
+    except ImportError:
+        raise ValueError(
+            f"reading {path} needs torch: pip install -e '.[torch]' (or convert it to .safetensors elsewhere)"
+        ) from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"{path} is not a readable torch file ({type(error).__name__}: {str(error)[:200]})"
+        ) from None
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    return state
 
 
 def _from_state_dict(

@@ -34,6 +34,7 @@ from vgg_jax.model.vgg import VGG
 from vgg_jax.util.images import PIXEL_MODES
 from vgg_jax.weights import formats as weights_lib
 from vgg_jax.weights import runs, zoo
+from vgg_jax.weights.layout import checked
 from vgg_jax.weights.named import Resolved
 from vgg_jax.weights.torchvision_format import to_torchvision
 from vgg_jax.weights.zoo import SOURCES, weights_info
@@ -116,6 +117,7 @@ def resolve(
     source: Optional[str] = None,
     argument: str = "",
     batch_norm: Optional[bool] = None,
+    run_config: Optional[dict[str, Any]] = None,
     **model_kwargs: Any,
 ) -> Resolved:
     """The model, variables and pixel convention `spec` names (see the module's docstring).
@@ -128,13 +130,14 @@ def resolve(
         source: the source of a bare published name (default torchvision); a prefix in `spec` wins.
         argument: the argument that took the spec, for error messages ("init_from").
         batch_norm: whether a torchvision state_dict is a `_bn` variant (default: read off the file).
+        run_config: a run's config.json as the caller has read it, so that it is read once.
         **model_kwargs: `VGG` fields that do not change the variables (dtype, conv_impl, ...).
     """
     if preprocess is not None and preprocess not in PIXEL_MODES:
         raise ValueError(f"preprocess must be one of {', '.join(PIXEL_MODES)}, got {preprocess!r}")
     kind = describe(spec, source)
     if kind == "run":
-        resolved = _resolve_run(spec, argument, model_kwargs)
+        resolved = _resolve_run(spec, argument, model_kwargs, run_config)
     elif kind == "file":
         resolved = _resolve_file(spec, config, batch_norm, model_kwargs, identify=preprocess is None)
     elif kind == "pretrained":
@@ -176,13 +179,11 @@ def _resolve_file(
     model_kwargs: dict[str, Any],
     identify: bool = True,
 ) -> Resolved:
-    metadata = weights_lib.read_metadata(path)
-    config = metadata.get("config") or config  # else the file's own layer names say (or D)
-    variables, report = weights_lib.read(path, config, batch_norm=batch_norm)
-    config = resolve_config(config or config_of(variables["params"]) or "D")
+    # one reading of the file: its variables and its metadata, whose config wins over `config`
+    variables, report, metadata = weights_lib.read_with_metadata(path, config, batch_norm=batch_norm)
+    config = resolve_config(metadata.get("config") or config or config_of(variables["params"]) or "D")
     if report.mismatched or report.unexpected or any(not name.startswith("fc") for name in report.missing):
-        # raises, naming every problem (a convs-only file passes)
-        weights_lib.load(path, config, batch_norm=batch_norm, strict=True)
+        checked(variables, report, strict=True)  # raises, naming every problem (a convs-only file passes)
     variables = {collection: value for collection, value in variables.items() if value}
     model = _built(variables, config, metadata.get("model"), model_kwargs, f"{path}'s metadata")
     preprocess, mean = metadata.get("preprocess"), metadata.get("mean_rgb")
@@ -247,9 +248,11 @@ def _published_entry(path: str) -> Any:
     return None
 
 
-def _resolve_run(spec: str, argument: str, model_kwargs: dict[str, Any]) -> Resolved:
+def _resolve_run(
+    spec: str, argument: str, model_kwargs: dict[str, Any], saved: Optional[dict[str, Any]] = None
+) -> Resolved:
     workdir, step = runs.run_of(spec)
-    saved = runs.run_settings(workdir, argument or "the run")
+    saved = runs.run_settings(workdir, argument or "the run", saved)
     step, state = runs.restore_state(workdir, argument or "the run", step)
     ema = state.get("ema_params")  # a run with --ema-decay is used through its parameters' average
     variables = {"params": ema or state["params"]}

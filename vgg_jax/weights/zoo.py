@@ -240,13 +240,20 @@ def _converted(entry: Weights, mirror: Optional[str]) -> dict[str, Any]:
 
     converted = os.path.join(hub.cache_dir(), f"{entry.file}.vgg_jax.msgpack")
     source = os.path.join(hub.cache_dir(), entry.file)
-    recorded = weights_lib.read_metadata(converted) if os.path.isfile(converted) else {}
+    cached, recorded = None, {}
+    if os.path.isfile(converted):  # read once, with its metadata: the copy is most often current
+        try:
+            cached, _, recorded = weights_lib.read_with_metadata(
+                converted, entry.config, recorded_first=False
+            )
+        except ValueError:  # a damaged copy (a full disk, a kill mid-write by an older version) is made again
+            cached, recorded = None, {}
     if (
         recorded
         and not os.path.isfile(source)
         and _published(entry, recorded.get("source_sha256"), recorded.get("source_md5"))
     ):
-        return weights_lib.read(converted, entry.config)[0]
+        return cached
     path = hub.fetch(
         entry.url,
         sha256=entry.sha256,
@@ -257,7 +264,7 @@ def _converted(entry: Weights, mirror: Optional[str]) -> dict[str, Any]:
     )
     found = hub.digests(path)
     if recorded.get("source_sha256") == found["sha256"]:
-        return weights_lib.read(converted, entry.config)[0]
+        return cached
     if entry.include_top:
         variables = weights_lib.load(path, entry.config, batch_norm=entry.batch_norm)
     else:  # a no-top file: the convs only, as its entry says
