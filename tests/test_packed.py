@@ -97,7 +97,7 @@ def test_a_pack_keeps_pixels_labels_classes_and_paths_and_trains(folder, capsys)
     out = capsys.readouterr().out
     assert json.loads(out[out.index("{") :])["images_per_s"] > 0
     assert bench_data([f"packed:{dst}", *fast, "--vs", "torch"]) == 2
-    assert "--vs: torch reads an ImageFolder" in capsys.readouterr().err
+    assert "--vs torch reads an ImageFolder" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore:skipping image")
@@ -122,7 +122,7 @@ def test_a_pack_is_whole_or_absent_and_never_replaced_silently(folder, monkeypat
     monkeypatch.undo()
     packed.pack(str(folder / "src"), dst, 40)  # again: the partial one is cleared first
     assert not os.path.exists(dst + ".partial") and packed.read_meta(dst)["splits"]["train"] == 12
-    with pytest.raises(ValueError, match="already exists; choose another DST or pass `overwrite`"):
+    with pytest.raises(ValueError, match="already exists; choose another DST or pass --overwrite"):
         packed.pack(str(folder / "src"), dst, 48)
     packed.pack(str(folder / "src"), dst, 48, overwrite=True)
     assert packed.read_meta(dst)["short_side"] == 48
@@ -133,7 +133,7 @@ def test_bad_packs_and_inputs_are_one_line(folder, capsys):
     with pytest.warns(UserWarning):
         packed.pack(str(folder / "src"), dst, 40)
     with pytest.raises(
-        ValueError, match="packed at short side 40, less than `image_size` 64; pack the folder again"
+        ValueError, match="packed at short side 40, less than --image-size 64; pack the folder again"
     ):
         data.load_data(f"packed:{dst}", 64)
     with pytest.raises(ValueError, match="is not a finished pack .* make one with scripts/pack_images.py"):

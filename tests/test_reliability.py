@@ -538,7 +538,7 @@ def test_a_checkpoint_that_cannot_be_written_names_the_path_and_keeps_the_previo
     monkeypatch.setattr(os, "rename", full_disk)
     with pytest.raises(
         rundir.CheckpointWriteError,
-        match=r"checkpoint of step 4 under .*checkpoints.*step 2, is kept.*`resume`",
+        match=r"checkpoint of step 4 under .*checkpoints.*step 2, is kept.*--resume",
     ) as error:
         loop.run(cfg, **QUIET)
     assert str(tmp_path) in str(error.value) and "\n" not in str(error.value)
@@ -630,7 +630,7 @@ def test_one_bad_step_too_many_stops_and_keeps_the_last_good_checkpoint(tmp_path
     with pytest.raises(
         loop.NonFiniteError,
         match=r"non-finite loss \(nan\) at step 5; training stopped after skipping 1 such steps "
-        r"\(`skip_nonfinite` 1\)\. The last good checkpoint is step 4",
+        r"\(--skip-nonfinite 1\)\. The last good checkpoint is step 4",
     ):
         poisoned_run(tmp_path, monkeypatch, skip=1, bad_steps={3, 5})
     assert finished_steps(tmp_path) == [2, 4]

@@ -104,7 +104,7 @@ def test_max_steps_only_stops_the_run_and_a_resume_never_reshapes_the_rate_silen
                            lr_policy="cosine", **TINY_RUN)  # fmt: skip
     loop.run(cfg, log=lines.append)
     per_epoch = 2048 // 8  # the synthetic set's training images, at batch 8
-    assert f"`max_steps` 4 stops the run before the end of `epochs` 1 ({per_epoch} steps" in "\n".join(lines)
+    assert f"--max-steps 4 stops the run before the end of --epochs 1 ({per_epoch} steps" in "\n".join(lines)
     rates = {
         r["step"]: r["learning_rate"] for r in map(json.loads, open(workdir / "metrics.jsonl")) if "loss" in r
     }
@@ -145,7 +145,7 @@ def test_epochs_that_end_before_max_steps_say_which_stops(tmp_path):
         plan = loop.run(cfg, log=lines.append)
     assert plan.total_steps == plan.schedule_steps == 256
     assert (
-        "`max_steps` 100000 is past the end of `epochs` 1 (256 steps, 256 per epoch): the run stops at "
+        "--max-steps 100000 is past the end of --epochs 1 (256 steps, 256 per epoch): the run stops at "
         "step 256" in lines
     )
 
@@ -295,15 +295,40 @@ COMMANDS = (
 def help_text(module):
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.MonkeyPatch.context() as patch:
-        patch.setenv("COLUMNS", "300")  # argparse's wrapping would split a flag
+        patch.setenv("COLUMNS", "300")  # wrapping would split a flag
         with pytest.raises(SystemExit):
             module.main(["--help"])
     return out.getvalue()
 
 
 def own_flags(name):
-    parser = importlib.import_module(f"vgg_jax.cli.{name}").build_parser()
-    return {option for action in parser._actions for option in action.option_strings}
+    """Every spelling of every flag of a command's config: its name, its aliases, `--no-` for booleans."""
+    import dataclasses
+    import typing
+
+    import tyro
+
+    arg_config = type(tyro.conf.arg())
+
+    def walk(config_class):
+        hints = typing.get_type_hints(config_class, include_extras=True)
+        for field in dataclasses.fields(config_class):
+            hint = hints[field.name]
+            plain = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
+            if dataclasses.is_dataclass(plain):
+                yield from walk(plain)
+                continue
+            markers = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, arg_config)]
+            names = (
+                ["--" + field.name.replace("_", "-")]
+                + ["--" + m.name for m in markers if m.name]
+                + [alias for m in markers for alias in (m.aliases or ())]
+            )
+            yield from names
+            if plain is bool:
+                yield from ("--no-" + spelling[2:] for spelling in names)
+
+    return {"--help", *walk(importlib.import_module(f"vgg_jax.cli.{name}").COMMAND)}
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -146,7 +146,7 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path, settings)
 def test_existing_workdir_is_refused_without_resume_or_overwrite(tmp_path):
     cfg = loop.TrainConfig(workdir=str(tmp_path), max_steps=1, **TINY_RUN)
     loop.run(cfg, log=lambda line: None)
-    with pytest.raises(ValueError, match="already holds a run; pass `resume` .* or `overwrite`"):
+    with pytest.raises(ValueError, match="already holds a run; pass --resume .* or --overwrite"):
         loop.run(cfg, log=lambda line: None)
     loop.run(cfg, overwrite=True, log=lambda line: None)
 
@@ -155,9 +155,9 @@ def test_resume_on_a_workdir_without_a_run_starts_it(tmp_path):
     """A job killed before it wrote anything is restarted by its scheduler with the same --resume command."""
     lines, workdir = [], tmp_path / "new"
     loop.run(loop.TrainConfig(workdir=str(workdir), max_steps=2, **TINY_RUN), resume=True, log=lines.append)
-    assert f"resume: {workdir} holds no run yet, so it starts now" in lines
+    assert f"--resume: {workdir} holds no run yet, so it starts now" in lines
     assert runs.finished_steps(str(workdir)) == [2]
-    with pytest.raises(ValueError, match="`resume` and `overwrite` contradict each other"):
+    with pytest.raises(ValueError, match="--resume and --overwrite contradict each other"):
         loop.run(loop.TrainConfig(workdir=str(tmp_path / "other"), **TINY_RUN), resume=True, overwrite=True)
 
 
@@ -259,7 +259,6 @@ def train_cli():
 OTHER_VALUE = {
     int: ("7", 7),
     float: ("0.25", 0.25),
-    str: (None, None),
     "list[int]": ("40,48", [40, 48]),
     "list[float]": ("1,2.5,3", [1.0, 2.5, 3.0]),
     "typing.Union[str, int]": ("3", 3),  # --workers: auto or a number
@@ -270,33 +269,37 @@ def test_every_train_config_field_is_a_train_py_flag_with_the_same_default():
     """A field added to TrainConfig is a flag with no other edit: walk the fields, set each by its flag."""
     import typing
 
-    from vgg_jax import cli
-    from vgg_jax.util import options
+    from vgg_jax.cli import parse
+    from vgg_jax.util.options import flag
 
-    script = train_cli()
-    parser = script.build_parser()
-    defaults = cli.config_from_args(parser.parse_args(["--workdir", "w"]), loop.TrainConfig)
-    assert defaults == loop.TrainConfig(workdir="w")  # one default, shared by the script and the library
+    command = train_cli().TrainCommand
+
+    def parsed(*argv):
+        return parse(command, ["--workdir", "w", *argv], "train.py", "").run
+
+    assert parsed() == loop.TrainConfig(workdir="w")  # one default, shared by the script and the library
     hints = {**typing.get_type_hints(loop.TrainConfig), **typing.get_type_hints(ModelConfig)}
     for field in loop.FIELDS.values():  # the run's own fields, and its model's (`model`)
-        flag = options.flag_of(field)
-        kind, _ = cli._unwrap(hints[field.name])
+        if field.name == "workdir":
+            continue
+        spelling = flag(loop.TrainConfig, field.name)
+        kind = [a for a in typing.get_args(hints[field.name]) if a is not type(None)] or [hints[field.name]]
+        kind = (
+            kind[0]
+            if typing.get_origin(hints[field.name]) is typing.Union and len(kind) == 1
+            else hints[field.name]
+        )
         if kind is bool:
-            argv = [flag if not field.default else "--no-" + flag[2:]]
-            expected = not field.default
-        elif field.metadata.get("choices"):
-            expected = next(choice for choice in field.metadata["choices"] if choice != field.default)
-            argv = [flag, expected]
+            argv, expected = [spelling if not field.default else "--no-" + spelling[2:]], not field.default
+        elif typing.get_origin(kind) is typing.Literal:
+            expected = next(choice for choice in typing.get_args(kind) if choice != field.default)
+            argv = [spelling, expected]
         elif kind is str:
-            argv, expected = [flag, "x" + str(field.default)], "x" + str(field.default)
+            argv, expected = [spelling, "x" + str(field.default)], "x" + str(field.default)
         else:
             text, expected = OTHER_VALUE[kind if kind in OTHER_VALUE else str(kind)]
-            argv = [flag, text]
-        if field.name == "workdir":
-            argv = []
-        parsed = cli.config_from_args(parser.parse_args(["--workdir", "w", *argv]), loop.TrainConfig)
-        if field.name != "workdir":
-            assert loop.settings(parsed)[field.name] == expected, (field.name, argv)
+            argv = [spelling, text]
+        assert loop.settings(parsed(*argv))[field.name] == expected, (field.name, argv)
     # Today's documented spellings keep working, and the derived ones are accepted too.
     for documented, derived, value, name in (
         ("--lr", "--learning-rate", "0.5", "learning_rate"),
@@ -305,17 +308,8 @@ def test_every_train_config_field_is_a_train_py_flag_with_the_same_default():
         ("--eval", "--eval-method", "dense", "eval_method"),
     ):
         for spelling in (documented, derived):
-            assert (
-                str(
-                    loop.settings(
-                        cli.config_from_args(
-                            parser.parse_args(["--workdir", "w", spelling, value]), loop.TrainConfig
-                        )
-                    )[name]
-                )
-                == value
-            )
-    assert parser.parse_args(["--workdir", "w", "--no-flip"]).flip is False
+            assert str(loop.settings(parsed(spelling, value))[name]) == value
+    assert parsed("--no-flip").flip is False
 
 
 def test_run_does_not_change_the_callers_config(tmp_path):
@@ -523,18 +517,19 @@ def test_the_model_config_is_declared_once_held_not_inherited_and_validated_by_t
     assert capsys.readouterr().err.startswith("train.py: error: --dropout must be a number in [0, 1)")
 
 
-def test_library_messages_name_arguments_and_the_command_line_gives_its_flags(tmp_path, capsys):
-    from vgg_jax.cli import flagged
+def test_a_field_error_names_the_flag_on_the_command_line_and_the_field_in_the_library(tmp_path, capsys):
+    """A bad value is a `FieldError` naming the field; the command line puts the field's flag there, from
+    the config's own declaration (`--lr` for `learning_rate`): no text is rewritten."""
+    from vgg_jax.cli import fail
+    from vgg_jax.util.options import FieldError
 
     script = train_cli()
-    parser = script.build_parser()
-    message = "fc_width 64 differs; drop `fc_width` to `resume`, or pass `overwrite`; `not_a_field` stays"
-    assert flagged(message, parser) == (
-        "--fc-width 64 differs; drop --fc-width to --resume, or pass --overwrite; `not_a_field` stays"
-    )
-    assert flagged("learning_rate must be positive", parser) == "--lr must be positive"
-    assert flagged("workdir_x is not a field", parser) == "workdir_x is not a field"
-    assert flagged(message, None) == message  # the library's own words, for a library caller
+    with pytest.raises(FieldError, match="^learning_rate must be a finite number") as error:
+        loop.validate(loop.TrainConfig(workdir="w", learning_rate=-1.0))
+    assert fail("train.py", error.value, config_class=script.TrainCommand) == 2
+    assert capsys.readouterr().err.startswith("train.py: error: --lr must be a finite number")
+    assert fail("train.py", FieldError("not_a_field", "stays"), config_class=script.TrainCommand) == 2
+    assert capsys.readouterr().err == "train.py: error: not_a_field stays\n"
     workdir = str(tmp_path / "run")
     argv = ["--workdir", workdir, "--data", "synthetic", "--image-size", "32", "--resume", "--overwrite"]
     assert script.main(argv) == 2

@@ -16,10 +16,11 @@ import math
 import os
 import re
 import time
-from typing import Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import tyro
 
 from vgg_jax.benchmark import device_profile, hardware, peers, timing
 from vgg_jax.model.configs import CONFIGS, MIN_IMAGE_SIZE, frozen_layers, layer_macs, resolve_config
@@ -34,7 +35,7 @@ from vgg_jax.model.vgg import (
 from vgg_jax.training import parallel
 from vgg_jax.training import step as train
 from vgg_jax.training.config import TrainConfig, make_train_step
-from vgg_jax.util.options import option, positive
+from vgg_jax.util.options import FieldError, comma, flag, positive
 
 MODES = ("forward", "forward_backward", "train_step")
 ACCELERATOR_DEFAULTS = {"batch_size": 32, "steps": 100, "warmup": 10}  # the original TF1 benchmark's
@@ -57,6 +58,10 @@ class BenchError(ValueError):
     """A user-facing failure: bad flags, or a batch that does not fit. One line, no traceback."""
 
 
+class BenchFieldError(BenchError, FieldError):
+    """A `BenchSpec` or `BenchConfig` field's bad value: `field` names it (the command puts its flag)."""
+
+
 def _mode(text: str) -> str:
     return text.strip().lower().replace("-", "_")
 
@@ -73,75 +78,74 @@ class BenchSpec:
     """What to benchmark; one field per `scripts/bench.py` flag, VGG's settings held whole in `model` (their
     flags without a prefix). Sizes left as None take the backend's defaults."""
 
-    configs: tuple[str, ...] = option(
-        ("D",),
-        "configs or aliases (vgg16), comma-separated",
-        flag="--config",
-        choices=tuple(CONFIGS),
-        each=_config,
-        every=tuple(CONFIGS),
-        metavar="CONFIG[,CONFIG]",
-    )
-    batch_sizes: Optional[tuple[int, ...]] = option(
-        None,
-        f"global batch size (split over the devices), or a comma-separated sweep (default "
-        f"{ACCELERATOR_DEFAULTS['batch_size']}; CPU {CPU_DEFAULTS['batch_size']})",
-        flag="--batch-size",
-        each=positive,
-        metavar="N[,N]",
-    )
-    steps: Optional[int] = option(
-        None, f"timed steps (default {ACCELERATOR_DEFAULTS['steps']}; CPU {CPU_DEFAULTS['steps']})"
-    )
-    warmup: Optional[int] = option(
-        None,
-        f"untimed steps after compiling (default {ACCELERATOR_DEFAULTS['warmup']}; CPU "
-        f"{CPU_DEFAULTS['warmup']})",
-    )
-    image_size: int = option(224, "square image size in pixels")
-    dtypes: tuple[str, ...] = option(
-        ("float32",),
-        "compute dtypes, comma-separated",
-        flag="--dtype",
-        choices=tuple(COMPUTE_DTYPES),
-        each=str.lower,
-        metavar="DTYPE[,DTYPE]",
-    )
-    modes: tuple[str, ...] = option(
-        ("forward", "forward_backward"),
-        "what to time, comma-separated (- or _ alike)",
-        flag="--mode",
-        choices=MODES,
-        each=_mode,
-        metavar="MODE[,MODE]",
-    )
-    peers: tuple[str, ...] = option(
-        (),
-        "also time torchvision in the same run, eager (torch) or compiled (torch-compile), comma-separated",
-        flag="--vs",
-        choices=PEERS,
-        each=str.lower,
-        metavar="PEER[,PEER]",
-    )
-    num_classes: int = option(1000, "outputs of fc8")
+    configs: Annotated[
+        tuple[str, ...],
+        comma("CONFIG[,CONFIG]", _config, choices=tuple(CONFIGS), every=tuple(CONFIGS)),
+        tyro.conf.arg(name="config", aliases=("--configs",)),
+    ] = ("D",)
+    """configs or aliases (vgg16), comma-separated, or all"""
+    batch_sizes: Annotated[
+        Optional[tuple[int, ...]],
+        comma("N[,N]", positive),
+        tyro.conf.arg(
+            name="batch-size",
+            aliases=("--batch-sizes",),
+            help="global batch size (split over the devices), or a comma-separated sweep",
+            help_behavior_hint=f"(default {ACCELERATOR_DEFAULTS['batch_size']}; CPU "
+            f"{CPU_DEFAULTS['batch_size']})",
+        ),
+    ] = None
+    steps: Annotated[
+        Optional[int],
+        tyro.conf.arg(
+            help="timed steps",
+            help_behavior_hint=f"(default {ACCELERATOR_DEFAULTS['steps']}; CPU {CPU_DEFAULTS['steps']})",
+        ),
+    ] = None
+    warmup: Annotated[
+        Optional[int],
+        tyro.conf.arg(
+            help="untimed steps after compiling",
+            help_behavior_hint=f"(default {ACCELERATOR_DEFAULTS['warmup']}; CPU {CPU_DEFAULTS['warmup']})",
+        ),
+    ] = None
+    image_size: int = 224
+    """square image size in pixels"""
+    dtypes: Annotated[
+        tuple[str, ...],
+        comma("DTYPE[,DTYPE]", str.lower, choices=tuple(COMPUTE_DTYPES)),
+        tyro.conf.arg(name="dtype", aliases=("--dtypes",)),
+    ] = ("float32",)
+    """compute dtypes, comma-separated"""
+    modes: Annotated[
+        tuple[str, ...],
+        comma("MODE[,MODE]", _mode, choices=MODES),
+        tyro.conf.arg(name="mode", aliases=("--modes",)),
+    ] = ("forward", "forward_backward")
+    """what to time, comma-separated (- or _ alike)"""
+    peers: Annotated[
+        tuple[str, ...],
+        comma("PEER[,PEER]", str.lower, choices=PEERS),
+        tyro.conf.arg(name="vs", aliases=("--peers",)),
+    ] = ()
+    """also time torchvision in the same run, eager (torch) or compiled (torch-compile), comma-separated"""
+    num_classes: int = 1000
+    """outputs of fc8"""
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    peak_tflops: Optional[float] = option(None, "peak TFLOP/s for MFU on a device the table lacks")
-    seed: int = option(0, "seeds the parameters and the images")
-    profile_dir: Optional[str] = option(
-        None,
-        "trace 3 steps of each case with jax.profiler into DIR and print device time by kind",
-        flag="--profile",
-        metavar="DIR",
-    )
-    remat: bool = option(
-        False, "also time remat=True (jax.checkpoint per conv block) and report its temp memory and step time"
-    )
-    devices: Optional[int] = option(
-        None, "use this many devices (default: all); the batch sizes are global, split over them"
-    )
-    scaling: bool = option(
-        False, "also time 1, 2, 4, ... devices at the same per-device batch; report scaling efficiency"
-    )
+    peak_tflops: Optional[float] = None
+    """peak TFLOP/s for MFU on a device the table lacks"""
+    seed: int = 0
+    """seeds the parameters and the images"""
+    profile_dir: Annotated[
+        Optional[str], tyro.conf.arg(name="profile", aliases=("--profile-dir",), metavar="DIR")
+    ] = None
+    """trace 3 steps of each case with jax.profiler into DIR and print device time by kind"""
+    remat: bool = False
+    """also time remat=True (jax.checkpoint per conv block) and report its temp memory and step time"""
+    devices: Optional[int] = None
+    """use this many devices (default: all); the batch sizes are global, split over them"""
+    scaling: bool = False
+    """also time 1, 2, 4, ... devices at the same per-device batch; report scaling efficiency"""
 
     @property
     def vs_torch(self) -> bool:
@@ -153,8 +157,8 @@ class BenchSpec:
 
 
 def check_spec(spec: BenchSpec) -> None:
-    """Refuses a spec that cannot run, before anything is compiled; the message begins with the field's
-    name (the command line puts its flag there, `cli.flagged`)."""
+    """Refuses a spec that cannot run, before anything is compiled: a `BenchFieldError` names the field (the
+    command line puts its flag there)."""
     for field, values, allowed in (
         ("configs", spec.configs, CONFIGS),
         ("dtypes", spec.dtypes, COMPUTE_DTYPES),
@@ -163,27 +167,30 @@ def check_spec(spec: BenchSpec) -> None:
     ):
         unknown = [value for value in values if value not in allowed]
         if unknown or (not values and field != "peers"):
-            raise BenchError(
-                f"{field} takes {', '.join(allowed)} (comma-separated), got "
-                f"{', '.join(map(str, unknown)) or 'nothing'}"
+            raise BenchFieldError(
+                field,
+                f"takes {', '.join(allowed)} (comma-separated), got "
+                f"{', '.join(map(str, unknown)) or 'nothing'}",
             )
     if not MIN_IMAGE_SIZE <= spec.image_size <= MAX_IMAGE_SIZE:
-        raise BenchError(
-            f"image_size must be between {MIN_IMAGE_SIZE} (five 2x2 pools) and {MAX_IMAGE_SIZE}, got "
-            f"{spec.image_size}"
+        raise BenchFieldError(
+            "image_size",
+            f"must be between {MIN_IMAGE_SIZE} (five 2x2 pools) and {MAX_IMAGE_SIZE}, got {spec.image_size}",
         )
     for field, value, minimum in (("steps", spec.steps, 1), ("warmup", spec.warmup, 0)):
         if value is not None and not minimum <= value <= MAX_STEPS:
-            raise BenchError(f"{field} must be between {minimum} and {MAX_STEPS}, got {value}")
+            raise BenchFieldError(field, f"must be between {minimum} and {MAX_STEPS}, got {value}")
     if spec.batch_sizes is not None and any(not 1 <= b <= MAX_BATCH for b in spec.batch_sizes):
-        raise BenchError(f"batch_sizes must be between 1 and {MAX_BATCH}, got {spec.batch_sizes}")
+        raise BenchFieldError("batch_sizes", f"must be between 1 and {MAX_BATCH}, got {spec.batch_sizes}")
     if spec.peak_tflops is not None and not (math.isfinite(spec.peak_tflops) and spec.peak_tflops > 0):
-        raise BenchError(f"peak_tflops must be a positive finite number, got {spec.peak_tflops}")
+        raise BenchFieldError("peak_tflops", f"must be a positive finite number, got {spec.peak_tflops}")
     if spec.devices is not None and not 1 <= spec.devices <= MAX_DEVICES:
-        raise BenchError(f"devices must be a positive number of devices, got {spec.devices}")
+        raise BenchFieldError("devices", f"must be a positive number of devices, got {spec.devices}")
     for config in spec.configs:
         try:
             _model(spec, config, "float32")  # VGG's own checks of its fields, the one place they are made
+        except FieldError as error:
+            raise BenchFieldError(error.field, error.problem) from None
         except (TypeError, ValueError) as error:
             raise BenchError(str(error)) from None
     if spec.vs_torch or spec.vs_torch_compile:
@@ -214,7 +221,7 @@ def resolve_sizes(spec: BenchSpec, backend: str) -> tuple[BenchSpec, Optional[st
     if backend == "cpu" and unset:
         notice = (
             "Running on CPU, so the CPU defaults apply: "
-            f"{' '.join(f'`{field}` {used[field]}' for field in unset)} "
+            f"{' '.join(f'{flag(BenchSpec, field)} {used[field]}' for field in unset)} "
             "(the original benchmark's accelerator defaults are 32 / 100 / 10); give them to override."
         )
     return filled, notice
@@ -388,13 +395,13 @@ def _time_mode(
         steps = [t.stepper.step for t in timed] + [peer.step for _, peer, _ in peer_list]
         timing.warm_up(steps, spec.warmup or 0)
         if spec.vs_torch_compile and not spec.warmup:
-            log("  note: torch.compile compiles in its first step; with `warmup` 0 that is timed")
+            log("  note: torch.compile compiles in its first step; with --warmup 0 that is timed")
         with _Progress() as progress:
             times = timing.time_interleaved(steps, spec.steps, progress.task(case.name(mode), spec.steps))
     except Exception as error:
         if timing.is_out_of_memory(error):
             raise BenchError(
-                f"{case.name(mode)} does not fit in device memory; try a smaller `batch_sizes` (for example "
+                f"{case.name(mode)} does not fit in device memory; try a smaller --batch-size (for example "
                 f"{max(1, case.batch_size // 2)})"
             ) from None
         raise
@@ -655,7 +662,7 @@ def _make_peer(
     compile: bool = False,
 ):
     if spec.model.width_scale != 1.0 or spec.model.fc_width != 4096 or spec.model.batch_norm:
-        log("  torchvision: skipped, it has no `width_scale` or `fc_width` (and runs without `batch_norm`)")
+        log("  torchvision: skipped, it has no --width-scale or --fc-width (and runs without --batch-norm)")
         return None
     try:
         return peers.TorchVisionPeer(
@@ -695,7 +702,7 @@ def run(spec: BenchSpec, log: Callable[[str], None] = print) -> list[dict[str, A
         + "; ".join(MODE_MEANINGS[mode] for mode in spec.modes)
     )
     if (spec.vs_torch or spec.vs_torch_compile) and spec.image_size != 224:
-        log("Note: torchvision pools to 7x7 before fc6, so its work equals ours only at `image_size` 224.")
+        log("Note: torchvision pools to 7x7 before fc6, so its work equals ours only at --image-size 224.")
     dispatch_s = timing.dispatch_overhead(device)
     log(f"Host dispatch of a trivial jitted call: {dispatch_s * 1e6:.0f} us per step")
     devices = mesh.devices.size
@@ -748,17 +755,12 @@ class BenchConfig:
     """One command line's work, as `scripts/bench.py` builds it: what to time, and where the outputs go."""
 
     spec: BenchSpec = BenchSpec()
-    json: Optional[str] = option(
-        None,
-        "write the records as JSON (schema in docs/bench.md); a new file: an existing one is never replaced",
-        metavar="PATH",
-    )
-    plot: Optional[str] = option(
-        None,
-        "write images/s per config and batch (.png, .jpg, .svg or .pdf); a new file, as --json",
-        metavar="PATH",
-    )
-    cache_dir: Optional[str] = option(None, "JAX's persistent compilation cache directory", metavar="DIR")
+    json: Annotated[Optional[str], tyro.conf.arg(metavar="PATH")] = None
+    """write the records as JSON (schema in docs/bench.md); a new file: an existing one is never replaced"""
+    plot: Annotated[Optional[str], tyro.conf.arg(metavar="PATH")] = None
+    """write images/s per config and batch (.png, .jpg, .svg or .pdf); a new file, as --json"""
+    cache_dir: Annotated[Optional[str], tyro.conf.arg(metavar="DIR")] = None
+    """JAX's persistent compilation cache directory"""
 
 
 def check_outputs(config: BenchConfig) -> None:
@@ -767,10 +769,10 @@ def check_outputs(config: BenchConfig) -> None:
 
     for path, field in ((config.json, "json"), (config.plot, "plot"), (config.cache_dir, "cache_dir")):
         if path is not None and not path.strip():
-            raise BenchError(f"{field} needs a path, got an empty string")
+            raise BenchFieldError(field, "needs a path, got an empty string")
     for path, field in ((config.json, "json"), (config.plot, "plot")):
         if path and os.path.exists(path):  # as every command treats an output: never replaced
-            raise BenchError(f"{field} {path} already exists; choose another path or remove it first")
+            raise BenchFieldError(field, f"{path} already exists; choose another path or remove it first")
         if path:
             report.check_writable(path, field)
     if config.plot:

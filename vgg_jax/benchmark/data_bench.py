@@ -15,11 +15,12 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Annotated, Any, Callable, Iterable, Optional
 
 import numpy as np
+import tyro
 
-from vgg_jax.util.options import option, positive
+from vgg_jax.util.options import FieldError, comma, positive
 
 PEERS = ("torch",)
 
@@ -28,31 +29,29 @@ PEERS = ("torch",)
 class DataBenchConfig:
     """What to time; one field per `scripts/bench_data.py` flag."""
 
-    data: str = option(
-        None,
-        "an ImageFolder (PATH or folder:PATH; its train/ when it has one), or a pack (packed:PATH, "
-        "scripts/pack_images.py)",
-        positional=True,
-    )
-    image_size: int = option(224, "the crop")
-    scale: tuple[int, ...] = option(
-        (256, 512),
-        "the short side S: S_MIN,S_MAX drawn per image (the paper's jitter) or one S",
-        each=positive,
-        metavar="S[,S_MAX]",
-    )
-    batch_size: int = option(32, "images per batch")
-    batches: int = option(20, "timed batches")
-    warmup: int = option(3, "untimed batches first (worker start-up, caches)")
-    workers: int = option(
-        0, "worker processes: Grain's for ours, the DataLoader's for torchvision (0: in this process)"
-    )
-    peers: tuple[str, ...] = option(
-        (), "also time torchvision's DataLoader in the same run", flag="--vs", choices=PEERS
-    )
-    feed: Optional[float] = option(
-        None, "a step's rate in img/s: print the workers needed to feed it", metavar="IMG_PER_S"
-    )
+    data: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="DATA")]
+    """an ImageFolder (PATH or folder:PATH; its train/ when it has one), or a pack (packed:PATH,
+    scripts/pack_images.py)"""
+    image_size: int = 224
+    """the crop"""
+    scale: Annotated[tuple[int, ...], comma("S[,S_MAX]", positive)] = (256, 512)
+    """the short side S: S_MIN,S_MAX drawn per image (the paper's jitter) or one S"""
+    batch_size: int = 32
+    """images per batch"""
+    batches: int = 20
+    """timed batches"""
+    warmup: int = 3
+    """untimed batches first (worker start-up, caches)"""
+    workers: int = 0
+    """worker processes: Grain's for ours, the DataLoader's for torchvision (0: in this process)"""
+    peers: Annotated[
+        tuple[str, ...],
+        comma("PEER", str.lower, choices=PEERS),
+        tyro.conf.arg(name="vs", aliases=("--peers",)),
+    ] = ()
+    """also time torchvision's DataLoader in the same run"""
+    feed: Annotated[Optional[float], tyro.conf.arg(metavar="IMG_PER_S")] = None
+    """a step's rate in img/s: print the workers needed to feed it"""
 
 
 def folder_of(spec: str) -> str:
@@ -77,23 +76,23 @@ def check(config: DataBenchConfig) -> None:
     if config.data is None:
         raise ValueError("give DATA, an ImageFolder or packed:PATH")
     if not 1 <= len(config.scale) <= 2 or min(config.scale) < config.image_size:
-        raise ValueError(
-            f"scale takes S or S_MIN,S_MAX, each at least the crop {config.image_size}, got {config.scale}"
+        raise FieldError(
+            "scale", f"takes S or S_MIN,S_MAX, each at least the crop {config.image_size}, got {config.scale}"
         )
     for name in ("image_size", "batch_size", "batches"):
         if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+            raise FieldError(name, f"must be at least 1, got {getattr(config, name)}")
     if config.warmup < 0 or config.workers < 0:
-        raise ValueError("warmup and `workers` must be 0 or more")
+        raise ValueError("--warmup and --workers must be 0 or more")
     if config.feed is not None and not config.feed > 0:
-        raise ValueError(f"feed must be a positive rate in img/s, got {config.feed}")
+        raise FieldError("feed", f"must be a positive rate in img/s, got {config.feed}")
     from vgg_jax.training.data import packed_splits, parse_data
 
     kind, path = parse_data(data_spec(config.data))
     if kind != "packed":
         folder_of(config.data)
     elif config.peers:
-        raise ValueError("peers: torch reads an ImageFolder; give the folder the pack was made from")
+        raise FieldError("peers", "torch reads an ImageFolder; give the folder the pack was made from")
     else:
         packed_splits(path, config.image_size)  # one line when it is no pack, or packed too small
 

@@ -12,6 +12,7 @@ import os
 from typing import Any, Sequence
 
 from vgg_jax.util.files import atomic_write, write_text
+from vgg_jax.util.options import FieldError
 
 PLOT_HINT = "pip install -e '.[plot]' (matplotlib)"
 
@@ -25,11 +26,11 @@ def check_writable(path: str, field: str) -> None:
     """Fails before any benchmarking when an output path (the config's `field`) cannot be written."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise ValueError(f"{field} {path}: directory {directory} does not exist")
+        raise FieldError(field, f"{path}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
-        raise ValueError(f"{field} {path}: directory {directory} is not writable")
+        raise FieldError(field, f"{path}: directory {directory} is not writable")
     if os.path.isdir(path):
-        raise ValueError(f"{field} {path} is a directory; give a file name")
+        raise FieldError(field, f"{path} is a directory; give a file name")
 
 
 def write_json(records: Sequence[dict[str, Any]], path: str) -> None:
@@ -41,7 +42,7 @@ def check_plot_available() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ValueError(f"plot needs matplotlib; install it with {PLOT_HINT}") from None
+        raise FieldError("plot", f"needs matplotlib; install it with {PLOT_HINT}") from None
 
 
 PLOT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
@@ -51,8 +52,9 @@ def plot_format(path: str) -> str:
     """The image format a plot path's extension names; a ValueError for any other extension."""
     extension = os.path.splitext(path)[1].lower()
     if extension not in PLOT_FORMATS:
-        raise ValueError(
-            f"plot {path}: name a file ending in {', '.join(PLOT_FORMATS)} (the extension picks the format)"
+        raise FieldError(
+            "plot",
+            f"{path}: name a file ending in {', '.join(PLOT_FORMATS)} (the extension picks the format)",
         )
     return PLOT_FORMATS[extension]
 

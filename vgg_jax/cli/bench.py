@@ -11,47 +11,38 @@ vgg_jax.benchmark.bench.BenchSpec or BenchConfig, with the same default.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 from typing import Optional, Sequence
 
 from vgg_jax.benchmark import bench
-from vgg_jax.cli import (
-    OneLineParser,
-    add_config_flags,
-    add_parallel_flags,
-    config_from_args,
-    fail,
-    printer,
-    prog_name,
-    start_distributed,
-)
+from vgg_jax.cli import Distributed, fail, parse, prog_name, start_distributed
 
 PROG = "bench.py"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_config_flags(parser, bench.BenchConfig)
-    add_parallel_flags(parser, devices=False)  # --devices is a BenchSpec field
-    return parser
+@dataclasses.dataclass(frozen=True)
+class BenchCommand:
+    """bench.py's command line: the benchmark's config, and jax.distributed's flags."""
+
+    bench: bench.BenchConfig = bench.BenchConfig()
+    distributed: Distributed = Distributed()
+
+
+COMMAND = BenchCommand  # what the command line parses (docs checked in tests/test_readme.py)
 
 
 def bench_config(argv: Optional[Sequence[str]] = None) -> bench.BenchConfig:
-    """The BenchConfig the flags describe (argparse exits with one line for a bad one)."""
-    return config_from_args(build_parser().parse_args(argv), bench.BenchConfig)
+    """The BenchConfig the flags describe (a bad flag exits with status 2 after tyro's message)."""
+    return parse(BenchCommand, argv, PROG, __doc__).bench
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the benchmark; 0, or 2 after one line on stderr for bad input or a batch that does not fit."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not start_distributed(args, prog_name(PROG)):
+    command = parse(BenchCommand, argv, PROG, __doc__)
+    if not start_distributed(command.distributed, prog_name(PROG)):
         return 2
     try:
-        config = config_from_args(args, bench.BenchConfig)
-        bench.execute(config, log=printer(parser))
+        bench.execute(command.bench, log=lambda line: print(line, flush=True))
     except (ValueError, OSError) as error:
-        return fail(prog_name(PROG), error, parser=parser)
+        return fail(prog_name(PROG), error, config_class=BenchCommand)
     return 0

@@ -9,34 +9,36 @@ Every flag is a field of vgg_jax.benchmark.data_bench.DataBenchConfig, with the 
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
 from typing import Optional, Sequence
 
 from vgg_jax.benchmark import data_bench
-from vgg_jax.cli import OneLineParser, add_config_flags, config_from_args, fail, prog_name
+from vgg_jax.cli import fail, parse, prog_name
 
 PROG = "bench_data.py"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_config_flags(parser, data_bench.DataBenchConfig)
-    parser.add_argument("--json", action="store_true", help="print the record as JSON too")
-    return parser
+@dataclasses.dataclass(frozen=True)
+class BenchDataCommand:
+    """bench_data.py's command line."""
+
+    bench: data_bench.DataBenchConfig
+    json: bool = False
+    """print the record as JSON too"""
+
+
+COMMAND = BenchDataCommand  # what the command line parses (docs checked in tests/test_readme.py)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    command = parse(BenchDataCommand, argv, PROG, __doc__)
     try:
-        record = data_bench.run(config_from_args(args, data_bench.DataBenchConfig))
+        record = data_bench.run(command.bench)
     except (ValueError, OSError, ImportError) as error:
-        return fail(prog_name(PROG), error, parser=parser)
-    if args.json:
+        return fail(prog_name(PROG), error, config_class=BenchDataCommand)
+    if command.json:
         print(json.dumps(record, indent=2))
     return 0
 

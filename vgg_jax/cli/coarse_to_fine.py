@@ -12,69 +12,50 @@ paper's widths) is for an accelerator. `--tiny` runs either in seconds.
 `--sweep` reruns the recipe sweep on A (tuning split only) instead.
 """
 
-import argparse
+import dataclasses
 import json
 import os
 import sys
+from typing import Annotated, Literal, Optional
 
-from vgg_jax.cli import OneLineParser, fail, names, printer, prog_name
+from vgg_jax.cli import fail, parse, prog_name
 from vgg_jax.experiments.coarse_to_fine import report as report
 from vgg_jax.experiments.coarse_to_fine import study as c2f
 from vgg_jax.util.files import write_text
+from vgg_jax.util.options import comma
 
 PROG = "coarse_to_fine.py"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--preset",
-        choices=sorted(c2f.PRESETS),
-        default="cpu",
-        help="model size and step budgets (default cpu)",
-    )
-    parser.add_argument(
-        "--workdir", default="runs/coarse_to_fine", help="where results.json, the plot and the table go"
-    )
-    parser.add_argument(
-        "--targets",
-        type=names(c2f.TARGETS),
-        default=c2f.TARGETS,
-        help="comma-separated, from D,E (default both)",
-    )
-    parser.add_argument(
-        "--arms",
-        type=names(c2f.ARM_NAMES),
-        default=tuple(c2f.ARM_NAMES),
-        help=f"comma-separated, from {','.join(c2f.ARM_NAMES)} (default all)",
-    )
-    parser.add_argument(
-        "--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default the preset's 3)"
-    )
-    parser.add_argument(
-        "--tiny",
-        action="store_true",
-        help="a tiny width and a few steps: checks the whole pipeline in seconds",
-    )
-    parser.add_argument(
-        "--sweep",
-        action="store_true",
-        help="run the recipe sweep on A (tuning split) and write sweep.json and sweep.md",
-    )
-    parser.add_argument(
-        "--render",
-        action="store_true",
-        help="only redraw the plot and the table from --workdir's results.json",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier experiment in --workdir")
-    return parser
+@dataclasses.dataclass(frozen=True)
+class CoarseToFineCommand:
+    """coarse_to_fine.py's command line."""
+
+    preset: Literal[tuple(sorted(c2f.PRESETS))] = "cpu"
+    """model size and step budgets"""
+    workdir: str = "runs/coarse_to_fine"
+    """where results.json, the plot and the table go"""
+    targets: Annotated[tuple[str, ...], comma("D[,E]", str.upper, choices=c2f.TARGETS)] = c2f.TARGETS
+    """comma-separated, from D,E"""
+    arms: Annotated[tuple[str, ...], comma("ARM[,ARM]", choices=c2f.ARM_NAMES)] = tuple(c2f.ARM_NAMES)
+    """comma-separated arms (default all)"""
+    seeds: Optional[int] = None
+    """number of seeds, 0..N-1 (default the preset's 3)"""
+    tiny: bool = False
+    """a tiny width and a few steps: checks the whole pipeline in seconds"""
+    sweep: bool = False
+    """run the recipe sweep on A (tuning split) and write sweep.json and sweep.md"""
+    render: bool = False
+    """only redraw the plot and the table from --workdir's results.json"""
+    overwrite: bool = False
+    """replace an earlier experiment in --workdir"""
+
+
+COMMAND = CoarseToFineCommand  # what the command line parses (docs checked in tests/test_readme.py)
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(CoarseToFineCommand, argv, PROG, __doc__)
     preset = c2f.PRESETS[args.preset]
     if args.tiny:
         preset = c2f.tiny(preset)
@@ -82,7 +63,7 @@ def main(argv=None) -> int:
         if args.seeds is not None:
             if args.seeds < 1:
                 raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-            preset = c2f.dataclasses.replace(preset, seeds=tuple(range(args.seeds)))
+            preset = dataclasses.replace(preset, seeds=tuple(range(args.seeds)))
         if args.sweep:
             return _sweep(preset, args)
         if args.render:
@@ -94,14 +75,14 @@ def main(argv=None) -> int:
             targets=args.targets,
             arms=args.arms,
             overwrite=args.overwrite,
-            log=printer(parser),
+            log=lambda line: print(line, flush=True),
         )
     except (ValueError, OSError) as error:
-        return fail(prog_name(PROG), error, parser=parser)
+        return fail(prog_name(PROG), error, config_class=CoarseToFineCommand)
     return 0
 
 
-def _sweep(preset: "c2f.Preset", args: argparse.Namespace) -> int:
+def _sweep(preset: "c2f.Preset", args: CoarseToFineCommand) -> int:
     path = os.path.join(args.workdir, "sweep.json")
     if os.path.exists(path) and not args.overwrite:
         raise ValueError(f"{args.workdir} already holds a sweep (sweep.json); pass --overwrite to replace it")

@@ -25,55 +25,52 @@ needs: jax, jaxlib, flatbuffers, numpy and Pillow, never vgg_jax) and
 OUT.client.py, a client that prints photos' top classes (docs/weights.md).
 """
 
-import argparse
+import dataclasses
 import sys
+from typing import Annotated, Optional
 
-from vgg_jax.cli import OneLineParser, add_weights_flags, fail, printer, prog_name
+import tyro
+
+from vgg_jax.cli import WeightsFlags, fail, parse, prog_name
 
 PROG = "convert_weights.py"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("src")
-    parser.add_argument("dst", nargs="?", help="the converted weights file (optional with --serve)")
-    parser.add_argument(
-        "--serve", metavar="OUT", help="also (or only) write a jax.export artifact for serving to OUT"
-    )
-    add_weights_flags(parser, recorded=True)
-    bn = parser.add_mutually_exclusive_group()
-    bn.add_argument(
-        "--batch-norm",
-        dest="batch_norm",
-        action="store_true",
-        default=None,
-        help="a _bn variant (default: read from the file)",
-    )
-    bn.add_argument("--no-batch-norm", dest="batch_norm", action="store_false")
-    return parser
+@dataclasses.dataclass(frozen=True)
+class ConvertCommand:
+    """convert_weights.py's command line; the pixels and the config are recorded in the output."""
+
+    src: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="SRC")]
+    """a weights file, a run's workdir or a published name"""
+    dst: Annotated[tyro.conf.Positional[Optional[str]], tyro.conf.arg(metavar="DST")] = None
+    """the converted weights file (optional with --serve)"""
+    serve: Annotated[Optional[str], tyro.conf.arg(metavar="OUT")] = None
+    """also (or only) write a jax.export artifact for serving to OUT"""
+    weights: WeightsFlags = WeightsFlags()
+    batch_norm: Annotated[bool, tyro.conf.FlagCreatePairsOff] = False
+    """a _bn variant (default: read from the file)"""
+    plain: Annotated[bool, tyro.conf.FlagCreatePairsOff, tyro.conf.arg(name="no-batch-norm")] = False
+    """not a _bn variant (default: read from the file)"""
+
+
+COMMAND = ConvertCommand  # what the command line parses (docs checked in tests/test_readme.py)
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(ConvertCommand, argv, PROG, __doc__)
     from vgg_jax.weights import resolve
 
     if args.dst is None and args.serve is None:
         return fail(prog_name(PROG), "give DST, --serve OUT, or both")
+    if args.batch_norm and args.plain:
+        return fail(prog_name(PROG), "--batch-norm and --no-batch-norm contradict each other; pick one")
+    batch_norm = True if args.batch_norm else False if args.plain else None
+    config, preprocess = args.weights.config, args.weights.preprocess
     try:
         if args.dst is not None:
-            named = resolve.export(
-                args.src,
-                args.dst,
-                args.config,
-                args.preprocess,
-                batch_norm=args.batch_norm,
-                log=printer(parser),
-            )
+            named = resolve.export(args.src, args.dst, config, preprocess, batch_norm=batch_norm)
         else:
-            named = resolve.resolve(args.src, args.config, args.preprocess, batch_norm=args.batch_norm)
+            named = resolve.resolve(args.src, config, preprocess, batch_norm=batch_norm)
         if args.serve is not None:
             from vgg_jax.weights import serve
 
@@ -81,12 +78,8 @@ def main(argv=None) -> int:
             print(
                 f"{named.description} -> {args.serve} (serving: {described['input']}; {described['output']})"
             )
-    # a strict load's report (missing, unexpected, wrong-shape tensors) as one line
-    except (
-        ValueError,
-        OSError,
-    ) as error:
-        return fail(prog_name(PROG), error, parser=parser)
+    except (ValueError, OSError) as error:  # a strict load's report (missing, unexpected, ...) as one line
+        return fail(prog_name(PROG), error, config_class=ConvertCommand)
     return 0
 
 

@@ -10,81 +10,58 @@ else every image in it; or the digits' held-out 297). Prints top-1 and top-5
 error, with a progress bar over the batches on a terminal.
 """
 
-import argparse
+import dataclasses
 import json
 import sys
+from typing import Annotated, Literal, Optional, Union
 
-from vgg_jax.cli import (
-    OneLineParser,
-    add_weights_flags,
-    fail,
-    int_list,
-    positive_int,
-    prog_name,
-)
+import tyro
+
+from vgg_jax.cli import WeightsFlags, fail, parse, prog_name
 from vgg_jax.training import evaluate as evaluate_lib
 from vgg_jax.training import evaluate_model
 from vgg_jax.training.data import workers_flag
+from vgg_jax.util.options import comma, one, positive
 
 PROG = "evaluate.py"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "model",
-        help="a run's workdir, a weights file (.pth, .safetensors, .h5, .msgpack) or a published name "
-        "(vgg16, keras:vgg16)",
-    )
-    add_weights_flags(parser)
-    parser.add_argument(
-        "--data",
-        default=None,
-        help="digits, synthetic, folder:PATH or packed:PATH: its val split, else all of a folder's or pack's "
-        "images (default: a run's own validation split)",
-    )
-    parser.add_argument(
-        "--eval",
-        dest="method",
-        choices=evaluate_lib.METHODS,
-        default="center",
-        help="the paper's Sec. 3.2 method. Cost per image and test scale, in centre crops: center 1, dense 2 "
-        "(the image and its flip at full size), multi-crop 50 (5x5 crops, each flipped), dense+multi-crop "
-        "52; "
-        "the bar counts these views",
-    )
-    parser.add_argument(
-        "--eval-scales",
-        type=int_list,
-        default=None,
-        metavar="Q[,Q...]",
-        help="test scales Q (default: the crop size)",
-    )
-    parser.add_argument(
-        "--image-size",
-        type=positive_int,
-        default=None,
-        help="the crop the model was trained at (default: the run's, else 224)",
-    )
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default 32)")
-    parser.add_argument(
-        "--workers",
-        type=workers_flag,
-        default="auto",
-        help="Grain worker processes: auto (one per usable core, less one, for image folders) or a number "
-        "(default auto)",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    return parser
+@dataclasses.dataclass(frozen=True)
+class EvaluateCommand:
+    """evaluate.py's command line."""
+
+    model: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="MODEL")]
+    """a run's workdir, a weights file (.pth, .safetensors, .h5, .msgpack) or a published name (vgg16,
+    keras:vgg16)"""
+    weights: WeightsFlags = WeightsFlags()
+    data: Optional[str] = None
+    """digits, synthetic, folder:PATH or packed:PATH: its val split, else all of a folder's or pack's images
+    (default: a run's own validation split)"""
+    method: Annotated[Literal[evaluate_lib.METHODS], tyro.conf.arg(name="eval")] = "center"
+    """the paper's Sec. 3.2 method. Cost per image and test scale, in centre crops: center 1, dense 2 (the
+    image and its flip at full size), multi-crop 50 (5x5 crops, each flipped), dense+multi-crop 52; the bar
+    counts these views"""
+    eval_scales: Annotated[Optional[list[int]], comma("Q[,Q...]", positive, kind=list)] = None
+    """test scales Q (default: the crop size)"""
+    image_size: Annotated[Optional[int], one("N", positive)] = None
+    """the crop the model was trained at (default: the run's, else 224)"""
+    batch_size: Annotated[int, one("N", positive)] = 32
+    """images per batch"""
+    workers: Annotated[Union[str, int], one("auto|N", workers_flag)] = "auto"
+    """Grain worker processes: auto (one per usable core, less one, for image folders) or a number"""
+    json: bool = False
+    """print one JSON object instead of text"""
+
+
+COMMAND = EvaluateCommand  # what the command line parses (docs checked in tests/test_readme.py)
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(EvaluateCommand, argv, PROG, __doc__)
     try:
-        target = evaluate_model.open_target(args.model, args.config, args.preprocess, args.image_size)
+        target = evaluate_model.open_target(
+            args.model, args.weights.config, args.weights.preprocess, args.image_size
+        )
         images = evaluate_model.evaluation_images(target, args.data)
         progress = _progress(args)
         try:
@@ -94,7 +71,7 @@ def main(argv=None) -> int:
         finally:
             progress.stop()
     except (ValueError, OSError) as error:
-        return fail(prog_name(PROG), error, parser=parser)
+        return fail(prog_name(PROG), error, config_class=EvaluateCommand)
     if args.json:
         print(json.dumps(result))
     else:
@@ -106,7 +83,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _progress(args: argparse.Namespace):
+def _progress(args: EvaluateCommand):
     """A bar counting the views the network has seen (50 per image and scale for multi-crop), on a
     terminal."""
 

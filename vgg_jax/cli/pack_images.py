@@ -12,35 +12,37 @@ only with --overwrite. Prints the size on disk.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
-from typing import Optional, Sequence
+from typing import Annotated, Optional, Sequence
 
-from vgg_jax.cli import OneLineParser, fail, positive_int, prog_name
+import tyro
+
+from vgg_jax.cli import fail, parse, prog_name
+from vgg_jax.util.options import one, positive
 
 PROG = "pack_images.py"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "src", help="an ImageFolder (one sub-folder of JPEG/PNG files per class; or train/ and val/ of them)"
-    )
-    parser.add_argument("dst", help="the pack's folder (must not exist, unless --overwrite)")
-    parser.add_argument(
-        "--short-side", type=positive_int, default=256, help="the stored short side (default 256)"
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing DST once the new pack is whole"
-    )
-    return parser
+@dataclasses.dataclass(frozen=True)
+class PackCommand:
+    """pack_images.py's command line."""
+
+    src: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="SRC")]
+    """an ImageFolder (one sub-folder of JPEG/PNG files per class; or train/ and val/ of them)"""
+    dst: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="DST")]
+    """the pack's folder (must not exist, unless --overwrite)"""
+    short_side: Annotated[int, one("N", positive)] = 256
+    """the stored short side"""
+    overwrite: bool = False
+    """replace an existing DST once the new pack is whole"""
+
+
+COMMAND = PackCommand  # what the command line parses (docs checked in tests/test_readme.py)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(PackCommand, argv, PROG, __doc__)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     try:
@@ -66,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImportError as error:
         return fail(prog_name(PROG), f'{error}; install the extra: pip install -e ".[packed]"')
     except (ValueError, OSError) as error:
-        return fail(prog_name(PROG), error, parser=parser)
+        return fail(prog_name(PROG), error, config_class=PackCommand)
     splits = ", ".join(f"{name} {count}" for name, count in meta["splits"].items())
     print(
         f"packed {splits} images of {len(meta['classes'])} classes into {args.dst}: "

@@ -16,64 +16,61 @@ evaluation at the image's own size. An unreadable image is reported and the
 others classified; the exit status is then 1.
 """
 
-import argparse
+import dataclasses
 import io
 import json
 import os
 import sys
+from typing import Annotated, Literal, Optional
 
 import numpy as np
+import tyro
 
-from vgg_jax.cli import OneLineParser, add_weights_flags, fail, positive_int, prog_name
+from vgg_jax.cli import WeightsFlags, fail, parse, prog_name
 from vgg_jax.util.files import write_bytes, write_text
+from vgg_jax.util.options import one, positive
 from vgg_jax.weights import predict
 from vgg_jax.weights.zoo import SOURCES
 
 PROG = "predict.py"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "images", nargs="+", help="JPEG or PNG files, or folders (the images directly in each, sorted)"
-    )
-    parser.add_argument(
-        "--model",
-        default="vgg16",
-        help="a published name (vgg11 ... vgg19, _bn, a paper letter; keras:vgg16, timm:vgg16), a weights "
-        "file or a run's workdir",
-    )
-    parser.add_argument(
-        "--source",
-        default="torchvision",
-        choices=SOURCES,
-        help="the source of a name without a prefix (keras:vgg16 says it)",
-    )
-    add_weights_flags(parser)
-    parser.add_argument("--top", type=positive_int, default=5, help="classes per image (default 5)")
-    parser.add_argument(
-        "--dense", action="store_true", help="the paper's dense evaluation at the image's own size"
-    )
-    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON, for scripts")
-    parser.add_argument(
-        "--embed",
-        metavar="OUT.npy",
-        help="write the pre-logits embeddings (fc7 after its ReLU) instead of classifying: an (N, fc_width) "
-        "float32 array, its rows' image paths in OUT.images.txt",
-    )
-    return parser
+@dataclasses.dataclass(frozen=True)
+class PredictCommand:
+    """predict.py's command line."""
+
+    images: Annotated[tyro.conf.Positional[tuple[str, ...]], tyro.conf.arg(metavar="IMAGE")]
+    """JPEG or PNG files, or folders (the images directly in each, sorted)"""
+    model: str = "vgg16"
+    """a published name (vgg11 ... vgg19, _bn, a paper letter; keras:vgg16, timm:vgg16), a weights file or a
+    run's workdir"""
+    source: Literal[SOURCES] = "torchvision"
+    """the source of a name without a prefix (keras:vgg16 says it)"""
+    weights: WeightsFlags = WeightsFlags()
+    top: Annotated[int, one("N", positive)] = 5
+    """classes per image"""
+    dense: bool = False
+    """the paper's dense evaluation at the image's own size"""
+    batch_size: Annotated[int, one("N", positive)] = 16
+    """images per batch"""
+    json: bool = False
+    """print the results as JSON, for scripts"""
+    embed: Annotated[Optional[str], tyro.conf.arg(metavar="OUT.npy")] = None
+    """write the pre-logits embeddings (fc7 after its ReLU) instead of classifying: an (N, fc_width) float32
+    array, its rows' image paths in OUT.images.txt"""
+
+
+COMMAND = PredictCommand  # what the command line parses (docs checked in tests/test_readme.py)
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(PredictCommand, argv, PROG, __doc__)
+    if not args.images:
+        return fail(prog_name(PROG), "give one or more images (JPEG or PNG files, or folders of them)")
     if args.embed is not None:
-        return _embed(args, parser)
+        return _embed(args)
     try:
-        named = predict.load_model(args.model, args.source, args.config, args.preprocess)
+        named = predict.load_model(args.model, args.source, args.weights.config, args.weights.preprocess)
         results = predict.classify(
             named.model,
             named.variables,
@@ -86,7 +83,7 @@ def main(argv=None) -> int:
             classes=named.classes,
         )
     except (ValueError, OSError) as error:
-        return fail(prog_name(PROG), error, parser=parser)
+        return fail(prog_name(PROG), error, config_class=PredictCommand)
     failed = [result for result in results if "error" in result]
     for result in failed:
         fail(prog_name(PROG), result["error"])
@@ -105,7 +102,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _embed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _embed(args: PredictCommand) -> int:
     """--embed OUT.npy: the embeddings of every readable image, and the list of their paths beside them."""
     prog = prog_name(PROG)
     try:
@@ -114,7 +111,7 @@ def _embed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         for path in (args.embed, _rows_file(args.embed)):
             if os.path.exists(path):
                 raise ValueError(f"{path} already exists; choose another --embed or remove it first")
-        named = predict.load_model(args.model, args.source, args.config, args.preprocess)
+        named = predict.load_model(args.model, args.source, args.weights.config, args.weights.preprocess)
         read, embeddings, errors = predict.embed(
             named.model,
             named.variables,
@@ -125,7 +122,7 @@ def _embed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             mean_rgb=named.mean_rgb,
         )
         for path, error in errors.items():
-            fail(prog, error, parser=parser)
+            fail(prog, error)
         if embeddings is None:
             raise ValueError("no image could be read; nothing to embed")
         buffer = io.BytesIO()
@@ -133,7 +130,7 @@ def _embed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         write_bytes(args.embed, buffer.getvalue())
         write_text(_rows_file(args.embed), "".join(f"{path}\n" for path in read))
     except (ValueError, OSError) as error:
-        return fail(prog, error, parser=parser)
+        return fail(prog, error, config_class=PredictCommand)
     print(
         f"{len(read)} embeddings {embeddings.shape} -> {args.embed}; rows' images in {_rows_file(args.embed)}"
     )

@@ -20,60 +20,59 @@ vgg_jax/training/loop.py, and this script only parses arguments.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import shlex
 import signal
 import sys
 import threading
 from typing import Collection, Optional, Sequence
 
-from vgg_jax.cli import (
-    OneLineParser,
-    add_config_flags,
-    add_parallel_flags,
-    config_from_args,
-    fail,
-    flagged,
-    given_fields,
-    invocation,
-    printer,
-    prog_name,
-    start_distributed,
-)
-from vgg_jax.training import loop
-from vgg_jax.training.config import TrainConfig
+from vgg_jax.cli import Distributed, fail, invocation, parse, prog_name, start_distributed
+from vgg_jax.training import loop, rundir
+from vgg_jax.training.config import TrainConfig, read_config
 from vgg_jax.training.rundir import CheckpointWriteError
 
 PROG = "train.py"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=prog_name(PROG), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_config_flags(parser, TrainConfig)
-    add_parallel_flags(parser, devices=False)  # --devices is a TrainConfig field
-    parser.add_argument("--resume", action="store_true", help="continue the run in --workdir exactly")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run in --workdir (deleted once the new run's inputs are read)",
-    )
-    return parser
+@dataclasses.dataclass(frozen=True)
+class TrainCommand:
+    """train.py's command line: the run's config, and how to start it."""
+
+    run: TrainConfig
+    resume: bool = False
+    """continue the run in --workdir exactly"""
+    overwrite: bool = False
+    """replace the run in --workdir (deleted once the new run's inputs are read)"""
+    distributed: Distributed = Distributed()
+
+
+COMMAND = TrainCommand  # what the command line parses (docs checked in tests/test_readme.py)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if not start_distributed(args, prog_name(PROG)):
+    command = parse(TrainCommand, argv, PROG, __doc__)
+    if not start_distributed(command.distributed, prog_name(PROG)):
         return 2
-    given = given_fields(args, TrainConfig)  # on --resume, every other field comes from the run
-    return train(
-        config_from_args(args, TrainConfig), resume=args.resume, overwrite=args.overwrite, given=given
-    )
+    saved, given = None, None
+    if command.resume and rundir.holds_run(command.run.workdir):
+        # the run's config, read once: every flag not given takes its value from it
+        try:
+            saved = read_config(command.run.workdir)
+        except (ValueError, OSError) as error:
+            return fail(prog_name(PROG), error, config_class=TrainCommand)
+        command = parse(TrainCommand, argv, PROG, __doc__, default=dataclasses.replace(command, run=saved))
+        ours, theirs = loop.settings(command.run), loop.settings(saved)
+        given = {name for name in loop.FIELDS if ours[name] != theirs[name]}
+    return train(command.run, command.resume, command.overwrite, given, saved)
 
 
 def train(
-    cfg: TrainConfig, resume: bool = False, overwrite: bool = False, given: Optional[Collection[str]] = None
+    cfg: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    given: Optional[Collection[str]] = None,
+    saved: Optional[TrainConfig] = None,
 ) -> int:
     """Runs `vgg_jax.training.loop.run`; the exit status, after one line on stderr for bad input, signals or
     non-finite numbers.
@@ -84,10 +83,13 @@ def train(
     KeyboardInterrupt here, so that a second Ctrl-C during the clean stop
     ends it at once.
     """
-    prog, parser = prog_name(PROG), build_parser()
+    prog = prog_name(PROG)
 
     def warn(message: str) -> None:
-        print(f"{prog}: warning: {flagged(message, parser)}", file=sys.stderr, flush=True)
+        print(f"{prog}: warning: {message}", file=sys.stderr, flush=True)
+
+    def log(line: str) -> None:
+        print(line, flush=True)
 
     previous = (
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -95,15 +97,15 @@ def train(
         else None
     )
     try:
-        loop.run(cfg, resume=resume, overwrite=overwrite, log=printer(parser), warn=warn, given=given)
+        loop.run(cfg, resume=resume, overwrite=overwrite, log=log, warn=warn, given=given, saved=saved)
     except loop.StopRequested as stopped:
         resume = f"{invocation('train')} --workdir {shlex.quote(cfg.workdir)} --resume"
         print(f"{prog}: {stopped}. Continue with: {resume}", file=sys.stderr)
         return stopped.exit_status
     except (loop.NonFiniteError, CheckpointWriteError) as error:
-        return fail(prog, error, status=1, parser=parser)
+        return fail(prog, error, status=1, config_class=TrainCommand)
     except (ValueError, OSError) as error:
-        return fail(prog, error, parser=parser)
+        return fail(prog, error, config_class=TrainCommand)
     except KeyboardInterrupt:
         print(
             f"{prog}: interrupted; the last finished checkpoint stays; continue with: {invocation('train')} "

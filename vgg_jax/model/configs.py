@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Optional, Union
 
+from vgg_jax.util.options import FieldError
+
 
 @dataclasses.dataclass(frozen=True)
 class Conv:
@@ -150,14 +152,15 @@ def frozen_layers(config: str, freeze: Optional[str]) -> list[str]:
         return []
     names = layer_names(config)
     if freeze == names[-1]:
-        raise ValueError(
-            f"freeze {freeze!r} freezes every layer; choose an earlier one (pool5 trains the classifier "
-            "alone)"
+        raise FieldError(
+            "freeze",
+            f"{freeze!r} freezes every layer; choose an earlier one (pool5 trains the classifier alone)",
         )
     if freeze not in names:
-        raise ValueError(
-            f"freeze {freeze!r} is not a layer of config {resolve_config(config)}; choose one of "
-            f"{', '.join(names[:-1])}"
+        raise FieldError(
+            "freeze",
+            f"{freeze!r} is not a layer of config {resolve_config(config)}; choose one of "
+            f"{', '.join(names[:-1])}",
         )
     limit = names.index(freeze)
     layers = [name for name, _, _ in conv_layers(config)] + ["fc6", "fc7", "fc8"]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Annotated, Any, Callable, Iterable, Literal, Optional, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tyro
 
 from vgg_jax.model.configs import (
     CONFIGS,
@@ -30,7 +31,7 @@ from vgg_jax.model.configs import (
 )
 from vgg_jax.model.conv import flax_conv
 from vgg_jax.model.layers import LocalResponseNorm, max_pool_2x2, relu_output_mask
-from vgg_jax.util.options import option
+from vgg_jax.util.options import FieldError, resumable
 
 Initializer = Callable[..., jax.Array]
 INIT_SCHEMES = ("glorot", "paper", "kaiming")
@@ -72,7 +73,7 @@ def initializers(scheme: str) -> dict[str, Initializer]:
       N(0, 0.01) FC kernels, zero biases.
     """
     if not isinstance(scheme, str) or scheme not in _INITIALIZERS:
-        raise ValueError(f"init_scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
+        raise FieldError("init_scheme", f"must be one of {INIT_SCHEMES}, got {scheme!r}")
     return _INITIALIZERS[scheme]
 
 
@@ -191,10 +192,10 @@ class VGG(nn.Module):
         _check_positive_int("num_classes", self.num_classes)
         _check_positive_int("fc_width", self.fc_width)
         if not _number(self.dropout_rate) or not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be a number in [0, 1), got {self.dropout_rate!r}")
+            raise FieldError("dropout_rate", f"must be a number in [0, 1), got {self.dropout_rate!r}")
         if not _number(self.width_scale) or not 0 < self.width_scale <= MAX_WIDTH_SCALE:
-            raise ValueError(
-                f"width_scale must be a positive number up to {MAX_WIDTH_SCALE}, got {self.width_scale!r}"
+            raise FieldError(
+                "width_scale", f"must be a positive number up to {MAX_WIDTH_SCALE}, got {self.width_scale!r}"
             )
         for flag in ("batch_norm", "remat"):
             if not isinstance(getattr(self, flag), bool):
@@ -207,7 +208,7 @@ class VGG(nn.Module):
             ("pool_impl", POOL_IMPLS),
         ):
             if getattr(self, field) not in choices:
-                raise ValueError(f"{field} must be one of {choices}, got {getattr(self, field)!r}")
+                raise FieldError(field, f"must be one of {choices}, got {getattr(self, field)!r}")
         for field in ("dtype", "param_dtype"):
             value = getattr(self, field)
             try:
@@ -476,11 +477,6 @@ def _depth(name: str) -> int:
     return int(name.removeprefix("pool").removeprefix("conv").removeprefix("relu").split("_")[0])
 
 
-def _flag(name: str, help: str, **metadata: Any) -> Any:
-    """A `ModelConfig` field: VGG's field `name`, with VGG's default."""
-    return option(getattr(VGG, name), help, **metadata)
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """VGG's settings, declared once: held whole by the commands' configs (`TrainConfig.model`,
@@ -489,49 +485,31 @@ class ModelConfig:
     The config name, the class count and the compute dtype are each command's
     own choice (one config to train, several to time; classes from the data),
     so they are not here. A width left as None is VGG's default (a run's: its
-    --init-from weights').
+    warm-start weights'). Each field's docstring is its flag's help.
     """
 
-    width_scale: Optional[float] = option(
-        None,
-        "multiply every conv's channels, for small experiments (default: the warm-start weights', else 1)",
+    width_scale: Optional[float] = None
+    """multiply every conv's channels, for small experiments (default: the warm-start weights', else 1)"""
+    fc_width: Optional[int] = None
+    """width of fc6 and fc7 (default: the warm-start weights', else 4096)"""
+    batch_norm: bool = False
+    """conv, BN, ReLU as torchvision's _bn variants"""
+    dropout_rate: Annotated[float, tyro.conf.arg(name="dropout", aliases=("--dropout-rate",))] = 0.5
+    """dropout before fc7 and fc8 in training"""
+    init_scheme: Annotated[Literal[INIT_SCHEMES], tyro.conf.arg(name="init", aliases=("--init-scheme",))] = (
+        "kaiming"
     )
-    fc_width: Optional[int] = option(
-        None, "width of fc6 and fc7 (default: the warm-start weights', else 4096)"
-    )
-    batch_norm: bool = _flag("batch_norm", "conv, BN, ReLU as torchvision's _bn variants")
-    dropout_rate: float = _flag("dropout_rate", "dropout before fc7 and fc8 in training", flag="--dropout")
-    init_scheme: str = _flag(
-        "init_scheme",
-        "kaiming (torchvision's; it trained A on digits fastest, see docs/coarse_to_fine.md), glorot (the "
-        "TF1 benchmark's), or paper (N(0, 0.01))",
-        flag="--init",
-        choices=INIT_SCHEMES,
-    )
-    freeze: Optional[str] = _flag(
-        "freeze",
-        "fine-tuning: the layers up to LAYER get no update (pool5: the classifier alone trains)",
-        metavar="LAYER",
-    )
-    conv_impl: str = _flag(
-        "conv_impl",
-        "the convolution (auto: custom_vjp on CPU, xla elsewhere)",
-        choices=CONV_IMPLS,
-        resumable=True,
-    )
-    relu_impl: str = _flag(
-        "relu_impl",
-        "jax.nn.relu, or output_mask (its gradient masked by the output)",
-        choices=RELU_IMPLS,
-        resumable=True,
-    )
-    pool_impl: str = _flag(
-        "pool_impl",
-        "auto (reshape on CPU, else reduce_window), reduce_window (nn.max_pool) or reshape (a reshape and a "
-        "max)",
-        choices=POOL_IMPLS,
-        resumable=True,
-    )
+    """kaiming (torchvision's; it trained A on digits fastest, see docs/coarse_to_fine.md), glorot (the TF1
+    benchmark's), or paper (N(0, 0.01))"""
+    freeze: Annotated[Optional[str], tyro.conf.arg(metavar="LAYER")] = None
+    """fine-tuning: the layers up to LAYER get no update (pool5: the classifier alone trains)"""
+    conv_impl: Literal[CONV_IMPLS] = resumable("auto")
+    """the convolution (auto: custom_vjp on CPU, xla elsewhere)"""
+    relu_impl: Literal[RELU_IMPLS] = resumable("jax")
+    """jax.nn.relu, or output_mask (its gradient masked by the output)"""
+    pool_impl: Literal[POOL_IMPLS] = resumable("auto")
+    """auto (reshape on CPU, else reduce_window), reduce_window (nn.max_pool) or reshape (a reshape and a
+    max)"""
 
 
 def model_from(model: ModelConfig, **fields: Any) -> VGG:
@@ -570,7 +548,7 @@ def resolve_pool_impl(pool_impl: str) -> str:
 
 def _check_positive_int(name: str, value: Any) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= MAX_WIDTH:
-        raise ValueError(f"{name} must be a positive int up to {MAX_WIDTH}, got {value!r}")
+        raise FieldError(name, f"must be a positive int up to {MAX_WIDTH}, got {value!r}")
 
 
 def _number(value: Any) -> bool:

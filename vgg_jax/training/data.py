@@ -372,7 +372,7 @@ class LoaderIterator:
         except (ValueError, KeyError, TypeError):
             raise ValueError(
                 "the checkpoint's data position was written by an older vgg_jax, whose input pipeline this "
-                "version cannot continue exactly; start the run again with `overwrite`"
+                "version cannot continue exactly; start the run again with --overwrite"
             ) from None
         self.close()
         self.position, self._pending = int(position), []
@@ -479,7 +479,7 @@ def parse_data(spec: Any) -> tuple[str, Optional[str]]:
         return spec, None
     kind, sep, path = spec.partition(":") if isinstance(spec, str) else ("", "", "")
     if not (sep and kind in ("folder", "packed") and path):
-        raise ValueError(f"data {spec!r} is unknown; use {DATA_FORMS}")
+        raise ValueError(f"--data {spec!r} is unknown; use {DATA_FORMS}")
     return kind, path
 
 
@@ -527,7 +527,7 @@ def packed_splits(path: str, image_size: int) -> tuple[Any, Any]:
     meta = read_meta(path)
     if meta["short_side"] < image_size:
         raise ValueError(
-            f"data packed:{path} was packed at short side {meta['short_side']}, less than `image_size` "
+            f"--data packed:{path} was packed at short side {meta['short_side']}, less than --image-size "
             f"{image_size}; pack the folder again at a short side of {image_size} or more"
         )
     return PackedSource(path, "train"), PackedSource(path, "val") if "val" in meta["splits"] else None

@@ -112,7 +112,7 @@ def evaluation_images(target: Target, data: Optional[str]) -> Any:
     """
     spec = data or target.run_data
     if spec is None:
-        raise ValueError(f"data: say which images to evaluate on ({data_lib.DATA_FORMS})")
+        raise ValueError(f"--data: say which images to evaluate on ({data_lib.DATA_FORMS})")
     kind, path = data_lib.parse_data(spec)
     if spec == target.run_data or kind in ("digits", "synthetic"):
         return data_lib.load_data(spec, target.crop_size)[1]

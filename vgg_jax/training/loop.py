@@ -46,7 +46,7 @@ from vgg_jax.training.config import (
 from vgg_jax.training.interrupt import StopRequested
 from vgg_jax.util.files import write_text
 from vgg_jax.util.images import NORMALIZE_MODES
-from vgg_jax.util.options import shown
+from vgg_jax.util.options import flag, shown
 from vgg_jax.weights import resolve, runs
 
 WIDTHS = ("width_scale", "fc_width")  # ModelConfig fields that default to the --init-from source's
@@ -120,9 +120,10 @@ def resumed_config(
     for field in sorted(given - set(RESUME_MAY_CHANGE)):
         if not same(field):
             raise ValueError(
-                f"resume: `{field}` {shown(ours[field])} differs from the run's {shown(theirs[field])} "
-                f"({os.path.join(cfg.workdir, 'config.json')}); a resumed run keeps its settings: drop "
-                f"`{field}`, or start a new run with `overwrite` or another `workdir`"
+                f"--resume: {flag(TrainConfig, field)} {shown(ours[field])} differs from the run's "
+                f"{shown(theirs[field])} ({os.path.join(cfg.workdir, 'config.json')}); a resumed run keeps "
+                f"its settings: drop {flag(TrainConfig, field)}, or start a new run with --overwrite or "
+                "another --workdir"
             )
     changes = {field: ours[field] for field in given & set(RESUME_MAY_CHANGE)}
     return with_settings(dataclasses.replace(saved, workdir=cfg.workdir), changes)
@@ -151,7 +152,7 @@ def _check_writable(workdir: str) -> None:
             os.close(handle)
             os.unlink(probe)
     except OSError as error:
-        raise OSError(f"workdir {workdir} is not writable: {error.strerror or error}") from None
+        raise OSError(f"--workdir {workdir} is not writable: {error.strerror or error}") from None
 
 
 def _make_workdir(workdir: str, log: Callable[[str], None]) -> None:
@@ -160,7 +161,7 @@ def _make_workdir(workdir: str, log: Callable[[str], None]) -> None:
     while not os.path.isdir(os.path.dirname(missing)):
         missing = os.path.dirname(missing)
     if missing != os.path.abspath(workdir):
-        log(f"`workdir` {workdir}: {missing} did not exist; made it and the folders below it")
+        log(f"--workdir {workdir}: {missing} did not exist; made it and the folders below it")
     os.makedirs(workdir, exist_ok=True)
 
 
@@ -169,8 +170,8 @@ def load_params(workdir: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
     One-line errors name the file and the step when they cannot be read.
     """
-    saved = read_config(workdir, "init_from")
-    _, state = runs.restore_state(workdir, "init_from")
+    saved = read_config(workdir, "--init-from")
+    _, state = runs.restore_state(workdir, "--init-from")
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
@@ -233,7 +234,9 @@ def _warm_start(
     source_variables, source_config, what = source.variables, source.config, source.description
     source_params = source_variables["params"]
     if any(name.endswith("_bn") for name in source_params) and not cfg.model.batch_norm:
-        raise ValueError(f"init_from {what} has batch norm; set `batch_norm` so that its BN layers are used")
+        raise ValueError(
+            f"--init-from {what} has batch norm; set --batch-norm so that its BN layers are used"
+        )
     source_classes = source_params["fc8"]["kernel"].shape[-1] if "fc8" in source_params else None
     exclude, notes = [], []
     if source_classes not in (None, model.num_classes):
@@ -262,13 +265,13 @@ def _warm_start(
         )
     except LayerShapeError as error:
         raise ValueError(
-            f"init_from {what}: layer {error.layer} has shapes {error.source_shapes} there but "
-            f"{error.target_shapes} in this run; leave out `width_scale` and `fc_width` (they default to "
+            f"--init-from {what}: layer {error.layer} has shapes {error.source_shapes} there but "
+            f"{error.target_shapes} in this run; leave out --width-scale and --fc-width (they default to "
             "the source's) or give the source's"
         ) from None
     except ValueError as error:
-        raise ValueError(f"init_from {what}: {error}") from None
-    log(f"`init_from` {what}\n{report}")
+        raise ValueError(f"--init-from {what}: {error}") from None
+    log(f"--init-from {what}\n{report}")
     for note in notes:
         log(f"{note}: initialised anew")
     return variables, report
@@ -285,19 +288,19 @@ def _model_widths(cfg: TrainConfig, source: Any) -> TrainConfig:
 def _which_stops(cfg: TrainConfig, steps_per_epoch: int) -> str:
     """One line for a `max_steps` that disagrees with `epochs`: which of the two stops the run."""
     length = cfg.epochs * steps_per_epoch
-    epochs = f"`epochs` {cfg.epochs} ({length} steps, {steps_per_epoch} per epoch)"
+    epochs = f"--epochs {cfg.epochs} ({length} steps, {steps_per_epoch} per epoch)"
     if cfg.max_steps > length:
-        return f"`max_steps` {cfg.max_steps} is past the end of {epochs}: the run stops at step {length}"
+        return f"--max-steps {cfg.max_steps} is past the end of {epochs}: the run stops at step {length}"
     return (
-        f"`max_steps` {cfg.max_steps} stops the run before the end of {epochs}; the learning rate follows "
-        f"the {length} steps of `epochs`"
+        f"--max-steps {cfg.max_steps} stops the run before the end of {epochs}; the learning rate follows "
+        f"the {length} steps of --epochs"
     )
 
 
 def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
     """Reads every input of a run (data, warm-start source) and builds its model; writes nothing."""
     largest = max(cfg.scale) if cfg.scale else cfg.image_size  # the training short side S never exceeds it
-    with _phase(log, f"reading `data` {cfg.data}"):
+    with _phase(log, f"reading --data {cfg.data}"):
         train_source, val_source = data_lib.load_data(
             cfg.data, cfg.image_size, seed=cfg.seed, draft_short_side=largest
         )
@@ -307,8 +310,8 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
         # config.json, read once, handed on
         run = None
         if resolve.describe(cfg.init_from) == "run":
-            run = dataclasses.asdict(read_config(runs.run_of(cfg.init_from)[0], "init_from"))
-        source = resolve.resolve(cfg.init_from, cfg.config, argument="init_from", run_config=run)
+            run = dataclasses.asdict(read_config(runs.run_of(cfg.init_from)[0], "--init-from"))
+        source = resolve.resolve(cfg.init_from, cfg.config, argument="--init-from", run_config=run)
     if (
         cfg.preprocess is None
         and source is not None
@@ -316,7 +319,7 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
         and source.preprocess in NORMALIZE_MODES
     ):
         cfg = dataclasses.replace(cfg, preprocess=source.preprocess)
-        log(f"`init_from` {cfg.init_from}: pixels as those weights expect (`preprocess` {cfg.preprocess})")
+        log(f"--init-from {cfg.init_from}: pixels as those weights expect (--preprocess {cfg.preprocess})")
     plain = cfg.mean_rgb is not None or not cfg.subtract_mean or cfg.preprocess is not None
     mean = cfg.mean_rgb if plain else list(data_lib.mean_rgb(train_source))
     cfg = dataclasses.replace(_model_widths(cfg, source), config=resolve_config(cfg.config), mean_rgb=mean)
@@ -344,7 +347,7 @@ def _plan(cfg: TrainConfig, resume: bool, log: Callable[[str], None]) -> _Plan:
             )
     workers = data_lib.auto_workers(cfg.workers, train_source)
     if workers:
-        log(f"input: {workers} worker processes (`workers` {cfg.workers})")
+        log(f"input: {workers} worker processes (--workers {cfg.workers})")
     return _Plan(
         cfg,
         train_source,
@@ -370,6 +373,7 @@ def _start(
     log: Callable[[str], None],
     lock: rundir.WorkdirLock,
     given: Optional[Collection[str]] = None,
+    saved: Optional[TrainConfig] = None,
 ) -> tuple[_Plan, bool]:
     """Validates, reads every input, and only then writes: the workdir, --overwrite's removal of the old run,
     config.json (on resume: once a checkpoint restored, in `_prepare`).
@@ -383,24 +387,24 @@ def _start(
     fields given (`resumed_config`).
     """
     if resume and overwrite:
-        raise ValueError("`resume` and `overwrite` contradict each other; pick one")
+        raise ValueError("--resume and --overwrite contradict each other; pick one")
     holds_run = rundir.holds_run(cfg.workdir)
     if holds_run and parallel.is_primary():
         lock.acquire()  # a run still writing the folder is refused before anything here reads or changes it
     if resume and not holds_run:
-        log(f"resume: {cfg.workdir} holds no run yet, so it starts now")
+        log(f"--resume: {cfg.workdir} holds no run yet, so it starts now")
         resume = False
     if holds_run and not resume and not overwrite:
         raise ValueError(
-            f"workdir {cfg.workdir} already holds a run; pass `resume` to continue it or `overwrite` to "
+            f"--workdir {cfg.workdir} already holds a run; pass --resume to continue it or --overwrite to "
             "replace it"
         )
     if resume:  # the saved config (read_config checks the file), with the fields given anew
-        saved = read_config(cfg.workdir)
+        saved = read_config(cfg.workdir) if saved is None else saved
         cfg = resumed_config(cfg, given, saved)
     validate(cfg)  # the run's config, once, as it will run
     if not resume and cfg.init_from and resolve.describe(cfg.init_from) is None:
-        raise resolve.unknown_spec(cfg.init_from, "init_from")
+        raise resolve.unknown_spec(cfg.init_from, "--init-from")
     if parallel.is_primary():
         _check_writable(cfg.workdir)
     plan = _plan(cfg, resume, log)
@@ -413,7 +417,7 @@ def _start(
             lock.acquire()
             if rundir.holds_run(cfg.workdir) and not overwrite:  # another start got here first
                 raise ValueError(
-                    f"workdir {cfg.workdir} now holds a run, started while this one read its inputs"
+                    f"--workdir {cfg.workdir} now holds a run, started while this one read its inputs"
                 )
         if overwrite:
             rundir.remove_run(cfg.workdir)
@@ -434,28 +438,28 @@ def _check_resumed_length(
     if newest and plan.total_steps <= newest and given & {"max_steps", "epochs"}:
         stops = {"max_steps": cfg.max_steps or plan.schedule_steps, "epochs": plan.schedule_steps}
         field = min((name for name in stops if stops[name] <= newest), key=lambda name: name not in given)
-        limit = f"`{field}` {getattr(cfg, field)}" + (
+        limit = f"{flag(TrainConfig, field)} {getattr(cfg, field)}" + (
             f" (step {plan.schedule_steps})" if field == "epochs" else ""
         )
         if field not in given:
             limit = f"the run's {limit} (in its config.json)"
         raise ValueError(
-            f"resume: {limit} is at or before step {newest}, the run's newest checkpoint, where it goes on "
-            f"from: give a later `{field}` (nothing was changed)"
+            f"--resume: {limit} is at or before step {newest}, the run's newest checkpoint, where it goes on "
+            f"from: give a later {flag(TrainConfig, field)} (nothing was changed)"
         )
     if cfg.epochs == saved.epochs:
         return
     old_length = saved.epochs * plan.steps_per_epoch
     line = (
-        f"resume: `epochs` {saved.epochs} -> {cfg.epochs}: the run is {plan.schedule_steps} steps long, was "
-        f"{old_length}; "
+        f"--resume: --epochs {saved.epochs} -> {cfg.epochs}: the run is {plan.schedule_steps} steps long, "
+        f"was {old_length}; "
     )
     before, after = (_rate_at(cfg, length, newest) for length in (old_length, plan.schedule_steps))
     if before is None:
-        log(line + f"the learning rate does not depend on the length (`lr_policy` {cfg.lr_policy})")
+        log(line + f"the learning rate does not depend on the length (--lr-policy {cfg.lr_policy})")
     else:
         log(
-            line + f"the learning rate at step {newest} is now {after:.4g}, was {before:.4g} (`lr_policy` "
+            line + f"the learning rate at step {newest} is now {after:.4g}, was {before:.4g} (--lr-policy "
             f"{cfg.lr_policy} spans the whole run); config.json records the new length"
         )
 
@@ -535,7 +539,7 @@ def nonfinite_policy(
         good = (runs.finished_steps(workdir) or [None])[-1]
         raise NonFiniteError(
             f"non-finite {name} ({metrics[name]}) at step {step}; training stopped"
-            + (f" after skipping {skipped - 1} such steps (`skip_nonfinite` {allowed})" if allowed else "")
+            + (f" after skipping {skipped - 1} such steps (--skip-nonfinite {allowed})" if allowed else "")
             + ". "
             + (
                 f"The last good checkpoint is step {good} in {workdir}/checkpoints."
@@ -628,13 +632,15 @@ def run(
     log: Callable[[str], None] = print,
     warn: Optional[Callable[[str], None]] = None,
     given: Optional[Collection[str]] = None,
+    saved: Optional[TrainConfig] = None,
 ) -> dict[str, Any]:
     """Trains, evaluates and checkpoints one run; returns the final summary.
 
     `given` names the fields the user gave on `--resume` (the command line's
     flags; default: those set away from their defaults); the rest come from
-    the saved run. `resume=True` on a workdir that holds no run yet starts
-    it, so that one command serves a first start and every restart. `warn`
+    the saved run (`saved`, where the caller has read it; else read here).
+    `resume=True` on a workdir that holds no run yet starts it, so that one
+    command serves a first start and every restart. `warn`
     gets one line per repair on resume (default: a `RunWarning`). The first
     SIGINT or SIGTERM stops the run after the current step and a checkpoint,
     raising `StopRequested`.
@@ -642,7 +648,7 @@ def run(
     warn = warn or (lambda message: warnings.warn(message, RunWarning, stacklevel=3))
     lock = rundir.WorkdirLock(cfg.workdir)
     try:
-        return _train(*_start(cfg, resume, overwrite, log, lock, given), log, warn)
+        return _train(*_start(cfg, resume, overwrite, log, lock, given, saved), log, warn)
     finally:
         lock.release()
 
@@ -779,7 +785,7 @@ def _prepare(plan: _Plan, resume: bool, log: Callable[[str], None], warn: Callab
             else f"Resuming {cfg.workdir}: it holds no finished checkpoint yet, so training starts at step 0"
         )
     if cfg.ema_decay is not None:
-        log(f"`ema_decay` {cfg.ema_decay}: evaluations and exports use the parameters' moving average")
+        log(f"--ema-decay {cfg.ema_decay}: evaluations and exports use the parameters' moving average")
     train_step = parallel.jit_train_step(step_function, mesh, state, cfg.shard_fc)
     board = (
         curves.TensorBoard(cfg.workdir, start + 1 if resume else None, log) if parallel.is_primary() else None

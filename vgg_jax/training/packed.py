@@ -73,7 +73,7 @@ def pack(
     if short_side < 32:
         raise ValueError(f"short_side must be at least 32, got {short_side}")
     if os.path.exists(dst) and not overwrite:
-        raise ValueError(f"{dst} already exists; choose another DST or pass `overwrite` to replace it")
+        raise ValueError(f"{dst} already exists; choose another DST or pass --overwrite to replace it")
     splits = {"train": os.path.join(src, "train"), "val": os.path.join(src, "val")}
     if not all(os.path.isdir(path) for path in splits.values()):
         splits = {"train": src}
@@ -129,7 +129,7 @@ def read_meta(dst: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         interrupted = os.path.isdir(dst.rstrip(os.sep) + ".partial")
         raise ValueError(
-            f"data packed:{dst}: {dst} is not a finished pack (no {META})"
+            f"--data packed:{dst}: {dst} is not a finished pack (no {META})"
             + (
                 "; an interrupted pack was left in "
                 + dst.rstrip(os.sep)
@@ -143,11 +143,11 @@ def read_meta(dst: str) -> dict[str, Any]:
             meta = json.load(file)
     except (OSError, ValueError) as error:
         raise ValueError(
-            f"data packed:{dst}: {path} could not be read ({error}); pack the folder again"
+            f"--data packed:{dst}: {path} could not be read ({error}); pack the folder again"
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(
-            f"data packed:{dst}: {path} is not a vgg_jax pack ({FORMAT!r}); pack the folder again"
+            f"--data packed:{dst}: {path} is not a vgg_jax pack ({FORMAT!r}); pack the folder again"
         )
     return meta
 
@@ -164,7 +164,7 @@ class PackedSource:
             self.records = grain.sources.ArrayRecordDataSource([self.path])
         except Exception as error:  # array_record raises RuntimeError (and others) for a bad file
             raise ValueError(
-                f"data packed:{dst}: {self.path} could not be opened ({error}); pack again"
+                f"--data packed:{dst}: {self.path} could not be opened ({error}); pack again"
             ) from None
         self.classes = list(self.meta["classes"])
         self.num_classes = len(self.classes)

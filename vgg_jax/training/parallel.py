@@ -31,6 +31,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vgg_jax.model.vgg import CLASSIFIER
+from vgg_jax.util.options import FieldError
 
 DATA_AXIS = "data"
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = (
@@ -103,10 +104,12 @@ def make_mesh(devices: Optional[int] = None) -> Mesh:
         or not isinstance(devices, (int, np.integer))
         or not 1 <= devices <= available
     ):
-        raise ValueError(f"devices must be between 1 and the {available} devices available, got {devices!r}")
+        raise FieldError(
+            "devices", f"must be between 1 and the {available} devices available, got {devices!r}"
+        )
     if devices % processes:
-        raise ValueError(
-            f"devices {devices} does not divide among {processes} processes; use a multiple of {processes}"
+        raise FieldError(
+            "devices", f"{devices} does not divide among {processes} processes; use a multiple of {processes}"
         )
     per_process = devices // processes
     chosen = [device for index in range(processes) for device in _process_devices(index)[:per_process]]
@@ -135,7 +138,7 @@ def check_global_batch(batch_size: int, mesh: Mesh) -> None:
         raise ValueError(
             f"the global batch of {batch_size} does not divide over {devices} devices; use a multiple of "
             f"{devices} "
-            f"(for example {lower} or {lower + devices}) or change `devices`"
+            f"(for example {lower} or {lower + devices}) or change --devices"
         )
 
 

@@ -82,7 +82,7 @@ class WorkdirLock:
         try:
             fd = os.open(os.path.join(self.workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:  # a read-only file system, say: the folder cannot be written at all
-            raise OSError(f"workdir {self.workdir} is not writable: {error.strerror or error}") from None
+            raise OSError(f"--workdir {self.workdir} is not writable: {error.strerror or error}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -90,8 +90,8 @@ class WorkdirLock:
             os.close(fd)
             who = f"PID {holder[0]} on {holder[1]}" if len(holder) == 2 else "a process that is starting"
             raise WorkdirInUseError(
-                f"workdir {self.workdir} is being written by another run ({who}); one run writes a folder at "
-                "a time: wait for it to end (or stop it), or use another `workdir`"
+                f"--workdir {self.workdir} is being written by another run ({who}); one run writes a folder "
+                "at a time: wait for it to end (or stop it), or use another --workdir"
             ) from None
         line = f"{os.getpid()} {socket.gethostname()}\n".encode()
         os.pwrite(fd, line, 0)  # over the last holder's line, never leaving the file empty
@@ -180,7 +180,7 @@ def save(
                 if good is not None
                 else "no checkpoint was written before. "
             )
-            + "Free space or make the directory writable, then continue with `resume`"
+            + "Free space or make the directory writable, then continue with --resume"
         ) from error
     if parallel.is_primary():
         shutil.rmtree(os.path.join(checkpoint_dir(workdir), TRASH), ignore_errors=True)
@@ -225,7 +225,7 @@ def restore_newest(
             f"no checkpoint in {checkpoint_dir(workdir)} could be read: "
             + "; ".join(f"step {step}: {reason}" for step, reason in damaged)
             + f". Nothing was moved or changed{_details(workdir)}. To train again, start a new run in "
-            "another `workdir` (or `overwrite` this one, which deletes these checkpoints)"
+            "another --workdir (or --overwrite this one, which deletes these checkpoints)"
         )
     return None, None
 
@@ -245,10 +245,10 @@ def check_shapes(saved: Any, expected: Any, workdir: str, step: int) -> None:
     held = f"{theirs[name]}" if name in theirs else "no such parameter"
     built = f"{ours[name]}" if name in ours else "no such parameter"
     raise RunConfigError(
-        f"resume: {os.path.join(workdir, 'config.json')} does not describe the run's checkpoints: parameter "
-        f"{name} is {held} in checkpoint step {step} but {built} in the model the file builds; the file "
-        "was changed after the run started. The checkpoints are intact and nothing was moved or changed: "
-        "restore the file's settings as the run was started"
+        f"--resume: {os.path.join(workdir, 'config.json')} does not describe the run's checkpoints: "
+        f"parameter {name} is {held} in checkpoint step {step} but {built} in the model the file builds; "
+        "the file was changed after the run started. The checkpoints are intact and nothing was moved or "
+        "changed: restore the file's settings as the run was started"
     )
 
 
@@ -296,7 +296,7 @@ def read_metrics(path: str, warn: Warn) -> list[dict[str, Any]]:
                 raise ValueError(
                     f"{path} line {number} is not a metrics record ({line[:60]!r}); the file is damaged in "
                     "the middle: "
-                    "fix or delete that line, then `resume`"
+                    "fix or delete that line, then --resume"
                 ) from None
             warn(
                 f"dropped the torn last line of {path} (line {number}, {line[:60]!r}): the run was stopped "
@@ -335,7 +335,7 @@ class MetricsLog:
             except OSError as error:
                 raise OSError(
                     f"could not append to {self.path}: {error.strerror or error}; free space, then continue "
-                    "with `resume` (the last checkpoint is kept)"
+                    "with --resume (the last checkpoint is kept)"
                 ) from None
             if self.also is not None:  # TensorBoard's events, say
                 self.also(record)

@@ -261,7 +261,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError:
         raise ValueError(
-            "data digits needs scikit-learn: pip install -e '.[digits]' (without it, set VGG_JAX_DIGITS "
+            "--data digits needs scikit-learn: pip install -e '.[digits]' (without it, set VGG_JAX_DIGITS "
             "to a file written by vgg_jax.training.sources.export_digits on a machine that has it)"
         ) from None
     digits = sklearn_digits()

@@ -69,7 +69,7 @@ class Resolved:
         }
 
 
-def require_pixels(resolved: Resolved, argument: str = "`preprocess`") -> Resolved:
+def require_pixels(resolved: Resolved, argument: str = "--preprocess") -> Resolved:
     """The resolved model, or one line asking for `preprocess` when nothing says how its pixels were
     prepared."""
     if resolved.preprocess is None:

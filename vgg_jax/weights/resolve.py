@@ -32,6 +32,7 @@ from vgg_jax.model.configs import resolve_config
 from vgg_jax.model.infer import SHAPE_FIELDS, config_of, infer_model, init_image_size
 from vgg_jax.model.vgg import VGG
 from vgg_jax.util.images import PIXEL_MODES
+from vgg_jax.util.options import FieldError
 from vgg_jax.weights import formats as weights_lib
 from vgg_jax.weights import runs, zoo
 from vgg_jax.weights.layout import checked
@@ -128,13 +129,13 @@ def resolve(
             the layer names of our own formats, else D).
         preprocess: overrides the pixel convention the weights carry ("torch", "caffe", "paper").
         source: the source of a bare published name (default torchvision); a prefix in `spec` wins.
-        argument: the argument that took the spec, for error messages ("init_from").
+        argument: the argument that took the spec, for error messages ("--init-from").
         batch_norm: whether a torchvision state_dict is a `_bn` variant (default: read off the file).
         run_config: a run's config.json as the caller has read it, so that it is read once.
         **model_kwargs: `VGG` fields that do not change the variables (dtype, conv_impl, ...).
     """
     if preprocess is not None and preprocess not in PIXEL_MODES:
-        raise ValueError(f"preprocess must be one of {', '.join(PIXEL_MODES)}, got {preprocess!r}")
+        raise FieldError("preprocess", f"must be one of {', '.join(PIXEL_MODES)}, got {preprocess!r}")
     kind = describe(spec, source)
     if kind == "run":
         resolved = _resolve_run(spec, argument, model_kwargs, run_config)
@@ -318,10 +319,10 @@ def export(
         + (f", {len(named.classes)} class names" if named.classes else "")
     )
     if dst.lower().endswith((".pth", ".pt")):
-        log("note: a .pth file records no pixel convention; pass `preprocess` when you use it")
+        log("note: a .pth file records no pixel convention; pass --preprocess when you use it")
     elif named.preprocess is None:
         log(
             "note: the source does not say which pixels its weights expect, so neither does the output; pass "
-            "`preprocess` torch|caffe to record it"
+            "--preprocess torch|caffe to record it"
         )
     return named

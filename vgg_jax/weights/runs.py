@@ -251,7 +251,7 @@ def state_on_one_device(manager: ocp.CheckpointManager, step: int) -> Any:
     )
 
 
-def restore_state(workdir: str, argument: str = "init_from", step: Optional[int] = None) -> tuple[int, Any]:
+def restore_state(workdir: str, argument: str = "--init-from", step: Optional[int] = None) -> tuple[int, Any]:
     """A finished checkpoint's train state (the newest, or `step`), whole on one device, as (step, state); the
     run is not changed.
 
@@ -331,7 +331,7 @@ def config_error(argument: str, path: str, problem: str) -> RunConfigError:
     )
 
 
-def read_config(workdir: str, argument: str = "resume") -> dict[str, Any]:
+def read_config(workdir: str, argument: str = "--resume") -> dict[str, Any]:
     """A run's config.json as a dict, older layouts migrated (`migrate`); one-line errors naming the file
     when it is missing, garbled or not an object."""
     path = os.path.join(workdir, CONFIG)

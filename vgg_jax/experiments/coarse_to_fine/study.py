@@ -361,7 +361,7 @@ def run_experiment(
     results_path = os.path.join(workdir, "results.json")
     if os.path.exists(results_path) and not overwrite:
         raise ValueError(
-            f"{workdir} already holds an experiment (results.json); pass `overwrite` to replace it"
+            f"{workdir} already holds an experiment (results.json); pass --overwrite to replace it"
         )
     sources, runs = plan(targets, arms)
     if not c2f_report.plot_available():
