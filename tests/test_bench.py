@@ -495,3 +495,21 @@ def test_every_mode_runs_a_batch_norm_model_with_its_statistics():
             assert "conv1_1_bn" in out[0].batch_stats
         else:
             assert set(out) == set(variables["params"])
+
+
+def test_bfloat16_on_a_cpu_without_bf16_units_says_in_one_line_it_will_be_slower(monkeypatch):
+    for flags, dtypes, platform, says in (
+        ({"avx2", "fma"}, ("float32", "bfloat16"), "cpu", True),  # Zen 3: no bf16 units
+        ({"avx512f", "avx512_bf16"}, ("bfloat16",), "cpu", False),  # Zen 4/5, Cooper Lake and later
+        ({"avx512f", "amx_bf16", "amx_tile"}, ("bfloat16",), "cpu", False),  # Sapphire Rapids
+        ({"avx2"}, ("float32",), "cpu", False),
+        ({"avx2"}, ("bfloat16",), "gpu", False),
+        (set(), ("bfloat16",), "cpu", False),  # flags unknown (not Linux): nothing claimed
+    ):
+        monkeypatch.setattr(hardware, "cpu_features", lambda flags=flags: frozenset(flags))
+        monkeypatch.setattr(
+            hardware, "has_bf16_units", lambda flags=flags: bool({"avx512_bf16", "amx_bf16"} & flags)
+        )
+        notice = hardware.bf16_notice(dtypes, platform)
+        assert (notice is not None) == says, (flags, dtypes, platform)
+        assert notice is None or ("slower than float32" in notice and "\n" not in notice)

@@ -108,3 +108,28 @@ def test_model_gradients_agree_between_conv_impls(tiny_a):
             assert relative(ours, theirs) < bound, conv_impl
     with pytest.raises(ValueError, match="conv_impl must be one of"):
         VGG(conv_impl="winograd")  # measured, slower everywhere, and removed (docs/benchmarks.md)
+
+
+@pytest.mark.parametrize("kernel_size", [3, 1])
+def test_bfloat16_row_dots_equal_the_convolution_and_are_taken_where_the_cpu_has_bf16_units(
+    monkeypatch, kernel_size
+):
+    """`_row_dots` is the same 'SAME' convolution (in float32 it matches `lax.conv` to rounding); a bf16
+    `conv_same` on a small map takes it where the CPU has bf16 units, value and input gradient alike, and
+    a large map or a CPU without them keeps the convolution."""
+    key = jax.random.key(3)
+    inputs = jax.random.normal(key, (2, 6, 5, 8))
+    kernel = jax.random.normal(jax.random.fold_in(key, 1), (kernel_size, kernel_size, 8, 4))
+    reference = lax.conv_general_dilated(inputs, kernel, (1, 1), "SAME", dimension_numbers=DIMENSIONS)
+    np.testing.assert_allclose(conv._row_dots(inputs, kernel), reference, rtol=1e-5, atol=1e-5)
+    taken = []
+    monkeypatch.setattr(conv, "_row_dots", lambda *a, real=conv._row_dots: taken.append(1) or real(*a))
+    bf16 = (inputs.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+    for units, limit, expected in ((True, 64, 2), (False, 64, 0), (True, 29, 0)):
+        taken.clear()
+        monkeypatch.setattr(conv, "_bf16_dots", lambda units=units: units)
+        monkeypatch.setattr(conv, "BF16_DOT_MAX_PIXELS", limit)
+        value, grad = jax.value_and_grad(lambda x: conv_same(x, bf16[1]).astype(jnp.float32).sum())(bf16[0])
+        assert len(taken) == expected  # the value, and the input gradient (a forward convolution too)
+        np.testing.assert_allclose(np.asarray(value, np.float32), float(reference.sum()), rtol=0.05, atol=1.0)
+        assert grad.dtype == jnp.bfloat16 and grad.shape == inputs.shape

@@ -690,8 +690,9 @@ def run(spec: BenchSpec, log: Callable[[str], None] = print) -> list[dict[str, A
         raise BenchError(str(error)) from None
     device = mesh.devices.flat[0]
     spec, notice = resolve_sizes(spec, device.platform)
-    if notice:
-        log(notice)
+    for line in (notice, hardware.bf16_notice(spec.dtypes, device.platform)):
+        if line:
+            log(line)
     info = hardware.device_info(device)
     log(
         f"Device: {info['device_kind']} ({info['backend']}), jax {jax.__version__}, "

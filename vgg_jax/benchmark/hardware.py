@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import jax
 
+from vgg_jax.util.xla_flags import cpu_features, has_bf16_units
+
 # (pattern on jax's device_kind, name, {compute dtype: dense peak TFLOP/s}).
 # float32 on NVIDIA Ampere and later: XLA runs f32 convs and matmuls on tensor
 # cores as TF32 by default, so the TF32 dense rate is the honest ceiling.
@@ -76,6 +78,16 @@ def xla_flags() -> list[str]:
     """The XLA flags in force from the environment (XLA_FLAGS, LIBTPU_INIT_ARGS)."""
     flags = os.environ.get("XLA_FLAGS", "").split() + os.environ.get("LIBTPU_INIT_ARGS", "").split()
     return flags
+
+
+def bf16_notice(dtypes: Any, platform_name: str) -> Optional[str]:
+    """One line for a bfloat16 run on a CPU without bf16 units, where it is slower than float32; else None."""
+    if "bfloat16" not in dtypes or platform_name != "cpu" or not cpu_features() or has_bf16_units():
+        return None
+    return (
+        "note: this CPU has no bfloat16 units (no avx512_bf16 or amx_bf16 in /proc/cpuinfo): bfloat16 "
+        "will run slower than float32 here (docs/bench.md)"
+    )
 
 
 def cpu_name() -> Optional[str]:

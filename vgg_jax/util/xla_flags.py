@@ -20,6 +20,7 @@ every JAX computation in the process, so:
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from typing import Optional
@@ -27,6 +28,28 @@ from typing import Optional
 CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=individual_convolution,individual_dot",)
 MEASURED_JAXLIB = ("0.10.",)
 ENVIRONMENT_SWITCH = "VGG_JAX_XLA_CPU_FLAGS"
+
+
+# The x86 CPU features (/proc/cpuinfo) of units that multiply bfloat16: AVX512-BF16's dot products, AMX tiles.
+BF16_FEATURES = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def cpu_features() -> frozenset[str]:
+    """The host CPU's feature flags, where /proc/cpuinfo has them (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def has_bf16_units() -> bool:
+    """Whether the host CPU multiplies bfloat16 natively (`BF16_FEATURES`)."""
+    return bool(cpu_features() & set(BF16_FEATURES))
 
 
 class FlagsNotApplied(RuntimeWarning):
