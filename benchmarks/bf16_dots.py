@@ -1,13 +1,14 @@
-"""bfloat16 convolutions as dots on a CPU with bfloat16 units: VGG-16 before and after, in one process.
+"""bfloat16 on a CPU with bfloat16 units: VGG-16 before and after, in one process.
 
     python benchmarks/bf16_dots.py [ROUNDS]
 
-Each round times D at batch 4, 224 px, forward and forward-backward, in float32 and in bfloat16 with
-the row dots off (`conv.BF16_DOT_MAX_PIXELS = 0`: every bfloat16 convolution is XLA's) and on (the
-library's default: maps of at most 56x56 pixels go through `_row_dots`), in turn, through
-`bench.run` (the library's own timing, 3 steps after 1 warm-up). Prints each round's img/s and the
-medians; docs/benchmarks.md has the figures. On a CPU without bfloat16 units the row dots are never
-taken, and the two bfloat16 rows measure the same thing.
+Each round times D at batch 4, 224 px, forward and forward-backward, through `bench.run` (the
+library's own timing, 3 steps after 1 warm-up), in turn: float32; bfloat16 with every convolution
+XLA's (`conv.BF16_DOT_MAX_PIXELS = 0`, the wide blocks in bfloat16: before); with the row dots on maps
+of at most 56x56 (`conv._row_dots`); and with the wide blocks in float32 too (`conv.block_dtype`: the
+library's default, after). Prints each round's img/s and the medians; docs/benchmarks.md has the
+figures. On a CPU without bfloat16 units neither is ever taken, and the bfloat16 rows measure the same
+thing.
 """
 
 import statistics
@@ -30,15 +31,19 @@ def rates(dtype: str) -> dict[str, float]:
 
 def main(rounds: int) -> None:
     default = conv.BF16_DOT_MAX_PIXELS
-    arms = {"float32": ("float32", default), "bfloat16, XLA's conv": ("bfloat16", 0)}
-    arms["bfloat16, row dots"] = ("bfloat16", default)
+    arms = {
+        "float32": ("float32", default, True),
+        "bfloat16, XLA's conv": ("bfloat16", 0, False),
+        "bfloat16, row dots": ("bfloat16", default, False),
+        "bfloat16, row dots, wide maps in float32": ("bfloat16", default, True),
+    }
     seen: dict[str, list[dict[str, float]]] = {name: [] for name in arms}
     for round_index in range(rounds):
-        for name, (dtype, limit) in arms.items():
-            conv.BF16_DOT_MAX_PIXELS = limit
+        for name, (dtype, limit, wide) in arms.items():
+            conv.BF16_DOT_MAX_PIXELS, conv.BF16_WIDE_MAPS_IN_FLOAT32 = limit, wide
             seen[name].append(rates(dtype))
             print(f"round {round_index + 1} {name}: {seen[name][-1]}", flush=True)
-    conv.BF16_DOT_MAX_PIXELS = default
+    conv.BF16_DOT_MAX_PIXELS, conv.BF16_WIDE_MAPS_IN_FLOAT32 = default, True
     for name, runs in seen.items():
         medians = {mode: statistics.median(run[mode] for run in runs) for mode in runs[0]}
         print(f"median {name}: " + ", ".join(f"{mode} {rate:.2f} img/s" for mode, rate in medians.items()))

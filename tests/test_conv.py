@@ -133,3 +133,20 @@ def test_bfloat16_row_dots_equal_the_convolution_and_are_taken_where_the_cpu_has
         assert len(taken) == expected  # the value, and the input gradient (a forward convolution too)
         np.testing.assert_allclose(np.asarray(value, np.float32), float(reference.sum()), rtol=0.05, atol=1.0)
         assert grad.dtype == jnp.bfloat16 and grad.shape == inputs.shape
+
+
+def test_a_bfloat16_model_on_a_cpu_with_bf16_units_keeps_its_wide_blocks_in_float32(monkeypatch):
+    """`conv.block_dtype`: where bf16 only adds conversions (maps wider than `BF16_DOT_MAX_PIXELS`, on a CPU
+    with bf16 units) a bf16 model's block computes in float32; narrower blocks compute in bf16; float32
+    models and CPUs without the units are as they were. Same variables either way."""
+    monkeypatch.setattr(conv, "BF16_DOT_MAX_PIXELS", 16 * 16)
+    model = tiny_vgg("A", dtype=jnp.bfloat16, conv_impl="custom_vjp")
+    images = random_images((1, 64, 64, 3))
+    variables = jax.jit(model.init)(jax.random.key(0), images)
+    for units, first in ((True, jnp.float32), (False, jnp.bfloat16)):
+        monkeypatch.setattr(conv, "_bf16_dots", lambda units=units: units)
+        shapes = jax.eval_shape(lambda v: model.apply(v, images, method=VGG.features), variables)
+        assert shapes["conv1_1"].dtype == first and shapes["conv2_1"].dtype == first  # 64x64, 32x32 maps
+        assert shapes["conv3_1"].dtype == jnp.bfloat16  # 16x16: within the limit
+        assert jax.eval_shape(model.apply, variables, images).dtype == jnp.float32
+    assert conv.block_dtype(jnp.float32, 224, 224) == jnp.float32

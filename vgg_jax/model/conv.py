@@ -35,6 +35,19 @@ def _forward(inputs: jax.Array, kernel: jax.Array) -> jax.Array:
     return lax.conv_general_dilated(inputs, kernel, (1, 1), "SAME", dimension_numbers=DIMENSIONS)
 
 
+# bfloat16 on a CPU with bf16 units: a block on maps larger than BF16_DOT_MAX_PIXELS computes in float32
+# (docs/benchmarks.md): XLA:CPU has no fast bf16 convolution, so there bf16 only adds conversions.
+BF16_WIDE_MAPS_IN_FLOAT32 = True
+
+
+def block_dtype(dtype: Any, height: int, width: int) -> Any:
+    """The dtype a conv block on `height` x `width` maps computes in, for a model of compute `dtype`."""
+    wide = height * width > BF16_DOT_MAX_PIXELS
+    if dtype == jnp.bfloat16 and wide and BF16_WIDE_MAPS_IN_FLOAT32 and _bf16_dots():
+        return jnp.float32
+    return dtype
+
+
 def _bf16_dots() -> bool:
     """Whether bfloat16 convolutions go through dots here: on the CPU backend, on a CPU with bf16 units."""
     from vgg_jax.util.xla_flags import has_bf16_units

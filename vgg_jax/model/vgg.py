@@ -29,7 +29,7 @@ from vgg_jax.model.configs import (
     resolve_config,
     scaled,
 )
-from vgg_jax.model.conv import flax_conv
+from vgg_jax.model.conv import block_dtype, flax_conv
 from vgg_jax.model.layers import LocalResponseNorm, max_pool_2x2, relu_output_mask
 from vgg_jax.util.options import FieldError, resumable
 
@@ -330,7 +330,9 @@ class VGG(nn.Module):
             (output, every named activation of this block).
         """
         init = initializers(self.init_scheme)
-        conv_function = conv_function_for(resolve_conv_impl(self.conv_impl))
+        conv_impl = resolve_conv_impl(self.conv_impl)
+        conv_function = conv_function_for(conv_impl)
+        dtype = block_dtype(self.dtype, *x.shape[1:3]) if conv_impl == "custom_vjp" else self.dtype
         outputs: dict[str, jax.Array] = {}
         conv_index = 0
         for layer in CONFIGS[config][block_index - 1]:
@@ -341,7 +343,7 @@ class VGG(nn.Module):
                     scaled(layer.features, self.width_scale),
                     (layer.kernel_size, layer.kernel_size),
                     padding="SAME",
-                    dtype=self.dtype,
+                    dtype=dtype,
                     param_dtype=self.param_dtype,
                     kernel_init=init["conv"],
                     bias_init=init["bias"],
@@ -353,7 +355,7 @@ class VGG(nn.Module):
                         use_running_average=not train or self._is_frozen(config, f"conv{suffix}"),
                         momentum=0.9,
                         epsilon=1e-5,
-                        dtype=self.dtype,
+                        dtype=dtype,
                         param_dtype=self.param_dtype,
                         name=f"conv{suffix}_bn",
                     )(x)
