@@ -71,8 +71,8 @@ def parse(
         args=argv,
         prog=prog_name(script),
         description=_description(doc),
-        default=default,
         config=(tyro.conf.OmitArgPrefixes,),
+        **({} if default is None else {"default": default}),
     )
 
 
