@@ -73,6 +73,12 @@ def _config(text: str) -> str:
 PEERS = ("torch", "torch-compile")  # torchvision eager, and under torch.compile
 
 
+def _backend_default(key: str, help: str, **arg: Any) -> Any:
+    """A size flag whose default is the backend's (`ACCELERATOR_DEFAULTS`, `CPU_DEFAULTS`): both shown."""
+    hint = f"(default {ACCELERATOR_DEFAULTS[key]}; CPU {CPU_DEFAULTS[key]})"
+    return tyro.conf.arg(help=help, help_behavior_hint=hint, **arg)
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchSpec:
     """What to benchmark; one field per `scripts/bench.py` flag, VGG's settings held whole in `model` (their
@@ -87,28 +93,15 @@ class BenchSpec:
     batch_sizes: Annotated[
         Optional[tuple[int, ...]],
         comma("N[,N]", positive),
-        tyro.conf.arg(
+        _backend_default(
+            "batch_size",
+            "global batch size (split over the devices), or a comma-separated sweep",
             name="batch-size",
             aliases=("--batch-sizes",),
-            help="global batch size (split over the devices), or a comma-separated sweep",
-            help_behavior_hint=f"(default {ACCELERATOR_DEFAULTS['batch_size']}; CPU "
-            f"{CPU_DEFAULTS['batch_size']})",
         ),
     ] = None
-    steps: Annotated[
-        Optional[int],
-        tyro.conf.arg(
-            help="timed steps",
-            help_behavior_hint=f"(default {ACCELERATOR_DEFAULTS['steps']}; CPU {CPU_DEFAULTS['steps']})",
-        ),
-    ] = None
-    warmup: Annotated[
-        Optional[int],
-        tyro.conf.arg(
-            help="untimed steps after compiling",
-            help_behavior_hint=f"(default {ACCELERATOR_DEFAULTS['warmup']}; CPU {CPU_DEFAULTS['warmup']})",
-        ),
-    ] = None
+    steps: Annotated[Optional[int], _backend_default("steps", "timed steps")] = None
+    warmup: Annotated[Optional[int], _backend_default("warmup", "untimed steps after compiling")] = None
     image_size: int = 224
     """square image size in pixels"""
     dtypes: Annotated[

@@ -84,8 +84,9 @@ def fail(prog: str, error: BaseException | str, status: int = 2, config_class: O
     traceback. A `FieldError` of `config_class`'s fields names the field's
     flag.
     """
-    if isinstance(error, FieldError) and config_class is not None and flag(config_class, error.field):
-        error = f"{flag(config_class, error.field)} {error.problem}"
+    named = flag(config_class, error.field) if isinstance(error, FieldError) and config_class else None
+    if named:
+        error = f"{named} {error.problem}"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = lines[0] if lines else type(error).__name__
     if len(lines) > 1:
