@@ -7,7 +7,8 @@ At one model (config A, 32 px, width 0.25, fc 256, batch 64, 10 classes), each r
 every 20, evaluations and checkpoints out of the way; one epoch of the synthetic set is 32 steps at
 batch 64, so `--max-steps` alone stops at 32), and the loop again on a pack of 2,048
 40x40 JPEGs at short side 32 (`--data packed:`) in fresh processes, one after the other. The loop's rate
-is the median of its logged windows after the first; the ratio is loop / step. Then one loop runs in
+is the median of its logged windows after the first; the ratio is loop / step; and the train loader
+alone, its CPU time per batch (all its threads, 600 batches). Then one loop runs in
 this process with its host work timed by part (the input, the transfer, the step's dispatch, the wait
 for the metrics, the rest): on a CPU every millisecond the host spends is taken from the step's
 threads. Prints the medians over the rounds (docs/benchmarks.md).
@@ -66,6 +67,32 @@ def loop_rate(folder: str, tree: str, data: str = "synthetic") -> float:
         if "loss" in r
     ]
     return statistics.median(rates[1:])
+
+
+LOADER_CPU = """
+import resource, sys
+from vgg_jax.training import data, sources
+loader = data.make_loader(sources.SyntheticSource(2048, 32, 10, 0),
+    data.TrainTransform(32, None, True, 0.0, None, None, on_device=True), 64, seed=0, shuffle=True,
+    shard_index=0, shard_count=1)
+batches = iter(loader)
+for _ in range(20):
+    next(batches)
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+begin = cpu()
+for _ in range(600):
+    next(batches)
+print((cpu() - begin) * 1e3 / 600)
+"""
+
+
+def loader_cpu(tree: str) -> float:
+    """The train loader's CPU time (all its threads) per batch of 64 at the loop's settings, ms."""
+    out = subprocess.run(
+        [sys.executable, "-c", LOADER_CPU], check=True, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": tree}, cwd=tree,  # -c puts the working folder first on the path
+    )  # fmt: skip
+    return float(out.stdout.split()[-1])
 
 
 def host_split(folder: str) -> dict[str, float]:
@@ -162,9 +189,11 @@ def main() -> None:
                 steps[tree].append(bench_rate(folder, tree))
                 loops[tree].append(loop_rate(folder, tree))
                 loops[tree, "packed"].append(loop_rate(folder, tree, packed))
+                loops[tree, "input"].append(loader_cpu(tree))
                 print(f"{tree}: step {steps[tree][-1]:.0f} img/s, loop {loops[tree][-1]:.0f} img/s "
                       f"({loops[tree][-1] / steps[tree][-1]:.3f}x), on packed input "
-                      f"{loops[tree, 'packed'][-1]:.0f} img/s", flush=True)  # fmt: skip
+                      f"{loops[tree, 'packed'][-1]:.0f} img/s; the loader alone "
+                      f"{loops[tree, 'input'][-1]:.2f} ms CPU a batch", flush=True)  # fmt: skip
         for tree in trees:
             ratios = [loop / step for loop, step in zip(loops[tree], steps[tree])]
             packed_ratios = [p / s for p, s in zip(loops[tree, "packed"], loops[tree])]
@@ -173,7 +202,8 @@ def main() -> None:
                 f"{statistics.median(loops[tree]):.0f} img/s, loop/step {statistics.median(ratios):.3f}x "
                 f"(range {min(ratios):.3f}-{max(ratios):.3f}); packed/synthetic "
                 f"{statistics.median(packed_ratios):.3f}x "
-                f"(range {min(packed_ratios):.3f}-{max(packed_ratios):.3f})"
+                f"(range {min(packed_ratios):.3f}-{max(packed_ratios):.3f}); the loader alone "
+                f"{statistics.median(loops[tree, 'input']):.2f} ms CPU a batch"
             )
         for name, ms in host_split(folder).items():
             print(f"  {name:<22} {ms:7.2f} ms/step")

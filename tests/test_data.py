@@ -184,6 +184,41 @@ def test_stream_is_a_function_of_the_seed_and_resumes_exactly():
     )
 
 
+@pytest.mark.parametrize("length", [2048, 2049, 4099, 65536, 70001])
+def test_an_epochs_order_is_grains_index_shuffle(length):
+    from grain.experimental import index_shuffle
+
+    for seed in (0, 7, 2**32 - 1):
+        order = data._epoch_order(length, seed)
+        assert np.array_equal(np.sort(order), np.arange(length))
+        picked = np.random.default_rng(seed).choice(length, 200, replace=False)
+        expected = [index_shuffle(int(k), max_index=length - 1, seed=seed, rounds=4) for k in picked]
+        assert order[picked].tolist() == expected
+
+
+@pytest.mark.parametrize("length", [300, 2100])  # an epoch's order per index, and whole
+def test_the_stream_is_grains_pipeline_that_checkpoints_were_written_with(length):
+    """Positions saved by the Grain pipeline that `_Stream` replaced name the same elements and draws."""
+    import grain
+
+    source = sources.SyntheticSource(length, 36, 10, seed=2)
+    transform = data.TrainTransform(32, scale=(32, 40), pca_std=0.1, on_device=True)
+    for shard_index, shard_count in ((0, 1), (1, 3)):
+        per_shard = length // shard_count * shard_count
+        grains = (
+            grain.MapDataset.source(source)[:per_shard][shard_index::shard_count]
+            .shuffle(5)
+            .repeat(None)
+            .random_map(transform, seed=5)
+        )
+        stream = data._Stream(source, transform, 5, True, None, shard_index, shard_count)
+        positions = [0, 1, 17, per_shard // shard_count - 1, 3 * (per_shard // shard_count) + 4, 10**6 + 3]
+        for position, element in stream.read(positions):
+            expected = grains[position]
+            for key in ("image", "shift", "label"):
+                np.testing.assert_array_equal(element[key], expected[key])
+
+
 def test_shards_split_the_data():
     source = sources.ArraySource(
         np.zeros((16, 32, 32, 3), np.uint8), np.arange(16), 16

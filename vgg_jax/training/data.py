@@ -12,12 +12,16 @@ colour shift, and mean-RGB subtraction.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import os
+import sys
 from typing import Any, Optional, Sequence, Union
 
 import grain
 import numpy as np
+from grain.experimental import index_shuffle
 
 from vgg_jax.training.packed import PackedSource, read_meta
 from vgg_jax.training.sources import (
@@ -199,52 +203,65 @@ def make_loader(
             f"a dataset of {len(source)} examples cannot fill a batch of {batch_size} on {shard_count} "
             "processes"
         )
-    per_shard = len(source) // shard_count * shard_count  # equal shards: the remainder is left out
-    dataset = grain.MapDataset.source(_Boxed(source))[:per_shard][shard_index::shard_count]
-    if shuffle:
-        dataset = dataset.shuffle(seed)  # a new permutation each epoch
-    dataset = dataset.repeat(num_epochs)
-    if isinstance(transform, grain.transforms.RandomMap):
-        dataset = dataset.random_map(_RandomUnlessNone(transform), seed=seed)
-    else:
-        dataset = dataset.map(_UnlessNone(transform))
-    return Loader(dataset.map_with_index(_with_index), batch_size, drop_remainder, worker_count)
+    return Loader(
+        _Stream(source, transform, seed, shuffle, num_epochs, shard_index, shard_count),
+        batch_size,
+        drop_remainder,
+        worker_count,
+    )
 
 
-class _Boxed:
-    """A source whose elements are 1-tuples, so that an unreadable file's None keeps its place in the stream
-    (Grain drops None elements, and with them the count the iterator's position rests on)."""
+class _Stream:
+    """`make_loader`'s elements: position p -> (p, transformed element, or None for an unreadable file).
 
-    def __init__(self, source: Any):
-        self.source = source
+    Position p is element k of this process's shard (every `shard_count`-th
+    example from `shard_index`, the shards equal, the remainder left out) in
+    epoch e = p // n, where k is p % n permuted by Grain's `index_shuffle` with
+    seed + e; its random transform draws from a Philox generator of `seed` at
+    counter (0, 0, 0, p). These are the rules of Grain's
+    `source[:m][shard::count].shuffle(seed).repeat().random_map(t, seed)`, the
+    pipeline this replaced, so a run resumed from an older checkpoint goes on
+    with the same batches; read a chunk at a time, it skips Grain's
+    per-element bookkeeping in each stage, which took twice the transform's
+    own time (docs/benchmarks.md). Positions are read by several threads at
+    once, so `read` keeps no state.
+    """
 
-    def __len__(self) -> int:
-        return len(self.source)
+    def __init__(
+        self,
+        source: Any,
+        transform: grain.transforms.Transformation,
+        seed: int,
+        shuffle: bool,
+        num_epochs: Optional[int],
+        shard_index: int,
+        shard_count: int,
+    ):
+        self.source, self.transform, self.seed, self.shuffle = source, transform, seed, shuffle
+        self.shard_index, self.shard_count = shard_index, shard_count
+        self.epoch_length = len(source) // shard_count
+        self.length = sys.maxsize if num_epochs is None else num_epochs * self.epoch_length
+        self.random = isinstance(transform, grain.transforms.RandomMap)
 
-    def __getitem__(self, index: int) -> tuple[Any]:
-        return (self.source[index],)
-
-    def __repr__(self) -> str:
-        return repr(self.source)
-
-
-class _UnlessNone:
-    """A Map transform of a boxed element that passes over an unreadable file (dropped when batching)."""
-
-    def __init__(self, transform: Any):
-        self.transform = transform
-
-    def __call__(self, box: tuple[Any]) -> tuple[Any]:
-        return (None if box[0] is None else self.transform.map(box[0]),)
-
-
-class _RandomUnlessNone(_UnlessNone):
-    def __call__(self, box: tuple[Any], rng: np.random.Generator) -> tuple[Any]:  # type: ignore[override]
-        return (None if box[0] is None else self.transform.random_map(box[0], rng),)
-
-
-def _with_index(index: int, box: tuple[Any]) -> tuple[int, Any]:
-    return index, box[0]
+    def read(self, positions: range) -> list[tuple[int, Any]]:
+        if self.random:
+            rng = np.random.Generator(np.random.Philox(self.seed))
+            state = rng.bit_generator.state
+        elements = []
+        for position in positions:
+            epoch, k = divmod(position, self.epoch_length)
+            if self.shuffle:
+                k = _shuffled(k, self.epoch_length, (self.seed + epoch) % 2**32)
+            element = self.source[self.shard_index + k * self.shard_count]
+            if element is not None and not self.random:
+                element = self.transform.map(element)
+            elif element is not None:  # Grain's RandomMap draws: the generator at (0, 0, 0, position)
+                state["state"]["counter"] = np.array([0, 0, 0, position], np.uint64)
+                state.update(buffer=np.zeros(4, np.uint64), buffer_pos=4, has_uint32=0, uinteger=0)
+                rng.bit_generator.state = state
+                element = self.transform.random_map(element, rng)
+            elements.append((position, element))
+        return elements
 
 
 def _worker_init(worker_index: int, worker_count: int) -> None:
@@ -285,9 +302,9 @@ def _end_with_parent() -> None:
 class Loader:
     """An iterable of batches (`make_loader`); its iterators resume from `get_state()`, any worker count."""
 
-    def __init__(self, dataset: Any, batch_size: int, drop_remainder: bool, worker_count: int):
-        self.dataset, self.batch_size, self.drop_remainder, self.worker_count = (
-            dataset,
+    def __init__(self, stream: _Stream, batch_size: int, drop_remainder: bool, worker_count: int):
+        self.stream, self.batch_size, self.drop_remainder, self.worker_count = (
+            stream,
             batch_size,
             drop_remainder,
             worker_count,
@@ -316,7 +333,7 @@ class LoaderIterator:
 
     def _open(self) -> Any:
         loader = self.loader
-        dataset = _Chunks(loader.dataset[self.position :], loader.batch_size).to_iter_dataset(READ_AHEAD)
+        dataset = _Chunks(loader.stream, self.position, loader.batch_size).to_iter_dataset(READ_AHEAD)
         if loader.worker_count > 0:
             from absl import flags
 
@@ -384,31 +401,108 @@ class LoaderIterator:
             chunks.close()
 
 
+def _shuffled(index: int, length: int, seed: int) -> int:
+    """`grain.experimental.index_shuffle(index, length - 1, seed, rounds=4)`, from a whole epoch's order
+    where that is cheaper: Grain's cipher works on blocks of at least 16 bits and walks each index until it
+    falls below `length`, about 10 us an index for 2,048 examples."""
+    if SHUFFLE_TABLE_LENGTHS[0] <= length <= SHUFFLE_TABLE_LENGTHS[1]:
+        return int(_epoch_order(length, seed)[index])
+    return index_shuffle(index, max_index=length - 1, seed=seed, rounds=4)
+
+
+SHUFFLE_TABLE_LENGTHS = (2**11, 2**24)
+"""The epoch lengths whose order is computed whole (below, the walks are long; above, the table is)."""
+
+
+@functools.lru_cache(maxsize=2)  # an epoch's and, while a chunk crosses into it, the next one's
+def _epoch_order(length: int, seed: int) -> np.ndarray:
+    """Grain's `index_shuffle` of every index of [0, length), vectorised: Simon with 4 round keys from
+    `std::seed_seq{seed}`, on blocks of 2W >= 16 bits, each index encrypted until it is below `length`
+    (cycle walking). Its C++ is the reference (tests/test_data.py)."""
+    block = math.ceil(math.log2(length - 1))
+    width = max(block + block % 2, 16) // 2
+    keys = _seed_seq(seed, 4)
+    encrypted = _simon(np.arange(1 << (2 * width), dtype=np.uint64), keys, width)
+    order = _simon(np.arange(length, dtype=np.uint64), keys, width)
+    walking = np.flatnonzero(order >= length)
+    while walking.size:
+        order[walking] = encrypted[order[walking]]
+        walking = walking[order[walking] >= length]
+    return order.astype(np.int64)
+
+
+def _seed_seq(seed: int, count: int) -> list[int]:
+    """`std::seed_seq{seed}.generate` of `count` 32-bit words (the C++ standard's [rand.util.seedseq])."""
+    mask, words = 0xFFFFFFFF, [0x8B8B8B8B] * count
+    t = (
+        11
+        if count >= 623
+        else 7
+        if count >= 68
+        else 5
+        if count >= 39
+        else 3
+        if count >= 7
+        else (count - 1) // 2
+    )
+    p = (count - t) // 2
+    q = p + t
+
+    def mix(x: int) -> int:
+        return x ^ (x >> 27)
+
+    for k in range(max(2, count)):
+        r1 = 1664525 * mix(words[k % count] ^ words[(k + p) % count] ^ words[(k - 1) % count]) & mask
+        r2 = (r1 + (1 if k == 0 else k % count + seed if k == 1 else k % count)) & mask
+        words[(k + p) % count] = (words[(k + p) % count] + r1) & mask
+        words[(k + q) % count] = (words[(k + q) % count] + r2) & mask
+        words[k % count] = r2
+    for k in range(max(2, count), max(2, count) + count):
+        r3 = (
+            1566083941 * mix((words[k % count] + words[(k + p) % count] + words[(k - 1) % count]) & mask)
+            & mask
+        )
+        r4 = (r3 - k % count) & mask
+        words[(k + p) % count] ^= r3
+        words[(k + q) % count] ^= r4
+        words[k % count] = r4
+    return words
+
+
+def _simon(values: np.ndarray, keys: list[int], width: int) -> np.ndarray:
+    """The Simon cipher's rounds, two per key pair, on blocks of 2 * `width` bits (uint64 values)."""
+    mask = np.uint64((1 << width) - 1)
+
+    def rotl(x: np.ndarray, r: int) -> np.ndarray:
+        return ((x << np.uint64(r)) | (x >> np.uint64(width - r))) & mask
+
+    def f(x: np.ndarray) -> np.ndarray:
+        return (rotl(x, 1) & rotl(x, 8)) ^ rotl(x, 2)
+
+    left, right = (values >> np.uint64(width)) & mask, values & mask
+    for k1, k2 in zip(keys[::2], keys[1::2]):
+        left = left ^ f(right) ^ (np.uint64(k1) & mask)
+        right = right ^ f(left) ^ (np.uint64(k2) & mask)
+    return (left << np.uint64(width)) | right
+
+
 class _Chunks(grain.MapDataset):
-    """`parent.batch(size, batch_fn=_stack_readable)`, each chunk's elements read in one call.
+    """A stream's runs of `size` positions from `start`, each read in one call and stacked
+    (`_stack_readable`): Grain's reading threads and workers hand over one array per chunk, not one per
+    image."""
 
-    Grain's `batch` asks its parent for one element at a time, and every
-    stage on the way does its bookkeeping per element. Its parent's
-    `_getitems` (Grain's batch read, which its own `batch` uses only as an
-    experiment) does it once per chunk: the same elements, the same random
-    draws (each by its index), and about 30% less host CPU for the input, which
-    on a CPU is taken from the step (docs/benchmarks.md).
-    A Grain without it reads element by element, as `batch` does.
-    """
-
-    def __init__(self, parent: grain.MapDataset, size: int):
-        super().__init__(parent)
-        self._size = size
+    def __init__(self, stream: _Stream, start: int, size: int):
+        super().__init__()
+        self._stream, self._start, self._size = stream, start, size
 
     def __len__(self) -> int:
-        return -(-len(self._parent) // self._size)
+        return max(0, -(-(self._stream.length - self._start) // self._size))
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
             return self.slice(index)
-        indices = list(range(index * self._size, min(len(self._parent), (index + 1) * self._size)))
-        read = getattr(self._parent, "_getitems", None)
-        return _stack_readable(read(indices) if read else [self._parent[i] for i in indices])
+        begin = self._start + index * self._size
+        return _stack_readable(self._stream.read(range(begin, min(self._stream.length, begin + self._size))))
 
     def __str__(self) -> str:
         return f"Chunks(size={self._size})"
