@@ -63,7 +63,9 @@ def test_events_are_summed_per_step_for_the_step_module_only():
 def test_a_real_trace_of_a_jitted_step(tmp_path):
     step = jax.jit(lambda x: jnp.tanh(x @ x.T).sum())
     x = jnp.ones((64, 64))
-    rows = device_profile.profile(lambda: step(x), step.lower(x).compile().as_text(), str(tmp_path), steps=2)
+    rows, _ = device_profile.profile(
+        lambda: step(x), step.lower(x).compile().as_text(), str(tmp_path), steps=2
+    )
     assert rows and all(ms >= 0 for _, ms, _ in rows) and abs(sum(share for *_, share in rows) - 1) < 1e-6
 
 
@@ -101,3 +103,33 @@ def test_torch_kernel_and_operator_names_map_to_the_same_kinds():
     )
     assert kind("triton_poi_fused_relu_threshold_backward_3") == "elementwise fusion"
     assert kind("aten::max_pool2d_with_indices_backward") == "pooling" and kind("aten::addmm") == "matmul"
+
+
+def test_a_vgg_steps_time_is_split_by_layer_and_direction(tmp_path, tiny_a):
+    model, params = tiny_a
+    x = jnp.ones((1, 32, 32, 3))
+
+    @jax.jit
+    def step(params, x):
+        return jax.grad(lambda p: (model.apply(p, x) ** 2).sum())(params)
+
+    hlo = step.lower(params, x).compile().as_text()
+    found = set(device_profile.layers(hlo).values())
+    assert {("conv1_1", "forward"), ("conv1_1", "backward"), ("fc8", "forward"), ("fc8", "backward")} <= found
+    kinds, by_layer = device_profile.profile(lambda: step(params, x), hlo, str(tmp_path), steps=2)
+    assert kinds and {layer for (layer, _), _, _ in by_layer} & {"conv1_1", "conv5_2", "fc6"}
+    table = device_profile.render_layers(by_layer)
+    assert table.index("| conv1_1 |") < table.index("| conv5_2 |") < table.index("| fc6 |")
+
+
+def test_the_by_layer_table_sets_a_peer_beside_ours():
+    ours = [(("conv1_1", "forward"), 2.0, 0.5), (("conv1_1", "backward"), 2.0, 0.5)]
+    peer = [(("conv1_1", "forward"), 3.0, 0.5), (("conv1_1", "backward"), 5.0, 0.5)]
+    table = device_profile.render_layers(ours, peer, "torchvision")
+    assert "| torchvision forward ms |" in table and "| conv1_1 | 2.0 | 2.0 | 3.0 | 5.0 | 2.00x |" in table
+    assert device_profile.records(ours)[0] == {
+        "layer": "conv1_1",
+        "direction": "forward",
+        "ms_per_step": 2.0,
+        "share": 0.5,
+    }

@@ -317,6 +317,7 @@ class _Timed:
     times: list[float] = dataclasses.field(default_factory=list)
     stepper: Any = None  # ours: the compiled step bound to its arguments
     profile: Optional[list] = None  # --profile: (kind, ms per step, share) rows
+    profile_layers: Optional[list] = None  # --profile: ((layer, direction), ms per step, share) rows
 
 
 @dataclasses.dataclass
@@ -402,13 +403,23 @@ def _time_mode(
         entry.times = seconds
     if spec.profile_dir:
         directory = os.path.join(spec.profile_dir, re.sub(r"[^\w.-]+", "_", case.name(mode)))
-        ours.profile = device_profile.profile(ours.stepper.step, ours.compiled.as_text(), directory)
+        ours.profile, ours.profile_layers = device_profile.profile(
+            ours.stepper.step, ours.compiled.as_text(), directory
+        )
         log(f"  device time by kind ({directory}):\n" + device_profile.render(ours.profile))
-        for _, peer, peer_timed in peer_list:  # the same split for torchvision, from torch.profiler
-            peer_timed.profile = device_profile.profile_torch(
-                peer.step, 3, os.path.join(directory, peer.name.replace(" ", "_"))
+        for kind, peer, peer_timed in peer_list:  # the same split for torchvision, from torch.profiler
+            peer_timed.profile, peer_timed.profile_layers = device_profile.profile_torch(
+                peer.step,
+                3,
+                os.path.join(directory, peer.name.replace(" ", "_")),
+                module=peer.module if kind == "torch" else None,
             )
             log(f"  {peer.name}, device time by kind:\n" + device_profile.render(peer_timed.profile))
+        peer_layers = next((t.profile_layers for kind, _, t in peer_list if kind == "torch"), None)
+        log(
+            "  time by layer (ms per step):\n"
+            + device_profile.render_layers(ours.profile_layers, peer_layers, "torchvision")
+        )
     return ours, remat, peer_list
 
 
@@ -517,6 +528,7 @@ def _mode_result(
         result[key] = {"name": peer.name, "median_s": peer_median, "images_per_s": batch_size / peer_median}
         if timed.profile is not None:
             result[key]["profile"] = device_profile.records(timed.profile)
+            result[key]["profile_by_layer"] = device_profile.records(timed.profile_layers)
         result["ratio" if kind == "torch" else "compiled_ratio"] = (
             result["images_per_s"] / result[key]["images_per_s"]
         )
@@ -526,6 +538,7 @@ def _mode_result(
         )
     if ours.profile is not None:
         result["profile"] = device_profile.records(ours.profile)
+        result["profile_by_layer"] = device_profile.records(ours.profile_layers)
     return result
 
 
