@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from vgg_jax.benchmark import device_profile
 
@@ -133,3 +134,24 @@ def test_the_by_layer_table_sets_a_peer_beside_ours():
         "ms_per_step": 2.0,
         "share": 0.5,
     }
+
+
+def test_torchvisions_layers_are_timed_by_ranges_named_as_ours():
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.vgg11(weights=None, num_classes=10)
+    images = torch.randn(1, 3, 32, 32)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(images).pow(2).sum().backward()
+
+    _, by_layer = device_profile.profile_torch(step, steps=1, module=model)
+    found = {key for key, ms, _ in by_layer if ms > 0}
+    assert {
+        ("conv1_1", "forward"),
+        ("conv1_1", "backward"),
+        ("conv5_2", "backward"),
+        ("fc8", "forward"),
+    } <= found
+    assert all(module.inplace for module in model.modules() if isinstance(module, torch.nn.ReLU))

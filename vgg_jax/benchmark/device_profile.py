@@ -320,8 +320,10 @@ def _rows(totals: dict[Any, float], steps: int) -> list[tuple[Any, float, float]
 def _layer_ranges(model: Any) -> Iterator[dict[str, tuple[str, str]]]:
     """Profiler ranges around each layer of a torchvision VGG, forward and backward, named as ours
     (`conv3_1`, `fc6`: a layer is its conv or linear module and the ReLU, batch norm and dropout after
-    it; pooling is "other"); yields range name -> (layer, direction). The ReLUs run out of place meanwhile
-    (a backward hook cannot wrap an in-place op's output)."""
+    it; pooling is "other"); yields range name -> (layer, direction). A layer's backward ends when its
+    weight's gradient is accumulated (a module's backward hook fires before it where the module's input
+    needs no gradient, as conv1_1's). The ReLUs run out of place meanwhile (a backward hook cannot wrap
+    an in-place op's output)."""
     import torch
 
     names, block, index, fc, layer = {}, 1, 0, 6, "other"
@@ -348,6 +350,11 @@ def _layer_ranges(model: Any) -> Iterator[dict[str, tuple[str, str]]]:
 
             if direction == "forward":
                 handles += [child.register_forward_pre_hook(enter), child.register_forward_hook(leave)]
+            elif getattr(child, "weight", None) is not None:  # ends once its weight's gradient is in
+                handles += [
+                    child.register_full_backward_pre_hook(enter),
+                    child.weight.register_post_accumulate_grad_hook(leave),
+                ]
             else:
                 handles += [
                     child.register_full_backward_pre_hook(enter),
