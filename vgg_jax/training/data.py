@@ -410,8 +410,9 @@ def _shuffled(index: int, length: int, seed: int) -> int:
     return index_shuffle(index, max_index=length - 1, seed=seed, rounds=4)
 
 
-SHUFFLE_TABLE_LENGTHS = (2**11, 2**24)
-"""The epoch lengths whose order is computed whole (below, the walks are long; above, the table is)."""
+SHUFFLE_TABLE_LENGTHS = (2**11, 2**22)
+"""The epoch lengths whose order is computed whole: below, the walks are long; above, the cipher's table
+(a uint64 per value of a block of up to 22 bits: 32 MB, in each worker) and its temporaries grow too big."""
 
 
 @functools.lru_cache(maxsize=2)  # an epoch's and, while a chunk crosses into it, the next one's
@@ -422,13 +423,13 @@ def _epoch_order(length: int, seed: int) -> np.ndarray:
     block = math.ceil(math.log2(length - 1))
     width = max(block + block % 2, 16) // 2
     keys = _seed_seq(seed, 4)
-    encrypted = _simon(np.arange(1 << (2 * width), dtype=np.uint64), keys, width)
-    order = _simon(np.arange(length, dtype=np.uint64), keys, width)
+    encrypted = _simon(np.arange(1 << (2 * width), dtype=np.uint32), keys, width)  # blocks of <= 22 bits
+    order = _simon(np.arange(length, dtype=np.uint32), keys, width)
     walking = np.flatnonzero(order >= length)
     while walking.size:
         order[walking] = encrypted[order[walking]]
         walking = walking[order[walking] >= length]
-    return order.astype(np.int64)
+    return order
 
 
 def _seed_seq(seed: int, count: int) -> list[int]:
@@ -470,20 +471,22 @@ def _seed_seq(seed: int, count: int) -> list[int]:
 
 
 def _simon(values: np.ndarray, keys: list[int], width: int) -> np.ndarray:
-    """The Simon cipher's rounds, two per key pair, on blocks of 2 * `width` bits (uint64 values)."""
-    mask = np.uint64((1 << width) - 1)
+    """The Simon cipher's rounds, two per key pair, on blocks of 2 * `width` bits (unsigned values, a
+    block's bits in `values`' type)."""
+    kind = values.dtype.type
+    mask = kind((1 << width) - 1)
 
     def rotl(x: np.ndarray, r: int) -> np.ndarray:
-        return ((x << np.uint64(r)) | (x >> np.uint64(width - r))) & mask
+        return ((x << kind(r)) | (x >> kind(width - r))) & mask
 
     def f(x: np.ndarray) -> np.ndarray:
         return (rotl(x, 1) & rotl(x, 8)) ^ rotl(x, 2)
 
-    left, right = (values >> np.uint64(width)) & mask, values & mask
+    left, right = (values >> kind(width)) & mask, values & mask
     for k1, k2 in zip(keys[::2], keys[1::2]):
-        left = left ^ f(right) ^ (np.uint64(k1) & mask)
-        right = right ^ f(left) ^ (np.uint64(k2) & mask)
-    return (left << np.uint64(width)) | right
+        left = left ^ f(right) ^ (kind(k1) & mask)
+        right = right ^ f(left) ^ (kind(k2) & mask)
+    return (left << kind(width)) | right
 
 
 class _Chunks(grain.MapDataset):
