@@ -63,11 +63,15 @@ def test_relu_with_the_output_mask_has_relus_values_and_gradients():
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (1, 7, 9, 2)])
-def test_reshape_pooling_is_max_pool_forward_bit_for_bit_and_in_its_gradient_without_ties(shape):
+@pytest.mark.parametrize("form", ["max_pool_2x2", "max_pool_2x2_slices"])
+def test_elementwise_poolings_are_max_pool_forward_bit_for_bit_and_in_their_gradient_without_ties(
+    shape, form
+):
     import flax.linen as nn
 
-    from vgg_jax.model.layers import max_pool_2x2
+    from vgg_jax.model import layers
 
+    max_pool_2x2 = getattr(layers, form)
     x = jax.random.normal(jax.random.key(0), shape)  # continuous values: no ties
 
     def reference(v):
@@ -83,29 +87,28 @@ def test_reshape_pooling_is_max_pool_forward_bit_for_bit_and_in_its_gradient_wit
 
 
 def test_the_fusion_friendly_forms_keep_the_models_outputs_and_gradients():
-    """relu_impl="output_mask" and pool_impl="reshape": the same logits and, in f32 at the highest precision,
-    parameter gradients equal to the default's to 1e-5."""
+    """relu_impl="output_mask" and pool_impl="reshape" or "slices": the same logits and, in f32 at the highest
+    precision, parameter gradients equal to the default's to 1e-5."""
     from conftest import tiny_vgg
 
     images = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
-    default, fast = (
-        tiny_vgg("D", pool_impl="reduce_window"),
-        tiny_vgg("D", relu_impl="output_mask", pool_impl="reshape"),
-    )
+    default = tiny_vgg("D", pool_impl="reduce_window")
     variables = default.init(jax.random.key(3), images)
-    np.testing.assert_array_equal(fast.apply(variables, images), default.apply(variables, images))
-    with jax.default_matmul_precision("highest"):
-        grads = [
-            jax.grad(lambda p, m=m: (m.apply({"params": p}, images) ** 2).sum())(variables["params"])
-            for m in (default, fast)
-        ]
-        saliency = [
-            jax.grad(lambda x, m=m: m.apply(variables, x)[:, 3].sum())(images) for m in (default, fast)
-        ]
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
-    np.testing.assert_allclose(*saliency, rtol=1e-5, atol=1e-7)  # ties after a ReLU are zeros its mask drops
+    for pool_impl in ("reshape", "slices"):
+        fast = tiny_vgg("D", relu_impl="output_mask", pool_impl=pool_impl)
+        np.testing.assert_array_equal(fast.apply(variables, images), default.apply(variables, images))
+        with jax.default_matmul_precision("highest"):
+            grads = [
+                jax.grad(lambda p, m=m: (m.apply({"params": p}, images) ** 2).sum())(variables["params"])
+                for m in (default, fast)
+            ]
+            saliency = [
+                jax.grad(lambda x, m=m: m.apply(variables, x)[:, 3].sum())(images) for m in (default, fast)
+            ]
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
+        np.testing.assert_allclose(*saliency, rtol=1e-5, atol=1e-7)  # ties after a ReLU: zeros the mask drops
     from vgg_jax.model.vgg import resolve_pool_impl
 
-    assert resolve_pool_impl("auto") == ("reshape" if jax.default_backend() == "cpu" else "reduce_window")
+    assert resolve_pool_impl("auto") == ("slices" if jax.default_backend() == "cpu" else "reduce_window")
     with pytest.raises(ValueError, match="pool_impl must be one of"):
         tiny_vgg("D", pool_impl="avg")

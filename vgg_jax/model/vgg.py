@@ -30,7 +30,7 @@ from vgg_jax.model.configs import (
     scaled,
 )
 from vgg_jax.model.conv import block_dtype, flax_conv
-from vgg_jax.model.layers import LocalResponseNorm, max_pool_2x2, relu_output_mask
+from vgg_jax.model.layers import LocalResponseNorm, max_pool_2x2, max_pool_2x2_slices, relu_output_mask
 from vgg_jax.util.options import FieldError, resumable
 
 Initializer = Callable[..., jax.Array]
@@ -38,7 +38,7 @@ INIT_SCHEMES = ("glorot", "paper", "kaiming")
 CONV_IMPLS = ("auto", "xla", "custom_vjp")
 # jax.nn.relu, or layers.relu_output_mask (the gradient masked by the output)
 RELU_IMPLS = ("jax", "output_mask")
-POOL_IMPLS = ("auto", "reduce_window", "reshape")  # auto: reshape on CPU; nn.max_pool, or layers.max_pool_2x2
+POOL_IMPLS = ("auto", "reduce_window", "reshape", "slices")  # auto: slices on CPU; nn.max_pool, or layers'
 CLASSIFIER = ("fc6", "fc7", "fc8")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # by name, for configs and flags
 MAX_WIDTH, MAX_WIDTH_SCALE = 2**20, 64  # fc_width and num_classes; width_scale: beyond these, a typo
@@ -158,11 +158,12 @@ class VGG(nn.Module):
             activation memory for more compute. Same variables and gradients.
         relu_impl: "jax" (`jax.nn.relu`) or "output_mask" (the same function,
             its gradient masked by its output: one activation fewer kept).
-        pool_impl: "auto" (default: "reshape" when JAX's default backend is
-            the CPU, the faster there (docs/benchmarks.md), else "reduce_window"),
-            "reduce_window" (`nn.max_pool`) or "reshape" (a reshape and a max:
-            the same forward; the gradient is elementwise and shared among tied
-            maxima, which after a ReLU are zeros that the ReLU's mask drops).
+        pool_impl: "auto" (default: "slices" when JAX's default backend is
+            the CPU, the fastest there (docs/benchmarks.md), else "reduce_window"),
+            "reduce_window" (`nn.max_pool`), "reshape" (a reshape and a max)
+            or "slices" (the max of four strided slices): the same forward; the
+            last two's gradients are elementwise and shared among tied maxima,
+            which after a ReLU are zeros that the ReLU's mask drops.
             Performance switches: same variables either way.
         freeze: a layer name (`pool5`, `relu4_3`, ...): fine-tuning with the
             layers up to it frozen. In training, the gradient stops at its
@@ -368,8 +369,11 @@ class VGG(nn.Module):
                 x = LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k, name="lrn")(x)
                 outputs["lrn"] = x
                 x = self._frozen_output("lrn", x, train)
-        reshape = resolve_pool_impl(self.pool_impl) == "reshape"
-        x = max_pool_2x2(x) if reshape else nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        pool = resolve_pool_impl(self.pool_impl)
+        if pool == "reduce_window":
+            x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        else:
+            x = max_pool_2x2(x) if pool == "reshape" else max_pool_2x2_slices(x)
         outputs[f"pool{block_index}"] = x
         return self._frozen_output(f"pool{block_index}", x, train), outputs
 
@@ -510,8 +514,8 @@ class ModelConfig:
     relu_impl: Literal[RELU_IMPLS] = resumable("jax")
     """jax.nn.relu, or output_mask (its gradient masked by the output)"""
     pool_impl: Literal[POOL_IMPLS] = resumable("auto")
-    """auto (reshape on CPU, else reduce_window), reduce_window (nn.max_pool) or reshape (a reshape and a
-    max)"""
+    """auto (slices on CPU, else reduce_window), reduce_window (nn.max_pool), reshape (a reshape and a
+    max) or slices (the max of four strided slices)"""
 
 
 def model_from(model: ModelConfig, **fields: Any) -> VGG:
@@ -541,11 +545,11 @@ def resolve_conv_impl(conv_impl: str) -> str:
 
 
 def resolve_pool_impl(pool_impl: str) -> str:
-    """The pooling "auto" stands for: a reshape and a max on the CPU (measured faster there), reduce_window
-    elsewhere."""
+    """The pooling "auto" stands for: four strided slices' max on the CPU (measured fastest there),
+    reduce_window elsewhere."""
     if pool_impl != "auto":
         return pool_impl
-    return "reshape" if jax.default_backend() == "cpu" else "reduce_window"
+    return "slices" if jax.default_backend() == "cpu" else "reduce_window"
 
 
 def _check_positive_int(name: str, value: Any) -> None:
