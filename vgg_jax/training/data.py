@@ -222,7 +222,7 @@ class _Stream:
     `source[:m][shard::count].shuffle(seed).repeat().random_map(t, seed)`, the
     pipeline this replaced, so a run resumed from an older checkpoint goes on
     with the same batches; read a chunk at a time, it skips Grain's
-    per-element bookkeeping in each stage, which took twice the transform's
+    per-element bookkeeping in each stage, which took three times the transform's
     own time (docs/benchmarks.md). Positions are read by several threads at
     once, so `read` keeps no state.
     """
@@ -243,7 +243,7 @@ class _Stream:
         self.length = sys.maxsize if num_epochs is None else num_epochs * self.epoch_length
         self.random = isinstance(transform, grain.transforms.RandomMap)
 
-    def read(self, positions: range) -> list[tuple[int, Any]]:
+    def read(self, positions: Sequence[int]) -> list[tuple[int, Any]]:
         if self.random:
             rng = np.random.Generator(np.random.Philox(self.seed))
             state = rng.bit_generator.state
