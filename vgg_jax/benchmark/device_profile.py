@@ -336,10 +336,11 @@ def _layer_ranges(model: Any) -> Iterator[dict[str, tuple[str, str]]]:
         elif isinstance(child, torch.nn.Linear):
             layer, fc = f"fc{fc}", fc + 1
         names[child] = layer
-    open_ranges, handles, inplace = {}, [], {}
+    ranges, open_ranges, handles, inplace = {}, {}, [], {}
     for child, layer in names.items():
         for direction in ("forward", "backward"):
             key = f"vgg_jax/{layer}/{direction}/{id(child)}"
+            ranges[key] = (layer, direction)
 
             def enter(*_: Any, key: str = key) -> None:
                 open_ranges[key] = torch.autograd.profiler.record_function(key).__enter__()
@@ -363,11 +364,7 @@ def _layer_ranges(model: Any) -> Iterator[dict[str, tuple[str, str]]]:
         if hasattr(child, "inplace"):
             inplace[child], child.inplace = child.inplace, False
     try:
-        yield {
-            f"vgg_jax/{layer}/{direction}/{id(child)}": (layer, direction)
-            for child, layer in names.items()
-            for direction in ("forward", "backward")
-        }
+        yield ranges
     finally:
         for handle in handles:
             handle.remove()

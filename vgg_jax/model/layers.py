@@ -89,9 +89,9 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 
 def max_pool_2x2_slices(x: jax.Array) -> jax.Array:
     """`max_pool_2x2` as the max of the window's four strided slices: one elementwise loop, which
-    XLA:CPU vectorises, where the reshape's reduction and `reduce_window` are not (the pools of VGG-16's
-    forward pass 5% faster on a Zen 5, docs/benchmarks.md). The same forward bit for bit, and the same
-    gradient without ties (with them, JAX's `maximum` splits it pairwise)."""
+    XLA:CPU vectorises, where the reshape's reduction and `reduce_window` are not (VGG-16's forward
+    pass about 6% faster than with the reshape, on a Zen 5, docs/benchmarks.md). The same forward bit
+    for bit, and the same gradient without ties (with them, JAX's `maximum` splits it pairwise)."""
     h, w = x.shape[1] - x.shape[1] % 2, x.shape[2] - x.shape[2] % 2
     rows = [x[:, i:h:2, j:w:2] for i in (0, 1) for j in (0, 1)]
     return jnp.maximum(jnp.maximum(rows[0], rows[1]), jnp.maximum(rows[2], rows[3]))

@@ -38,7 +38,12 @@ INIT_SCHEMES = ("glorot", "paper", "kaiming")
 CONV_IMPLS = ("auto", "xla", "custom_vjp")
 # jax.nn.relu, or layers.relu_output_mask (the gradient masked by the output)
 RELU_IMPLS = ("jax", "output_mask")
-POOL_IMPLS = ("auto", "reduce_window", "reshape", "slices")  # auto: slices on CPU; nn.max_pool, or layers'
+POOL_IMPLS = (
+    "auto",
+    "reduce_window",
+    "reshape",
+    "slices",
+)  # auto: slices on CPU; nn.max_pool or layers.max_pool_2x2*
 CLASSIFIER = ("fc6", "fc7", "fc8")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # by name, for configs and flags
 MAX_WIDTH, MAX_WIDTH_SCALE = 2**20, 64  # fc_width and num_classes; width_scale: beyond these, a typo
